@@ -1,0 +1,348 @@
+//! [`Frame`] and [`FrameType`]: the framing shared by every stream.
+//!
+//! ```text
+//! | type: u8 | len: u32 big-endian | payload: len bytes |     len ≤ MAX_FRAME_LEN
+//! ```
+//!
+//! One file per frame type, each with the payload layout in its module doc
+//! and the same three functions: `decode(payload)`, `encode(dst)` and
+//! `encoded_len()` (of the payload; the header is added here).
+
+use std::fmt;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::error::DecodeError;
+
+mod accepted;
+mod agent_info;
+mod forwarded;
+mod go_away;
+mod list;
+mod open;
+mod refused;
+mod register;
+mod registered;
+
+pub use accepted::Accepted;
+pub use agent_info::AgentInfo;
+pub use forwarded::Forwarded;
+pub use go_away::GoAway;
+pub use list::List;
+pub use open::{Open, StreamKind};
+pub use refused::Refused;
+pub use register::Register;
+pub use registered::Registered;
+
+/// The largest payload a frame may carry, in bytes (64 KiB).
+///
+/// Frames are small control messages; bulk data never travels in frames (a
+/// `Tcp` stream carries raw bytes after `Accepted`). The limit bounds what a
+/// peer can make us buffer before we can reject it.
+pub const MAX_FRAME_LEN: usize = 64 * 1024;
+
+/// The length of a frame header: type `u8` and length `u32`.
+pub const HEADER_LEN: usize = 5;
+
+/// The type byte of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameType {
+    /// [`Register`]: agent → relay, first frame on the control stream.
+    Register = 0x01,
+    /// [`Registered`]: relay → agent, the registration is accepted.
+    Registered = 0x02,
+    /// [`GoAway`]: relay → agent, the relay is shutting down.
+    GoAway = 0x03,
+    /// [`Open`]: client → relay, first frame on a session stream.
+    Open = 0x10,
+    /// [`Forwarded`]: relay → agent, an `Open` with the caller's identity.
+    Forwarded = 0x11,
+    /// [`Accepted`]: agent → relay → client, the stream is open.
+    Accepted = 0x12,
+    /// [`Refused`]: the open (or registration) is refused, with a code.
+    Refused = 0x13,
+    /// [`List`]: client → relay, asks which agents the caller may reach.
+    List = 0x20,
+    /// [`AgentInfo`]: relay → client, one reachable agent.
+    AgentInfo = 0x21,
+}
+
+impl FrameType {
+    /// The frame's name, as in [`Frame`]'s variants (`"Open"`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FrameType::Register => "Register",
+            FrameType::Registered => "Registered",
+            FrameType::GoAway => "GoAway",
+            FrameType::Open => "Open",
+            FrameType::Forwarded => "Forwarded",
+            FrameType::Accepted => "Accepted",
+            FrameType::Refused => "Refused",
+            FrameType::List => "List",
+            FrameType::AgentInfo => "AgentInfo",
+        }
+    }
+}
+
+impl TryFrom<u8> for FrameType {
+    type Error = DecodeError;
+
+    /// # Errors
+    ///
+    /// [`DecodeError::UnknownType`] for a byte no frame type has.
+    fn try_from(byte: u8) -> Result<Self, Self::Error> {
+        Ok(match byte {
+            0x01 => FrameType::Register,
+            0x02 => FrameType::Registered,
+            0x03 => FrameType::GoAway,
+            0x10 => FrameType::Open,
+            0x11 => FrameType::Forwarded,
+            0x12 => FrameType::Accepted,
+            0x13 => FrameType::Refused,
+            0x20 => FrameType::List,
+            0x21 => FrameType::AgentInfo,
+            _ => return Err(DecodeError::UnknownType(byte)),
+        })
+    }
+}
+
+impl From<FrameType> for u8 {
+    fn from(ty: FrameType) -> Self {
+        ty as u8
+    }
+}
+
+impl fmt::Display for FrameType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One protocol message. See the crate docs for which frame goes where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// See [`Register`].
+    Register(Register),
+    /// See [`Registered`].
+    Registered(Registered),
+    /// See [`GoAway`].
+    GoAway(GoAway),
+    /// See [`Open`].
+    Open(Open),
+    /// See [`Forwarded`].
+    Forwarded(Forwarded),
+    /// See [`Accepted`].
+    Accepted(Accepted),
+    /// See [`Refused`].
+    Refused(Refused),
+    /// See [`List`].
+    List(List),
+    /// See [`AgentInfo`].
+    AgentInfo(AgentInfo),
+}
+
+impl Frame {
+    /// The frame's type byte.
+    pub fn frame_type(&self) -> FrameType {
+        match self {
+            Frame::Register(_) => FrameType::Register,
+            Frame::Registered(_) => FrameType::Registered,
+            Frame::GoAway(_) => FrameType::GoAway,
+            Frame::Open(_) => FrameType::Open,
+            Frame::Forwarded(_) => FrameType::Forwarded,
+            Frame::Accepted(_) => FrameType::Accepted,
+            Frame::Refused(_) => FrameType::Refused,
+            Frame::List(_) => FrameType::List,
+            Frame::AgentInfo(_) => FrameType::AgentInfo,
+        }
+    }
+
+    /// Decodes one frame from the front of `buf`.
+    ///
+    /// Returns `Ok(None)` and consumes nothing while the frame is incomplete;
+    /// the caller reads more bytes and calls again. On success it consumes
+    /// exactly the frame, leaving any bytes behind it (e.g. a client's early
+    /// data after `Open`) in `buf`.
+    ///
+    /// # Errors
+    ///
+    /// - [`DecodeError::UnknownType`] as soon as the first byte is not a frame
+    ///   type;
+    /// - [`DecodeError::TooLarge`] as soon as the 5-byte header announces more
+    ///   than [`MAX_FRAME_LEN`], before any payload is buffered;
+    /// - [`DecodeError::Malformed`] if a field breaks its rule or the payload
+    ///   has bytes left over; the frame's bytes are consumed.
+    ///
+    /// After an error the stream is out of sync: reset it or close the
+    /// connection with [`DecodeError::code`].
+    pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
+        let Some(&type_byte) = buf.first() else {
+            return Ok(None);
+        };
+        // Reject an unknown type on its first byte: no point waiting for more.
+        let ty = FrameType::try_from(type_byte)?;
+        let Some(len_bytes) = buf.get(1..HEADER_LEN) else {
+            return Ok(None);
+        };
+        let mut len = [0; 4];
+        len.copy_from_slice(len_bytes);
+        let len = u32::from_be_bytes(len);
+        // Reject an oversize frame from its header alone, so a peer cannot make
+        // us buffer more than MAX_FRAME_LEN (DESIGN: "oversize lengths are
+        // errors, not allocations").
+        let len = match usize::try_from(len) {
+            Ok(len) if len <= MAX_FRAME_LEN => len,
+            _ => {
+                return Err(DecodeError::TooLarge {
+                    len: u64::from(len),
+                    max: MAX_FRAME_LEN as u64,
+                })
+            }
+        };
+        if buf.len() < HEADER_LEN + len {
+            // Make room for the rest once, rather than growing in steps.
+            buf.reserve(HEADER_LEN + len - buf.len());
+            return Ok(None);
+        }
+        buf.advance(HEADER_LEN);
+        let payload = buf.split_to(len);
+        Self::decode_payload(ty, &payload).map(Some)
+    }
+
+    /// Parses a complete payload of type `ty`.
+    fn decode_payload(ty: FrameType, payload: &[u8]) -> Result<Frame, DecodeError> {
+        Ok(match ty {
+            FrameType::Register => Frame::Register(Register::decode(payload)?),
+            FrameType::Registered => Frame::Registered(Registered::decode(payload)?),
+            FrameType::GoAway => Frame::GoAway(GoAway::decode(payload)?),
+            FrameType::Open => Frame::Open(Open::decode(payload)?),
+            FrameType::Forwarded => Frame::Forwarded(Forwarded::decode(payload)?),
+            FrameType::Accepted => Frame::Accepted(Accepted::decode(payload)?),
+            FrameType::Refused => Frame::Refused(Refused::decode(payload)?),
+            FrameType::List => Frame::List(List::decode(payload)?),
+            FrameType::AgentInfo => Frame::AgentInfo(AgentInfo::decode(payload)?),
+        })
+    }
+
+    /// Appends exactly [`encoded_len`](Self::encoded_len) bytes to `dst`.
+    ///
+    /// Encoding cannot fail. A frame whose payload would exceed
+    /// [`MAX_FRAME_LEN`] is a programming error (this version's frames stay
+    /// far below it unless a list holds about a thousand names): debug builds
+    /// assert, release builds write it and the peer rejects it as
+    /// [`DecodeError::TooLarge`]. Check [`payload_len`](Self::payload_len)
+    /// first when a frame is built from unbounded input.
+    pub fn encode(&self, dst: &mut impl BufMut) {
+        let len = self.payload_len();
+        debug_assert!(
+            len <= MAX_FRAME_LEN,
+            "{} frame of {len} bytes exceeds MAX_FRAME_LEN",
+            self.frame_type()
+        );
+        dst.put_u8(self.frame_type().into());
+        dst.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+        match self {
+            Frame::Register(f) => f.encode(dst),
+            Frame::Registered(f) => f.encode(dst),
+            Frame::GoAway(f) => f.encode(dst),
+            Frame::Open(f) => f.encode(dst),
+            Frame::Forwarded(f) => f.encode(dst),
+            Frame::Accepted(f) => f.encode(dst),
+            Frame::Refused(f) => f.encode(dst),
+            Frame::List(f) => f.encode(dst),
+            Frame::AgentInfo(f) => f.encode(dst),
+        }
+    }
+
+    /// The number of bytes [`encode`](Self::encode) writes: header plus payload.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_LEN + self.payload_len()
+    }
+
+    /// The payload's length alone; a frame can be sent only if this is at
+    /// most [`MAX_FRAME_LEN`].
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Frame::Register(f) => f.encoded_len(),
+            Frame::Registered(f) => f.encoded_len(),
+            Frame::GoAway(f) => f.encoded_len(),
+            Frame::Open(f) => f.encoded_len(),
+            Frame::Forwarded(f) => f.encoded_len(),
+            Frame::Accepted(f) => f.encoded_len(),
+            Frame::Refused(f) => f.encoded_len(),
+            Frame::List(f) => f.encoded_len(),
+            Frame::AgentInfo(f) => f.encoded_len(),
+        }
+    }
+
+    /// Encodes the frame into a new buffer of exactly
+    /// [`encoded_len`](Self::encoded_len) bytes.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut buf = BytesMut::with_capacity(self.encoded_len());
+        self.encode(&mut buf);
+        buf.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_types_round_trip_through_their_byte() {
+        for byte in 0..=u8::MAX {
+            match FrameType::try_from(byte) {
+                Ok(ty) => assert_eq!(u8::from(ty), byte),
+                Err(err) => assert_eq!(err, DecodeError::UnknownType(byte)),
+            }
+        }
+    }
+
+    #[test]
+    fn decode_waits_for_the_whole_frame_and_leaves_the_rest() {
+        // GoAway { reconnect_in_ms: 258 } followed by two early bytes.
+        let wire = [0x03, 0, 0, 0, 4, 0, 0, 1, 2, 0xaa, 0xbb];
+        for end in 0..HEADER_LEN + 4 {
+            let mut buf = BytesMut::from(&wire[..end]);
+            assert_eq!(Frame::decode(&mut buf), Ok(None));
+            assert_eq!(&buf[..], &wire[..end]);
+        }
+        let mut buf = BytesMut::from(&wire[..]);
+        assert_eq!(
+            Frame::decode(&mut buf),
+            Ok(Some(Frame::GoAway(GoAway {
+                reconnect_in_ms: 258
+            })))
+        );
+        assert_eq!(&buf[..], &[0xaa, 0xbb]);
+    }
+
+    #[test]
+    fn header_errors_come_before_buffering() {
+        let mut buf = BytesMut::from(&[0x7f][..]);
+        assert_eq!(Frame::decode(&mut buf), Err(DecodeError::UnknownType(0x7f)));
+        let mut buf = BytesMut::from(&[0x10, 0, 1, 0, 1][..]);
+        assert_eq!(
+            Frame::decode(&mut buf),
+            Err(DecodeError::TooLarge {
+                len: 65537,
+                max: 65536
+            })
+        );
+        assert_eq!(
+            DecodeError::UnknownType(0x7f).to_string(),
+            "unknown frame type 0x7f"
+        );
+    }
+
+    #[test]
+    fn a_bad_payload_is_consumed_and_reported() {
+        // Accepted with one payload byte, then a valid List.
+        let mut buf = BytesMut::from(&[0x12, 0, 0, 0, 1, 0, 0x20, 0, 0, 0, 0][..]);
+        let err = Frame::decode(&mut buf).unwrap_err();
+        assert_eq!(err.to_string(), "malformed Accepted frame: trailing bytes");
+        assert_eq!(err.code(), crate::ErrorCode::PROTOCOL_VIOLATION);
+        assert_eq!(Frame::decode(&mut buf), Ok(Some(Frame::List(List))));
+    }
+}

@@ -1,0 +1,96 @@
+//! `REGISTER` (type 0x01): agent → relay, the first frame on the control stream.
+//!
+//! ```text
+//! | version: u16 | capabilities: u32 | count: u16 | target: name × count |
+//! ```
+//!
+//! The agent's name is not in the frame: the relay takes it from the agent's
+//! certificate (DESIGN: identity never comes from a frame field).
+
+use bytes::BufMut;
+
+use super::{Frame, FrameType};
+use crate::capabilities::Capabilities;
+use crate::codec::{list_len, name_len, put_list, put_name, Reader};
+use crate::error::DecodeError;
+use crate::name::TargetName;
+
+/// An agent announces its protocol version, what it can do and which targets
+/// its allowlist exposes. The relay answers [`Registered`](crate::Registered)
+/// or [`Refused`](crate::Refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Register {
+    /// The agent's [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION).
+    pub version: u16,
+    /// The stream kinds the agent serves.
+    pub capabilities: Capabilities,
+    /// The targets the agent exposes, in the agent's order.
+    pub targets: Vec<TargetName>,
+}
+
+impl Register {
+    pub(crate) fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(FrameType::Register, payload);
+        let version = r.read_u16()?;
+        let capabilities = Capabilities(r.read_u32()?);
+        let targets = r.read_list(|r| r.read_name().map(TargetName::from))?;
+        r.finish()?;
+        Ok(Self {
+            version,
+            capabilities,
+            targets,
+        })
+    }
+
+    pub(crate) fn encode(&self, dst: &mut impl BufMut) {
+        dst.put_u16(self.version);
+        dst.put_u32(self.capabilities.bits());
+        put_list(dst, &self.targets, |dst, t| put_name(dst, t.as_name()));
+    }
+
+    pub(crate) fn encoded_len(&self) -> usize {
+        2 + 4 + list_len(&self.targets, |t| name_len(t.as_name()))
+    }
+}
+
+impl From<Register> for Frame {
+    fn from(frame: Register) -> Self {
+        Frame::Register(frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+
+    #[test]
+    fn wire_example() {
+        let frame = Frame::from(Register {
+            version: 1,
+            capabilities: Capabilities::TCP | Capabilities::EXEC,
+            targets: vec!["kube".parse().unwrap(), "db".parse().unwrap()],
+        });
+        let wire = b"\x01\x00\x00\x00\x10\
+                     \x00\x01\x00\x00\x00\x05\x00\x02\x04kube\x02db";
+        assert_eq!(&frame.to_bytes()[..], wire);
+        assert_eq!(
+            Frame::decode(&mut BytesMut::from(&wire[..])),
+            Ok(Some(frame))
+        );
+    }
+
+    #[test]
+    fn rejects_bad_target_and_short_list() {
+        let bad_name = b"\x00\x01\x00\x00\x00\x01\x00\x01\x04Kube";
+        assert_eq!(
+            Register::decode(bad_name),
+            Err(DecodeError::Malformed {
+                frame: FrameType::Register,
+                reason: "invalid name"
+            })
+        );
+        let short = b"\x00\x01\x00\x00\x00\x01\x00\x02\x04kube";
+        assert!(Register::decode(short).is_err());
+    }
+}

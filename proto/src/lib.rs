@@ -1,0 +1,80 @@
+//! The wire protocol of the relay, sans-IO.
+//!
+//! This crate contains no networking code, spawns no tasks and never reads a
+//! clock: it turns bytes into [`Frame`]s and back, and defines the names,
+//! identities and [`ErrorCode`]s the relay, the agent and the client share.
+//! The QUIC connections, TLS certificates and streams all live in the crates
+//! that depend on it (`relay-net`, `relay-server`, `relay-agent`,
+//! `relay-client`); its only dependencies are `bytes` and `thiserror`.
+//!
+//! Every frame is `type: u8 | len: u32 big-endian | payload[len]`, with `len`
+//! at most [`MAX_FRAME_LEN`]. Each frame type has its own module whose doc
+//! shows its payload layout; [`Frame::decode`] and [`Frame::encode`] are the
+//! entry points.
+//!
+//! # Protocol flow
+//!
+//! ```text
+//! agent ──QUIC, ALPN "relay/1", mTLS──▶ relay      identity = URI SAN of the agent's certificate
+//!   control stream (the agent's first bidi stream):
+//!   agent ─ Register { version, capabilities, targets } ─▶ relay
+//!   agent ◀─ Registered { version, capabilities } ──────── relay   or Refused { code, message }
+//!   …
+//!   agent ◀─ GoAway { reconnect_in_ms } ─────────────────── relay   before the relay shuts down
+//!
+//! client ──QUIC, ALPN "relay/1", mTLS──▶ relay     one bidi stream per session:
+//!   client ─ Open { agent, target, kind } [early bytes…] ─▶ relay
+//!            (the client may send raw data right behind Open without waiting)
+//!   relay: authorizes the caller identity taken from the client's TLS
+//!          certificate (never from a frame), picks a registered instance of
+//!          `agent` and opens a bidi stream on that agent's connection:
+//!   relay ─ Forwarded { caller, open } [early bytes…] ──▶ agent
+//!   relay ◀─ Accepted | Refused { code, message } ─────── agent
+//!   client ◀─ the same Accepted | Refused frame ───────── relay
+//!            (on Refused the early bytes are discarded and the stream ends)
+//!   after Accepted, a Tcp stream carries raw bytes both ways (splice):
+//!     half-close = stream finish, error = stream reset with an ErrorCode
+//!
+//! client ─ List ─▶ relay                       on a fresh bidi stream
+//! client ◀─ AgentInfo { agent, instances, targets } × N ─ relay, then finish
+//!            (one frame per agent the caller may reach)
+//! ```
+//!
+//! A decode error on any stream is a protocol violation: the receiver resets
+//! the stream or closes the connection with [`DecodeError::code`].
+//!
+//! # Version history
+//!
+//! The version is carried twice: in the ALPN ([`ALPN`]) and in the first
+//! control frame ([`Register::version`], [`Registered::version`]), next to the
+//! peer's [`Capabilities`].
+//!
+//! - **1** (`relay/1`): `Register`, `Registered`, `GoAway`, `Open` (kinds
+//!   `Tcp`, `Shell`, `Exec`), `Forwarded`, `Accepted`, `Refused`, `List`,
+//!   `AgentInfo`; error codes 0 to 16.
+
+mod capabilities;
+mod code;
+mod codec;
+mod error;
+mod frame;
+mod identity;
+mod name;
+
+pub use capabilities::Capabilities;
+pub use code::ErrorCode;
+pub use error::DecodeError;
+pub use frame::{
+    Accepted, AgentInfo, Forwarded, Frame, FrameType, GoAway, List, Open, Refused, Register,
+    Registered, StreamKind, HEADER_LEN, MAX_FRAME_LEN,
+};
+pub use identity::{Identity, IdentityError, Role};
+pub use name::{AgentName, Name, NameError, TargetName};
+
+/// The protocol version this crate speaks, sent in [`Register`] and
+/// [`Registered`]. See the version history in the crate docs.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The TLS ALPN protocol name for [`PROTOCOL_VERSION`]; a peer that offers
+/// anything else fails the handshake instead of misreading frames.
+pub const ALPN: &[u8] = b"relay/1";

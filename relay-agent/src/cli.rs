@@ -1,0 +1,134 @@
+//! Command line of `relay-agent` (in the library so the test harness can run
+//! the very same program as a separate process).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use relay_net::credential::Credential;
+
+use crate::allowlist::Allowlist;
+use crate::config::{Config, File};
+
+const EXAMPLES: &str = "\
+Examples:
+  relay-agent --credential agent.cred --expose kube-api=10.0.0.1:6443 --expose db=db.internal:5432
+  relay-agent --config /etc/relay/agent.toml
+  relay-agent keygen --out agent.key > agent.csr     # then: relay-server issue agent NAME --csr agent.csr";
+
+/// Runs inside the private network: dials out to the relay and serves the
+/// targets it exposes. It never listens on a port.
+#[derive(Debug, Parser)]
+#[command(name = "relay-agent", version, after_help = EXAMPLES, args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Credential file from `relay-server issue agent`.
+    #[arg(long, env = "RELAY_CREDENTIAL")]
+    credential: Option<PathBuf>,
+    /// Private key, for a credential issued from a CSR (`keygen`).
+    #[arg(long, env = "RELAY_KEY")]
+    key: Option<PathBuf>,
+    /// Expose a target: NAME=HOST:PORT (repeatable). Nothing else is ever dialled.
+    #[arg(long = "expose", value_name = "NAME=HOST:PORT")]
+    expose: Vec<String>,
+    /// Config file (TOML: credential, key, [expose]); flags add to it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Deadline for connecting to a target.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    dial_timeout: Duration,
+    /// Longest wait between attempts to reach the relay.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    max_backoff: Duration,
+    /// Idle timeout of the relay connection (a dead relay is noticed after it).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Make a private key and print a certificate signing request for it, so
+    /// the key never leaves this host.
+    Keygen {
+        /// Where to write the private key (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    relay_net::logging::init("info", matches!(args.log_format, LogFormat::Json));
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("relay-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Command::Keygen { out }) = args.command {
+        return keygen(&out);
+    }
+    let file = match &args.config {
+        Some(path) => File::load(path)?,
+        None => File::default(),
+    };
+    let credential = args.credential.or(file.credential).ok_or_else(|| {
+        anyhow::anyhow!(
+            "give --credential FILE (from `relay-server issue agent NAME`), or --config FILE"
+        )
+    })?;
+    let key = args.key.or(file.key);
+    let loaded = Credential::load(&credential, key.as_deref())?;
+    let mut allowlist = Allowlist::default();
+    for (name, addr) in &file.expose {
+        allowlist
+            .add(name, addr)
+            .map_err(|e| anyhow::anyhow!("config: expose {name} = {addr:?}: {e}"))?;
+    }
+    for spec in &args.expose {
+        allowlist.add_spec(spec)?;
+    }
+    if allowlist.is_empty() {
+        tracing::warn!("nothing exposed: every open will be refused (add --expose NAME=HOST:PORT)");
+    }
+    let mut config = Config::new(loaded, allowlist);
+    config.dial_timeout = args.dial_timeout;
+    config.backoff.max = args.max_backoff;
+    config.transport.idle_timeout = args.idle_timeout;
+    config.transport.keep_alive = Some(args.idle_timeout / 3);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(relay_net::signals::cancel_on_signal(shutdown.clone()));
+        tracing::info!(identity = %config.credential.cert.identity, "agent starting");
+        crate::Agent::new(config).run(shutdown).await;
+        Ok(())
+    })
+}
+
+fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
+    let (key, csr) = relay_net::pki::keygen("relay agent")?;
+    relay_net::fsutil::write_private(out, key.as_bytes())?;
+    print!("{csr}");
+    eprintln!(
+        "wrote {}; the CSR above goes to `relay-server issue agent NAME --csr FILE`",
+        out.display()
+    );
+    Ok(())
+}

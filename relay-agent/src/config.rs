@@ -1,0 +1,101 @@
+//! The agent's configuration: from flags, or a TOML file with the same
+//! content. Building it never touches the network.
+//!
+//! ```toml
+//! credential = "/etc/relay/agent.cred"
+//! [expose]
+//! kube-api = "10.0.0.1:6443"
+//! db = "db.internal:5432"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use relay_net::credential::Loaded;
+use relay_net::endpoint::Transport;
+use serde::Deserialize;
+
+use crate::allowlist::Allowlist;
+
+/// Exponential backoff between re-dials, with full jitter.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    /// First delay.
+    pub initial: Duration,
+    /// Cap.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything the agent needs to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Its credential.
+    pub credential: Loaded,
+    /// What it exposes.
+    pub allowlist: Allowlist,
+    /// QUIC transport (short idle timeout: a dead relay is noticed in seconds).
+    pub transport: Transport,
+    /// Deadline for the QUIC handshake with the relay.
+    pub connect_timeout: Duration,
+    /// Deadline for dialling a target.
+    pub dial_timeout: Duration,
+    /// Re-dial backoff.
+    pub backoff: Backoff,
+    /// How long shutdown waits for live streams.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Defaults around a credential and an allowlist.
+    pub fn new(credential: Loaded, allowlist: Allowlist) -> Config {
+        Config {
+            credential,
+            allowlist,
+            transport: Transport::agent(),
+            connect_timeout: Duration::from_secs(10),
+            dial_timeout: Duration::from_secs(10),
+            backoff: Backoff::default(),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The agent's config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    /// Path of the credential file (relative to the config file).
+    pub credential: Option<PathBuf>,
+    /// Path of the private key, for a credential issued from a CSR.
+    pub key: Option<PathBuf>,
+    /// Exposed targets: name = "host:port".
+    #[serde(default)]
+    pub expose: BTreeMap<String, String>,
+}
+
+impl File {
+    /// Reads a config file; relative paths in it are taken from its folder.
+    ///
+    /// # Errors
+    /// If it cannot be read or parsed (the message names line and column).
+    pub fn load(path: &Path) -> anyhow::Result<File> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        let mut file: File = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        file.credential = file.credential.map(|p| base.join(p));
+        file.key = file.key.map(|p| base.join(p));
+        Ok(file)
+    }
+}

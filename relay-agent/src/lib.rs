@@ -1,0 +1,117 @@
+//! `relay-agent`: runs inside the private network, dials **out** to the
+//! relay (one connection to every relay address in its credential), and
+//! serves the streams the relay forwards to it, but only to the targets in
+//! its own [`allowlist::Allowlist`].
+//!
+//! Layout: [`config`], [`allowlist`] (what is exposed), [`session`] (one
+//! relay connection: register, serve), [`stream`] (one forwarded stream:
+//! checks, [`dial`], splice), [`cli`]. The agent never listens on a port.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub mod allowlist;
+pub mod cli;
+pub mod config;
+pub mod dial;
+pub mod session;
+pub mod stream;
+
+pub use config::Config;
+
+/// A configured agent.
+#[derive(Debug)]
+pub struct Agent {
+    config: Config,
+    /// Number of relays we are registered with right now.
+    registered: watch::Sender<usize>,
+}
+
+impl Agent {
+    /// An agent ready to [`run`](Agent::run).
+    pub fn new(config: Config) -> Agent {
+        Agent {
+            config,
+            registered: watch::channel(0).0,
+        }
+    }
+
+    /// Changes whenever a registration comes up or goes down; the value is
+    /// the number of relays we are registered with.
+    pub fn registered(&self) -> watch::Receiver<usize> {
+        self.registered.subscribe()
+    }
+
+    /// Keeps a registered connection to every relay address until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let ctx = Arc::new(stream::StreamContext {
+            me: self.config.credential.cert.identity.clone(),
+            allowlist: self.config.allowlist.clone(),
+            dial_timeout: self.config.dial_timeout,
+            first_frame_timeout: Duration::from_secs(10),
+        });
+        let agent = Arc::new(self);
+        let mut supervisors = tokio::task::JoinSet::new();
+        for addr in agent.config.credential.credential.relay.clone() {
+            supervisors.spawn(supervise(
+                agent.clone(),
+                ctx.clone(),
+                addr,
+                shutdown.clone(),
+            ));
+        }
+        while supervisors.join_next().await.is_some() {}
+    }
+}
+
+/// Dial, register, serve; on loss re-dial with exponential backoff and full
+/// jitter, reset after a successful registration.
+async fn supervise(
+    agent: Arc<Agent>,
+    ctx: Arc<stream::StreamContext>,
+    addr: String,
+    shutdown: CancellationToken,
+) {
+    let backoff = &agent.config.backoff;
+    let mut delay = backoff.initial;
+    loop {
+        let mut was_up = false;
+        let result = session::run(&agent.config, &ctx, &addr, &shutdown, || {
+            was_up = true;
+            agent.registered.send_modify(|n| *n += 1);
+        })
+        .await;
+        if was_up {
+            agent.registered.send_modify(|n| *n = n.saturating_sub(1));
+            delay = backoff.initial;
+        }
+        let wait = match result {
+            Ok(session::Ended::Shutdown) => return,
+            Ok(session::Ended::GoAway(after)) => after,
+            Ok(session::Ended::Lost(reason)) => {
+                tracing::warn!(%addr, %reason, "lost the relay; re-dialling");
+                Duration::ZERO
+            }
+            Err(e) => {
+                let wait = jitter(delay);
+                tracing::warn!(%addr, err = %e, retry_in = ?wait, "cannot register with the relay");
+                delay = (delay * 2).min(backoff.max);
+                wait
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Full jitter: uniformly in [d/2, d], so a fleet of agents that lost the
+/// same relay does not come back in lock-step.
+fn jitter(d: Duration) -> Duration {
+    let half = d / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}

@@ -1,0 +1,174 @@
+//! Command line of `relay-client` (in the library so the test harness runs
+//! the very same program as a separate process).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use relay_net::credential::Credential;
+
+use crate::{Client, Destination};
+
+const EXAMPLES: &str = "\
+Examples:
+  relay-client --credential alice.cred forward 127.0.0.1:16443 aks-prod/kube-api
+  relay-client --credential alice.cred forward 16443 aks-prod/kube-api 15432 aks-prod/db
+  relay-client --credential alice.cred connect aks-prod/db
+  ssh -o ProxyCommand='relay-client --credential alice.cred connect aks-prod/ssh' admin@node
+  relay-client --credential alice.cred list
+  relay-client demo                       # a whole relay + agent + forward on loopback";
+
+/// Reach targets behind a relay-agent: local port forwards, stdio streams.
+#[derive(Debug, Parser)]
+#[command(name = "relay-client", version, after_help = EXAMPLES)]
+pub struct Args {
+    /// Credential file from `relay-server issue client`.
+    #[arg(long, global = true, env = "RELAY_CREDENTIAL")]
+    credential: Option<PathBuf>,
+    /// Private key, for a credential issued from a CSR (`keygen`).
+    #[arg(long, global = true, env = "RELAY_KEY")]
+    key: Option<PathBuf>,
+    /// Deadline for reaching the relay.
+    #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Listen locally; each connection is forwarded to AGENT/TARGET.
+    #[command(
+        after_help = "Examples:\n  relay-client --credential alice.cred forward 127.0.0.1:16443 aks-prod/kube-api\n  relay-client --credential alice.cred forward 16443 aks-prod/kube-api 15432 aks-prod/db"
+    )]
+    Forward {
+        /// Pairs of LOCAL AGENT/TARGET; LOCAL is ADDR:PORT or a port on 127.0.0.1.
+        #[arg(required = true, num_args = 2.., value_names = ["LOCAL", "AGENT/TARGET"])]
+        pairs: Vec<String>,
+    },
+    /// Pipe stdin/stdout to AGENT/TARGET (e.g. as an ssh ProxyCommand).
+    Connect {
+        /// AGENT/TARGET.
+        dest: Destination,
+    },
+    /// List the agents online and the targets this credential may reach.
+    List,
+    /// Make a private key and print a CSR for it (the key never leaves this host).
+    Keygen {
+        /// Where to write the private key (mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run a whole relay, agent and forward on loopback with a throwaway CA.
+    Demo {
+        /// Exit after checking that bytes go through, instead of waiting for Ctrl-C.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    relay_net::logging::init("info", matches!(args.log_format, LogFormat::Json));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("relay-client: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("relay-client: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_local(s: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "{s:?} is not a local address: give ADDR:PORT (e.g. 127.0.0.1:16443) or a port"
+        )
+    })
+}
+
+fn client(args: &Args) -> anyhow::Result<Client> {
+    let path = args.credential.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("give --credential FILE (from `relay-server issue client NAME`)")
+    })?;
+    let loaded = Credential::load(path, args.key.as_deref())?;
+    Ok(Client::new(loaded).with_connect_timeout(args.connect_timeout))
+}
+
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match &args.command {
+        Command::Forward { pairs } => {
+            if pairs.len() % 2 != 0 {
+                anyhow::bail!("forward takes pairs: LOCAL AGENT/TARGET [LOCAL AGENT/TARGET ...]");
+            }
+            let client = Arc::new(client(&args)?);
+            // Reach the relay once up front so a bad credential or an
+            // unreachable relay is reported now, not at the first connection.
+            client.connection().await?;
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(relay_net::signals::cancel_on_signal(shutdown.clone()));
+            let mut forwards = tokio::task::JoinSet::new();
+            for pair in pairs.chunks(2) {
+                let local = parse_local(&pair[0])?;
+                let dest: Destination = pair[1].parse().map_err(|e: String| anyhow::anyhow!(e))?;
+                let listener = tokio::net::TcpListener::bind(local)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {local}: {e}"))?;
+                eprintln!("forwarding {} -> {dest}", listener.local_addr()?);
+                forwards.spawn(crate::cmd::forward::run(
+                    client.clone(),
+                    listener,
+                    dest,
+                    shutdown.clone(),
+                ));
+            }
+            while forwards.join_next().await.is_some() {}
+            client.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Connect { dest } => {
+            let client = client(&args)?;
+            crate::cmd::connect::run(&client, dest).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List => {
+            let client = client(&args)?;
+            crate::cmd::list::run(&client, &mut std::io::stdout()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { out } => {
+            let (key, csr) = relay_net::pki::keygen("relay client")?;
+            relay_net::fsutil::write_private(out, key.as_bytes())?;
+            print!("{csr}");
+            eprintln!(
+                "wrote {}; the CSR above goes to `relay-server issue client NAME --csr FILE`",
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { check } => crate::cmd::demo::run(*check).await,
+    }
+}

@@ -1,0 +1,213 @@
+//! A whole deployment on loopback, as separate processes exactly as in
+//! production: a throwaway relay directory, `relay-server run`, agents.
+//! Used by `relay-client demo` and by the end-to-end tests.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+/// Where the program binaries are.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    /// `relay-server`.
+    pub server: PathBuf,
+    /// `relay-agent`.
+    pub agent: PathBuf,
+}
+
+impl Binaries {
+    /// The binaries next to the running executable (as `cargo build` lays them out).
+    ///
+    /// # Errors
+    /// If they are not there.
+    pub fn beside_current_exe() -> anyhow::Result<Binaries> {
+        let exe = std::env::current_exe()?;
+        let dir = exe.parent().context("executable has no folder")?;
+        let bins = Binaries {
+            server: dir.join("relay-server"),
+            agent: dir.join("relay-agent"),
+        };
+        for bin in [&bins.server, &bins.agent] {
+            if !bin.exists() {
+                anyhow::bail!(
+                    "{} not found: build all three programs first with `cargo build --release`",
+                    bin.display()
+                );
+            }
+        }
+        Ok(bins)
+    }
+}
+
+/// A running relay in a temporary directory.
+#[derive(Debug)]
+pub struct LocalRelay {
+    /// The relay directory (CA, certificates, policy, audit log).
+    pub dir: tempfile::TempDir,
+    /// The relay's UDP address.
+    pub addr: SocketAddr,
+    bins: Binaries,
+    relay: Child,
+}
+
+/// How long a child may take to report that it is up.
+const STARTUP: Duration = Duration::from_secs(20);
+
+impl LocalRelay {
+    /// `init` + `run --listen 127.0.0.1:0`, waiting for the bound address.
+    ///
+    /// # Errors
+    /// If a step fails or the relay does not come up in time.
+    pub async fn start(bins: &Binaries, policy: &str) -> anyhow::Result<LocalRelay> {
+        let dir = tempfile::tempdir()?;
+        let status = Command::new(&bins.server)
+            .args(["init", "--name", "127.0.0.1", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .status()
+            .await
+            .with_context(|| format!("running {}", bins.server.display()))?;
+        anyhow::ensure!(status.success(), "relay-server init failed");
+        relay_net::fsutil::write_public(&dir.path().join("policy.toml"), policy.as_bytes())?;
+        let mut relay = Command::new(&bins.server)
+            .args(["run", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(child_stderr())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = relay.stdout.take().context("relay stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(STARTUP, async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(addr) = line.strip_prefix("relay-server listening on ") {
+                    return Ok(addr.parse::<SocketAddr>()?);
+                }
+            }
+            anyhow::bail!("relay-server exited before listening")
+        })
+        .await
+        .context("relay-server did not start in time")??;
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(LocalRelay {
+            dir,
+            addr,
+            bins: bins.clone(),
+            relay,
+        })
+    }
+
+    /// Issues a credential into the relay directory; returns its path.
+    ///
+    /// # Errors
+    /// If `relay-server issue` fails.
+    pub async fn issue(&self, role: &str, name: &str) -> anyhow::Result<PathBuf> {
+        let out = self.dir.path().join(format!("{role}-{name}.cred"));
+        let status = Command::new(&self.bins.server)
+            .args([
+                "issue",
+                role,
+                name,
+                "--relay",
+                &self.addr.to_string(),
+                "--dir",
+            ])
+            .arg(self.dir.path())
+            .arg("--out")
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "relay-server issue {role} {name} failed");
+        Ok(out)
+    }
+
+    /// Replaces the policy file (the relay reloads it within a second).
+    ///
+    /// # Errors
+    /// If the file cannot be written.
+    pub fn write_policy(&self, text: &str) -> anyhow::Result<()> {
+        relay_net::fsutil::write_public(&self.dir.path().join("policy.toml"), text.as_bytes())?;
+        Ok(())
+    }
+
+    /// The relay directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts `relay-agent` with `args` and waits until it has registered.
+    ///
+    /// # Errors
+    /// If it exits or does not register in time.
+    pub async fn start_agent(&self, credential: &Path, args: &[String]) -> anyhow::Result<Child> {
+        start_agent(&self.bins.agent, credential, args).await
+    }
+}
+
+/// Starts `relay-agent --credential FILE ARGS…` and waits for its
+/// "registered with relay" log line; its log goes on to our stderr.
+///
+/// # Errors
+/// If it exits or does not register in time.
+pub async fn start_agent(bin: &Path, credential: &Path, args: &[String]) -> anyhow::Result<Child> {
+    let mut child = Command::new(bin)
+        .arg("--credential")
+        .arg(credential)
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("running {}", bin.display()))?;
+    let stderr = child.stderr.take().context("agent stderr")?;
+    let (up_tx, up_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut up = Some(up_tx);
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if verbose() {
+                eprintln!("[agent] {line}");
+            }
+            if line.contains("registered with relay") {
+                if let Some(tx) = up.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    });
+    tokio::time::timeout(STARTUP, up_rx)
+        .await
+        .context("relay-agent did not register in time")?
+        .context("relay-agent exited before registering")?;
+    Ok(child)
+}
+
+/// Children's logs are shown only when the user asked for logs (`RUST_LOG`).
+fn verbose() -> bool {
+    std::env::var_os("RUST_LOG").is_some()
+}
+
+fn child_stderr() -> Stdio {
+    if verbose() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    }
+}
+
+impl Drop for LocalRelay {
+    fn drop(&mut self) {
+        let _ = self.relay.start_kill();
+    }
+}

@@ -1,0 +1,153 @@
+//! QUIC endpoints and transport settings shared by the three programs.
+//!
+//! Liveness lives in quinn's transport (keep-alive, idle timeout), never in
+//! an application heartbeat. Figures and reasons: `shared/notes/quinn.md`.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{IdleTimeout, TransportConfig, VarInt};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Requested UDP socket buffer size. The kernel caps it at
+/// `net.core.rmem_max`/`wmem_max`; the default 208 KiB loses packets at
+/// Gbit/s rates, and each loss halves the congestion window on a WAN.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Transport settings of one side of a connection.
+#[derive(Clone, Debug)]
+pub struct Transport {
+    /// Idle timeout; the effective one is the smaller of both peers'.
+    pub idle_timeout: Duration,
+    /// Keep-alive interval; must stay well below both idle timeouts and the
+    /// ~30 s after which NATs forget UDP flows.
+    pub keep_alive: Option<Duration>,
+    /// Bidirectional streams the peer may have open toward us at once.
+    pub max_bidi_streams: u32,
+    /// Per-stream receive window (bytes): caps one stream at window / RTT.
+    pub stream_window: u32,
+    /// Per-connection receive window (bytes). Kept at 16× the stream window,
+    /// so a few stalled forwarded connections cannot starve the others.
+    pub connection_window: u32,
+}
+
+impl Transport {
+    /// The relay's side: many peers, moderate keep-alive (agents keep theirs).
+    pub fn relay() -> Transport {
+        Transport {
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Some(Duration::from_secs(10)),
+            max_bidi_streams: 16_384,
+            stream_window: 2 << 20,
+            connection_window: 32 << 20,
+        }
+    }
+
+    /// An agent: notices a dead relay within seconds and keeps NAT mappings alive.
+    pub fn agent() -> Transport {
+        Transport {
+            idle_timeout: Duration::from_secs(10),
+            keep_alive: Some(Duration::from_secs(3)),
+            ..Transport::relay()
+        }
+    }
+
+    /// A client: opens streams, accepts none but its own replies.
+    pub fn client() -> Transport {
+        Transport {
+            idle_timeout: Duration::from_secs(30),
+            keep_alive: Some(Duration::from_secs(10)),
+            max_bidi_streams: 0,
+            ..Transport::relay()
+        }
+    }
+
+    fn to_quinn(&self) -> TransportConfig {
+        let mut t = TransportConfig::default();
+        t.max_idle_timeout(IdleTimeout::try_from(self.idle_timeout).ok());
+        t.keep_alive_interval(self.keep_alive);
+        t.max_concurrent_bidi_streams(VarInt::from_u32(self.max_bidi_streams));
+        t.max_concurrent_uni_streams(VarInt::from_u32(0));
+        t.stream_receive_window(VarInt::from_u32(self.stream_window));
+        t.receive_window(VarInt::from_u32(self.connection_window));
+        t.send_window(u64::from(self.connection_window));
+        t.datagram_receive_buffer_size(None);
+        t
+    }
+}
+
+/// Binds a UDP socket with large buffers, logging what the kernel granted.
+///
+/// # Errors
+/// If the address cannot be bound.
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Serve both families on `[::]`, as users expect of a public relay.
+        let _ = socket.set_only_v6(false);
+    }
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.bind(&addr.into())?;
+    let granted = socket.recv_buffer_size().unwrap_or(0);
+    if granted < SOCKET_BUFFER {
+        tracing::debug!(
+            requested = SOCKET_BUFFER,
+            granted,
+            "udp receive buffer capped by net.core.rmem_max"
+        );
+    }
+    Ok(socket.into())
+}
+
+/// A server endpoint (the relay) bound to `addr`.
+///
+/// # Errors
+/// If the address cannot be bound.
+pub fn server(
+    addr: SocketAddr,
+    tls: QuicServerConfig,
+    transport: &Transport,
+) -> std::io::Result<quinn::Endpoint> {
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(tls));
+    config.transport_config(Arc::new(transport.to_quinn()));
+    // Bounds on handshakes in flight, well below quinn's big-server defaults
+    // (notes/reliability.md §6).
+    config.max_incoming(4096);
+    config.incoming_buffer_size_total(16 << 20);
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        bind_udp(addr)?,
+        Arc::new(quinn::TokioRuntime),
+    )
+}
+
+/// A client endpoint (agent or client) on an ephemeral port of the family of
+/// `remote`, with `tls` as its default client configuration.
+///
+/// # Errors
+/// If no local socket can be bound.
+pub fn client(
+    remote: SocketAddr,
+    tls: Arc<QuicClientConfig>,
+    transport: &Transport,
+) -> std::io::Result<quinn::Endpoint> {
+    let local: SocketAddr = if remote.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let mut endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        bind_udp(local)?,
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    let mut config = quinn::ClientConfig::new(tls);
+    config.transport_config(Arc::new(transport.to_quinn()));
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}

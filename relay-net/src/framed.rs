@@ -1,0 +1,110 @@
+//! Frames on a quinn stream: the few frames at the start of a stream (and the
+//! control stream's frames) are read through a small buffer; whatever bytes
+//! arrive behind a frame stay in the buffer as the start of the raw data.
+
+use bytes::{Bytes, BytesMut};
+use proto::{DecodeError, ErrorCode, Frame};
+use quinn::{RecvStream, SendStream};
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The bytes are not a valid frame.
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    /// The stream ended before a whole frame arrived.
+    #[error("stream ended before a complete frame")]
+    Truncated,
+    /// The stream was reset or the connection lost.
+    #[error("stream failed: {0}")]
+    Read(#[from] quinn::ReadError),
+    /// The frame did not arrive in time.
+    #[error("no frame within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+impl FrameError {
+    /// The code to reset the stream (or close the connection) with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            FrameError::Decode(e) => e.code(),
+            FrameError::Truncated => ErrorCode::PROTOCOL_VIOLATION,
+            FrameError::Read(_) => ErrorCode::STREAM_ABORTED,
+            FrameError::Timeout(_) => ErrorCode::LIMIT_EXCEEDED,
+        }
+    }
+}
+
+/// The receiving half of a stream with its frame buffer.
+#[derive(Debug)]
+pub struct FrameReader {
+    /// The stream.
+    pub recv: RecvStream,
+    buf: BytesMut,
+}
+
+impl FrameReader {
+    /// Wraps a receive stream.
+    pub fn new(recv: RecvStream) -> FrameReader {
+        FrameReader {
+            recv,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Reads the next frame; `Ok(None)` on a clean end of stream between frames.
+    ///
+    /// # Errors
+    /// A decode error, a truncated frame or a stream failure.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: bytes read so far stay buffered.
+    pub async fn read(&mut self) -> Result<Option<Frame>, FrameError> {
+        loop {
+            if let Some(frame) = Frame::decode(&mut self.buf)? {
+                return Ok(Some(frame));
+            }
+            match self.recv.read_chunk(proto::MAX_FRAME_LEN, true).await? {
+                Some(chunk) => self.buf.extend_from_slice(&chunk.bytes),
+                None if self.buf.is_empty() => return Ok(None),
+                None => return Err(FrameError::Truncated),
+            }
+        }
+    }
+
+    /// Reads one frame, failing on end of stream or after `timeout`.
+    ///
+    /// # Errors
+    /// As [`FrameReader::read`], plus `Truncated` on a clean end and `Timeout`.
+    pub async fn expect(&mut self, timeout: std::time::Duration) -> Result<Frame, FrameError> {
+        match tokio::time::timeout(timeout, self.read()).await {
+            Err(_) => Err(FrameError::Timeout(timeout)),
+            Ok(r) => r?.ok_or(FrameError::Truncated),
+        }
+    }
+
+    /// Gives back the stream and the bytes already read behind the last frame.
+    pub fn into_parts(self) -> (RecvStream, Bytes) {
+        (self.recv, self.buf.freeze())
+    }
+}
+
+/// Writes one frame.
+///
+/// # Errors
+/// If the stream was stopped or the connection lost.
+pub async fn write_frame(
+    send: &mut SendStream,
+    frame: impl Into<Frame>,
+) -> Result<(), quinn::WriteError> {
+    send.write_chunk(frame.into().to_bytes()).await
+}
+
+/// Sends `Refused` and finishes the stream, stopping the peer's sending side
+/// so that any early data it sent is discarded (DESIGN "Protocol").
+pub async fn refuse(send: &mut SendStream, recv: &mut RecvStream, refused: proto::Refused) {
+    let code = refused.code;
+    let _ = write_frame(send, refused).await;
+    let _ = send.finish();
+    let _ = recv.stop(code.0.into());
+}

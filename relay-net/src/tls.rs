@@ -1,0 +1,122 @@
+//! rustls configurations for mutual TLS 1.3 over QUIC, with exactly one
+//! crypto provider (ring) chosen explicitly so rustls never has to guess.
+//!
+//! 0-RTT stays off on both sides: forwarded bytes must never be replayable,
+//! and quinn's convenience constructors would turn it on.
+
+use std::sync::Arc;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Errors while building a TLS configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM block did not parse.
+    #[error("invalid PEM {what}: {err}")]
+    Pem {
+        /// What was being read ("certificate", "private key").
+        what: &'static str,
+        /// The parser's complaint.
+        err: String,
+    },
+    /// rustls rejected the configuration (e.g. key does not match certificate).
+    #[error("TLS configuration rejected: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client verifier could not be built (e.g. empty CA).
+    #[error("TLS client verifier: {0}")]
+    Verifier(String),
+    /// quinn does not accept the TLS configuration for QUIC.
+    #[error("TLS configuration unusable for QUIC: {0}")]
+    Quic(String),
+}
+
+/// The one crypto provider of the build.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Parses every certificate of a PEM document.
+///
+/// # Errors
+/// If a block is malformed or there is no certificate at all.
+pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            what: "certificate",
+            err: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            what: "certificate",
+            err: "no CERTIFICATE block found".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Parses the private key of a PEM document.
+///
+/// # Errors
+/// If there is no key or it is malformed.
+pub fn key_from_pem(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| TlsError::Pem {
+        what: "private key",
+        err: e.to_string(),
+    })
+}
+
+fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs_from_pem(ca_pem)? {
+        roots.add(cert)?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// The relay's TLS: its own certificate, and a client certificate from
+/// `ca_pem` required of every peer before any stream is read.
+///
+/// # Errors
+/// If any PEM is malformed or the key does not match the certificate.
+pub fn server_config(
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+) -> Result<QuicServerConfig, TlsError> {
+    let provider = provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone())
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs_from_pem(cert_pem)?, key_from_pem(key_pem)?)?;
+    tls.alpn_protocols = vec![proto::ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))
+}
+
+/// An agent's or client's TLS: trusts only `ca_pem` and presents its own
+/// certificate.
+///
+/// # Errors
+/// If any PEM is malformed or the key does not match the certificate.
+pub fn client_config(
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+) -> Result<QuicClientConfig, TlsError> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(ca_pem)?)
+        .with_client_auth_cert(certs_from_pem(cert_pem)?, key_from_pem(key_pem)?)?;
+    tls.alpn_protocols = vec![proto::ALPN.to_vec()];
+    tls.enable_early_data = false;
+    QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))
+}

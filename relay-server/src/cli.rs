@@ -1,0 +1,248 @@
+//! Command line of `relay-server` (kept in the library so the test harness
+//! can run the very same program as a separate process).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use proto::{Name, Role};
+
+use crate::cmd::{init::Init, issue::Issue, revoke};
+use crate::config::{Config, Paths};
+
+const EXAMPLES: &str = "\
+Examples:
+  relay-server init  --dir /etc/relay --name relay.example.com --name 203.0.113.7
+  relay-server issue agent aks-prod --dir /etc/relay --relay relay.example.com:4433 --out agent.cred
+  relay-server issue client alice   --dir /etc/relay --relay relay.example.com:4433 --ttl 8h --out alice.cred
+  relay-server run   --dir /etc/relay --listen 0.0.0.0:4433
+  relay-server revoke client alice --dir /etc/relay";
+
+/// The public rendezvous of the QUIC reverse tunnel: agents dial out to it,
+/// clients reach their targets through it, everything over mutual TLS.
+#[derive(Debug, Parser)]
+#[command(name = "relay-server", version, after_help = EXAMPLES)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the relay's CA, its server certificate and an empty policy in DIR.
+    #[command(
+        after_help = "Example:\n  relay-server init --dir ./relay --name relay.example.com --name 127.0.0.1"
+    )]
+    Init {
+        /// The relay directory.
+        #[arg(long, env = "RELAY_DIR")]
+        dir: PathBuf,
+        /// DNS name or IP address that agents and clients dial (repeatable);
+        /// the first one is also the relay's name in identities.
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// Lifetime of the relay's server certificate.
+        #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Replace an existing CA (invalidates every credential issued so far).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a credential file for an agent or a client (needs the CA key).
+    #[command(
+        after_help = "Examples:\n  relay-server issue agent aks-prod --dir ./relay --relay 127.0.0.1:4433 --out agent.cred\n  relay-server issue client ci --dir ./relay --relay relay.example.com:4433 --ttl 1h --out ci.cred\n  relay-agent keygen --out agent.key > agent.csr   # on the agent host\n  relay-server issue agent aks-prod --dir ./relay --relay relay.example.com:4433 --csr agent.csr --out agent.cred"
+    )]
+    Issue {
+        /// `agent` or `client`.
+        role: Role,
+        /// The agent's or client's name (a-z, 0-9, '-', '.'; at most 63 bytes).
+        name: Name,
+        /// The relay directory.
+        #[arg(long, env = "RELAY_DIR")]
+        dir: PathBuf,
+        /// Relay address (host:port) written into the credential (repeatable).
+        #[arg(long = "relay", required = true)]
+        relay: Vec<String>,
+        /// Lifetime [default: 12h for clients, 90d for agents].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+        /// Sign this certificate signing request (from `keygen`) instead of
+        /// generating a key: the private key never leaves its host.
+        #[arg(long)]
+        csr: Option<PathBuf>,
+        /// Where to write the credential (mode 0600) [default: NAME.cred].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run the relay (reads the CA certificate, never the CA key).
+    #[command(after_help = "Example:\n  relay-server run --dir ./relay --listen 0.0.0.0:4433")]
+    Run {
+        /// The relay directory.
+        #[arg(long, env = "RELAY_DIR")]
+        dir: PathBuf,
+        /// UDP address to listen on.
+        #[arg(long, default_value = "0.0.0.0:4433")]
+        listen: SocketAddr,
+        /// Audit log (JSON lines) [default: DIR/audit.jsonl].
+        #[arg(long)]
+        audit_log: Option<PathBuf>,
+        /// How often policy.toml and revoked.toml are checked for changes.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        reload_interval: Duration,
+        /// Idle timeout of peer connections (a dead peer is dropped after it).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        idle_timeout: Option<Duration>,
+    },
+    /// Revoke an identity (`revoke client alice`) or one certificate (`revoke --serial HEX`).
+    #[command(
+        after_help = "Examples:\n  relay-server revoke client alice --dir ./relay\n  relay-server revoke --serial 4f1c0e… --dir ./relay"
+    )]
+    Revoke {
+        /// `agent` or `client`.
+        #[arg(required_unless_present = "serial", requires = "name")]
+        role: Option<Role>,
+        /// The name to revoke.
+        name: Option<Name>,
+        /// Revoke one certificate by serial instead.
+        #[arg(long, conflicts_with_all = ["role", "name"])]
+        serial: Option<String>,
+        /// The relay directory.
+        #[arg(long, env = "RELAY_DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    relay_net::logging::init("info", matches!(args.log_format, LogFormat::Json));
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("relay-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Init {
+            dir,
+            names,
+            ttl,
+            force,
+        } => {
+            let init = Init {
+                paths: Paths::from(dir.as_path()),
+                names,
+                ttl,
+                force,
+            };
+            let relay = init.run()?;
+            println!("created relay {relay} in {}", dir.display());
+            println!(
+                "  ca.crt ca.key      the relay's CA (keep ca.key off the relay host: see README)"
+            );
+            println!(
+                "  relay.crt relay.key the relay's server certificate for: {}",
+                init.names.join(", ")
+            );
+            println!("  policy.toml        allows nothing until you add [[allow]] entries");
+            println!(
+                "next: relay-server issue agent NAME --dir {} --relay HOST:PORT",
+                dir.display()
+            );
+            Ok(())
+        }
+        Command::Issue {
+            role,
+            name,
+            dir,
+            relay,
+            ttl,
+            csr,
+            out,
+        } => {
+            let issue = Issue {
+                paths: Paths::from(dir.as_path()),
+                role,
+                name: name.clone(),
+                relay,
+                ttl,
+                csr,
+            };
+            let (credential, issued) = issue.run()?;
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("{name}.cred")));
+            credential.save(&out)?;
+            println!(
+                "wrote {} for {role}/{name}: serial {}, valid until {}",
+                out.display(),
+                issued.serial,
+                issued.not_after
+            );
+            Ok(())
+        }
+        Command::Run {
+            dir,
+            listen,
+            audit_log,
+            reload_interval,
+            idle_timeout,
+        } => {
+            let mut config = Config::new(&dir, listen);
+            if let Some(audit_log) = audit_log {
+                config.audit_log = audit_log;
+            }
+            config.limits.reload_interval = reload_interval;
+            if let Some(t) = idle_timeout {
+                config.transport.idle_timeout = t;
+            }
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let relay = crate::Relay::bind(config)?;
+                // One machine-readable line, so scripts (and `relay-client
+                // demo`) can use `--listen 127.0.0.1:0`.
+                println!("relay-server listening on {}", relay.local_addr()?);
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                tokio::spawn(relay_net::signals::cancel_on_signal(shutdown.clone()));
+                relay.run(shutdown).await;
+                Ok(())
+            })
+        }
+        Command::Revoke {
+            role,
+            name,
+            serial,
+            dir,
+        } => {
+            let paths = Paths::from(dir.as_path());
+            let target = match (role, name, serial) {
+                (_, _, Some(serial)) => revoke::Target::Serial(serial),
+                (Some(role), Some(name), None) => revoke::Target::Identity(role, name),
+                _ => anyhow::bail!("give ROLE NAME (e.g. `revoke client alice`) or --serial HEX"),
+            };
+            let what = match &target {
+                revoke::Target::Identity(r, n) => format!("{r}/{n}"),
+                revoke::Target::Serial(s) => format!("certificate {s}"),
+            };
+            if revoke::revoke(&paths, target)? {
+                println!("revoked {what}; a running relay applies it within seconds");
+            } else {
+                println!("{what} was already revoked");
+            }
+            Ok(())
+        }
+    }
+}

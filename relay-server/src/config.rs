@@ -1,0 +1,111 @@
+//! The relay's run-time configuration. Building it never binds a socket, so
+//! tests construct it directly with small limits.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use relay_net::endpoint::Transport;
+
+/// Files in the relay's directory (`--dir`).
+#[derive(Clone, Debug)]
+pub struct Paths {
+    /// The directory.
+    pub dir: PathBuf,
+}
+
+impl Paths {
+    /// CA certificate (public; clients and agents get a copy in their credential).
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+    /// CA private key: needed only by `init` and `issue`, never by `run`.
+    pub fn ca_key(&self) -> PathBuf {
+        self.dir.join("ca.key")
+    }
+    /// The relay's server certificate.
+    pub fn relay_cert(&self) -> PathBuf {
+        self.dir.join("relay.crt")
+    }
+    /// The relay's server key.
+    pub fn relay_key(&self) -> PathBuf {
+        self.dir.join("relay.key")
+    }
+    /// The authorization policy.
+    pub fn policy(&self) -> PathBuf {
+        self.dir.join("policy.toml")
+    }
+    /// The revocation list.
+    pub fn revoked(&self) -> PathBuf {
+        self.dir.join("revoked.toml")
+    }
+    /// The default audit log.
+    pub fn audit(&self) -> PathBuf {
+        self.dir.join("audit.jsonl")
+    }
+}
+
+impl From<&Path> for Paths {
+    fn from(dir: &Path) -> Paths {
+        Paths {
+            dir: dir.to_owned(),
+        }
+    }
+}
+
+/// Limits and timeouts; each has a safe default and is configurable.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// A QUIC handshake must complete within this.
+    pub handshake_timeout: Duration,
+    /// The first frame of a stream (Register, Open, List) must arrive within this.
+    pub first_frame_timeout: Duration,
+    /// An agent must answer a forwarded Open within this (it covers the
+    /// agent's own dial timeout).
+    pub answer_timeout: Duration,
+    /// How often policy and revocation files are checked for changes.
+    pub reload_interval: Duration,
+    /// How long shutdown waits for live streams before closing.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            first_frame_timeout: Duration::from_secs(5),
+            answer_timeout: Duration::from_secs(15),
+            reload_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Everything `relay-server run` needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// The relay directory.
+    pub paths: Paths,
+    /// The audit log file.
+    pub audit_log: PathBuf,
+    /// Limits and timeouts.
+    pub limits: Limits,
+    /// QUIC transport settings.
+    pub transport: Transport,
+}
+
+impl Config {
+    /// Defaults for a relay directory and listen address.
+    pub fn new(dir: &Path, listen: SocketAddr) -> Config {
+        let paths = Paths::from(dir);
+        Config {
+            listen,
+            audit_log: paths.audit(),
+            paths,
+            limits: Limits::default(),
+            transport: Transport::relay(),
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! One peer connection: handshake with a deadline, identity from the verified
+//! certificate, checks (our relay, not revoked), then the role's service.
+//!
+//! ```text
+//! accept ─▶ handshake (timeout) ─▶ identity from mTLS ─▶ revoked? ─▶ agent: control::serve
+//!                                                                 └▶ client: route::serve
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use proto::{ErrorCode, Role};
+use relay_net::cert::PeerCert;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::audit::AuditEvent;
+use crate::Shared;
+
+/// Live connections, so a revocation can close them.
+#[derive(Debug, Default)]
+pub(crate) struct ConnTable {
+    next: AtomicU64,
+    live: Mutex<HashMap<u64, (PeerCert, quinn::Connection)>>,
+}
+
+/// Removes its connection from the table when dropped.
+pub(crate) struct ConnEntry<'a> {
+    table: &'a ConnTable,
+    id: u64,
+}
+
+impl Drop for ConnEntry<'_> {
+    fn drop(&mut self) {
+        self.table.lock().remove(&self.id);
+    }
+}
+
+impl ConnTable {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (PeerCert, quinn::Connection)>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, peer: &PeerCert, conn: &quinn::Connection) -> ConnEntry<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, (peer.clone(), conn.clone()));
+        ConnEntry { table: self, id }
+    }
+
+    /// Closes every live connection for which `revoked` gives a reason.
+    pub(crate) fn close_where(
+        &self,
+        revoked: impl Fn(&PeerCert) -> Option<String>,
+    ) -> Vec<(PeerCert, String)> {
+        let mut closed = Vec::new();
+        for (peer, conn) in self.lock().values() {
+            if let Some(reason) = revoked(peer) {
+                conn.close(ErrorCode::REVOKED.0.into(), reason.as_bytes());
+                closed.push((peer.clone(), reason));
+            }
+        }
+        closed
+    }
+}
+
+/// Serves one incoming connection until it ends or the relay shuts down.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    incoming: quinn::Incoming,
+    shutdown: CancellationToken,
+) {
+    let remote = incoming.remote_address();
+    let auth_failed = |reason: String, peer: Option<&PeerCert>, code: ErrorCode| {
+        tracing::warn!(%remote, %reason, "peer rejected");
+        shared.audit.record_or_log(AuditEvent {
+            event: "auth_failed",
+            remote: Some(remote.to_string()),
+            peer: peer.map(|p| p.identity.to_string()),
+            serial: peer.map(|p| p.serial.clone()),
+            code: Some(code.to_string()),
+            reason: Some(reason),
+            ..AuditEvent::default()
+        });
+    };
+    let conn = match tokio::time::timeout(shared.limits.handshake_timeout, incoming).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            return auth_failed(
+                format!("handshake failed: {e}"),
+                None,
+                ErrorCode::UNAUTHORIZED,
+            );
+        }
+        Err(_) => {
+            return auth_failed(
+                "handshake timed out".into(),
+                None,
+                ErrorCode::LIMIT_EXCEEDED,
+            );
+        }
+    };
+    let reject = |code: ErrorCode, reason: String, peer: Option<&PeerCert>| {
+        conn.close(code.0.into(), reason.as_bytes());
+        auth_failed(reason, peer, code);
+    };
+    let peer = match PeerCert::of_connection(&conn) {
+        Ok(peer) => peer,
+        Err(e) => return reject(ErrorCode::UNAUTHORIZED, e.to_string(), None),
+    };
+    if peer.relay != shared.relay_name {
+        let reason = format!(
+            "certificate is for relay {}, this is {}",
+            peer.relay, shared.relay_name
+        );
+        return reject(ErrorCode::UNAUTHORIZED, reason, Some(&peer));
+    }
+    if let Some(reason) = shared.revoked(&peer) {
+        return reject(ErrorCode::REVOKED, reason, Some(&peer));
+    }
+    let _entry = shared.conns.insert(&peer, &conn);
+    let span = tracing::info_span!("conn", role = %peer.identity.role, peer = %peer.identity.name, %remote);
+    let service = async {
+        tracing::info!(serial = %peer.serial, "connected");
+        match peer.identity.role {
+            Role::Agent => crate::control::serve(&shared, &conn, &peer, &shutdown).await,
+            Role::Client => crate::route::serve(&shared, &conn, &peer, &shutdown).await,
+            Role::Relay => reject(
+                ErrorCode::UNAUTHORIZED,
+                "a relay certificate cannot be used to connect to a relay".into(),
+                Some(&peer),
+            ),
+        }
+    };
+    // The certificate's end of validity ends the connection too.
+    let expiry = until(peer.not_after);
+    tokio::select! {
+        () = service.instrument(span.clone()) => {}
+        () = tokio::time::sleep(expiry) => {
+            conn.close(ErrorCode::CERT_EXPIRED.0.into(), b"certificate expired");
+            span.in_scope(|| tracing::info!("certificate expired: connection closed"));
+        }
+    }
+}
+
+fn until(t: time::OffsetDateTime) -> std::time::Duration {
+    let left = t - time::OffsetDateTime::now_utc();
+    std::time::Duration::try_from(left).unwrap_or_default()
+}

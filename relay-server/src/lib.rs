@@ -1,0 +1,224 @@
+//! `relay-server`: the public rendezvous of the QUIC reverse tunnel.
+//!
+//! Agents dial in and register (`control`); clients open one stream per
+//! forwarded connection (`route`), each authorized against the caller's
+//! certificate identity and the [`policy::Policy`], then spliced to an agent
+//! instance from the [`registry::Registry`]. Every open, refusal and close is
+//! an [`audit`] event. `run` never reads the CA private key: `cmd::init` and
+//! `cmd::issue` are the only code that touches it.
+//!
+//! Layout: [`config`] (what `run` needs), [`conn`] (handshake → identity →
+//! role), [`control`] (agents), [`route`] (client streams), [`reload`]
+//! (policy/revocation changes), [`cmd`] (init, issue, revoke), [`cli`].
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use proto::{ErrorCode, Name};
+use relay_net::cert::PeerCert;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+pub mod audit;
+pub mod cli;
+pub mod cmd;
+pub mod config;
+mod conn;
+mod control;
+pub mod policy;
+pub mod registry;
+mod reload;
+pub mod revocation;
+mod route;
+
+pub use config::Config;
+
+use audit::Audit;
+use policy::Policy;
+use registry::Registry;
+use revocation::Revocations;
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// A file of the relay directory is missing or unreadable.
+    #[error("cannot read {path}: {err} (did you run `relay-server init --dir {dir}`?)")]
+    Missing {
+        /// The file.
+        path: String,
+        /// The directory.
+        dir: String,
+        /// What went wrong.
+        err: std::io::Error,
+    },
+    /// A certificate or key is invalid.
+    #[error("{0}")]
+    Tls(#[from] relay_net::tls::TlsError),
+    /// The relay certificate carries no relay identity.
+    #[error("relay certificate: {0}")]
+    Cert(#[from] relay_net::cert::CertError),
+    /// The policy is invalid.
+    #[error("{0}")]
+    Policy(#[from] policy::PolicyError),
+    /// The revocation list is invalid.
+    #[error("{0}")]
+    Revocation(#[from] revocation::RevocationError),
+    /// The audit log cannot be opened.
+    #[error("{0}")]
+    Audit(#[from] audit::AuditError),
+    /// The UDP address cannot be bound.
+    #[error("cannot listen on {addr}: {err}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What went wrong.
+        err: std::io::Error,
+    },
+}
+
+/// State shared by every connection task.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    relay_name: Name,
+    policy: RwLock<Arc<Policy>>,
+    revocations: RwLock<Arc<Revocations>>,
+    registry: Arc<Registry>,
+    conns: conn::ConnTable,
+    audit: Audit,
+    limits: config::Limits,
+}
+
+impl Shared {
+    /// The policy in force; a stream reads one snapshot.
+    fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_policy(&self, policy: Policy) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+    }
+
+    fn set_revocations(&self, list: Arc<Revocations>) {
+        *self.revocations.write().unwrap_or_else(|p| p.into_inner()) = list;
+    }
+
+    /// Why `peer` is revoked, if it is.
+    fn revoked(&self, peer: &PeerCert) -> Option<String> {
+        self.revocations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(peer)
+    }
+}
+
+/// A bound relay, ready to [`run`](Relay::run).
+#[derive(Debug)]
+pub struct Relay {
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    config: Config,
+}
+
+impl Relay {
+    /// Loads the relay directory (never the CA key) and binds the endpoint.
+    ///
+    /// # Errors
+    /// If a file is missing or invalid, or the address cannot be bound.
+    pub fn bind(config: Config) -> Result<Relay, RelayError> {
+        let paths = &config.paths;
+        let read = |path: std::path::PathBuf| {
+            std::fs::read_to_string(&path).map_err(|err| RelayError::Missing {
+                path: path.display().to_string(),
+                dir: paths.dir.display().to_string(),
+                err,
+            })
+        };
+        let ca = read(paths.ca_cert())?;
+        let cert = read(paths.relay_cert())?;
+        let key = read(paths.relay_key())?;
+        let relay_name = PeerCert::from_pem(&cert)?.relay;
+        let policy = Policy::load(&paths.policy())?;
+        let revocations = Revocations::load(&paths.revoked())?;
+        let audit = Audit::open(&config.audit_log)?;
+        let tls = relay_net::tls::server_config(&cert, &key, &ca)?;
+        let endpoint =
+            relay_net::endpoint::server(config.listen, tls, &config.transport).map_err(|err| {
+                RelayError::Bind {
+                    addr: config.listen,
+                    err,
+                }
+            })?;
+        let shared = Arc::new(Shared {
+            relay_name,
+            policy: RwLock::new(Arc::new(policy)),
+            revocations: RwLock::new(Arc::new(revocations)),
+            registry: Arc::default(),
+            conns: conn::ConnTable::default(),
+            audit,
+            limits: config.limits.clone(),
+        });
+        Ok(Relay {
+            endpoint,
+            shared,
+            config,
+        })
+    }
+
+    /// The bound UDP address (useful with port 0).
+    ///
+    /// # Errors
+    /// If the socket is gone.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// The agent registry, e.g. to wait for an agent to register.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.shared.registry.clone()
+    }
+
+    /// The relay's name (from its certificate).
+    pub fn name(&self) -> &Name {
+        &self.shared.relay_name
+    }
+
+    /// Serves until `shutdown` is cancelled, then: stop accepting, `GoAway`
+    /// to agents, let client streams drain for the grace period, close.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let tasks = TaskTracker::new();
+        tasks.spawn(reload::run(
+            self.shared.clone(),
+            self.config.paths.clone(),
+            shutdown.clone(),
+        ));
+        tracing::info!(addr = ?self.endpoint.local_addr().ok(), relay = %self.shared.relay_name, "relay listening");
+        loop {
+            let incoming = tokio::select! {
+                i = self.endpoint.accept() => match i { Some(i) => i, None => break },
+                () = shutdown.cancelled() => break,
+            };
+            // Address validation before any per-connection state: a spoofed
+            // source cannot make us do handshake work (QUIC Retry).
+            if !incoming.remote_address_validated() && incoming.may_retry() {
+                let _ = incoming.retry();
+                continue;
+            }
+            let span = tracing::debug_span!("incoming", remote = %incoming.remote_address());
+            tasks.spawn(
+                conn::serve(self.shared.clone(), incoming, shutdown.clone()).instrument(span),
+            );
+        }
+        tasks.close();
+        let grace = self.config.limits.shutdown_grace + std::time::Duration::from_secs(1);
+        let _ = tokio::time::timeout(grace, tasks.wait()).await;
+        self.endpoint
+            .close(ErrorCode::GOING_AWAY.0.into(), b"relay shutting down");
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.endpoint.wait_idle())
+            .await;
+        tracing::info!("relay stopped");
+    }
+}

@@ -1,0 +1,252 @@
+//! The relay's authorization policy (`DIR/policy.toml`): deny by default,
+//! every `Open` checked against the caller identity from its certificate.
+//!
+//! ```toml
+//! [[allow]]
+//! client  = "alice"          # a client name, or "*" for any client
+//! agent   = "aks-prod"       # an agent name, or "*"
+//! targets = ["kube-api", "db"]   # target names, or ["*"]
+//! ```
+//!
+//! An empty or missing list allows nothing (an empty allowlist never means
+//! "everything": Vault CVE-2024-7594).
+
+use std::path::Path;
+
+use proto::{AgentName, Name, TargetName};
+use serde::{Deserialize, Deserializer};
+
+/// A name or `*`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pattern {
+    /// `*`: any name.
+    Any,
+    /// Exactly this name.
+    Exact(Name),
+}
+
+impl Pattern {
+    /// Whether `name` matches.
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            Pattern::Any => true,
+            Pattern::Exact(n) => n.as_str() == name,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "*" {
+            return Ok(Pattern::Any);
+        }
+        Name::try_from(s.as_str())
+            .map(Pattern::Exact)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// One `[[allow]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allow {
+    /// Which clients.
+    pub client: Pattern,
+    /// Which agents.
+    pub agent: Pattern,
+    /// Which targets of those agents (TCP streams).
+    #[serde(default)]
+    pub targets: Vec<Pattern>,
+}
+
+/// The whole policy.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Grants; anything not granted is denied.
+    #[serde(default)]
+    pub allow: Vec<Allow>,
+}
+
+/// Why a policy file was not loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The file could not be read.
+    #[error("cannot read policy {path}: {err}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        err: std::io::Error,
+    },
+    /// The file is not a valid policy (the message names line and column).
+    #[error("invalid policy {path}: {err}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        err: String,
+    },
+}
+
+/// The policy `init` writes: it allows nothing until edited.
+pub const INITIAL_POLICY: &str = r#"# Relay policy: which client may reach which agent/target. Deny by default.
+# The relay reloads this file when it changes (or on SIGHUP); a file that
+# fails to parse is ignored and the previous policy stays in force.
+#
+# [[allow]]
+# client  = "alice"            # a client name, or "*"
+# agent   = "aks-prod"         # an agent name, or "*"
+# targets = ["kube-api", "db"] # target names, or ["*"]
+"#;
+
+impl Policy {
+    /// Parses policy text.
+    ///
+    /// # Errors
+    /// On invalid TOML, unknown fields or invalid names.
+    pub fn parse(text: &str, path: &str) -> Result<Policy, PolicyError> {
+        toml::from_str(text).map_err(|e| PolicyError::Parse {
+            path: path.to_owned(),
+            err: e.to_string(),
+        })
+    }
+
+    /// Reads and parses a policy file.
+    ///
+    /// # Errors
+    /// If it cannot be read or parsed.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|err| PolicyError::Io {
+            path: shown.clone(),
+            err,
+        })?;
+        Policy::parse(&text, &shown)
+    }
+
+    /// Whether `client` may open a TCP stream to `agent/target`.
+    pub fn allows_tcp(&self, client: &Name, agent: &AgentName, target: &TargetName) -> bool {
+        self.grants(client, agent)
+            .any(|a| a.targets.iter().any(|t| t.matches(target.as_str())))
+    }
+
+    /// The targets among `exposed` that `client` may reach on `agent`.
+    pub fn reachable<'a>(
+        &self,
+        client: &Name,
+        agent: &AgentName,
+        exposed: &'a [TargetName],
+    ) -> Vec<&'a TargetName> {
+        exposed
+            .iter()
+            .filter(|t| self.allows_tcp(client, agent, t))
+            .collect()
+    }
+
+    /// Whether any entry names `agent` for `client` at all.
+    pub fn mentions(&self, client: &Name, agent: &AgentName) -> bool {
+        self.grants(client, agent).next().is_some()
+    }
+
+    fn grants<'a>(
+        &'a self,
+        client: &'a Name,
+        agent: &'a AgentName,
+    ) -> impl Iterator<Item = &'a Allow> {
+        self.allow
+            .iter()
+            .filter(move |a| a.client.matches(client.as_str()) && a.agent.matches(agent.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn n(s: &str) -> Name {
+        Name::try_from(s).unwrap()
+    }
+    fn a(s: &str) -> AgentName {
+        AgentName::try_from(s).unwrap()
+    }
+    fn t(s: &str) -> TargetName {
+        TargetName::try_from(s).unwrap()
+    }
+
+    #[test]
+    fn issue_form_is_accepted() {
+        let p = Policy::parse(
+            "[[allow]]\nclient = \"alice\"\nagent = \"aks-prod\"\ntargets = [\"kube-api\", \"db\"]\n",
+            "p",
+        )
+        .unwrap();
+        assert!(p.allows_tcp(&n("alice"), &a("aks-prod"), &t("db")));
+        assert!(!p.allows_tcp(&n("alice"), &a("aks-prod"), &t("ssh")));
+        assert!(!p.allows_tcp(&n("bob"), &a("aks-prod"), &t("db")));
+        assert!(!p.allows_tcp(&n("alice"), &a("other"), &t("db")));
+    }
+
+    #[test]
+    fn initial_policy_allows_nothing() {
+        let p = Policy::parse(INITIAL_POLICY, "p").unwrap();
+        assert!(p.allow.is_empty());
+        assert!(!p.allows_tcp(&n("alice"), &a("x"), &t("y")));
+    }
+
+    #[test]
+    fn wildcards_and_empty_targets() {
+        let p = Policy::parse(
+            "[[allow]]\nclient = \"*\"\nagent = \"edge\"\ntargets = [\"*\"]\n[[allow]]\nclient = \"bob\"\nagent = \"*\"\n",
+            "p",
+        )
+        .unwrap();
+        assert!(p.allows_tcp(&n("anyone"), &a("edge"), &t("whatever")));
+        assert!(
+            !p.allows_tcp(&n("bob"), &a("core"), &t("db")),
+            "no targets = nothing"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = Policy::parse(
+            "[[allow]]\nclient = \"Alice\"\nagent = \"x\"\n",
+            "policy.toml",
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("policy.toml") && msg.contains("line 2"),
+            "{msg}"
+        );
+        let e = Policy::parse(
+            "[[allow]]\nclient = \"a\"\nagent = \"x\"\ntarget = []\n",
+            "p",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    proptest! {
+        /// A request matches only entries that equal it or use `*`
+        /// (the OpenSSH "one entry matched everything" lesson).
+        #[test]
+        fn exact_entries_match_only_themselves(
+            c in "[a-z][a-z0-9]{0,6}", ag in "[a-z][a-z0-9]{0,6}", tg in "[a-z][a-z0-9]{0,6}",
+            c2 in "[a-z][a-z0-9]{0,6}", ag2 in "[a-z][a-z0-9]{0,6}", tg2 in "[a-z][a-z0-9]{0,6}",
+        ) {
+            let p = Policy::parse(&format!(
+                "[[allow]]\nclient = \"{c}\"\nagent = \"{ag}\"\ntargets = [\"{tg}\"]\n"), "p").unwrap();
+            let expect = c == c2 && ag == ag2 && tg == tg2;
+            prop_assert_eq!(p.allows_tcp(&n(&c2), &a(&ag2), &t(&tg2)), expect);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(s in ".{0,400}") {
+            let _ = Policy::parse(&s, "p");
+        }
+    }
+}

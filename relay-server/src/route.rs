@@ -1,0 +1,308 @@
+//! A client's streams: each starts with `Open` (or `List`). Every `Open` is
+//! authorized against the identity of the connection's certificate, then
+//! forwarded to an instance of the agent as `Forwarded { caller, open }`
+//! with the client's early bytes right behind it; the agent's answer goes
+//! back to the client, and an accepted stream is spliced.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use proto::{AgentInfo, ErrorCode, Forwarded, Frame, Open, Refused, StreamKind};
+use relay_net::cert::PeerCert;
+use relay_net::framed::{refuse, write_frame, FrameError, FrameReader};
+use relay_net::splice::splice;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::audit::AuditEvent;
+use crate::registry::Lookup;
+use crate::Shared;
+
+pub(crate) async fn serve(
+    shared: &std::sync::Arc<Shared>,
+    conn: &quinn::Connection,
+    peer: &PeerCert,
+    shutdown: &CancellationToken,
+) {
+    let mut streams = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = conn.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    let span = tracing::debug_span!("stream", id = %send.id());
+                    streams.spawn(handle(shared.clone(), peer.clone(), conn.remote_address(), send, recv).instrument(span));
+                }
+                Err(e) => {
+                    tracing::info!(reason = %relay_net::dial::describe(&e), "client disconnected");
+                    return;
+                }
+            },
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            () = shutdown.cancelled() => break,
+        }
+    }
+    // Shutting down: live streams get the grace period to finish.
+    let drain = async { while streams.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(shared.limits.shutdown_grace, drain).await;
+}
+
+async fn handle(
+    shared: std::sync::Arc<Shared>,
+    peer: PeerCert,
+    remote: std::net::SocketAddr,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    let mut reader = FrameReader::new(recv);
+    let refusal = |code: ErrorCode, message: String| Refused::new(code, message);
+    let frame = match reader.expect(shared.limits.first_frame_timeout).await {
+        Ok(frame) => frame,
+        Err(e) => {
+            tracing::debug!(err = %e, "bad first frame");
+            let _ = send.reset(e.code().0.into());
+            let _ = reader.recv.stop(e.code().0.into());
+            return;
+        }
+    };
+    match frame {
+        Frame::Open(open) => forward(&shared, &peer, remote, send, reader, open).await,
+        Frame::List(_) => list(&shared, &peer, send).await,
+        Frame::Forwarded(_) => {
+            let r = refusal(
+                ErrorCode::UNAUTHORIZED,
+                "only the relay may name a caller: clients send Open, not Forwarded".into(),
+            );
+            tracing::warn!("client sent Forwarded");
+            refuse(&mut send, &mut reader.recv, r).await;
+        }
+        other => {
+            let r = refusal(
+                ErrorCode::PROTOCOL_VIOLATION,
+                format!(
+                    "a stream must start with Open or List, not {:?}",
+                    other.frame_type()
+                ),
+            );
+            refuse(&mut send, &mut reader.recv, r).await;
+        }
+    }
+}
+
+async fn forward(
+    shared: &Shared,
+    peer: &PeerCert,
+    remote: std::net::SocketAddr,
+    mut client_send: quinn::SendStream,
+    client: FrameReader,
+    open: Open,
+) {
+    let started = Instant::now();
+    let mut event = AuditEvent {
+        peer: Some(peer.identity.to_string()),
+        serial: Some(peer.serial.clone()),
+        remote: Some(remote.to_string()),
+        agent: Some(open.agent.to_string()),
+        target: Some(open.target.to_string()),
+        kind: Some(open.kind.as_str()),
+        ..AuditEvent::default()
+    };
+    let (mut client_recv, early) = client.into_parts();
+    let agent_streams = match authorize(shared, peer, &open) {
+        Ok(instances) => match shared.audit.record(AuditEvent {
+            event: "open",
+            ..event.clone()
+        }) {
+            Ok(()) => dial_agent(instances, peer, &open, early, shared).await,
+            Err(e) => Err(Refused::new(
+                ErrorCode::AUDIT_UNAVAILABLE,
+                format!("{e}; refusing new streams"),
+            )),
+        },
+        Err(r) => Err(r),
+    };
+    let (mut agent_send, agent_recv) = match agent_streams {
+        Ok(streams) => streams,
+        Err(r) => {
+            tracing::debug!(code = %r.code, reason = %r.message, "open refused");
+            event.event = "refused";
+            event.code = Some(r.code.to_string());
+            event.reason = Some(r.message.clone());
+            shared.audit.record_or_log(event);
+            return refuse(&mut client_send, &mut client_recv, r).await;
+        }
+    };
+    let mut agent = FrameReader::new(agent_recv);
+    let answer = agent.expect(shared.limits.answer_timeout).await;
+    let refused = match answer {
+        Ok(Frame::Accepted(accepted)) => {
+            if write_frame(&mut client_send, accepted).await.is_ok() {
+                let (mut agent_recv, leftover) = agent.into_parts();
+                let outcome = splice(
+                    &mut client_recv,
+                    &mut client_send,
+                    &mut agent_recv,
+                    &mut agent_send,
+                    Bytes::new(),
+                    leftover,
+                )
+                .await;
+                event.event = "close";
+                event.bytes_up = Some(outcome.forward.bytes);
+                event.bytes_down = Some(outcome.backward.bytes);
+                event.duration_ms = Some(started.elapsed().as_millis() as u64);
+                if let Some(f) = outcome.failure() {
+                    event.code = Some(f.code.to_string());
+                    event.reason = Some(f.reason.clone());
+                }
+                tracing::debug!(
+                    up = outcome.forward.bytes,
+                    down = outcome.backward.bytes,
+                    "stream closed"
+                );
+            } else {
+                let _ = agent_send.reset(ErrorCode::STREAM_ABORTED.0.into());
+                event.event = "close";
+                event.reason = Some("client went away before the answer".into());
+            }
+            shared.audit.record_or_log(event);
+            return;
+        }
+        Ok(Frame::Refused(r)) => r,
+        Ok(other) => {
+            let _ = agent_send.reset(ErrorCode::PROTOCOL_VIOLATION.0.into());
+            Refused::new(
+                ErrorCode::INTERNAL,
+                format!(
+                    "agent {} answered with {:?}",
+                    open.agent,
+                    other.frame_type()
+                ),
+            )
+        }
+        Err(FrameError::Timeout(t)) => {
+            let _ = agent_send.reset(ErrorCode::TARGET_TIMEOUT.0.into());
+            Refused::new(
+                ErrorCode::TARGET_TIMEOUT,
+                format!("agent {} did not answer within {t:?}", open.agent),
+            )
+        }
+        Err(e) => {
+            let _ = agent_send.reset(ErrorCode::STREAM_ABORTED.0.into());
+            Refused::new(
+                ErrorCode::AGENT_OFFLINE,
+                format!("agent {} failed: {e}", open.agent),
+            )
+        }
+    };
+    let _ = agent_send.finish();
+    event.event = "refused";
+    event.code = Some(refused.code.to_string());
+    event.reason = Some(refused.message.clone());
+    shared.audit.record_or_log(event);
+    refuse(&mut client_send, &mut client_recv, refused).await;
+}
+
+/// Policy, revocation and presence checks for one `Open`.
+fn authorize(
+    shared: &Shared,
+    peer: &PeerCert,
+    open: &Open,
+) -> Result<Vec<crate::registry::Instance>, Refused> {
+    let client = &peer.identity.name;
+    if let Some(reason) = shared.revoked(peer) {
+        return Err(Refused::new(ErrorCode::REVOKED, reason));
+    }
+    let policy = shared.policy();
+    let allowed = match open.kind {
+        StreamKind::Tcp => policy.allows_tcp(client, &open.agent, &open.target),
+        _ => false,
+    };
+    if !allowed {
+        return Err(Refused::new(
+            ErrorCode::UNAUTHORIZED,
+            format!(
+                "client {client} may not open {} to {}/{}: no [[allow]] entry in the relay policy grants it",
+                open.kind.as_str(),
+                open.agent,
+                open.target
+            ),
+        ));
+    }
+    match shared.registry.lookup(&open.agent) {
+        Lookup::Found(instances) => Ok(instances),
+        Lookup::Offline => Err(Refused::new(
+            ErrorCode::AGENT_OFFLINE,
+            format!(
+                "agent {} is offline (not connected to the relay)",
+                open.agent
+            ),
+        )),
+        Lookup::Unknown => Err(Refused::new(
+            ErrorCode::UNKNOWN_AGENT,
+            format!("no agent named {} has connected to this relay", open.agent),
+        )),
+    }
+}
+
+/// Opens a stream to the first instance that takes it and sends
+/// `Forwarded` with the client's early bytes behind it.
+async fn dial_agent(
+    instances: Vec<crate::registry::Instance>,
+    peer: &PeerCert,
+    open: &Open,
+    early: Bytes,
+    shared: &Shared,
+) -> Result<(quinn::SendStream, quinn::RecvStream), Refused> {
+    let forwarded = Frame::from(Forwarded {
+        caller: peer.identity.clone(),
+        open: open.clone(),
+    });
+    let mut head = BytesMut::with_capacity(forwarded.encoded_len() + early.len());
+    forwarded.encode(&mut head);
+    head.extend_from_slice(&early);
+    let head = head.freeze();
+    for instance in instances {
+        let opened =
+            tokio::time::timeout(shared.limits.answer_timeout, instance.conn.open_bi()).await;
+        let Ok(Ok((mut send, recv))) = opened else {
+            tracing::debug!(
+                instance = instance.id,
+                "agent instance unusable, trying the next"
+            );
+            continue;
+        };
+        if send.write_chunk(head.clone()).await.is_ok() {
+            return Ok((send, recv));
+        }
+    }
+    Err(Refused::new(
+        ErrorCode::AGENT_OFFLINE,
+        format!("agent {} is offline (its connection failed)", open.agent),
+    ))
+}
+
+/// Answers `List`: one `AgentInfo` per registered agent the client has a
+/// grant for, listing only the targets it may reach.
+async fn list(shared: &Shared, peer: &PeerCert, mut send: quinn::SendStream) {
+    let policy = shared.policy();
+    let client = &peer.identity.name;
+    for (agent, instances, targets) in shared.registry.snapshot() {
+        if !policy.mentions(client, &agent) {
+            continue;
+        }
+        let info = AgentInfo {
+            targets: policy
+                .reachable(client, &agent, &targets)
+                .into_iter()
+                .cloned()
+                .collect(),
+            agent,
+            instances: u16::try_from(instances).unwrap_or(u16::MAX),
+        };
+        if write_frame(&mut send, info).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish();
+}
