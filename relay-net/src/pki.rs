@@ -176,12 +176,34 @@ impl Ca {
         self.issue(relay, identity, Vec::new(), ttl, key)
     }
 
+    /// Issues an identity certificate valid exactly from `not_before` to
+    /// `not_after` (tests use it to mint already-expired certificates).
+    ///
+    /// # Errors
+    /// If the CSR is invalid or generation fails.
+    pub fn issue_identity_between(
+        &self,
+        relay: &Name,
+        identity: &Identity,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+        key: KeySource<'_>,
+    ) -> Result<Issued, PkiError> {
+        self.issue(
+            relay,
+            identity,
+            Vec::new(),
+            Validity::Between(not_before, not_after),
+            key,
+        )
+    }
+
     fn issue(
         &self,
         relay: &Name,
         identity: &Identity,
         mut sans: Vec<SanType>,
-        ttl: Duration,
+        validity: impl Into<Validity>,
         key: KeySource<'_>,
     ) -> Result<Issued, PkiError> {
         let mut params = CertificateParams::default();
@@ -208,7 +230,14 @@ impl Ca {
             Role::Relay => vec![ExtendedKeyUsagePurpose::ServerAuth],
         };
         params.use_authority_key_identifier_extension = true;
-        let not_after = set_validity(&mut params, ttl)?;
+        let not_after = match validity.into() {
+            Validity::For(ttl) => set_validity(&mut params, ttl)?,
+            Validity::Between(from, to) => {
+                params.not_before = from;
+                params.not_after = to;
+                to
+            }
+        };
         let (serial_number, serial) = random_serial();
         params.serial_number = Some(serial_number);
         let (cert, key_pem) = match key {
@@ -232,6 +261,20 @@ impl Ca {
             serial,
             not_after,
         })
+    }
+}
+
+/// How long a certificate is valid.
+enum Validity {
+    /// From now (less clock skew) for this long.
+    For(Duration),
+    /// Exactly this window.
+    Between(OffsetDateTime, OffsetDateTime),
+}
+
+impl From<Duration> for Validity {
+    fn from(d: Duration) -> Validity {
+        Validity::For(d)
     }
 }
 

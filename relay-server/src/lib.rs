@@ -87,6 +87,8 @@ pub(crate) struct Shared {
     conns: conn::ConnTable,
     audit: Audit,
     limits: config::Limits,
+    /// Bumped after every reload attempt of policy or revocations.
+    reloads: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -160,6 +162,7 @@ impl Relay {
             conns: conn::ConnTable::default(),
             audit,
             limits: config.limits.clone(),
+            reloads: tokio::sync::watch::channel(0).0,
         });
         Ok(Relay {
             endpoint,
@@ -179,6 +182,12 @@ impl Relay {
     /// The agent registry, e.g. to wait for an agent to register.
     pub fn registry(&self) -> Arc<Registry> {
         self.shared.registry.clone()
+    }
+
+    /// Changes after every reload of the policy or revocation files (also
+    /// failed ones), so a test can wait for a change to take effect.
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.reloads.subscribe()
     }
 
     /// The relay's name (from its certificate).

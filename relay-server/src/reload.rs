@@ -33,15 +33,21 @@ pub(crate) async fn run(
             }
             () = shutdown.cancelled() => return,
         }
+        let mut changed = false;
         let text = std::fs::read_to_string(paths.policy()).ok();
         if text != policy_text {
             policy_text = text;
             reload_policy(&shared, &paths);
+            changed = true;
         }
         let text = std::fs::read_to_string(paths.revoked()).ok();
         if text != revoked_text {
             revoked_text = text;
             reload_revocations(&shared, &paths);
+            changed = true;
+        }
+        if changed {
+            shared.reloads.send_modify(|n| *n += 1);
         }
     }
 }

@@ -1,1 +1,358 @@
-//! placeholder
+//! Test harness: a real relay, real agents and real clients on 127.0.0.1
+//! ephemeral ports, with a throwaway CA minted in a temporary directory.
+//!
+//! In-process parts ([`TestRelay`], [`TestRelay::agent`], [`TestRelay::client`])
+//! run the library code of the three programs; [`bins`] gives the paths of
+//! the programs themselves for tests that need a separate process (one to
+//! kill with SIGKILL, say). Nothing here sleeps to synchronise: it waits on
+//! watch channels, bound ports and log lines, under a hang guard.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use proto::{Name, Role};
+use relay_agent::allowlist::Allowlist;
+use relay_client::Client;
+use relay_net::credential::{Credential, Loaded};
+use relay_server::cmd::init::Init;
+use relay_server::cmd::issue::Issue;
+use relay_server::config::{Config, Paths};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use relay_client::Destination;
+
+/// The hang guard of every wait in the harness: generous, as CI machines
+/// are small, and never a pacing device.
+pub const GUARD: Duration = Duration::from_secs(30);
+
+/// Installs a test subscriber once (`RUST_LOG=debug cargo test` to see logs).
+pub fn trace_init() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Awaits `f` under the hang guard.
+///
+/// # Panics
+/// If `f` does not complete within [`GUARD`] (a hang is a test failure).
+pub async fn guard<T>(what: &str, f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(GUARD, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("hang guard: {what} did not complete within {GUARD:?}"),
+    }
+}
+
+/// A policy that lets any client reach any target of any agent.
+pub const ALLOW_ALL: &str = "[[allow]]\nclient = \"*\"\nagent = \"*\"\ntargets = [\"*\"]\n";
+
+/// A relay running in this process.
+pub struct TestRelay {
+    /// Its directory (CA, certificates, policy, audit log).
+    pub dir: tempfile::TempDir,
+    /// Its UDP address.
+    pub addr: SocketAddr,
+    /// Its registry, to wait for agents.
+    pub registry: std::sync::Arc<relay_server::registry::Registry>,
+    reloads: watch::Receiver<u64>,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestRelay {
+    /// A relay with `policy`, on 127.0.0.1:0, with small test limits.
+    pub async fn start(policy: &str) -> TestRelay {
+        TestRelay::start_with(policy, |_| {}).await
+    }
+
+    /// As [`TestRelay::start`], with the config adjusted by `tweak`.
+    pub async fn start_with(policy: &str, tweak: impl FnOnce(&mut Config)) -> TestRelay {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = Paths::from(dir.path());
+        Init::new(paths.clone(), vec!["127.0.0.1".into()])
+            .run()
+            .expect("init");
+        std::fs::write(paths.policy(), policy).expect("policy");
+        TestRelay::run_in(dir, "127.0.0.1:0".parse().expect("addr"), tweak).await
+    }
+
+    /// Runs a relay on an existing directory (for restarts).
+    pub async fn run_in(
+        dir: tempfile::TempDir,
+        listen: SocketAddr,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestRelay {
+        let mut config = Config::new(dir.path(), listen);
+        config.limits.reload_interval = Duration::from_millis(50);
+        config.limits.shutdown_grace = Duration::from_millis(500);
+        tweak(&mut config);
+        let relay = relay_server::Relay::bind(config).expect("relay bind");
+        let addr = relay.local_addr().expect("local addr");
+        let registry = relay.registry();
+        let reloads = relay.reloads();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(relay.run(shutdown.clone()));
+        TestRelay {
+            dir,
+            addr,
+            registry,
+            reloads,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// The relay directory's paths.
+    pub fn paths(&self) -> Paths {
+        Paths::from(self.dir.path())
+    }
+
+    /// Issues a credential file for `role/name`; returns its path.
+    pub fn issue(&self, role: Role, name: &str) -> PathBuf {
+        self.issue_with(role, name, None)
+    }
+
+    /// Issues a credential with a given lifetime.
+    pub fn issue_with(&self, role: Role, name: &str, ttl: Option<Duration>) -> PathBuf {
+        let (credential, _) = Issue {
+            paths: self.paths(),
+            role,
+            name: Name::try_from(name).expect("name"),
+            relay: vec![self.addr.to_string()],
+            ttl,
+            csr: None,
+        }
+        .run()
+        .expect("issue");
+        let path = self.dir.path().join(format!("{role}-{name}.cred"));
+        credential.save(&path).expect("save credential");
+        path
+    }
+
+    /// Loads a freshly issued credential.
+    pub fn credential(&self, role: Role, name: &str) -> Loaded {
+        Credential::load(&self.issue(role, name), None).expect("load credential")
+    }
+
+    /// An in-process client named `name`.
+    pub fn client(&self, name: &str) -> Client {
+        Client::new(self.credential(Role::Client, name))
+    }
+
+    /// An in-process agent named `name` exposing `targets`, registered.
+    pub async fn agent(&self, name: &str, targets: &[(&str, SocketAddr)]) -> TestAgent {
+        self.agent_with(name, targets, |_| {}).await
+    }
+
+    /// As [`TestRelay::agent`], with the config adjusted by `tweak`.
+    pub async fn agent_with(
+        &self,
+        name: &str,
+        targets: &[(&str, SocketAddr)],
+        tweak: impl FnOnce(&mut relay_agent::Config),
+    ) -> TestAgent {
+        let mut allowlist = Allowlist::default();
+        for (t, addr) in targets {
+            allowlist.add(t, &addr.to_string()).expect("target");
+        }
+        let mut config = relay_agent::Config::new(self.credential(Role::Agent, name), allowlist);
+        config.backoff.initial = Duration::from_millis(20);
+        config.backoff.max = Duration::from_millis(200);
+        config.shutdown_grace = Duration::from_millis(200);
+        tweak(&mut config);
+        let agent = relay_agent::Agent::new(config);
+        let mut registered = agent.registered();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(agent.run(shutdown.clone()));
+        guard("agent registration", registered.wait_for(|n| *n > 0))
+            .await
+            .expect("agent alive");
+        TestAgent {
+            registered,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Replaces the policy and waits until the relay has reloaded it.
+    pub async fn set_policy(&mut self, policy: &str) {
+        self.reloads.borrow_and_update();
+        relay_net::fsutil::write_public(&self.paths().policy(), policy.as_bytes())
+            .expect("write policy");
+        guard("policy reload", self.reloads.changed())
+            .await
+            .expect("relay alive");
+    }
+
+    /// Runs `relay-server revoke` logic and waits until the relay applied it.
+    pub async fn revoke(&mut self, role: Role, name: &str) {
+        self.reloads.borrow_and_update();
+        let target =
+            relay_server::cmd::revoke::Target::Identity(role, Name::try_from(name).expect("name"));
+        relay_server::cmd::revoke::revoke(&self.paths(), target).expect("revoke");
+        guard("revocation reload", self.reloads.changed())
+            .await
+            .expect("relay alive");
+    }
+
+    /// Waits until `agent` has exactly `n` registered instances.
+    pub async fn wait_instances(&self, agent: &str, n: usize) {
+        let name = proto::AgentName::try_from(agent).expect("agent name");
+        let mut changes = self.registry.subscribe();
+        guard(
+            "agent instances",
+            changes.wait_for(|_| self.registry.instances(&name) == n),
+        )
+        .await
+        .expect("registry alive");
+    }
+
+    /// The audit log's events, parsed.
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.paths().audit()).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect()
+    }
+
+    /// Shuts the relay down cleanly (GoAway, drain, close) and keeps its directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            guard("relay shutdown", task).await.expect("relay task");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// Shuts the relay down cleanly.
+    pub async fn shutdown(self) {
+        let _ = self.stop().await;
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// An agent running in this process.
+pub struct TestAgent {
+    /// Number of relays it is registered with.
+    pub registered: watch::Receiver<usize>,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestAgent {
+    /// Waits until it is registered with at least one relay.
+    pub async fn wait_registered(&mut self) {
+        guard("agent registration", self.registered.wait_for(|n| *n > 0))
+            .await
+            .expect("agent alive");
+    }
+
+    /// Shuts it down cleanly.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            guard("agent shutdown", task).await.expect("agent task");
+        }
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A TCP echo server on 127.0.0.1:0: echoes until the peer half-closes,
+/// then half-closes back.
+pub async fn tcp_echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
+    let addr = listener.local_addr().expect("echo addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = tcp.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A listener on 127.0.0.1:0 bound and then closed: connecting to it is
+/// refused (loopback only; nothing leaves the machine).
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    addr
+}
+
+/// Reads exactly `n` bytes.
+pub async fn read_n(s: &mut (impl AsyncReadExt + Unpin), n: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+/// Starts `relay-client forward`'s logic in this process on 127.0.0.1:0;
+/// returns the local address.
+pub async fn forward(
+    client: std::sync::Arc<Client>,
+    dest: &str,
+) -> (SocketAddr, CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind forward");
+    let addr = listener.local_addr().expect("forward addr");
+    let dest: Destination = dest.parse().expect("destination");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(relay_client::cmd::forward::run(
+        client,
+        listener,
+        dest,
+        shutdown.clone(),
+    ));
+    (addr, shutdown)
+}
+
+/// Connects to a forward.
+pub async fn connect(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect(addr).await.expect("connect to forward")
+}
+
+/// The programs, built by cargo for this test package. A macro, because
+/// cargo sets `CARGO_BIN_EXE_*` only when compiling the integration tests.
+#[macro_export]
+macro_rules! bins {
+    () => {
+        relay_client::local::Binaries {
+            server: std::path::PathBuf::from(env!("CARGO_BIN_EXE_test-relay-server")),
+            agent: std::path::PathBuf::from(env!("CARGO_BIN_EXE_test-relay-agent")),
+        }
+    };
+}
+
+/// The `relay-client` program built for this test package.
+#[macro_export]
+macro_rules! client_bin {
+    () => {
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_test-relay-client"))
+    };
+}
