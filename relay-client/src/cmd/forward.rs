@@ -38,7 +38,9 @@ pub async fn run(
         tasks.spawn(one(client.clone(), tcp, dest.clone()).instrument(span));
     }
     tasks.close();
-    tasks.wait().await;
+    // Live connections get a moment to finish; then we exit anyway, which
+    // closes them (their streams are reset, never silently truncated).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), tasks.wait()).await;
 }
 
 /// Forwards one accepted connection; a refusal is logged with its message
