@@ -115,7 +115,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(relay_net::signals::cancel_on_signal(shutdown.clone()));
+        relay_net::signals::cancel_on_signal(shutdown.clone())?;
         tracing::info!(identity = %config.credential.cert.identity, "agent starting");
         crate::Agent::new(config).run(shutdown).await;
         Ok(())

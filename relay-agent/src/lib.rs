@@ -55,6 +55,10 @@ impl Agent {
         });
         let agent = Arc::new(self);
         let mut supervisors = tokio::task::JoinSet::new();
+        supervisors.spawn(warn_before_expiry(
+            agent.config.credential.cert.clone(),
+            shutdown.clone(),
+        ));
         for addr in agent.config.credential.credential.relay.clone() {
             supervisors.spawn(supervise(
                 agent.clone(),
@@ -90,7 +94,7 @@ async fn supervise(
         }
         let wait = match result {
             Ok(session::Ended::Shutdown) => return,
-            Ok(session::Ended::GoAway(after)) => after,
+            Ok(session::Ended::GoAway(after)) => after + jitter(after),
             Ok(session::Ended::Lost(reason)) => {
                 tracing::warn!(%addr, %reason, "lost the relay; re-dialling");
                 Duration::ZERO
@@ -101,6 +105,29 @@ async fn supervise(
                 delay = (delay * 2).min(backoff.max);
                 wait
             }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Logs a warning from two thirds of the credential's lifetime on (and an
+/// error once it has expired), every few hours, until `shutdown`.
+async fn warn_before_expiry(cert: relay_net::cert::PeerCert, shutdown: CancellationToken) {
+    const REPEAT: Duration = Duration::from_secs(6 * 3600);
+    loop {
+        let now = time::OffsetDateTime::now_utc();
+        let wait = if now < cert.renew_after() {
+            Duration::try_from(cert.renew_after() - now).unwrap_or(REPEAT)
+        } else {
+            if now >= cert.not_after {
+                tracing::error!(not_after = %cert.not_after, "agent credential has expired: the relay will refuse this agent; issue a new one");
+            } else {
+                tracing::warn!(not_after = %cert.not_after, "agent credential expires soon: issue a new one");
+            }
+            REPEAT
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}

@@ -47,18 +47,21 @@ pub async fn run(
     shutdown: &CancellationToken,
     on_up: impl FnOnce(),
 ) -> Result<Ended, SessionError> {
+    let dialing = dial_addr(
+        &config.credential,
+        addr,
+        &config.transport,
+        config.connect_timeout,
+    );
     let RelayConn {
         conn,
         endpoint,
         relay,
         ..
-    } = dial_addr(
-        &config.credential,
-        addr,
-        &config.transport,
-        config.connect_timeout,
-    )
-    .await?;
+    } = tokio::select! {
+        dialed = dialing => dialed?,
+        () = shutdown.cancelled() => return Ok(Ended::Shutdown),
+    };
     let fail = |e: String| SessionError::Register(e);
     let (mut send, recv) = conn.open_bi().await.map_err(|e| fail(describe(&e)))?;
     let register = Register {
@@ -70,7 +73,11 @@ pub async fn run(
         .await
         .map_err(|e| fail(e.to_string()))?;
     let mut control = FrameReader::new(recv);
-    match control.expect(config.connect_timeout).await {
+    let answer = tokio::select! {
+        answer = control.expect(config.connect_timeout) => answer,
+        () = shutdown.cancelled() => return Ok(Ended::Shutdown),
+    };
+    match answer {
         Ok(Frame::Registered(_)) => {}
         Ok(Frame::Refused(r)) => return Err(fail(r.to_string())),
         Ok(other) => return Err(fail(format!("relay answered {}", other.frame_type()))),

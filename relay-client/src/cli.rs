@@ -90,7 +90,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let result = runtime.block_on(run(args));
+    // Do not wait for tokio's blocking stdin reader: with `connect` as an
+    // ssh ProxyCommand, stdin stays open and the wait would never end.
+    runtime.shutdown_background();
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("relay-client: {e:#}");
@@ -129,7 +133,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             // unreachable relay is reported now, not at the first connection.
             client.connection().await?;
             let shutdown = tokio_util::sync::CancellationToken::new();
-            tokio::spawn(relay_net::signals::cancel_on_signal(shutdown.clone()));
+            relay_net::signals::cancel_on_signal(shutdown.clone())?;
             let mut forwards = tokio::task::JoinSet::new();
             for pair in pairs.chunks(2) {
                 let local = parse_local(&pair[0])?;

@@ -132,9 +132,9 @@ impl Client {
             .open_bi()
             .await
             .map_err(|e| OpenError::Stream(describe(&e)))?;
-        write_frame(&mut send, open)
-            .await
-            .map_err(|e| OpenError::Stream(e.to_string()))?;
+        if let Err(e) = write_frame(&mut send, open).await {
+            return Err(OpenError::Stream(self.explain(e.to_string()).await));
+        }
         Ok((send, recv))
     }
 

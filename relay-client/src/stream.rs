@@ -44,7 +44,7 @@ impl Answered {
 impl ChunkRead for Answered {
     async fn read_chunk(&mut self) -> Result<Option<Bytes>, Failure> {
         if let State::Waiting(reader) = &mut self.state {
-            let failure = |code, reason| Failure { code, reason };
+            let failure = Failure::new;
             match reader.read().await {
                 Ok(Some(Frame::Accepted(_))) => {
                     let State::Waiting(reader) = std::mem::replace(&mut self.state, State::Done)
@@ -57,7 +57,7 @@ impl ChunkRead for Answered {
                         return Ok(Some(early));
                     }
                 }
-                Ok(Some(Frame::Refused(r))) => return Err(failure(r.code, r.to_string())),
+                Ok(Some(Frame::Refused(r))) => return Err(failure(r.code, r.message)),
                 Ok(Some(other)) => {
                     return Err(failure(
                         ErrorCode::PROTOCOL_VIOLATION,

@@ -16,6 +16,8 @@ pub struct PeerCert {
     pub identity: Identity,
     /// Serial number, lowercase hex.
     pub serial: String,
+    /// Start of validity.
+    pub not_before: OffsetDateTime,
     /// End of validity.
     pub not_after: OffsetDateTime,
 }
@@ -82,14 +84,25 @@ impl PeerCert {
         if let Some(usage) = missing {
             return Err(CertError::KeyUsage { identity, usage });
         }
-        let not_after = OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp())
-            .map_err(|e| CertError::Parse(e.to_string()))?;
+        let time = |t: x509_parser::time::ASN1Time| {
+            OffsetDateTime::from_unix_timestamp(t.timestamp())
+                .map_err(|e| CertError::Parse(e.to_string()))
+        };
+        let not_before = time(cert.validity().not_before)?;
+        let not_after = time(cert.validity().not_after)?;
         Ok(PeerCert {
             relay,
             identity,
             serial: hex(cert.raw_serial()),
+            not_before,
             not_after,
         })
+    }
+
+    /// When to start warning that the certificate will expire: at two thirds
+    /// of its lifetime, so renewal has a third of it to happen.
+    pub fn renew_after(&self) -> OffsetDateTime {
+        self.not_before + (self.not_after - self.not_before) * 2 / 3
     }
 
     /// Parses the first certificate of a PEM document.

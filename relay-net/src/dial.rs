@@ -33,6 +33,14 @@ pub enum DialError {
         /// A human description.
         reason: String,
     },
+    /// The TLS handshake failed: one side does not trust the other's certificate.
+    #[error("relay {addr} and this credential do not trust each other: {reason}")]
+    Untrusted {
+        /// The address dialed.
+        addr: String,
+        /// A human description.
+        reason: String,
+    },
     /// The relay is not the relay named in the credential.
     #[error("{addr} is not the relay of this credential: {reason}")]
     NotRelay {
@@ -132,6 +140,12 @@ async fn dial_one(
             endpoint.close(0u32.into(), b"");
             return Err(unreachable(format!("no answer within {timeout:?}")));
         }
+        Ok(Err(e)) if is_tls_failure(&e) => {
+            return Err(DialError::Untrusted {
+                addr: addr.to_owned(),
+                reason: describe(&e),
+            })
+        }
         Ok(Err(e)) => return Err(unreachable(describe(&e))),
         Ok(Ok(conn)) => conn,
     };
@@ -187,13 +201,23 @@ async fn resolve(addr: &str) -> Result<(String, SocketAddr), DialError> {
     Ok((host, remote))
 }
 
+/// Whether a connection failed in the TLS handshake (a CRYPTO_ERROR).
+fn is_tls_failure(err: &ConnectionError) -> bool {
+    let code = match err {
+        ConnectionError::TransportError(e) => u64::from(e.code),
+        ConnectionError::ConnectionClosed(c) => u64::from(c.error_code),
+        _ => return false,
+    };
+    (0x100..0x200).contains(&code)
+}
+
 /// TLS alerts (RFC 8446 §6) that quinn reports as CRYPTO_ERROR 0x100 + alert.
 fn alert_text(alert: u64) -> Option<&'static str> {
     Some(match alert {
         42 => "the relay rejected our certificate (bad certificate)",
         44 => "the relay says our certificate is revoked",
         45 => "the relay says our certificate has expired; ask for a new credential",
-        46 | 48 => "the relay does not trust our certificate (issued by another relay's CA?)",
+        46 | 48 | 51 => "the relay does not trust our certificate (issued by another relay's CA, or before the relay's CA was re-created?)",
         116 => "the relay requires a client certificate",
         120 => "the relay speaks another protocol version (ALPN mismatch)",
         _ => return None,

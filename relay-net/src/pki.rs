@@ -90,14 +90,20 @@ pub struct Ca {
 impl Ca {
     /// Creates a new CA for the relay named `relay`.
     ///
+    /// The CA's subject carries a random suffix: two CAs made for the same
+    /// relay name (`init --force`, a second environment) must not share a
+    /// subject, or a certificate of one would look like a forged certificate
+    /// of the other instead of one from an unknown issuer.
+    ///
     /// # Errors
     /// If rcgen fails to generate the key or certificate.
     pub fn generate(relay: &Name) -> Result<(Ca, String /* key pem */), PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{relay} relay CA"));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!("{relay} relay CA {}", &random_serial().1[..8]),
+        );
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         set_validity(&mut params, CA_TTL)?;

@@ -28,14 +28,23 @@ pub struct Failure {
     pub code: ErrorCode,
     /// A human description.
     pub reason: String,
+    /// The failure was the peer's STOP_SENDING on the sink: it will not read
+    /// more, but what it sends the other way (a refusal, say) still counts.
+    pub stopped: bool,
 }
 
 impl Failure {
-    fn io(err: &std::io::Error) -> Failure {
+    /// A failure with this code and description.
+    pub fn new(code: ErrorCode, reason: impl Into<String>) -> Failure {
         Failure {
-            code: ErrorCode::STREAM_ABORTED,
-            reason: err.to_string(),
+            code,
+            reason: reason.into(),
+            stopped: false,
         }
+    }
+
+    fn io(err: &std::io::Error) -> Failure {
+        Failure::new(ErrorCode::STREAM_ABORTED, err.to_string())
     }
 }
 
@@ -80,8 +89,15 @@ pub struct Transfer {
 }
 
 impl Transfer {
-    fn failed(&self) -> bool {
-        matches!(self.end, End::ReadFailed(_) | End::WriteFailed(_))
+    /// Whether this direction's failure must abort the other direction too.
+    /// A peer that only stopped reading still gets to finish what it sends
+    /// (a refusal frame behind a STOP_SENDING, say).
+    fn aborts_both(&self) -> bool {
+        match &self.end {
+            End::ReadFailed(_) => true,
+            End::WriteFailed(f) => !f.stopped,
+            _ => false,
+        }
     }
 }
 
@@ -179,10 +195,10 @@ where
         tokio::pin!(fwd, bwd);
         tokio::select! {
             f = &mut fwd => {
-                if f.failed() { (f, None) } else { let b = bwd.await; (f, Some(b)) }
+                if f.aborts_both() { (f, None) } else { let b = bwd.await; (f, Some(b)) }
             }
             b = &mut bwd => {
-                if b.failed() { (aborted.clone(), Some(b)) } else { let f = fwd.await; (f, Some(b)) }
+                if b.aborts_both() { (aborted.clone(), Some(b)) } else { let f = fwd.await; (f, Some(b)) }
             }
         }
     };
@@ -223,18 +239,15 @@ impl ChunkRead for quinn::RecvStream {
     async fn read_chunk(&mut self) -> Result<Option<Bytes>, Failure> {
         match quinn::RecvStream::read_chunk(self, usize::MAX, true).await {
             Ok(chunk) => Ok(chunk.map(|c| c.bytes)),
-            Err(quinn::ReadError::Reset(code)) => Err(Failure {
-                code: code_of(code),
-                reason: format!("stream reset by peer: {}", code_of(code).description()),
-            }),
-            Err(quinn::ReadError::ConnectionLost(e)) => Err(Failure {
-                code: ErrorCode::STREAM_ABORTED,
-                reason: format!("connection lost: {}", crate::dial::describe(&e)),
-            }),
-            Err(e) => Err(Failure {
-                code: ErrorCode::STREAM_ABORTED,
-                reason: e.to_string(),
-            }),
+            Err(quinn::ReadError::Reset(code)) => Err(Failure::new(
+                code_of(code),
+                format!("stream reset by peer: {}", code_of(code).description()),
+            )),
+            Err(quinn::ReadError::ConnectionLost(e)) => Err(Failure::new(
+                ErrorCode::STREAM_ABORTED,
+                format!("connection lost: {}", crate::dial::describe(&e)),
+            )),
+            Err(e) => Err(Failure::new(ErrorCode::STREAM_ABORTED, e.to_string())),
         }
     }
 
@@ -246,17 +259,17 @@ impl ChunkRead for quinn::RecvStream {
 fn write_failure(e: quinn::WriteError) -> Failure {
     match e {
         quinn::WriteError::Stopped(code) => Failure {
-            code: code_of(code),
-            reason: format!("peer stopped reading: {}", code_of(code).description()),
+            stopped: true,
+            ..Failure::new(
+                code_of(code),
+                format!("peer stopped reading: {}", code_of(code).description()),
+            )
         },
-        quinn::WriteError::ConnectionLost(e) => Failure {
-            code: ErrorCode::STREAM_ABORTED,
-            reason: format!("connection lost: {}", crate::dial::describe(&e)),
-        },
-        e => Failure {
-            code: ErrorCode::STREAM_ABORTED,
-            reason: e.to_string(),
-        },
+        quinn::WriteError::ConnectionLost(e) => Failure::new(
+            ErrorCode::STREAM_ABORTED,
+            format!("connection lost: {}", crate::dial::describe(&e)),
+        ),
+        e => Failure::new(ErrorCode::STREAM_ABORTED, e.to_string()),
     }
 }
 
@@ -268,10 +281,8 @@ impl ChunkWrite for quinn::SendStream {
     }
 
     async fn finish(&mut self) -> Result<(), Failure> {
-        quinn::SendStream::finish(self).map_err(|e| Failure {
-            code: ErrorCode::STREAM_ABORTED,
-            reason: e.to_string(),
-        })
+        quinn::SendStream::finish(self)
+            .map_err(|e| Failure::new(ErrorCode::STREAM_ABORTED, e.to_string()))
     }
 
     fn abort(&mut self, code: ErrorCode) {
@@ -311,10 +322,7 @@ impl Abortable for tokio::io::ReadHalf<tokio::io::DuplexStream> {}
 impl Abortable for tokio::io::WriteHalf<tokio::io::DuplexStream> {}
 
 fn aborted_io() -> Failure {
-    Failure {
-        code: ErrorCode::STREAM_ABORTED,
-        reason: "stream aborted".into(),
-    }
+    Failure::new(ErrorCode::STREAM_ABORTED, "stream aborted")
 }
 
 /// A byte-stream reader as a chunk source.

@@ -212,11 +212,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
                 let relay = crate::Relay::bind(config)?;
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                relay_net::signals::cancel_on_signal(shutdown.clone())?;
                 // One machine-readable line, so scripts (and `relay-client
                 // demo`) can use `--listen 127.0.0.1:0`.
                 println!("relay-server listening on {}", relay.local_addr()?);
-                let shutdown = tokio_util::sync::CancellationToken::new();
-                tokio::spawn(relay_net::signals::cancel_on_signal(shutdown.clone()));
                 relay.run(shutdown).await;
                 Ok(())
             })

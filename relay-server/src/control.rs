@@ -95,6 +95,9 @@ pub(crate) async fn serve(
         () = shutdown.cancelled() => {
             let _ = write_frame(&mut send, GoAway { reconnect_in_ms: RECONNECT_IN_MS }).await;
             let _ = send.finish();
+            // Dropping the connection now would discard the unsent GoAway:
+            // the agent closes once it has read it (bounded by the grace).
+            let _ = tokio::time::timeout(shared.limits.shutdown_grace, conn.closed()).await;
             "relay shutting down".to_owned()
         }
     };

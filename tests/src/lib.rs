@@ -7,6 +7,9 @@
 //! kill with SIGKILL, say). Nothing here sleeps to synchronise: it waits on
 //! watch channels, bound ports and log lines, under a hang guard.
 
+// A harness failure is a test failure: panicking with a message is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -25,7 +25,7 @@ pub async fn run(client: &Client, dest: &Destination) -> Result<(), OpenError> {
     )
     .await;
     let failure = match (&outcome.backward.end, outcome.failure()) {
-        (End::ReadFailed(Failure { code, reason }), _) if outcome.backward.bytes == 0 => {
+        (End::ReadFailed(Failure { code, reason, .. }), _) if outcome.backward.bytes == 0 => {
             Some(format!("{dest}: {}", client.explain(reason.clone()).await)).map(|m| (*code, m))
         }
         (_, Some(f)) => Some((

@@ -93,6 +93,7 @@ pub async fn run(check: bool) -> anyhow::Result<ExitCode> {
     );
     println!("Relay directory (CA, policy.toml, audit.jsonl): {d}");
     println!("Press Ctrl-C to stop; everything is removed on exit.");
-    relay_net::signals::cancel_on_signal(shutdown.clone()).await;
+    relay_net::signals::cancel_on_signal(shutdown.clone())?;
+    shutdown.cancelled().await;
     Ok(ExitCode::SUCCESS)
 }

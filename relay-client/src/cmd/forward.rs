@@ -68,7 +68,7 @@ pub async fn one(client: Arc<Client>, tcp: TcpStream, dest: Destination) {
     match (&outcome.backward.end, outcome.failure()) {
         (End::ReadFailed(f), _) if outcome.backward.bytes == 0 => {
             let reason = client.explain(f.reason.clone()).await;
-            tracing::warn!(%dest, %reason, "connection refused");
+            tracing::warn!(%dest, code = %f.code, %reason, "connection refused");
         }
         (_, Some(f)) => tracing::info!(%dest, reason = %f, "connection failed"),
         (_, None) => tracing::debug!(
