@@ -118,23 +118,35 @@ impl Credential {
     /// # Errors
     /// If the file is unreadable, malformed, or has no private key.
     pub fn load(path: &Path, key_file: Option<&Path>) -> Result<Loaded, CredentialError> {
-        let io = |err| CredentialError::Io {
+        let text = std::fs::read_to_string(path).map_err(|err| CredentialError::Io {
             path: path.to_owned(),
             err,
-        };
-        let text = std::fs::read_to_string(path).map_err(io)?;
+        })?;
+        let key = key_file
+            .map(|key_file| {
+                std::fs::read_to_string(key_file).map_err(|err| CredentialError::Io {
+                    path: key_file.to_owned(),
+                    err,
+                })
+            })
+            .transpose()?;
+        Credential::parse(&text, path, key)
+    }
+
+    /// Parses and checks credential text; `key` supplies the private key for
+    /// a credential issued from a CSR. `path` only names the file in errors.
+    ///
+    /// # Errors
+    /// If the text is malformed or there is no private key.
+    pub fn parse(text: &str, path: &Path, key: Option<String>) -> Result<Loaded, CredentialError> {
         let invalid = |reason: String| CredentialError::Invalid {
             path: path.to_owned(),
             reason,
         };
         let mut credential: Credential =
-            toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-        if let Some(key_file) = key_file {
-            let key = std::fs::read_to_string(key_file).map_err(|err| CredentialError::Io {
-                path: key_file.to_owned(),
-                err,
-            })?;
-            credential.private_key = Some(key);
+            toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        if key.is_some() {
+            credential.private_key = key;
         }
         let Some(key) = &credential.private_key else {
             return Err(CredentialError::NoKey {

@@ -60,16 +60,29 @@ impl Revocations {
     /// If the file exists but cannot be read or parsed, or an entry names
     /// neither `role`+`name` nor `serial`.
     pub fn load(path: &Path) -> Result<Revocations, RevocationError> {
-        let err = |reason: String| RevocationError {
-            path: path.display().to_string(),
-            reason,
-        };
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Revocations::default()),
-            Err(e) => return Err(err(e.to_string())),
+            Err(e) => {
+                return Err(RevocationError {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })
+            }
         };
-        let list: Revocations = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        Revocations::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks revocation list text (`path` names it in errors).
+    ///
+    /// # Errors
+    /// On invalid TOML or an entry that names neither `role`+`name` nor `serial`.
+    pub fn parse(text: &str, path: &str) -> Result<Revocations, RevocationError> {
+        let err = |reason: String| RevocationError {
+            path: path.to_owned(),
+            reason,
+        };
+        let list: Revocations = toml::from_str(text).map_err(|e| err(e.to_string()))?;
         for entry in &list.revoked {
             let by_name = match (&entry.role, &entry.name) {
                 (Some(role), Some(name)) => {
@@ -118,4 +131,45 @@ pub fn normalize_serial(s: &str) -> String {
         .collect::<String>()
         .trim_start_matches('0')
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn entries_need_a_name_or_a_serial() {
+        assert!(
+            Revocations::parse("[[revoked]]\nrole = \"client\"\nname = \"alice\"\n", "r").is_ok()
+        );
+        assert!(Revocations::parse("[[revoked]]\nserial = \"0a1b\"\n", "r").is_ok());
+        let e = Revocations::parse("[[revoked]]\nrole = \"client\"\n", "r").unwrap_err();
+        assert!(e.to_string().contains("both role and name"), "{e}");
+        assert!(Revocations::parse("[[revoked]]\nat = \"now\"\n", "r").is_err());
+        assert!(Revocations::parse("[[revoked]]\nrole = \"boss\"\nname = \"a\"\n", "r").is_err());
+    }
+
+    #[test]
+    fn serials_are_normalized() {
+        assert_eq!(normalize_serial("0A:1B:ff"), "a1bff");
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips(names in proptest::collection::vec("[a-z][a-z0-9-]{0,10}", 0..5), serial in "[0-9a-f]{2,32}") {
+            let mut list = Revocations::default();
+            for n in &names {
+                list.revoked.push(Revoked { role: Some("client".into()), name: Some(n.clone()), serial: None, at: None });
+            }
+            list.revoked.push(Revoked { role: None, name: None, serial: Some(serial), at: Some("2026-01-01T00:00:00Z".into()) });
+            let text = toml::to_string(&list).unwrap();
+            prop_assert_eq!(Revocations::parse(&text, "r").unwrap(), list);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(s in ".{0,400}") {
+            let _ = Revocations::parse(&s, "r");
+        }
+    }
 }

@@ -187,6 +187,11 @@ impl TestRelay {
         }
     }
 
+    /// A receiver that changes after each reload of policy or revocations.
+    pub fn reloads(&self) -> watch::Receiver<u64> {
+        self.reloads.clone()
+    }
+
     /// Replaces the policy and waits until the relay has reloaded it.
     pub async fn set_policy(&mut self, policy: &str) {
         self.reloads.borrow_and_update();
