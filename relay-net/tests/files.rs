@@ -1,6 +1,9 @@
 //! The file formats relay-net parses: credentials and certificates. Valid
 //! ones round-trip; arbitrary input never panics.
 
+// Test helpers may panic: a panic is a test failure with a message.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::time::Duration;
 

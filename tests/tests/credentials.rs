@@ -11,7 +11,6 @@ use relay_net::credential::{Credential, CredentialError};
 use relay_server::cmd::issue::Issue;
 use relay_server::cmd::revoke::{revoke, Target};
 use relay_tests::{guard, read_n, tcp_echo, TestRelay, ALLOW_ALL};
-use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 async fn run_ok(cmd: &mut Command) -> anyhow::Result<std::process::Output> {
@@ -103,7 +102,7 @@ async fn keygen_csr_issue_and_run_keep_the_key_on_its_host() -> anyhow::Result<(
 async fn revoking_one_serial_leaves_other_certificates_of_the_name() -> anyhow::Result<()> {
     relay_tests::trace_init();
     let echo = tcp_echo().await;
-    let mut relay = TestRelay::start(ALLOW_ALL).await;
+    let relay = TestRelay::start(ALLOW_ALL).await;
     let agent = relay.agent("edge", &[("echo", echo)]).await;
     let issue = |file: &str| -> anyhow::Result<(std::path::PathBuf, String)> {
         let (credential, issued) = Issue {
