@@ -30,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use relay_client::Destination;
 
+pub mod chaos;
+
 /// The hang guard of every wait in the harness: generous, as CI machines
 /// are small, and never a pacing device.
 pub const GUARD: Duration = Duration::from_secs(30);
