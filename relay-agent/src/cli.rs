@@ -45,6 +45,10 @@ pub struct Args {
     /// Idle timeout of the relay connection (a dead relay is noticed after it).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
+    /// Serve /metrics, /healthz and /readyz (ready = registered with a
+    /// relay) on this local TCP address, e.g. 127.0.0.1:9091.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -112,6 +116,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     config.backoff.max = args.max_backoff;
     config.transport.idle_timeout = args.idle_timeout;
     config.transport.keep_alive = Some(args.idle_timeout / 3);
+    if let Some(addr) = args.metrics {
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics on /metrics, /healthz, /readyz");
+        config.metrics = Some(std::sync::Arc::new(listener));
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();

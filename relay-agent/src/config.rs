@@ -53,6 +53,9 @@ pub struct Config {
     pub backoff: Backoff,
     /// How long shutdown waits for live streams.
     pub shutdown_grace: Duration,
+    /// The admin endpoint's listener (`/metrics`, `/healthz`, `/readyz`),
+    /// bound when the configuration was built so its errors come early.
+    pub metrics: Option<std::sync::Arc<std::net::TcpListener>>,
 }
 
 impl Config {
@@ -66,6 +69,7 @@ impl Config {
             dial_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
             shutdown_grace: Duration::from_secs(5),
+            metrics: None,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod allowlist;
 pub mod cli;
 pub mod config;
 pub mod dial;
+pub mod metrics;
 pub mod session;
 pub mod stream;
 
@@ -28,14 +29,20 @@ pub struct Agent {
     config: Config,
     /// Number of relays we are registered with right now.
     registered: watch::Sender<usize>,
+    metrics: Arc<metrics::Metrics>,
 }
 
 impl Agent {
     /// An agent ready to [`run`](Agent::run).
     pub fn new(config: Config) -> Agent {
+        let metrics = Arc::new(metrics::Metrics::default());
+        metrics
+            .certificate_expiry
+            .set(config.credential.cert.not_after.unix_timestamp());
         Agent {
             config,
             registered: watch::channel(0).0,
+            metrics,
         }
     }
 
@@ -52,7 +59,30 @@ impl Agent {
             allowlist: self.config.allowlist.clone(),
             dial_timeout: self.config.dial_timeout,
             first_frame_timeout: Duration::from_secs(10),
+            metrics: self.metrics.clone(),
         });
+        if let Some(listener) = self
+            .config
+            .metrics
+            .as_ref()
+            .and_then(|l| l.try_clone().ok())
+        {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    let registered = self.registered.subscribe();
+                    let admin = relay_net::admin::Admin {
+                        registry: self.metrics.register(),
+                        ready: Box::new(move || *registered.borrow() > 0),
+                    };
+                    tokio::spawn(relay_net::admin::serve(
+                        listener,
+                        Arc::new(admin),
+                        shutdown.clone(),
+                    ));
+                }
+                Err(err) => tracing::error!(%err, "admin endpoint unavailable"),
+            }
+        }
         let agent = Arc::new(self);
         let mut supervisors = tokio::task::JoinSet::new();
         supervisors.spawn(warn_before_expiry(
@@ -81,15 +111,21 @@ async fn supervise(
 ) {
     let backoff = &agent.config.backoff;
     let mut delay = backoff.initial;
+    let mut ever_up = false;
     loop {
         let mut was_up = false;
         let result = session::run(&agent.config, &ctx, &addr, &shutdown, || {
             was_up = true;
             agent.registered.send_modify(|n| *n += 1);
+            agent.metrics.registered.inc();
+            if std::mem::replace(&mut ever_up, true) {
+                agent.metrics.reconnects.inc();
+            }
         })
         .await;
         if was_up {
             agent.registered.send_modify(|n| *n = n.saturating_sub(1));
+            agent.metrics.registered.dec();
             delay = backoff.initial;
         }
         let wait = match result {

@@ -24,6 +24,21 @@ pub struct StreamContext {
     pub dial_timeout: Duration,
     /// Deadline for the first frame of a stream.
     pub first_frame_timeout: Duration,
+    /// Counters.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl StreamContext {
+    /// Refuses a stream, counting the refusal.
+    async fn refuse(
+        &self,
+        send: &mut quinn::SendStream,
+        recv: &mut quinn::RecvStream,
+        refused: Refused,
+    ) {
+        self.metrics.refused(refused.code);
+        refuse(send, recv, refused).await;
+    }
 }
 
 /// Serves one bidirectional stream opened by `peer`.
@@ -49,7 +64,7 @@ pub async fn serve(
         Frame::Forwarded(f) if peer.identity.role == Role::Relay => (f.caller, f.open),
         Frame::Forwarded(_) => {
             let r = Refused::new(ErrorCode::UNAUTHORIZED, "only the relay may name a caller");
-            return refuse(&mut send, &mut reader.recv, r).await;
+            return ctx.refuse(&mut send, &mut reader.recv, r).await;
         }
         Frame::Open(open) if peer.identity.role == Role::Client => (peer.identity.clone(), open),
         other => {
@@ -60,7 +75,7 @@ pub async fn serve(
                     other.frame_type()
                 ),
             );
-            return refuse(&mut send, &mut reader.recv, r).await;
+            return ctx.refuse(&mut send, &mut reader.recv, r).await;
         }
     };
     let span =
@@ -74,7 +89,7 @@ pub async fn serve(
                 ctx.me.name, open.kind
             ),
         );
-        return refuse(&mut send, &mut reader.recv, r).await;
+        return ctx.refuse(&mut send, &mut reader.recv, r).await;
     }
     let Some(target) = ctx.allowlist.get(&open.target) else {
         tracing::warn!(caller = %caller, target = %open.target, "open for a target not exposed");
@@ -85,18 +100,26 @@ pub async fn serve(
                 ctx.me.name, open.target
             ),
         );
-        return refuse(&mut send, &mut reader.recv, r).await;
+        return ctx.refuse(&mut send, &mut reader.recv, r).await;
     };
     let tcp = match crate::dial::dial(&open.target, target, ctx.dial_timeout).await {
         Ok(tcp) => tcp,
         Err(r) => {
             tracing::info!(code = %r.code, reason = %r.message, "dial failed");
-            return refuse(&mut send, &mut reader.recv, r).await;
+            return ctx.refuse(&mut send, &mut reader.recv, r).await;
         }
     };
     if write_frame(&mut send, Accepted).await.is_err() {
         return;
     }
+    let m = &ctx.metrics;
+    m.streams
+        .get_or_create(&crate::metrics::KindLabel {
+            kind: open.kind.as_str().to_owned(),
+        })
+        .inc();
+    m.streams_open.inc();
+    let _open = scopeguard(&m.streams_open);
     let (mut recv, early) = reader.into_parts();
     let (mut tcp_read, mut tcp_write) = tcp_halves(tcp);
     let outcome = splice(
@@ -118,4 +141,15 @@ pub async fn serve(
             tracing::debug!(up = outcome.forward.bytes, down = outcome.backward.bytes, err = %f, "stream failed")
         }
     }
+}
+
+/// Decrements `gauge` when dropped.
+fn scopeguard(gauge: &prometheus_client::metrics::gauge::Gauge) -> impl Drop + '_ {
+    struct Dec<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+    impl Drop for Dec<'_> {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    Dec(gauge)
 }

@@ -11,6 +11,7 @@
 //! Nothing here knows which program it runs in: policy, registry and
 //! allowlist live in the programs themselves.
 
+pub mod admin;
 pub mod cert;
 pub mod credential;
 pub mod dial;

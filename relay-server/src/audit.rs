@@ -69,6 +69,7 @@ pub struct AuditError {
 pub struct Audit {
     path: PathBuf,
     file: Mutex<std::fs::File>,
+    failures: prometheus_client::metrics::counter::Counter,
 }
 
 impl Audit {
@@ -90,7 +91,13 @@ impl Audit {
         Ok(Audit {
             path: path.to_owned(),
             file: Mutex::new(file),
+            failures: Default::default(),
         })
+    }
+
+    /// Counts events that could not be written (for the metrics).
+    pub fn failure_counter(&self) -> prometheus_client::metrics::counter::Counter {
+        self.failures.clone()
     }
 
     /// Appends one event as a single `write` of a whole line, so lines of
@@ -100,9 +107,12 @@ impl Audit {
     /// If the line cannot be written; the caller must fail closed.
     pub fn record(&self, mut event: AuditEvent) -> Result<(), AuditError> {
         event.time = now_rfc3339();
-        let fail = |err: String| AuditError {
-            path: self.path.display().to_string(),
-            err,
+        let fail = |err: String| {
+            self.failures.inc();
+            AuditError {
+                path: self.path.display().to_string(),
+                err,
+            }
         };
         let mut line = serde_json::to_vec(&event).map_err(|e| fail(e.to_string()))?;
         line.push(b'\n');

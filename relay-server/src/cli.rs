@@ -103,6 +103,10 @@ enum Command {
         /// Idle timeout of peer connections (a dead peer is dropped after it).
         #[arg(long, value_parser = humantime::parse_duration)]
         idle_timeout: Option<Duration>,
+        /// Serve /metrics, /healthz and /readyz on this local TCP address
+        /// (e.g. 127.0.0.1:9090; no authentication: keep it private).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<SocketAddr>,
     },
     /// Revoke an identity (`revoke client alice`) or one certificate (`revoke --serial HEX`).
     #[command(
@@ -200,8 +204,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             audit_log,
             reload_interval,
             idle_timeout,
+            metrics,
         } => {
             let mut config = Config::new(&dir, listen);
+            config.metrics = metrics;
             if let Some(audit_log) = audit_log {
                 config.audit_log = audit_log;
             }
@@ -217,6 +223,9 @@ fn run(args: Args) -> anyhow::Result<()> {
                 // One machine-readable line, so scripts (and `relay-client
                 // demo`) can use `--listen 127.0.0.1:0`.
                 println!("relay-server listening on {}", relay.local_addr()?);
+                if let Some(addr) = relay.admin_addr() {
+                    println!("relay-server metrics on http://{addr}/metrics");
+                }
                 relay.run(shutdown).await;
                 Ok(())
             })

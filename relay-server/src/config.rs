@@ -94,6 +94,9 @@ pub struct Config {
     pub limits: Limits,
     /// QUIC transport settings.
     pub transport: Transport,
+    /// Local address of the admin endpoint (`/metrics`, `/healthz`,
+    /// `/readyz`); off when `None`.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Config {
@@ -106,6 +109,7 @@ impl Config {
             paths,
             limits: Limits::default(),
             transport: Transport::relay(),
+            metrics: None,
         }
     }
 }

@@ -71,22 +71,25 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
 ) {
     let remote = incoming.remote_address();
-    let auth_failed = |reason: String, peer: Option<&PeerCert>, code: ErrorCode| {
-        tracing::warn!(%remote, %reason, "peer rejected");
-        shared.audit.record_or_log(AuditEvent {
-            event: "auth_failed",
-            remote: Some(remote.to_string()),
-            peer: peer.map(|p| p.identity.to_string()),
-            serial: peer.map(|p| p.serial.clone()),
-            code: Some(code.to_string()),
-            reason: Some(reason),
-            ..AuditEvent::default()
-        });
-    };
+    let auth_failed =
+        |why: &'static str, reason: String, peer: Option<&PeerCert>, code: ErrorCode| {
+            tracing::warn!(%remote, %reason, "peer rejected");
+            shared.metrics.handshake_failed(why);
+            shared.audit.record_or_log(AuditEvent {
+                event: "auth_failed",
+                remote: Some(remote.to_string()),
+                peer: peer.map(|p| p.identity.to_string()),
+                serial: peer.map(|p| p.serial.clone()),
+                code: Some(code.to_string()),
+                reason: Some(reason),
+                ..AuditEvent::default()
+            });
+        };
     let conn = match tokio::time::timeout(shared.limits.handshake_timeout, incoming).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             return auth_failed(
+                "tls",
                 format!("handshake failed: {e}"),
                 None,
                 ErrorCode::UNAUTHORIZED,
@@ -94,31 +97,37 @@ pub(crate) async fn serve(
         }
         Err(_) => {
             return auth_failed(
+                "timeout",
                 "handshake timed out".into(),
                 None,
                 ErrorCode::LIMIT_EXCEEDED,
             );
         }
     };
-    let reject = |code: ErrorCode, reason: String, peer: Option<&PeerCert>| {
+    let reject = |why: &'static str, code: ErrorCode, reason: String, peer: Option<&PeerCert>| {
         conn.close(code.0.into(), reason.as_bytes());
-        auth_failed(reason, peer, code);
+        auth_failed(why, reason, peer, code);
     };
     let peer = match PeerCert::of_connection(&conn) {
         Ok(peer) => peer,
-        Err(e) => return reject(ErrorCode::UNAUTHORIZED, e.to_string(), None),
+        Err(e) => return reject("identity", ErrorCode::UNAUTHORIZED, e.to_string(), None),
     };
     if peer.relay != shared.relay_name {
         let reason = format!(
             "certificate is for relay {}, this is {}",
             peer.relay, shared.relay_name
         );
-        return reject(ErrorCode::UNAUTHORIZED, reason, Some(&peer));
+        return reject("wrong_relay", ErrorCode::UNAUTHORIZED, reason, Some(&peer));
     }
     if let Some(reason) = shared.revoked(&peer) {
-        return reject(ErrorCode::REVOKED, reason, Some(&peer));
+        return reject("revoked", ErrorCode::REVOKED, reason, Some(&peer));
     }
     let _entry = shared.conns.insert(&peer, &conn);
+    let _live = crate::metrics::GaugeGuard::new(&shared.metrics.connections.get_or_create(
+        &crate::metrics::RoleLabel {
+            role: peer.identity.role.as_str().to_owned(),
+        },
+    ));
     let span = tracing::info_span!("conn", role = %peer.identity.role, peer = %peer.identity.name, %remote);
     let service = async {
         tracing::info!(serial = %peer.serial, "connected");
@@ -126,6 +135,7 @@ pub(crate) async fn serve(
             Role::Agent => crate::control::serve(&shared, &conn, &peer, &shutdown).await,
             Role::Client => crate::route::serve(&shared, &conn, &peer, &shutdown).await,
             Role::Relay => reject(
+                "role",
                 ErrorCode::UNAUTHORIZED,
                 "a relay certificate cannot be used to connect to a relay".into(),
                 Some(&peer),

@@ -74,6 +74,7 @@ pub(crate) async fn serve(
         shared
             .registry
             .register(agent, conn.clone(), peer.serial.clone(), register.targets);
+    let _counted = crate::metrics::GaugeGuard::new(&shared.metrics.agents);
     let registered = Registered {
         version: PROTOCOL_VERSION,
         capabilities: register.capabilities,

@@ -26,6 +26,7 @@ pub mod cmd;
 pub mod config;
 mod conn;
 mod control;
+pub mod metrics;
 pub mod policy;
 pub mod registry;
 mod reload;
@@ -87,6 +88,7 @@ pub(crate) struct Shared {
     conns: conn::ConnTable,
     audit: Audit,
     limits: config::Limits,
+    metrics: Arc<metrics::Metrics>,
     /// Bumped after every reload attempt of policy or revocations.
     reloads: tokio::sync::watch::Sender<u64>,
 }
@@ -123,6 +125,7 @@ pub struct Relay {
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
     config: Config,
+    admin: Option<std::net::TcpListener>,
 }
 
 impl Relay {
@@ -146,6 +149,19 @@ impl Relay {
         let policy = Policy::load(&paths.policy())?;
         let revocations = Revocations::load(&paths.revoked())?;
         let audit = Audit::open(&config.audit_log)?;
+        let metrics = Arc::new(metrics::Metrics {
+            audit_failures: audit.failure_counter(),
+            ..metrics::Metrics::default()
+        });
+        let admin = match config.metrics {
+            Some(addr) => {
+                let listener = std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|err| RelayError::Bind { addr, err })?;
+                Some(listener)
+            }
+            None => None,
+        };
         let tls = relay_net::tls::server_config(&cert, &key, &ca)?;
         let endpoint =
             relay_net::endpoint::server(config.listen, tls, &config.transport).map_err(|err| {
@@ -163,11 +179,13 @@ impl Relay {
             audit,
             limits: config.limits.clone(),
             reloads: tokio::sync::watch::channel(0).0,
+            metrics,
         });
         Ok(Relay {
             endpoint,
             shared,
             config,
+            admin,
         })
     }
 
@@ -177,6 +195,11 @@ impl Relay {
     /// If the socket is gone.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()
+    }
+
+    /// The admin endpoint's address (`/metrics`, `/healthz`, `/readyz`), if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The agent registry, e.g. to wait for an agent to register.
@@ -204,6 +227,22 @@ impl Relay {
             self.config.paths.clone(),
             shutdown.clone(),
         ));
+        if let Some(listener) = self.admin.as_ref().and_then(|l| l.try_clone().ok()) {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    let admin = relay_net::admin::Admin {
+                        registry: self.shared.metrics.register(),
+                        ready: Box::new(|| true),
+                    };
+                    tasks.spawn(relay_net::admin::serve(
+                        listener,
+                        Arc::new(admin),
+                        shutdown.clone(),
+                    ));
+                }
+                Err(err) => tracing::error!(%err, "admin endpoint unavailable"),
+            }
+        }
         tracing::info!(addr = ?self.endpoint.local_addr().ok(), relay = %self.shared.relay_name, "relay listening");
         loop {
             let incoming = tokio::select! {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::audit::AuditEvent;
 use crate::config::Paths;
+use crate::metrics::ReasonLabel;
 use crate::policy::Policy;
 use crate::revocation::Revocations;
 use crate::Shared;
@@ -57,10 +58,22 @@ fn reload_policy(shared: &Shared, paths: &Paths) {
         Ok(policy) => {
             let rules = policy.allow.len();
             shared.set_policy(policy);
+            shared
+                .metrics
+                .reloads
+                .get_or_create(&ReasonLabel { reason: "policy" })
+                .inc();
             tracing::info!(rules, "policy reloaded");
             (format!("{rules} allow rules"), None)
         }
         Err(err) => {
+            shared
+                .metrics
+                .reloads
+                .get_or_create(&ReasonLabel {
+                    reason: "policy_invalid",
+                })
+                .inc();
             tracing::warn!(%err, "policy not reloaded; the previous policy stays in force");
             (err.to_string(), Some("PROTOCOL_VIOLATION".to_owned()))
         }
@@ -78,6 +91,13 @@ fn reload_revocations(shared: &Shared, paths: &Paths) {
         Ok(list) => {
             let list = Arc::new(list);
             shared.set_revocations(list.clone());
+            shared
+                .metrics
+                .reloads
+                .get_or_create(&ReasonLabel {
+                    reason: "revocations",
+                })
+                .inc();
             let closed = shared.conns.close_where(|peer| list.check(peer));
             tracing::info!(
                 entries = list.revoked.len(),
@@ -95,7 +115,14 @@ fn reload_revocations(shared: &Shared, paths: &Paths) {
             }
         }
         Err(err) => {
-            tracing::warn!(%err, "revocation list not reloaded; the previous one stays in force")
+            shared
+                .metrics
+                .reloads
+                .get_or_create(&ReasonLabel {
+                    reason: "revocations_invalid",
+                })
+                .inc();
+            tracing::warn!(%err, "revocation list not reloaded; the previous one stays in force");
         }
     }
 }

@@ -124,6 +124,7 @@ async fn forward(
     let (mut agent_send, agent_recv) = match agent_streams {
         Ok(streams) => streams,
         Err(r) => {
+            shared.metrics.refused(r.code);
             tracing::debug!(code = %r.code, reason = %r.message, "open refused");
             event.event = "refused";
             event.code = Some(r.code.to_string());
@@ -136,6 +137,12 @@ async fn forward(
     let answer = agent.expect(shared.limits.answer_timeout).await;
     let refused = match answer {
         Ok(Frame::Accepted(accepted)) => {
+            let kind = crate::metrics::KindLabel {
+                kind: open.kind.as_str().to_owned(),
+            };
+            shared.metrics.streams.get_or_create(&kind).inc();
+            let _open =
+                crate::metrics::GaugeGuard::new(&shared.metrics.streams_open.get_or_create(&kind));
             if write_frame(&mut client_send, accepted).await.is_ok() {
                 let (mut agent_recv, leftover) = agent.into_parts();
                 let outcome = splice(
@@ -147,6 +154,13 @@ async fn forward(
                     leftover,
                 )
                 .await;
+                let bytes = &shared.metrics.bytes;
+                bytes
+                    .get_or_create(&crate::metrics::DirectionLabel { direction: "up" })
+                    .inc_by(outcome.forward.bytes);
+                bytes
+                    .get_or_create(&crate::metrics::DirectionLabel { direction: "down" })
+                    .inc_by(outcome.backward.bytes);
                 event.event = "close";
                 event.bytes_up = Some(outcome.forward.bytes);
                 event.bytes_down = Some(outcome.backward.bytes);
@@ -196,6 +210,7 @@ async fn forward(
         }
     };
     let _ = agent_send.finish();
+    shared.metrics.refused(refused.code);
     event.event = "refused";
     event.code = Some(refused.code.to_string());
     event.reason = Some(refused.message.clone());

@@ -69,6 +69,8 @@ pub struct TestRelay {
     pub addr: SocketAddr,
     /// Its registry, to wait for agents.
     pub registry: std::sync::Arc<relay_server::registry::Registry>,
+    /// Its admin endpoint (`/metrics`...), when the config enabled one.
+    pub admin: Option<SocketAddr>,
     reloads: watch::Receiver<u64>,
     shutdown: CancellationToken,
     task: Option<JoinHandle<()>>,
@@ -103,6 +105,7 @@ impl TestRelay {
         tweak(&mut config);
         let relay = relay_server::Relay::bind(config).expect("relay bind");
         let addr = relay.local_addr().expect("local addr");
+        let admin = relay.admin_addr();
         let registry = relay.registry();
         let reloads = relay.reloads();
         let shutdown = CancellationToken::new();
@@ -111,6 +114,7 @@ impl TestRelay {
             dir,
             addr,
             registry,
+            admin,
             reloads,
             shutdown,
             task: Some(task),
@@ -319,6 +323,31 @@ pub async fn read_n(s: &mut (impl AsyncReadExt + Unpin), n: usize) -> std::io::R
     let mut buf = vec![0; n];
     s.read_exact(&mut buf).await?;
     Ok(buf)
+}
+
+/// `GET path` over HTTP/1.1 to `addr`; returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut tcp = TcpStream::connect(addr)
+        .await
+        .expect("connect to admin endpoint");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    let mut response = String::new();
+    guard("http response", tcp.read_to_string(&mut response))
+        .await
+        .expect("read response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// Starts `relay-client forward`'s logic in this process on 127.0.0.1:0;

@@ -1,0 +1,82 @@
+//! The agent's Prometheus metrics; `/readyz` is false while no relay
+//! connection is registered.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// A `kind` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// `tcp`, `shell`, `exec`.
+    pub kind: String,
+}
+
+/// A `code` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    /// The error code's name, e.g. `TARGET_REFUSED`.
+    pub code: String,
+}
+
+/// Every metric of the agent.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Relays we are registered with now.
+    pub registered: Gauge,
+    /// Registrations after the first (each is a reconnect).
+    pub reconnects: Counter,
+    /// Streams accepted, by kind.
+    pub streams: Family<KindLabel, Counter>,
+    /// Streams open now.
+    pub streams_open: Gauge,
+    /// Opens refused by this agent, by code.
+    pub refusals: Family<CodeLabel, Counter>,
+    /// End of validity of the agent's certificate, seconds since the epoch.
+    pub certificate_expiry: Gauge,
+}
+
+impl Metrics {
+    /// Registers every metric (prefix `agent_`) in a new registry.
+    pub fn register(self: &std::sync::Arc<Self>) -> Registry {
+        let mut r = Registry::with_prefix("agent");
+        r.register(
+            "relays_registered",
+            "Relays this agent is registered with",
+            self.registered.clone(),
+        );
+        r.register(
+            "reconnects",
+            "Registrations after the first",
+            self.reconnects.clone(),
+        );
+        r.register("streams", "Streams accepted by kind", self.streams.clone());
+        r.register(
+            "streams_open",
+            "Streams open now",
+            self.streams_open.clone(),
+        );
+        r.register(
+            "refusals",
+            "Opens refused by this agent by code",
+            self.refusals.clone(),
+        );
+        r.register(
+            "certificate_expiry_seconds",
+            "End of validity of the agent certificate (Unix time)",
+            self.certificate_expiry.clone(),
+        );
+        r
+    }
+
+    /// Counts a refusal.
+    pub fn refused(&self, code: proto::ErrorCode) {
+        self.refusals
+            .get_or_create(&CodeLabel {
+                code: code.to_string(),
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,114 @@
+//! What an operator sees: Prometheus metrics, health and readiness of the
+//! relay and the agent, and exactly one audit event per open, refusal and
+//! close of a scripted scenario.
+
+use relay_client::Destination;
+use relay_tests::{guard, http_get, read_n, tcp_echo, TestRelay};
+
+const POLICY: &str = "[[allow]]\nclient = \"alice\"\nagent = \"edge\"\ntargets = [\"echo\"]\n";
+
+fn dest(s: &str) -> anyhow::Result<Destination> {
+    s.parse().map_err(anyhow::Error::msg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_readiness_and_audit_for_a_scripted_scenario() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let echo = tcp_echo().await;
+    let relay = TestRelay::start_with(POLICY, |c| c.metrics = "127.0.0.1:0".parse().ok()).await;
+    let relay_admin = relay
+        .admin
+        .ok_or_else(|| anyhow::anyhow!("relay admin endpoint not bound"))?;
+    let agent_admin = std::net::TcpListener::bind("127.0.0.1:0")?;
+    agent_admin.set_nonblocking(true)?;
+    let agent_admin_addr = agent_admin.local_addr()?;
+    let agent_listener = std::sync::Arc::new(agent_admin);
+    let mut agent = relay
+        .agent_with("edge", &[("echo", echo)], move |c| {
+            c.metrics = Some(agent_listener)
+        })
+        .await;
+
+    // Scenario: one stream that works, one refused by policy.
+    let alice = relay.client("alice");
+    let mut ok = alice.open(&dest("edge/echo")?).await?;
+    ok.send.write_all(b"hello").await?;
+    ok.send.finish()?;
+    assert_eq!(guard("echo", read_n(&mut ok.recv, 5)).await?, b"hello");
+    let bob = relay.client("bob");
+    let refused = bob
+        .open(&dest("edge/echo")?)
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert!(refused.is_some_and(|m| m.contains("may not open")));
+
+    assert_eq!(http_get(relay_admin, "/healthz").await.0, 200);
+    assert_eq!(http_get(relay_admin, "/readyz").await.0, 200);
+    assert_eq!(
+        http_get(agent_admin_addr, "/readyz").await.0,
+        200,
+        "registered agent is ready"
+    );
+    let (status, agent_metrics) = http_get(agent_admin_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        agent_metrics.contains("agent_relays_registered 1"),
+        "{agent_metrics}"
+    );
+    assert!(
+        agent_metrics.contains("agent_streams_total{kind=\"tcp\"} 1"),
+        "{agent_metrics}"
+    );
+    assert!(
+        agent_metrics.contains("agent_certificate_expiry_seconds"),
+        "{agent_metrics}"
+    );
+
+    alice.close().await;
+    bob.close().await;
+    let (status, metrics) = http_get(relay_admin, "/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "relay_agents_registered 1",
+        "relay_connections{role=\"agent\"} 1",
+        "relay_streams_total{kind=\"tcp\"} 1",
+        "relay_refusals_total{code=\"UNAUTHORIZED\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+
+    // The relay goes away: the agent is no longer ready.
+    let dir = relay.stop().await;
+    guard("agent notices", agent.registered.wait_for(|n| *n == 0)).await?;
+    assert_eq!(http_get(agent_admin_addr, "/readyz").await.0, 503);
+
+    // Exactly one event per open, refusal and close (the relay has stopped,
+    // so every event is written).
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl"))?;
+    let events: Vec<serde_json::Value> = audit
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let count = |e: &str| events.iter().filter(|v| v["event"] == e).count();
+    assert_eq!(count("open"), 1, "{audit}");
+    assert_eq!(count("close"), 1, "{audit}");
+    assert_eq!(count("refused"), 1, "{audit}");
+    assert_eq!(count("register"), 1, "{audit}");
+    assert_eq!(count("unregister"), 1, "{audit}");
+    let close = events
+        .iter()
+        .find(|v| v["event"] == "close")
+        .ok_or_else(|| anyhow::anyhow!("no close"))?;
+    assert_eq!(close["peer"], "client/alice");
+    assert_eq!(close["bytes_up"], 5);
+    assert_eq!(close["bytes_down"], 5);
+    let refusal = events
+        .iter()
+        .find(|v| v["event"] == "refused")
+        .ok_or_else(|| anyhow::anyhow!("no refusal"))?;
+    assert_eq!(refusal["peer"], "client/bob");
+    assert_eq!(refusal["code"], "UNAUTHORIZED");
+    agent.shutdown().await;
+    Ok(())
+}
