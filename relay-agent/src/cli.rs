@@ -39,6 +39,9 @@ pub struct Args {
     /// Deadline for connecting to a target.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     dial_timeout: Duration,
+    /// Target dials in flight at once; more opens are refused until one ends.
+    #[arg(long, default_value_t = 256)]
+    max_dials: usize,
     /// Longest wait between attempts to reach the relay.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     max_backoff: Duration,
@@ -113,6 +116,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut config = Config::new(loaded, allowlist);
     config.dial_timeout = args.dial_timeout;
+    config.max_dials = args.max_dials.max(1);
     config.backoff.max = args.max_backoff;
     config.transport.idle_timeout = args.idle_timeout;
     config.transport.keep_alive = Some(args.idle_timeout / 3);

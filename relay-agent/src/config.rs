@@ -51,6 +51,9 @@ pub struct Config {
     pub dial_timeout: Duration,
     /// Re-dial backoff.
     pub backoff: Backoff,
+    /// Target dials in flight at once; more are refused (a relay, or a
+    /// client through it, cannot make the agent flood the private network).
+    pub max_dials: usize,
     /// How long shutdown waits for live streams.
     pub shutdown_grace: Duration,
     /// The admin endpoint's listener (`/metrics`, `/healthz`, `/readyz`),
@@ -68,6 +71,7 @@ impl Config {
             connect_timeout: Duration::from_secs(10),
             dial_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
+            max_dials: 256,
             shutdown_grace: Duration::from_secs(5),
             metrics: None,
         }

@@ -60,6 +60,7 @@ impl Agent {
             dial_timeout: self.config.dial_timeout,
             first_frame_timeout: Duration::from_secs(10),
             metrics: self.metrics.clone(),
+            dials: Arc::new(tokio::sync::Semaphore::new(self.config.max_dials)),
         });
         if let Some(listener) = self
             .config

@@ -26,6 +26,8 @@ pub struct StreamContext {
     pub first_frame_timeout: Duration,
     /// Counters.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Permits for target dials in flight.
+    pub dials: Arc<tokio::sync::Semaphore>,
 }
 
 impl StreamContext {
@@ -102,7 +104,19 @@ pub async fn serve(
         );
         return ctx.refuse(&mut send, &mut reader.recv, r).await;
     };
-    let tcp = match crate::dial::dial(&open.target, target, ctx.dial_timeout).await {
+    let Ok(dialing) = ctx.dials.clone().try_acquire_owned() else {
+        let r = Refused::new(
+            ErrorCode::LIMIT_EXCEEDED,
+            format!(
+                "agent {} has too many dials in flight; try again",
+                ctx.me.name
+            ),
+        );
+        return ctx.refuse(&mut send, &mut reader.recv, r).await;
+    };
+    let dialed = crate::dial::dial(&open.target, target, ctx.dial_timeout).await;
+    drop(dialing);
+    let tcp = match dialed {
         Ok(tcp) => tcp,
         Err(r) => {
             tracing::info!(code = %r.code, reason = %r.message, "dial failed");

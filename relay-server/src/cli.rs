@@ -103,6 +103,9 @@ enum Command {
         /// Idle timeout of peer connections (a dead peer is dropped after it).
         #[arg(long, value_parser = humantime::parse_duration)]
         idle_timeout: Option<Duration>,
+        /// Stream opens per second allowed per client identity (resets count).
+        #[arg(long, default_value_t = 2000)]
+        max_open_rate: u32,
         /// Serve /metrics, /healthz and /readyz on this local TCP address
         /// (e.g. 127.0.0.1:9090; no authentication: keep it private).
         #[arg(long, value_name = "ADDR")]
@@ -205,9 +208,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             reload_interval,
             idle_timeout,
             metrics,
+            max_open_rate,
         } => {
             let mut config = Config::new(&dir, listen);
             config.metrics = metrics;
+            config.limits.open_rate = max_open_rate;
+            config.limits.open_burst = max_open_rate.saturating_mul(2);
             if let Some(audit_log) = audit_log {
                 config.audit_log = audit_log;
             }

@@ -67,6 +67,16 @@ pub struct Limits {
     pub reload_interval: Duration,
     /// How long shutdown waits for live streams before closing.
     pub shutdown_grace: Duration,
+    /// Streams a client may have open at once on one connection (a forward
+    /// of thousands of idle connections must fit).
+    pub client_streams: u32,
+    /// Streams a peer may open before its role is known.
+    pub unauthenticated_streams: u32,
+    /// Stream opens per second per client identity, resets included (the
+    /// Rapid Reset lesson: every open makes the agent dial).
+    pub open_rate: u32,
+    /// Burst allowance above `open_rate`.
+    pub open_burst: u32,
 }
 
 impl Default for Limits {
@@ -77,6 +87,10 @@ impl Default for Limits {
             answer_timeout: Duration::from_secs(15),
             reload_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
+            client_streams: 16_384,
+            unauthenticated_streams: 8,
+            open_rate: 2_000,
+            open_burst: 4_000,
         }
     }
 }

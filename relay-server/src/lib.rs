@@ -89,6 +89,8 @@ pub(crate) struct Shared {
     audit: Audit,
     limits: config::Limits,
     metrics: Arc<metrics::Metrics>,
+    /// Opens per second per client identity.
+    open_limiter: governor::DefaultKeyedRateLimiter<Name>,
     /// Bumped after every reload attempt of policy or revocations.
     reloads: tokio::sync::watch::Sender<u64>,
 }
@@ -163,8 +165,17 @@ impl Relay {
             None => None,
         };
         let tls = relay_net::tls::server_config(&cert, &key, &ca)?;
+        // Until a peer's role is known it may open only a few streams; the
+        // role's own limit is set once its certificate is read (conn.rs).
+        let mut transport = config.transport.clone();
+        transport.max_bidi_streams = config.limits.unauthenticated_streams;
+        let rate =
+            std::num::NonZeroU32::new(config.limits.open_rate).unwrap_or(std::num::NonZeroU32::MIN);
+        let burst = std::num::NonZeroU32::new(config.limits.open_burst).unwrap_or(rate);
+        let open_limiter =
+            governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst));
         let endpoint =
-            relay_net::endpoint::server(config.listen, tls, &config.transport).map_err(|err| {
+            relay_net::endpoint::server(config.listen, tls, &transport).map_err(|err| {
                 RelayError::Bind {
                     addr: config.listen,
                     err,
@@ -180,6 +191,7 @@ impl Relay {
             limits: config.limits.clone(),
             reloads: tokio::sync::watch::channel(0).0,
             metrics,
+            open_limiter,
         });
         Ok(Relay {
             endpoint,

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub audit_failures: Counter,
     /// Policy and revocation reloads, by result.
     pub reloads: Family<ReasonLabel, Counter>,
+    /// Limits hit, by limit.
+    pub limit_hits: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -102,6 +104,7 @@ impl Metrics {
             "Policy and revocation reloads by result",
             self.reloads.clone(),
         );
+        r.register("limit_hits", "Limits hit by limit", self.limit_hits.clone());
         r
     }
 
@@ -112,6 +115,11 @@ impl Metrics {
                 code: code.to_string(),
             })
             .inc();
+    }
+
+    /// Counts a limit hit.
+    pub fn limit_hit(&self, reason: &'static str) {
+        self.limit_hits.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// Counts a rejected connection.

@@ -29,6 +29,27 @@ pub(crate) async fn serve(
     loop {
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
+                Ok((mut send, mut recv)) if shared.open_limiter.check_key(&peer.identity.name).is_err() => {
+                    // Over the open rate: refused before anything is read or
+                    // dialled; resets count too, since each costs an accept.
+                    shared.metrics.limit_hit("open_rate");
+                    shared.metrics.refused(ErrorCode::LIMIT_EXCEEDED);
+                    let message = format!(
+                        "client {} exceeded its open rate ({} per second); slow down",
+                        peer.identity.name, shared.limits.open_rate
+                    );
+                    shared.audit.record_or_log(AuditEvent {
+                        event: "refused",
+                        peer: Some(peer.identity.to_string()),
+                        serial: Some(peer.serial.clone()),
+                        remote: Some(conn.remote_address().to_string()),
+                        code: Some(ErrorCode::LIMIT_EXCEEDED.to_string()),
+                        reason: Some(message.clone()),
+                        ..AuditEvent::default()
+                    });
+                    let refused = Refused::new(ErrorCode::LIMIT_EXCEEDED, message);
+                    streams.spawn(async move { refuse(&mut send, &mut recv, refused).await });
+                }
                 Ok((send, recv)) => {
                     let span = tracing::debug_span!("stream", id = %send.id());
                     streams.spawn(handle(shared.clone(), peer.clone(), conn.remote_address(), send, recv).instrument(span));

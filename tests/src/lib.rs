@@ -318,6 +318,46 @@ pub async fn closed_port() -> SocketAddr {
     addr
 }
 
+/// A loopback TCP target that never answers: a listener with a backlog of 0
+/// that never accepts, its accept queue filled, so Linux drops further SYNs
+/// and a dial neither succeeds nor is refused. Nothing leaves 127.0.0.1.
+/// Keep the value alive while it is used.
+pub struct SilentTarget {
+    /// Its address.
+    pub addr: SocketAddr,
+    _listener: TcpListener,
+    _fillers: Vec<TcpStream>,
+}
+
+/// Makes a [`SilentTarget`].
+///
+/// # Panics
+/// If the kernel keeps completing connections to a full accept queue.
+pub async fn silent_target() -> SilentTarget {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let listener = socket.listen(0).expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        // A probe that does not complete within 200 ms means SYNs are dropped.
+        match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => fillers.push(tcp),
+            Ok(Err(e)) => panic!("filling the accept queue of {addr}: {e}"),
+            Err(_) => {
+                return SilentTarget {
+                    addr,
+                    _listener: listener,
+                    _fillers: fillers,
+                }
+            }
+        }
+    }
+    panic!("the kernel kept completing connections to a full accept queue");
+}
+
 /// Reads exactly `n` bytes.
 pub async fn read_n(s: &mut (impl AsyncReadExt + Unpin), n: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0; n];

@@ -9,7 +9,10 @@ fn locked(lock: &str, name: &str) -> Vec<(u64, u64, u64)> {
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
         if line.trim() == format!("name = \"{name}\"") {
-            if let Some(version) = lines.next().and_then(|l| l.trim().strip_prefix("version = \"")) {
+            if let Some(version) = lines
+                .next()
+                .and_then(|l| l.trim().strip_prefix("version = \""))
+            {
                 let nums: Vec<u64> = version
                     .trim_end_matches('"')
                     .split(['.', '-', '+'])
@@ -29,12 +32,22 @@ fn locked(lock: &str, name: &str) -> Vec<(u64, u64, u64)> {
 fn network_facing_crates_are_past_known_advisories() {
     let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock"))
         .expect("Cargo.lock at the workspace root");
-    for (name, min) in [("quinn-proto", (0, 11, 18)), ("rustls", (0, 23, 45)), ("quinn", (0, 11, 12))] {
+    for (name, min) in [
+        ("quinn-proto", (0, 11, 18)),
+        ("rustls", (0, 23, 45)),
+        ("quinn", (0, 11, 12)),
+    ] {
         let versions = locked(&lock, name);
         assert!(!versions.is_empty(), "{name} not found in Cargo.lock");
         for v in versions {
-            assert!(v >= min, "{name} {v:?} is older than {min:?}, which fixes known advisories");
+            assert!(
+                v >= min,
+                "{name} {v:?} is older than {min:?}, which fixes known advisories"
+            );
         }
     }
-    assert!(locked(&lock, "aws-lc-rs").is_empty(), "exactly one crypto provider (ring) in the build");
+    assert!(
+        locked(&lock, "aws-lc-rs").is_empty(),
+        "exactly one crypto provider (ring) in the build"
+    );
 }

@@ -20,7 +20,6 @@ use relay_net::endpoint::Transport;
 use relay_net::framed::FrameReader;
 use relay_net::pki::{Ca, Issued, KeySource};
 use relay_tests::{closed_port, guard, read_n, tcp_echo, Destination, TestRelay, ALLOW_ALL};
-use tokio::net::{TcpSocket, TcpStream};
 
 /// `agent/target`.
 fn dest(s: &str) -> anyhow::Result<Destination> {
@@ -194,30 +193,8 @@ async fn target_refused_the_connection() -> anyhow::Result<()> {
 #[tokio::test]
 async fn target_dial_timeout_on_loopback() -> anyhow::Result<()> {
     relay_tests::trace_init();
-    // A loopback listener with a backlog of 0 that never accepts: once its
-    // accept queue holds a connection, Linux drops further SYNs, so a dial
-    // neither succeeds nor is refused. Nothing leaves 127.0.0.1.
-    let socket = TcpSocket::new_v4()?;
-    socket.bind("127.0.0.1:0".parse()?)?;
-    let listener = socket.listen(0)?;
-    let silent = listener.local_addr()?;
-    let mut fillers = Vec::new();
-    let mut full = false;
-    for _ in 0..8 {
-        match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(silent)).await {
-            Ok(Ok(tcp)) => fillers.push(tcp),
-            Ok(Err(e)) => anyhow::bail!("filling the accept queue of {silent}: {e}"),
-            Err(_) => {
-                full = true;
-                break;
-            }
-        }
-    }
-    assert!(
-        full,
-        "the kernel kept completing connections to a full accept queue ({} fillers)",
-        fillers.len()
-    );
+    let silent_target = relay_tests::silent_target().await;
+    let silent = silent_target.addr;
 
     let relay = TestRelay::start(ALLOW_ALL).await;
     let agent = relay
@@ -233,8 +210,7 @@ async fn target_dial_timeout_on_loopback() -> anyhow::Result<()> {
     client.close().await;
     agent.shutdown().await;
     relay.shutdown().await;
-    drop(fillers);
-    drop(listener);
+    drop(silent_target);
     Ok(())
 }
 

@@ -1,0 +1,234 @@
+//! Limits, each proven with small values: open rate per identity (resets
+//! count), first-frame timeout, an agent that never registers, dials in
+//! flight per agent; and floods that are cut off while others keep working.
+
+use std::time::Duration;
+
+use proto::{ErrorCode, Role};
+use relay_client::{Client, Destination, OpenError};
+use relay_net::credential::Credential;
+use relay_net::endpoint::Transport;
+use relay_tests::{guard, tcp_echo, TestRelay, ALLOW_ALL};
+
+fn dest(s: &str) -> anyhow::Result<Destination> {
+    s.parse().map_err(anyhow::Error::msg)
+}
+
+async fn echoes(client: &Client, to: &str) -> anyhow::Result<()> {
+    let mut s = client.open(&dest(to)?).await?;
+    s.send.write_all(b"ok").await?;
+    s.send.finish()?;
+    let mut back = Vec::new();
+    guard(
+        "echo",
+        tokio::io::AsyncReadExt::read_to_end(&mut s.recv, &mut back),
+    )
+    .await?;
+    anyhow::ensure!(back == b"ok", "echo differs: {back:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_and_reset_flood_is_cut_off_and_others_keep_working() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let echo = tcp_echo().await;
+    let relay = TestRelay::start_with(ALLOW_ALL, |c| {
+        c.limits.open_rate = 5;
+        c.limits.open_burst = 5;
+        c.metrics = "127.0.0.1:0".parse().ok();
+    })
+    .await;
+    let agent = relay.agent("edge", &[("echo", echo)]).await;
+
+    // The flooder opens and resets streams in a loop (bounded: 50).
+    let flooder = relay.client("flooder");
+    let conn = flooder.connection().await?;
+    let mut limited = 0;
+    for _ in 0..50 {
+        let (mut send, recv) = conn.open_bi().await?;
+        let open = proto::Frame::from(dest("edge/echo")?.open());
+        send.write_all(&open.to_bytes()).await?;
+        let mut reader = relay_net::framed::FrameReader::new(recv);
+        match guard("answer", reader.read()).await {
+            Ok(Some(proto::Frame::Refused(r))) if r.code == ErrorCode::LIMIT_EXCEEDED => {
+                assert!(r.message.contains("open rate"), "{r:?}");
+                limited += 1;
+            }
+            _ => {}
+        }
+        let _ = send.reset(0u32.into());
+    }
+    assert!(
+        limited >= 40,
+        "at most the burst gets through: {limited} of 50 limited"
+    );
+
+    // Someone else is unaffected.
+    echoes(&relay.client("bystander"), "edge/echo").await?;
+    let admin = relay
+        .admin
+        .ok_or_else(|| anyhow::anyhow!("no admin endpoint"))?;
+    let (_, metrics) = relay_tests::http_get(admin, "/metrics").await;
+    assert!(
+        metrics.contains("relay_limit_hits_total{reason=\"open_rate\"}"),
+        "{metrics}"
+    );
+
+    flooder.close().await;
+    agent.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stream_without_a_complete_first_frame_is_reset() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let relay = TestRelay::start_with(ALLOW_ALL, |c| {
+        c.limits.first_frame_timeout = Duration::from_millis(200)
+    })
+    .await;
+    let client = relay.client("slowloris");
+    let conn = client.connection().await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    // One byte of a header, then nothing: the relay must not wait forever.
+    send.write_all(&[0x10]).await?;
+    let mut buf = [0u8; 1];
+    let read = guard("reset of a stalled stream", recv.read(&mut buf)).await;
+    match read {
+        Err(quinn::ReadError::Reset(code)) => {
+            assert_eq!(code.into_inner(), u64::from(ErrorCode::LIMIT_EXCEEDED.0))
+        }
+        other => anyhow::bail!("expected a reset with LIMIT_EXCEEDED, got {other:?}"),
+    }
+    client.close().await;
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_agent_that_never_registers_is_dropped() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let relay = TestRelay::start_with(ALLOW_ALL, |c| {
+        c.limits.first_frame_timeout = Duration::from_millis(200)
+    })
+    .await;
+    let cred = Credential::load(&relay.issue(Role::Agent, "mute"), None)?;
+    let tls = relay_net::tls::client_config(
+        &cred.credential.certificate,
+        cred.key_pem(),
+        &cred.credential.ca,
+    )?;
+    let endpoint =
+        relay_net::endpoint::client(relay.addr, std::sync::Arc::new(tls), &Transport::agent())?;
+    let conn = endpoint.connect(relay.addr, "127.0.0.1")?.await?;
+    // Handshake done; no control stream, no frame.
+    match guard("relay drops the mute agent", conn.closed()).await {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(
+                close.error_code.into_inner(),
+                u64::from(ErrorCode::LIMIT_EXCEEDED.0)
+            );
+            assert!(
+                String::from_utf8_lossy(&close.reason).contains("control stream"),
+                "{close:?}"
+            );
+        }
+        other => anyhow::bail!("expected an application close, got {other:?}"),
+    }
+    assert_eq!(relay.registry.instances(&"mute".parse()?), 0);
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dials_in_flight_per_agent_are_bounded() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let silent = relay_tests::silent_target().await;
+    let relay = TestRelay::start(ALLOW_ALL).await;
+    let agent = relay
+        .agent_with("edge", &[("silent", silent.addr)], |c| {
+            c.max_dials = 1;
+            c.dial_timeout = Duration::from_secs(20);
+        })
+        .await;
+    let client = std::sync::Arc::new(relay.client("ci"));
+    // Two opens at once to a target that never answers: one holds the only
+    // dial permit, the other is refused at once.
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .open(
+                    &"edge/silent"
+                        .parse::<Destination>()
+                        .map_err(anyhow::Error::msg)?,
+                )
+                .await
+                .map(|_| ())
+                .map_err(anyhow::Error::from)
+        }
+    });
+    let second = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .open(
+                    &"edge/silent"
+                        .parse::<Destination>()
+                        .map_err(anyhow::Error::msg)?,
+                )
+                .await
+                .map(|_| ())
+                .map_err(anyhow::Error::from)
+        }
+    });
+    let (mut first, mut second) = (first, second);
+    let done = guard("one open refused", async {
+        tokio::select! {
+            r = &mut first => r,
+            r = &mut second => r,
+        }
+    })
+    .await;
+    let err = done?
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("an open to a silent target cannot succeed"))?;
+    match err.downcast_ref::<OpenError>() {
+        Some(OpenError::Refused(r)) => {
+            assert_eq!(r.code, ErrorCode::LIMIT_EXCEEDED, "{r:?}");
+            assert!(r.message.contains("dials in flight"), "{r:?}");
+        }
+        other => anyhow::bail!("expected a refusal, got {other:?}"),
+    }
+    first.abort();
+    second.abort();
+    client.close().await;
+    agent.shutdown().await;
+    relay.shutdown().await;
+    drop(silent);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_burst_of_junk_datagrams_leaves_the_relay_serving() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let echo = tcp_echo().await;
+    let relay = TestRelay::start(ALLOW_ALL).await;
+    let agent = relay.agent("edge", &[("echo", echo)]).await;
+    let client = relay.client("ci");
+    echoes(&client, "edge/echo").await?;
+    // A bounded burst: 20,000 datagrams of 1200 junk bytes, loopback only.
+    let junk = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let mut payload = vec![0u8; 1200];
+    for i in 0..20_000u32 {
+        payload[..4].copy_from_slice(&i.to_be_bytes());
+        payload[4] = 0xc3; // looks like a long-header packet
+        let _ = junk.send_to(&payload, relay.addr).await;
+    }
+    echoes(&client, "edge/echo").await?;
+    echoes(&relay.client("newcomer"), "edge/echo").await?;
+    client.close().await;
+    agent.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
