@@ -128,7 +128,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     for spec in &args.expose {
         allowlist.add_spec(spec)?;
     }
-    if allowlist.is_empty() {
+    if allowlist.is_empty() && !(args.allow_shell || file.allow_shell) {
         tracing::warn!("nothing exposed: every open will be refused (add --expose NAME=HOST:PORT)");
     }
     let mut config = Config::new(loaded, allowlist);

@@ -138,7 +138,10 @@ async fn session(
     reader: FrameReader,
 ) {
     let started = std::time::Instant::now();
-    let command = kind.command_line();
+    let command = match kind.command_line() {
+        c if c.is_empty() => "(login shell)".to_owned(),
+        c => c,
+    };
     tracing::info!(%caller, kind = %kind, %command, "session started");
     let ended = match kind {
         StreamKind::Exec { argv } => {
