@@ -703,3 +703,42 @@ async fn revocation_and_expiry_end_a_session() -> anyhow::Result<()> {
     relay.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_run_as_the_configured_user() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    if rustix::process::getuid().as_raw() != 0 {
+        // Switching users needs root; CI runs as root.
+        return Ok(());
+    }
+    let nobody = relay_agent::sessions::RunAs::lookup("nobody")?;
+    assert!(nobody.switch);
+    let uid = nobody.uid;
+    let relay = TestRelay::start(ALLOW_SESSIONS).await;
+    let agent = relay
+        .agent_with("edge", &[], |c| {
+            allow_sessions(c);
+            c.sessions.user = nobody;
+        })
+        .await;
+    let cred = relay.issue(Role::Client, "ci");
+    let ran = run(
+        &cred,
+        "edge",
+        &["sh", "-c", "id -u; echo $USER; pwd"],
+        Vec::new(),
+    )
+    .await?;
+    assert!(ran.status.success(), "{}", ran.stderr);
+    let out = String::from_utf8_lossy(&ran.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some(uid.to_string().as_str()),
+        "{out}"
+    );
+    assert_eq!(lines.get(1).copied(), Some("nobody"), "{out}");
+    agent.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
