@@ -34,6 +34,17 @@
 //!            (on Refused the early bytes are discarded and the stream ends)
 //!   after Accepted, a Tcp stream carries raw bytes both ways (splice):
 //!     half-close = stream finish, error = stream reset with an ErrorCode
+//!   after Accepted, a Shell or Exec stream carries session frames (the
+//!   relay splices them as bytes; only the two ends read them):
+//!     client ─ Data { stdin, bytes } … ─▶ agent   (≤ 64 KiB each, chunked)
+//!     client ─ Eof { stdin } ─▶ agent             end of input, a frame, so
+//!     client ─ Signal { signal } ─▶ agent          signals can still follow
+//!     client ─ Resize { cols, rows } ─▶ agent      Shell: on every SIGWINCH
+//!     agent ─ Data { stdout | stderr, bytes } … ─▶ client   (Shell: stdout only)
+//!     agent ─ Eof { stdout | stderr } ─▶ client    when the program closes them
+//!     agent ─ Exit { code | signal } ─▶ client, then finish   the last frame
+//!   a stream finish or reset from the client before Exit ends the session:
+//!   the agent hangs up (SIGHUP) and then kills the program
 //!
 //! client ─ List ─▶ relay                       on a fresh bidi stream
 //! client ◀─ AgentInfo { agent, instances, targets } × N ─ relay, then finish
@@ -51,7 +62,8 @@
 //!
 //! - **1** (`relay/1`): `Register`, `Registered`, `GoAway`, `Open` (kinds
 //!   `Tcp`, `Shell`, `Exec`), `Forwarded`, `Accepted`, `Refused`, `List`,
-//!   `AgentInfo`; error codes 0 to 16.
+//!   `AgentInfo`, session frames `Data`, `Eof`, `Resize`, `Signal`, `Exit`
+//!   (a `Shell` open carries an optional command); error codes 0 to 16.
 
 mod capabilities;
 mod code;
@@ -65,8 +77,8 @@ pub use capabilities::Capabilities;
 pub use code::ErrorCode;
 pub use error::DecodeError;
 pub use frame::{
-    Accepted, AgentInfo, Forwarded, Frame, FrameType, GoAway, List, Open, Refused, Register,
-    Registered, StreamKind, HEADER_LEN, MAX_FRAME_LEN,
+    Accepted, AgentInfo, Channel, Data, Eof, Exit, Forwarded, Frame, FrameType, GoAway, List, Open,
+    Refused, Register, Registered, Resize, Signal, StreamKind, HEADER_LEN, MAX_FRAME_LEN,
 };
 pub use identity::{Identity, IdentityError, Role};
 pub use name::{AgentName, Name, NameError, TargetName};

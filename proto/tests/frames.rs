@@ -1,14 +1,15 @@
 //! Properties every frame, name and identity must hold: round trips, incremental
 //! decoding, and no panics on arbitrary input.
 
+use bytes::Bytes;
 use bytes::{BufMut, BytesMut};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use relay_proto::{
-    Accepted, AgentInfo, AgentName, Capabilities, DecodeError, ErrorCode, Forwarded, Frame,
-    FrameType, GoAway, Identity, List, Name, Open, Refused, Register, Registered, Role, StreamKind,
-    TargetName, HEADER_LEN, MAX_FRAME_LEN,
+    Accepted, AgentInfo, AgentName, Capabilities, Channel, Data, DecodeError, Eof, ErrorCode, Exit,
+    Forwarded, Frame, FrameType, GoAway, Identity, List, Name, Open, Refused, Register, Registered,
+    Resize, Role, Signal, StreamKind, TargetName, HEADER_LEN, MAX_FRAME_LEN,
 };
 
 // ---- strategies ------------------------------------------------------------
@@ -44,8 +45,18 @@ fn capabilities() -> impl Strategy<Value = Capabilities> {
 fn stream_kind() -> impl Strategy<Value = StreamKind> {
     prop_oneof![
         Just(StreamKind::Tcp),
-        ("[!-~]{0,64}", any::<u16>(), any::<u16>())
-            .prop_map(|(term, cols, rows)| StreamKind::Shell { term, cols, rows }),
+        (
+            "[!-~]{0,64}",
+            any::<u16>(),
+            any::<u16>(),
+            vec("[^\0]{0,64}", 0..=4)
+        )
+            .prop_map(|(term, cols, rows, argv)| StreamKind::Shell {
+                term,
+                cols,
+                rows,
+                argv
+            }),
         vec("[^\0]{0,64}", 1..=8).prop_map(|argv| StreamKind::Exec { argv }),
     ]
 }
@@ -56,6 +67,10 @@ fn open() -> impl Strategy<Value = Open> {
         target,
         kind,
     })
+}
+
+fn channel() -> impl Strategy<Value = Channel> {
+    prop::sample::select(Channel::ALL.to_vec())
 }
 
 /// Any frame. Keep [`covers_every_variant`] beside it.
@@ -92,6 +107,19 @@ fn any_frame() -> impl Strategy<Value = Frame> {
             }
             .into()
         ),
+        (channel(), vec(any::<u8>(), 0..=300)).prop_map(|(channel, bytes)| Data {
+            channel,
+            bytes: Bytes::from(bytes)
+        }
+        .into()),
+        channel().prop_map(|channel| Eof { channel }.into()),
+        (any::<u16>(), any::<u16>()).prop_map(|(cols, rows)| Resize { cols, rows }.into()),
+        any::<u8>().prop_map(|signal| Signal { signal }.into()),
+        prop_oneof![
+            any::<i32>().prop_map(Exit::Code),
+            any::<u8>().prop_map(Exit::Signal)
+        ]
+        .prop_map(Frame::from),
     ]
 }
 
@@ -107,7 +135,12 @@ fn covers_every_variant(frame: &Frame) {
         | Frame::Accepted(_)
         | Frame::Refused(_)
         | Frame::List(_)
-        | Frame::AgentInfo(_) => {}
+        | Frame::AgentInfo(_)
+        | Frame::Data(_)
+        | Frame::Eof(_)
+        | Frame::Resize(_)
+        | Frame::Signal(_)
+        | Frame::Exit(_) => {}
     }
 }
 
@@ -186,7 +219,7 @@ proptest! {
 
     #[test]
     fn junk_payload_never_panics(ty in prop::sample::select(vec![
-        0x01u8, 0x02, 0x03, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21,
+        0x01u8, 0x02, 0x03, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21, 0x30, 0x31, 0x32, 0x33, 0x34,
     ]), payload in vec(any::<u8>(), 0..512)) {
         // Valid headers around arbitrary payloads reach every field parser.
         let mut buf = BytesMut::new();
@@ -206,7 +239,7 @@ proptest! {
 
     #[test]
     fn oversize_length_is_rejected_before_buffering(
-        ty in prop::sample::select(vec![0x01u8, 0x02, 0x03, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21]),
+        ty in prop::sample::select(vec![0x01u8, 0x02, 0x03, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21, 0x30, 0x31, 0x32, 0x33, 0x34]),
         len in (MAX_FRAME_LEN as u32 + 1)..=u32::MAX,
     ) {
         let mut buf = BytesMut::new();

@@ -15,6 +15,8 @@ const EXAMPLES: &str = "\
 Examples:
   relay-agent --credential agent.cred --expose kube-api=10.0.0.1:6443 --expose db=db.internal:5432
   relay-agent --config /etc/relay/agent.toml
+  relay-agent --credential agent.cred --allow-shell --record-dir /var/log/relay-sessions
+  relay-agent --credential agent.cred --allow-shell --shell /bin/bash --shell-user ops --shell-env KUBECONFIG
   relay-agent keygen --out agent.key > agent.csr     # then: relay-server issue agent NAME --csr agent.csr";
 
 /// Runs inside the private network: dials out to the relay and serves the
@@ -55,6 +57,28 @@ pub struct Args {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// Serve interactive shells and remote commands (`relay-client shell`,
+    /// `run`), if the relay's policy also grants them. Off by default: a
+    /// session can do anything this agent's OS user can.
+    #[arg(long)]
+    allow_shell: bool,
+    /// Shell of interactive sessions [default: /bin/bash if present, else /bin/sh].
+    #[arg(long, value_name = "PATH")]
+    shell: Option<PathBuf>,
+    /// Run sessions as this OS user (the agent must run as root to switch).
+    #[arg(long, value_name = "USER")]
+    shell_user: Option<String>,
+    /// Pass NAME from the agent's environment to sessions, or set NAME=VALUE
+    /// (repeatable). Sessions otherwise get a clean environment.
+    #[arg(long, value_name = "NAME[=VALUE]")]
+    shell_env: Vec<String>,
+    /// Record interactive sessions here, one asciicast v2 file each. A
+    /// session that cannot be recorded is refused (see --record-fail-open).
+    #[arg(long, value_name = "DIR")]
+    record_dir: Option<PathBuf>,
+    /// Run sessions even when their recording cannot be written.
+    #[arg(long)]
+    record_fail_open: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -111,7 +135,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     for spec in &args.expose {
         allowlist.add_spec(spec)?;
     }
-    if allowlist.is_empty() {
+    if allowlist.is_empty() && !(args.allow_shell || file.allow_shell) {
         tracing::warn!("nothing exposed: every open will be refused (add --expose NAME=HOST:PORT)");
     }
     let mut config = Config::new(loaded, allowlist);
@@ -126,6 +150,29 @@ fn run(args: Args) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
         tracing::info!(addr = %listener.local_addr()?, "metrics on /metrics, /healthz, /readyz");
         config.metrics = Some(std::sync::Arc::new(listener));
+    }
+    let sessions = &mut config.sessions;
+    sessions.allow = args.allow_shell || file.allow_shell;
+    if let Some(shell) = args.shell.or(file.shell) {
+        sessions.shell = shell;
+    }
+    if let Some(user) = args.shell_user.or(file.shell_user) {
+        sessions.user = crate::sessions::RunAs::lookup(&user)?;
+    }
+    sessions.env = file.shell_env.into_iter().chain(args.shell_env).collect();
+    sessions.record_dir = args.record_dir.or(file.record_dir);
+    sessions.record_fail_open = args.record_fail_open || file.record_fail_open;
+    if sessions.allow {
+        if let Some(dir) = &sessions.record_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("cannot create record dir {}: {e}", dir.display()))?;
+        }
+        tracing::warn!(
+            user = %sessions.user.name,
+            shell = %sessions.shell.display(),
+            recorded = sessions.record_dir.is_some(),
+            "shell and command sessions are allowed (where the relay policy grants them)"
+        );
     }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

@@ -7,6 +7,10 @@
 //! kube-api = "10.0.0.1:6443"
 //! db = "db.internal:5432"
 //! ```
+//!
+//! Sessions (see [`crate::sessions`]) take the same keys as the flags:
+//! `allow-shell`, `shell`, `shell-user`, `shell-env`, `record-dir`,
+//! `record-fail-open`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +21,7 @@ use relay_net::endpoint::Transport;
 use serde::Deserialize;
 
 use crate::allowlist::Allowlist;
+use crate::sessions::Sessions;
 
 /// Exponential backoff between re-dials, with full jitter.
 #[derive(Clone, Debug)]
@@ -59,6 +64,8 @@ pub struct Config {
     /// The admin endpoint's listener (`/metrics`, `/healthz`, `/readyz`),
     /// bound when the configuration was built so its errors come early.
     pub metrics: Option<std::sync::Arc<std::net::TcpListener>>,
+    /// Shell and command sessions (off by default).
+    pub sessions: Sessions,
 }
 
 impl Config {
@@ -74,6 +81,7 @@ impl Config {
             max_dials: 256,
             shutdown_grace: Duration::from_secs(5),
             metrics: None,
+            sessions: Sessions::default(),
         }
     }
 }
@@ -89,6 +97,23 @@ pub struct File {
     /// Exposed targets: name = "host:port".
     #[serde(default)]
     pub expose: BTreeMap<String, String>,
+    /// `allow-shell = true`: serve shell and command sessions.
+    #[serde(default, rename = "allow-shell")]
+    pub allow_shell: bool,
+    /// `shell = "/bin/bash"`.
+    pub shell: Option<PathBuf>,
+    /// `shell-user = "ops"`.
+    #[serde(rename = "shell-user")]
+    pub shell_user: Option<String>,
+    /// `shell-env = ["KUBECONFIG", "EDITOR=vi"]`.
+    #[serde(default, rename = "shell-env")]
+    pub shell_env: Vec<String>,
+    /// `record-dir = "/var/log/relay/sessions"` (relative to the config file).
+    #[serde(rename = "record-dir")]
+    pub record_dir: Option<PathBuf>,
+    /// `record-fail-open = true`: run sessions even if they cannot be recorded.
+    #[serde(default, rename = "record-fail-open")]
+    pub record_fail_open: bool,
 }
 
 impl File {
@@ -104,6 +129,7 @@ impl File {
         let base = path.parent().unwrap_or(Path::new("."));
         file.credential = file.credential.map(|p| base.join(p));
         file.key = file.key.map(|p| base.join(p));
+        file.record_dir = file.record_dir.map(|p| base.join(p));
         Ok(file)
     }
 }

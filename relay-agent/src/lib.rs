@@ -5,7 +5,9 @@
 //!
 //! Layout: [`config`], [`allowlist`] (what is exposed), [`session`] (one
 //! relay connection: register, serve), [`stream`] (one forwarded stream:
-//! checks, [`dial`], splice), [`cli`]. The agent never listens on a port.
+//! checks, [`dial`], splice), [`sessions`] (shell and command sessions, off
+//! unless `--allow-shell`: [`shell`] on a PTY, [`exec`] without one,
+//! [`record`]ed in asciicast v2), [`cli`]. The agent never listens on a port.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +19,12 @@ pub mod allowlist;
 pub mod cli;
 pub mod config;
 pub mod dial;
+pub mod exec;
 pub mod metrics;
+pub mod record;
 pub mod session;
+pub mod sessions;
+pub mod shell;
 pub mod stream;
 
 pub use config::Config;
@@ -61,6 +67,7 @@ impl Agent {
             first_frame_timeout: Duration::from_secs(10),
             metrics: self.metrics.clone(),
             dials: Arc::new(tokio::sync::Semaphore::new(self.config.max_dials)),
+            sessions: self.config.sessions.clone(),
         });
         if let Some(listener) = self
             .config

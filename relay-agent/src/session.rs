@@ -66,7 +66,11 @@ pub async fn run(
     let (mut send, recv) = conn.open_bi().await.map_err(|e| fail(describe(&e)))?;
     let register = Register {
         version: PROTOCOL_VERSION,
-        capabilities: Capabilities::TCP,
+        capabilities: if config.sessions.allow {
+            Capabilities::TCP | Capabilities::SHELL | Capabilities::EXEC
+        } else {
+            Capabilities::TCP
+        },
         targets: config.allowlist.names(),
     };
     write_frame(&mut send, register)

@@ -1,5 +1,6 @@
 //! Serving one stream: `Forwarded` (from the relay) → checks → dial →
-//! `Accepted` → splice. Nothing here assumes the relay is the peer beyond
+//! `Accepted` → splice; or, for `Shell` and `Exec` (only with
+//! `--allow-shell`), a session ([`crate::shell`], [`crate::exec`]). Nothing here assumes the relay is the peer beyond
 //! the one rule that only a peer with the `relay` role may name a caller
 //! (DESIGN "end-to-end mode": keep the seam).
 
@@ -12,6 +13,7 @@ use relay_net::framed::{refuse, write_frame, FrameReader};
 use relay_net::splice::{splice, tcp_halves};
 
 use crate::allowlist::Allowlist;
+use crate::sessions::Sessions;
 
 /// What every stream handler needs.
 #[derive(Debug)]
@@ -28,6 +30,8 @@ pub struct StreamContext {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Permits for target dials in flight.
     pub dials: Arc<tokio::sync::Semaphore>,
+    /// Shell and command sessions.
+    pub sessions: Sessions,
 }
 
 impl StreamContext {
@@ -84,14 +88,17 @@ pub async fn serve(
         tracing::debug_span!("stream", caller = %caller, target = %open.target, kind = %open.kind);
     let _enter = span.enter();
     if !matches!(open.kind, StreamKind::Tcp) {
-        let r = Refused::new(
-            ErrorCode::UNSUPPORTED,
-            format!(
-                "agent {} does not offer {} sessions",
-                ctx.me.name, open.kind
-            ),
-        );
-        return ctx.refuse(&mut send, &mut reader.recv, r).await;
+        if !ctx.sessions.allow {
+            let r = Refused::new(
+                ErrorCode::UNSUPPORTED,
+                format!(
+                    "agent {} does not offer {} sessions (it runs without --allow-shell)",
+                    ctx.me.name, open.kind
+                ),
+            );
+            return ctx.refuse(&mut send, &mut reader.recv, r).await;
+        }
+        return session(&ctx, &caller, &open.kind, send, reader).await;
     }
     let Some(target) = ctx.allowlist.get(&open.target) else {
         tracing::warn!(caller = %caller, target = %open.target, "open for a target not exposed");
@@ -166,4 +173,58 @@ fn scopeguard(gauge: &prometheus_client::metrics::gauge::Gauge) -> impl Drop + '
         }
     }
     Dec(gauge)
+}
+
+/// Runs a `Shell` or `Exec` session and logs how it ended: the agent's
+/// half of the audit (the relay records who, when and bytes; only the
+/// agent sees the exit status).
+async fn session(
+    ctx: &StreamContext,
+    caller: &Identity,
+    kind: &StreamKind,
+    send: quinn::SendStream,
+    reader: FrameReader,
+) {
+    let started = std::time::Instant::now();
+    let command = match kind.command_line() {
+        c if c.is_empty() => "(login shell)".to_owned(),
+        c => c,
+    };
+    tracing::info!(%caller, kind = %kind, %command, "session started");
+    let ended = match kind {
+        StreamKind::Exec { argv } => {
+            crate::exec::run(&ctx.sessions, caller, argv, send, reader).await
+        }
+        StreamKind::Shell {
+            term,
+            cols,
+            rows,
+            argv,
+        } => {
+            let req = crate::shell::Request {
+                term,
+                cols: *cols,
+                rows: *rows,
+                argv,
+                agent: ctx.me.name.as_str(),
+            };
+            crate::shell::run(&ctx.sessions, caller, req, send, reader).await
+        }
+        // Checked by the caller.
+        StreamKind::Tcp => return,
+    };
+    let exit = ended
+        .exit
+        .map_or_else(|| "none".to_owned(), |e| e.to_string());
+    tracing::info!(
+        %caller,
+        kind = %kind,
+        %command,
+        %exit,
+        bytes_in = ended.bytes_in,
+        bytes_out = ended.bytes_out.unwrap_or(0),
+        client_gone = ended.client_gone,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "session ended"
+    );
 }

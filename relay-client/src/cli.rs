@@ -19,6 +19,9 @@ Examples:
   relay-client --credential alice.cred connect aks-prod/db
   ssh -o ProxyCommand='relay-client --credential alice.cred connect aks-prod/ssh' admin@node
   relay-client --credential alice.cred list
+  relay-client --credential alice.cred shell aks-prod            # interactive shell on the agent
+  relay-client --credential alice.cred shell aks-prod -- htop
+  relay-client --credential ci.cred run aks-prod -- kubectl get pods -A
   relay-client demo                       # a whole relay + agent + forward on loopback";
 
 /// Reach targets behind a relay-agent: local port forwards, stdio streams.
@@ -62,6 +65,34 @@ enum Command {
     Connect {
         /// AGENT/TARGET.
         dest: Destination,
+    },
+    /// Interactive shell (or a program on a terminal) on AGENT's host.
+    #[command(
+        after_help = "Examples:\n  relay-client --credential alice.cred shell aks-prod\n  relay-client --credential alice.cred shell aks-prod -- htop\n\nThe agent must run with --allow-shell and the relay policy must have\n`shell = true` for you. Exits with the remote shell's status."
+    )]
+    Shell {
+        /// The agent.
+        agent: proto::AgentName,
+        /// A program and its arguments instead of the agent's shell (after `--`).
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Run one command on AGENT's host: no terminal, stdin/stdout/stderr
+    /// kept apart, the remote exit status becomes ours.
+    #[command(
+        after_help = "Examples:\n  relay-client --credential ci.cred run aks-prod -- kubectl get pods -A\n  relay-client --credential ci.cred run aks-prod -- cat < big.file | sha256sum\n\nThe agent must run with --allow-shell and the relay policy must have\n`run = true` for you. Ctrl-C is passed on (three times: hang up).\nExits with the remote status (128+N if killed by signal N), 255 if the\nsession failed."
+    )]
+    Run {
+        /// The agent.
+        agent: proto::AgentName,
+        /// The program and its arguments (no shell: use `sh -c '...'` for one).
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
+        command: Vec<String>,
     },
     /// List the agents online and the targets this credential may reach.
     List,
@@ -158,6 +189,16 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             crate::cmd::connect::run(&client, dest).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Shell { agent, command } => {
+            let client = client(&args)?;
+            let result = crate::cmd::shell::run(&client, agent, command.clone()).await;
+            Ok(session_exit(&client, result).await)
+        }
+        Command::Run { agent, command } => {
+            let client = client(&args)?;
+            let result = crate::cmd::run::run(&client, agent, command.clone()).await;
+            Ok(session_exit(&client, result).await)
+        }
         Command::List => {
             let client = client(&args)?;
             crate::cmd::list::run(&client, &mut std::io::stdout()).await?;
@@ -175,4 +216,29 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Demo { check } => crate::cmd::demo::run(*check).await,
     }
+}
+
+/// The exit status of `shell` and `run`: the remote program's, or 255 (as
+/// ssh) with a message when the session could not be opened or was lost.
+async fn session_exit(
+    client: &Client,
+    result: Result<crate::session::Ending, crate::OpenError>,
+) -> ExitCode {
+    let status = match result {
+        Ok(ending) => {
+            if let crate::session::Ending::Lost(reason) = &ending {
+                eprintln!(
+                    "relay-client: session lost: {}",
+                    client.explain(reason.clone()).await
+                );
+            }
+            ending.status()
+        }
+        Err(e) => {
+            eprintln!("relay-client: {e}");
+            255
+        }
+    };
+    client.close().await;
+    ExitCode::from(status)
 }

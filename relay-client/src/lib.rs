@@ -3,7 +3,9 @@
 //! A [`Client`] holds one QUIC connection to the relay (re-dialled when it
 //! is lost) and opens one stream per forwarded connection. Commands live in
 //! [`cmd`]: `forward` (local port), `connect` (stdin/stdout, for ssh
-//! ProxyCommand), `list`, `demo`.
+//! ProxyCommand), `shell` (interactive terminal on the agent), `run` (a
+//! remote command in a pipeline), `list`, `demo`; [`session`] is the part
+//! `shell` and `run` share.
 
 use std::time::Duration;
 
@@ -17,6 +19,7 @@ use tokio::sync::Mutex;
 pub mod cli;
 pub mod cmd;
 pub mod local;
+pub mod session;
 pub mod stream;
 
 /// Why a stream could not be opened.
@@ -150,6 +153,41 @@ impl Client {
                 let (recv, early) = reader.into_parts();
                 Ok(stream::Opened { send, recv, early })
             }
+            Ok(Some(Frame::Refused(r))) => Err(OpenError::Refused(r)),
+            Ok(Some(other)) => Err(OpenError::Stream(format!(
+                "unexpected {} from the relay",
+                other.frame_type()
+            ))),
+            Ok(None) => Err(OpenError::Stream(
+                "the relay closed the stream without an answer".into(),
+            )),
+            Err(e) => Err(OpenError::Stream(self.explain(e.to_string()).await)),
+        }
+    }
+
+    /// Opens a `Shell` or `Exec` session on `agent` and waits until the
+    /// agent has started it. Returns the stream, with the agent's frames
+    /// that arrived behind `Accepted` still buffered in the reader.
+    ///
+    /// # Errors
+    /// A refusal (policy, agent without `--allow-shell`, …) or a failure.
+    pub async fn open_session(
+        &self,
+        agent: &AgentName,
+        kind: StreamKind,
+    ) -> Result<(quinn::SendStream, FrameReader), OpenError> {
+        // Sessions dial nothing: the target only names the kind (proto `Open`).
+        let target = TargetName::try_from(kind.as_str())
+            .map_err(|e| OpenError::Stream(format!("target name: {e}")))?;
+        let open = Open {
+            agent: agent.clone(),
+            target,
+            kind,
+        };
+        let (send, recv) = self.open_raw(open).await?;
+        let mut reader = FrameReader::new(recv);
+        match reader.read().await {
+            Ok(Some(Frame::Accepted(_))) => Ok((send, reader)),
             Ok(Some(Frame::Refused(r))) => Err(OpenError::Refused(r)),
             Ok(Some(other)) => Err(OpenError::Stream(format!(
                 "unexpected {} from the relay",

@@ -3,8 +3,9 @@
 //! arrive behind a frame stay in the buffer as the start of the raw data.
 
 use bytes::{Bytes, BytesMut};
-use proto::{DecodeError, ErrorCode, Frame};
+use proto::{Channel, Data, DecodeError, ErrorCode, Frame};
 use quinn::{RecvStream, SendStream};
+use tokio::sync::mpsc;
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -107,4 +108,58 @@ pub async fn refuse(send: &mut SendStream, recv: &mut RecvStream, refused: proto
     let _ = write_frame(send, refused).await;
     let _ = send.finish();
     let _ = recv.stop(code.0.into());
+}
+
+/// Queued frames are coalesced into writes of about this size.
+const BATCH: usize = 256 * 1024;
+
+/// How long [`send_frames`] waits for the peer to acknowledge the end of
+/// the stream, so a process that exits right after does not cut it off.
+const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Writes the frames of `rx` to `send`, coalescing queued frames into one
+/// write, until every sender is gone; then finishes the stream and waits
+/// (briefly) until the peer has it all. The one writer of a session stream,
+/// fed by its producers (output pipes, stdin, signals) through a bounded
+/// queue, so a slow peer slows only this stream's producers.
+///
+/// Returns the `Data` payload bytes written.
+///
+/// # Errors
+/// The stream failed (peer gone, stopped or reset): a description.
+pub async fn send_frames(
+    mut send: SendStream,
+    mut rx: mpsc::Receiver<Frame>,
+) -> Result<u64, String> {
+    let mut bytes = 0u64;
+    let mut buf = BytesMut::new();
+    while let Some(frame) = rx.recv().await {
+        let mut next = Some(frame);
+        while let Some(frame) = next.take() {
+            if let Frame::Data(d) = &frame {
+                bytes += d.bytes.len() as u64;
+            }
+            frame.encode(&mut buf);
+            if buf.len() < BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        send.write_chunk(buf.split().freeze())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    send.finish().map_err(|e| e.to_string())?;
+    let _ = tokio::time::timeout(FINISH_WAIT, send.stopped()).await;
+    Ok(bytes)
+}
+
+/// Queues `bytes` on `channel` as [`Data`] frames of at most the frame limit.
+/// `false` if the writer is gone.
+pub async fn send_data(tx: &mpsc::Sender<Frame>, channel: Channel, bytes: Bytes) -> bool {
+    for data in Data::chunks(channel, bytes) {
+        if tx.send(data.into()).await.is_err() {
+            return false;
+        }
+    }
+    true
 }

@@ -37,6 +37,10 @@ pub struct AuditEvent {
     /// `tcp`, `shell` or `exec`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<&'static str>,
+    /// The command of an `exec` (or of a `shell` started with one), its
+    /// arguments quoted as a shell would need them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
     /// Error code name of a refusal or failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,

@@ -6,7 +6,12 @@
 //! client  = "alice"          # a client name, or "*" for any client
 //! agent   = "aks-prod"       # an agent name, or "*"
 //! targets = ["kube-api", "db"]   # target names, or ["*"]
+//! shell   = true             # interactive sessions (`relay-client shell`), default false
+//! run     = true             # commands (`relay-client run`), default false
 //! ```
+//!
+//! A shell or a command is code execution on the agent's host, so it is its
+//! own grant, never implied by `targets = ["*"]`.
 //!
 //! An empty or missing list allows nothing (an empty allowlist never means
 //! "everything": Vault CVE-2024-7594).
@@ -58,6 +63,12 @@ pub struct Allow {
     /// Which targets of those agents (TCP streams).
     #[serde(default)]
     pub targets: Vec<Pattern>,
+    /// Interactive `Shell` sessions on those agents.
+    #[serde(default)]
+    pub shell: bool,
+    /// Non-interactive `Exec` commands on those agents.
+    #[serde(default)]
+    pub run: bool,
 }
 
 /// The whole policy.
@@ -99,6 +110,8 @@ pub const INITIAL_POLICY: &str = r#"# Relay policy: which client may reach which
 # client  = "alice"            # a client name, or "*"
 # agent   = "aks-prod"         # an agent name, or "*"
 # targets = ["kube-api", "db"] # target names, or ["*"]
+# shell   = true               # interactive shells on the agent (default false)
+# run     = true               # remote commands on the agent (default false)
 "#;
 
 impl Policy {
@@ -130,6 +143,16 @@ impl Policy {
     pub fn allows_tcp(&self, client: &Name, agent: &AgentName, target: &TargetName) -> bool {
         self.grants(client, agent)
             .any(|a| a.targets.iter().any(|t| t.matches(target.as_str())))
+    }
+
+    /// Whether `client` may open an interactive shell on `agent`.
+    pub fn allows_shell(&self, client: &Name, agent: &AgentName) -> bool {
+        self.grants(client, agent).any(|a| a.shell)
+    }
+
+    /// Whether `client` may run a command on `agent`.
+    pub fn allows_run(&self, client: &Name, agent: &AgentName) -> bool {
+        self.grants(client, agent).any(|a| a.run)
     }
 
     /// The targets among `exposed` that `client` may reach on `agent`.
@@ -187,6 +210,29 @@ mod tests {
         assert!(!p.allows_tcp(&n("alice"), &a("aks-prod"), &t("ssh")));
         assert!(!p.allows_tcp(&n("bob"), &a("aks-prod"), &t("db")));
         assert!(!p.allows_tcp(&n("alice"), &a("other"), &t("db")));
+    }
+
+    #[test]
+    fn shell_and_run_are_separate_grants_off_by_default() {
+        let p = Policy::parse(
+            "[[allow]]\nclient = \"alice\"\nagent = \"aks-prod\"\nshell = true\nrun = true\n\
+             [[allow]]\nclient = \"ci\"\nagent = \"*\"\nrun = true\n\
+             [[allow]]\nclient = \"*\"\nagent = \"*\"\ntargets = [\"*\"]\n",
+            "p",
+        )
+        .unwrap();
+        assert!(p.allows_shell(&n("alice"), &a("aks-prod")));
+        assert!(p.allows_run(&n("alice"), &a("aks-prod")));
+        assert!(!p.allows_shell(&n("alice"), &a("other")));
+        assert!(p.allows_run(&n("ci"), &a("other")));
+        assert!(!p.allows_shell(&n("ci"), &a("other")));
+        assert!(
+            !p.allows_shell(&n("bob"), &a("aks-prod")),
+            "targets * is not a shell"
+        );
+        assert!(!p.allows_run(&n("bob"), &a("aks-prod")));
+        let p = Policy::parse(INITIAL_POLICY, "p").unwrap();
+        assert!(!p.allows_shell(&n("alice"), &a("x")) && !p.allows_run(&n("alice"), &a("x")));
     }
 
     #[test]

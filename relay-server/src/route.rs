@@ -126,6 +126,7 @@ async fn forward(
         agent: Some(open.agent.to_string()),
         target: Some(open.target.to_string()),
         kind: Some(open.kind.as_str()),
+        command: Some(open.kind.command_line()).filter(|c| !c.is_empty()),
         ..AuditEvent::default()
     };
     let (mut client_recv, early) = client.into_parts();
@@ -250,20 +251,28 @@ fn authorize(
         return Err(Refused::new(ErrorCode::REVOKED, reason));
     }
     let policy = shared.policy();
-    let allowed = match open.kind {
-        StreamKind::Tcp => policy.allows_tcp(client, &open.agent, &open.target),
-        _ => false,
-    };
-    if !allowed {
-        return Err(Refused::new(
-            ErrorCode::UNAUTHORIZED,
+    let denied = match open.kind {
+        StreamKind::Tcp => (!policy.allows_tcp(client, &open.agent, &open.target)).then(|| {
             format!(
-                "client {client} may not open {} to {}/{}: no [[allow]] entry in the relay policy grants it",
-                open.kind.as_str(),
-                open.agent,
-                open.target
-            ),
-        ));
+                "client {client} may not open tcp to {}/{}: no [[allow]] entry in the relay policy grants it",
+                open.agent, open.target
+            )
+        }),
+        StreamKind::Shell { .. } => (!policy.allows_shell(client, &open.agent)).then(|| {
+            format!(
+                "client {client} may not open a shell on {}: no [[allow]] entry in the relay policy has shell = true for it",
+                open.agent
+            )
+        }),
+        StreamKind::Exec { .. } => (!policy.allows_run(client, &open.agent)).then(|| {
+            format!(
+                "client {client} may not run commands on {}: no [[allow]] entry in the relay policy has run = true for it",
+                open.agent
+            )
+        }),
+    };
+    if let Some(message) = denied {
+        return Err(Refused::new(ErrorCode::UNAUTHORIZED, message));
     }
     match shared.registry.lookup(&open.agent) {
         Lookup::Found(instances) => Ok(instances),

@@ -61,6 +61,18 @@ pub async fn guard<T>(what: &str, f: impl Future<Output = T>) -> T {
 /// A policy that lets any client reach any target of any agent.
 pub const ALLOW_ALL: &str = "[[allow]]\nclient = \"*\"\nagent = \"*\"\ntargets = [\"*\"]\n";
 
+/// A policy that lets any client reach any target, open shells and run
+/// commands on any agent.
+pub const ALLOW_SESSIONS: &str =
+    "[[allow]]\nclient = \"*\"\nagent = \"*\"\ntargets = [\"*\"]\nshell = true\nrun = true\n";
+
+/// An agent config tweak: serve shell and command sessions with `/bin/sh`
+/// (the test machine's bash would read the user's profile files).
+pub fn allow_sessions(config: &mut relay_agent::Config) {
+    config.sessions.allow = true;
+    config.sessions.shell = PathBuf::from("/bin/sh");
+}
+
 /// A relay running in this process.
 pub struct TestRelay {
     /// Its directory (CA, certificates, policy, audit log).

@@ -16,6 +16,9 @@ use crate::error::DecodeError;
 
 mod accepted;
 mod agent_info;
+mod data;
+mod eof;
+mod exit;
 mod forwarded;
 mod go_away;
 mod list;
@@ -23,9 +26,14 @@ mod open;
 mod refused;
 mod register;
 mod registered;
+mod resize;
+mod signal;
 
 pub use accepted::Accepted;
 pub use agent_info::AgentInfo;
+pub use data::{Channel, Data};
+pub use eof::Eof;
+pub use exit::Exit;
 pub use forwarded::Forwarded;
 pub use go_away::GoAway;
 pub use list::List;
@@ -33,12 +41,15 @@ pub use open::{Open, StreamKind};
 pub use refused::Refused;
 pub use register::Register;
 pub use registered::Registered;
+pub use resize::Resize;
+pub use signal::Signal;
 
 /// The largest payload a frame may carry, in bytes (64 KiB).
 ///
-/// Frames are small control messages; bulk data never travels in frames (a
-/// `Tcp` stream carries raw bytes after `Accepted`). The limit bounds what a
-/// peer can make us buffer before we can reject it.
+/// Frames are small messages; bulk data on a `Tcp` stream travels as raw
+/// bytes after `Accepted`, and a session's [`Data`] is cut into frames of at
+/// most this size. The limit bounds what a peer can make us buffer before we
+/// can reject it.
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
 
 /// The length of a frame header: type `u8` and length `u32`.
@@ -66,6 +77,16 @@ pub enum FrameType {
     List = 0x20,
     /// [`AgentInfo`]: relay → client, one reachable agent.
     AgentInfo = 0x21,
+    /// [`Data`]: session bytes on stdin, stdout or stderr.
+    Data = 0x30,
+    /// [`Eof`]: one channel of a session ended.
+    Eof = 0x31,
+    /// [`Resize`]: client → agent, the terminal changed size.
+    Resize = 0x32,
+    /// [`Signal`]: client → agent, signal the session's program.
+    Signal = 0x33,
+    /// [`Exit`]: agent → client, the session's program ended.
+    Exit = 0x34,
 }
 
 impl FrameType {
@@ -81,6 +102,11 @@ impl FrameType {
             FrameType::Refused => "Refused",
             FrameType::List => "List",
             FrameType::AgentInfo => "AgentInfo",
+            FrameType::Data => "Data",
+            FrameType::Eof => "Eof",
+            FrameType::Resize => "Resize",
+            FrameType::Signal => "Signal",
+            FrameType::Exit => "Exit",
         }
     }
 }
@@ -102,6 +128,11 @@ impl TryFrom<u8> for FrameType {
             0x13 => FrameType::Refused,
             0x20 => FrameType::List,
             0x21 => FrameType::AgentInfo,
+            0x30 => FrameType::Data,
+            0x31 => FrameType::Eof,
+            0x32 => FrameType::Resize,
+            0x33 => FrameType::Signal,
+            0x34 => FrameType::Exit,
             _ => return Err(DecodeError::UnknownType(byte)),
         })
     }
@@ -140,6 +171,16 @@ pub enum Frame {
     List(List),
     /// See [`AgentInfo`].
     AgentInfo(AgentInfo),
+    /// See [`Data`].
+    Data(Data),
+    /// See [`Eof`].
+    Eof(Eof),
+    /// See [`Resize`].
+    Resize(Resize),
+    /// See [`Signal`].
+    Signal(Signal),
+    /// See [`Exit`].
+    Exit(Exit),
 }
 
 impl Frame {
@@ -155,6 +196,11 @@ impl Frame {
             Frame::Refused(_) => FrameType::Refused,
             Frame::List(_) => FrameType::List,
             Frame::AgentInfo(_) => FrameType::AgentInfo,
+            Frame::Data(_) => FrameType::Data,
+            Frame::Eof(_) => FrameType::Eof,
+            Frame::Resize(_) => FrameType::Resize,
+            Frame::Signal(_) => FrameType::Signal,
+            Frame::Exit(_) => FrameType::Exit,
         }
     }
 
@@ -207,21 +253,28 @@ impl Frame {
         }
         buf.advance(HEADER_LEN);
         let payload = buf.split_to(len);
-        Self::decode_payload(ty, &payload).map(Some)
+        Self::decode_payload(ty, payload).map(Some)
     }
 
     /// Parses a complete payload of type `ty`.
-    fn decode_payload(ty: FrameType, payload: &[u8]) -> Result<Frame, DecodeError> {
+    fn decode_payload(ty: FrameType, payload: BytesMut) -> Result<Frame, DecodeError> {
+        let payload = payload.freeze();
         Ok(match ty {
-            FrameType::Register => Frame::Register(Register::decode(payload)?),
-            FrameType::Registered => Frame::Registered(Registered::decode(payload)?),
-            FrameType::GoAway => Frame::GoAway(GoAway::decode(payload)?),
-            FrameType::Open => Frame::Open(Open::decode(payload)?),
-            FrameType::Forwarded => Frame::Forwarded(Forwarded::decode(payload)?),
-            FrameType::Accepted => Frame::Accepted(Accepted::decode(payload)?),
-            FrameType::Refused => Frame::Refused(Refused::decode(payload)?),
-            FrameType::List => Frame::List(List::decode(payload)?),
-            FrameType::AgentInfo => Frame::AgentInfo(AgentInfo::decode(payload)?),
+            FrameType::Register => Frame::Register(Register::decode(&payload)?),
+            FrameType::Registered => Frame::Registered(Registered::decode(&payload)?),
+            FrameType::GoAway => Frame::GoAway(GoAway::decode(&payload)?),
+            FrameType::Open => Frame::Open(Open::decode(&payload)?),
+            FrameType::Forwarded => Frame::Forwarded(Forwarded::decode(&payload)?),
+            FrameType::Accepted => Frame::Accepted(Accepted::decode(&payload)?),
+            FrameType::Refused => Frame::Refused(Refused::decode(&payload)?),
+            FrameType::List => Frame::List(List::decode(&payload)?),
+            FrameType::AgentInfo => Frame::AgentInfo(AgentInfo::decode(&payload)?),
+            // Session bytes keep sharing the receive buffer: no copy.
+            FrameType::Data => Frame::Data(Data::decode(payload)?),
+            FrameType::Eof => Frame::Eof(Eof::decode(&payload)?),
+            FrameType::Resize => Frame::Resize(Resize::decode(&payload)?),
+            FrameType::Signal => Frame::Signal(Signal::decode(&payload)?),
+            FrameType::Exit => Frame::Exit(Exit::decode(&payload)?),
         })
     }
 
@@ -252,6 +305,11 @@ impl Frame {
             Frame::Refused(f) => f.encode(dst),
             Frame::List(f) => f.encode(dst),
             Frame::AgentInfo(f) => f.encode(dst),
+            Frame::Data(f) => f.encode(dst),
+            Frame::Eof(f) => f.encode(dst),
+            Frame::Resize(f) => f.encode(dst),
+            Frame::Signal(f) => f.encode(dst),
+            Frame::Exit(f) => f.encode(dst),
         }
     }
 
@@ -273,6 +331,11 @@ impl Frame {
             Frame::Refused(f) => f.encoded_len(),
             Frame::List(f) => f.encoded_len(),
             Frame::AgentInfo(f) => f.encoded_len(),
+            Frame::Data(f) => f.encoded_len(),
+            Frame::Eof(f) => f.encoded_len(),
+            Frame::Resize(f) => f.encoded_len(),
+            Frame::Signal(f) => f.encoded_len(),
+            Frame::Exit(f) => f.encoded_len(),
         }
     }
 

@@ -5,7 +5,17 @@
 //!
 //! kind 0 Tcp:   (no fields)
 //! kind 1 Shell: | term: len u8 + ASCII 0x21..=0x7e (≤ 64) | cols: u16 | rows: u16 |
+//!               | count: u16 (≥ 0) | arg: string16 × count |   (no NUL in an arg)
 //! kind 2 Exec:  | count: u16 (≥ 1) | arg: string16 × count |   (no NUL in an arg)
+//! ```
+//!
+//! After `Accepted`, `Shell` and `Exec` streams carry session frames
+//! ([`Data`](crate::Data), [`Eof`](crate::Eof), [`Resize`](crate::Resize),
+//! [`Signal`](crate::Signal), [`Exit`](crate::Exit)); the `target` of such
+//! an `Open` is not a dialled target and by convention names the kind
+//! (`shell`, `exec`).
+//!
+//! ```text
 //! ```
 //!
 //! The same fields follow the caller in [`Forwarded`](crate::Forwarded).
@@ -49,6 +59,10 @@ pub enum StreamKind {
         cols: u16,
         /// Terminal height in rows.
         rows: u16,
+        /// A program to run on the terminal instead of the agent's shell
+        /// (`relay-client shell AGENT -- htop`); empty for the shell. Same
+        /// rule as [`StreamKind::Exec`]'s `argv`: no NUL byte.
+        argv: Vec<String>,
     },
     /// One command, run without a shell (wire 2).
     Exec {
@@ -101,17 +115,16 @@ impl StreamKind {
                 let term = String::from_utf8_lossy(term).into_owned();
                 let cols = r.read_u16()?;
                 let rows = r.read_u16()?;
-                Ok(StreamKind::Shell { term, cols, rows })
+                let argv = Self::read_argv(r)?;
+                Ok(StreamKind::Shell {
+                    term,
+                    cols,
+                    rows,
+                    argv,
+                })
             }
             Self::EXEC => {
-                let argv = r.read_list(|r| {
-                    let arg = r.read_string16()?;
-                    // Rule: no NUL, which execve cannot pass.
-                    if arg.contains('\0') {
-                        return Err(r.malformed("exec argument contains a nul byte"));
-                    }
-                    Ok(arg)
-                })?;
+                let argv = Self::read_argv(r)?;
                 // Rule: argv[0] names the program, so it must exist.
                 if argv.is_empty() {
                     return Err(r.malformed("exec argv is empty"));
@@ -122,10 +135,48 @@ impl StreamKind {
         }
     }
 
+    fn read_argv(r: &mut Reader<'_>) -> Result<Vec<String>, DecodeError> {
+        r.read_list(|r| {
+            let arg = r.read_string16()?;
+            // Rule: no NUL, which execve cannot pass.
+            if arg.contains('\0') {
+                return Err(r.malformed("exec argument contains a nul byte"));
+            }
+            Ok(arg)
+        })
+    }
+
+    /// The command of a `Shell` or `Exec` (empty for `Tcp` and a plain
+    /// shell), each argument single-quoted when it is not plain, for logs
+    /// and audit lines: `sh -c 'echo hi'`.
+    pub fn command_line(&self) -> String {
+        let argv: &[String] = match self {
+            StreamKind::Tcp => &[],
+            StreamKind::Shell { argv, .. } | StreamKind::Exec { argv } => argv,
+        };
+        let quote = |arg: &String| {
+            let plain = !arg.is_empty()
+                && arg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+            if plain {
+                arg.clone()
+            } else {
+                format!("'{}'", arg.replace('\'', "'\\''"))
+            }
+        };
+        argv.iter().map(quote).collect::<Vec<_>>().join(" ")
+    }
+
     fn encode(&self, dst: &mut impl BufMut) {
         match self {
             StreamKind::Tcp => dst.put_u8(Self::TCP),
-            StreamKind::Shell { term, cols, rows } => {
+            StreamKind::Shell {
+                term,
+                cols,
+                rows,
+                argv,
+            } => {
                 debug_assert!(
                     term.len() <= Self::MAX_TERM_LEN,
                     "term of {} bytes",
@@ -136,6 +187,7 @@ impl StreamKind {
                 dst.put_slice(term.as_bytes());
                 dst.put_u16(*cols);
                 dst.put_u16(*rows);
+                put_list(dst, argv, |dst, arg| put_string16(dst, arg));
             }
             StreamKind::Exec { argv } => {
                 dst.put_u8(Self::EXEC);
@@ -147,7 +199,9 @@ impl StreamKind {
     fn encoded_len(&self) -> usize {
         1 + match self {
             StreamKind::Tcp => 0,
-            StreamKind::Shell { term, .. } => 1 + term.len() + 2 + 2,
+            StreamKind::Shell { term, argv, .. } => {
+                1 + term.len() + 2 + 2 + list_len(argv, |arg| string16_len(arg))
+            }
             StreamKind::Exec { argv } => list_len(argv, |arg| string16_len(arg)),
         }
     }
@@ -225,8 +279,9 @@ mod tests {
                     term: "xterm".into(),
                     cols: 80,
                     rows: 24,
+                    argv: vec![],
                 },
-                b"\x10\x00\x00\x00\x15\x04edge\x04kube\x01\x05xterm\x00\x50\x00\x18",
+                b"\x10\x00\x00\x00\x17\x04edge\x04kube\x01\x05xterm\x00\x50\x00\x18\x00\x00",
             ),
             (
                 StreamKind::Exec {
@@ -248,12 +303,12 @@ mod tests {
         let with = |tail: &[u8]| Open::decode(&[&head[..], tail].concat());
         assert_eq!(with(b"\x03"), malformed("unknown stream kind"));
         assert_eq!(
-            with(b"\x01\x03a b\x00\x50\x00\x18"),
+            with(b"\x01\x03a b\x00\x50\x00\x18\x00\x00"),
             malformed("term is not visible ascii")
         );
         let mut long = vec![1, 65];
         long.extend([b'x'; 65]);
-        long.extend([0, 80, 0, 24]);
+        long.extend([0, 80, 0, 24, 0, 0]);
         assert_eq!(with(&long), malformed("term longer than 64 bytes"));
         assert_eq!(with(b"\x02\x00\x00"), malformed("exec argv is empty"));
         assert_eq!(
@@ -271,5 +326,22 @@ mod tests {
         };
         assert_eq!(exec.to_string(), "exec");
         assert_eq!(exec.capability(), Capabilities::EXEC);
+        assert_eq!(exec.command_line(), "true");
+    }
+
+    #[test]
+    fn command_line_quotes_what_is_not_plain() {
+        let exec = StreamKind::Exec {
+            argv: vec!["sh".into(), "-c".into(), "echo it's".into(), "".into()],
+        };
+        assert_eq!(exec.command_line(), r#"sh -c 'echo it'\''s' ''"#);
+        let shell = StreamKind::Shell {
+            term: String::new(),
+            cols: 1,
+            rows: 1,
+            argv: vec![],
+        };
+        assert_eq!(shell.command_line(), "");
+        assert_eq!(StreamKind::Tcp.command_line(), "");
     }
 }

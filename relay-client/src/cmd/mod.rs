@@ -4,3 +4,5 @@ pub mod connect;
 pub mod demo;
 pub mod forward;
 pub mod list;
+pub mod run;
+pub mod shell;

@@ -1,0 +1,261 @@
+//! `Shell` sessions: the agent's shell (or a given program) on a fresh PTY,
+//! as the session leader of its own session with the PTY as its
+//! controlling terminal, recorded in asciicast v2 when `--record-dir` is set.
+//!
+//! ```text
+//! client frames ─▶ Data(stdin) → PTY (Ctrl-C is a byte: the line discipline
+//!                  turns it into SIGINT for the foreground job),
+//!                  Resize → PTY size (+ "r" event), Signal → the session
+//! PTY output ─▶ Data(stdout) (+ "o" event) … program exit ─▶ Exit, finish
+//! client gone ─▶ SIGHUP (a terminal hang-up), then SIGKILL
+//! ```
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use proto::{Accepted, Channel, ErrorCode, Frame, Identity, Refused};
+use relay_net::framed::{refuse, send_data, send_frames, write_frame, FrameReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::exec::Ended;
+use crate::record::{Header, Recorder};
+use crate::sessions::{self, Sessions};
+
+/// `TERM` when the client sends none.
+pub const DEFAULT_TERM: &str = "xterm-256color";
+
+/// After the program exits, how long output still coming from the PTY
+/// (written by the program just before it ended) is awaited; a background
+/// job that keeps the terminal open does not hold the session.
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// What the `Shell` open asked for.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// `TERM`, empty for [`DEFAULT_TERM`].
+    pub term: &'a str,
+    /// Width.
+    pub cols: u16,
+    /// Height.
+    pub rows: u16,
+    /// A program instead of the shell; empty for a login shell.
+    pub argv: &'a [String],
+    /// The agent's name, for the recording's title.
+    pub agent: &'a str,
+}
+
+type SharedRecorder = Arc<Mutex<Option<Recorder>>>;
+
+/// Starts the session and serves the stream until the program has ended
+/// (or the client is gone). Refused before `Accepted` if the PTY or the
+/// program cannot be started, or the recording cannot be created and
+/// recording is required.
+pub async fn run(
+    sessions: &Sessions,
+    caller: &Identity,
+    req: Request<'_>,
+    mut send: quinn::SendStream,
+    mut reader: FrameReader,
+) -> Ended {
+    let refused = |code, message: String| Refused::new(code, message);
+    let term = if req.term.is_empty() {
+        DEFAULT_TERM
+    } else {
+        req.term
+    };
+    let shell = sessions.shell.display().to_string();
+    let program = req.argv.first().map_or(shell.as_str(), String::as_str);
+    let gone = Ended {
+        exit: None,
+        bytes_in: 0,
+        bytes_out: None,
+        client_gone: true,
+    };
+    let recorder = match &sessions.record_dir {
+        None => None,
+        Some(dir) => {
+            let header = Header {
+                cols: req.cols,
+                rows: req.rows,
+                term,
+                shell: program,
+                title: format!("{caller} on {}", req.agent),
+            };
+            match Recorder::create(dir, &caller.to_string(), &header) {
+                Ok(rec) => {
+                    tracing::info!(file = %rec.path().display(), "recording session");
+                    Some(rec)
+                }
+                Err(e) if sessions.record_fail_open => {
+                    tracing::error!(err = %e, "session not recorded (--record-fail-open)");
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(err = %e, "session refused: recording is required");
+                    let r = refused(
+                        ErrorCode::INTERNAL,
+                        format!("agent cannot record the session, so it refuses it: {e}"),
+                    );
+                    refuse(&mut send, &mut reader.recv, r).await;
+                    return gone;
+                }
+            }
+        }
+    };
+    let started = match spawn(sessions, caller, term, &req, program) {
+        Ok(started) => started,
+        Err(e) => {
+            let r = refused(
+                ErrorCode::INTERNAL,
+                format!("agent cannot start {program} on a terminal: {e}"),
+            );
+            refuse(&mut send, &mut reader.recv, r).await;
+            return gone;
+        }
+    };
+    let (pty, mut child) = started;
+    if write_frame(&mut send, Accepted).await.is_err() {
+        let _ = sessions::hang_up(&mut child).await;
+        return gone;
+    }
+    let recorder: SharedRecorder = Arc::new(Mutex::new(recorder));
+    let (tx, rx) = mpsc::channel::<Frame>(16);
+    let writer = tokio::spawn(send_frames(send, rx));
+    let (pty_read, mut pty_write) = pty.into_split();
+    let output = tokio::spawn(pump(
+        pty_read,
+        tx.clone(),
+        recorder.clone(),
+        sessions.record_fail_open,
+    ));
+    let pid = child.id();
+    let mut bytes_in = 0u64;
+    let input = async {
+        loop {
+            match reader.read().await {
+                Ok(Some(Frame::Data(d))) if d.channel == Channel::Stdin => {
+                    if pty_write.write_all(&d.bytes).await.is_ok() {
+                        bytes_in += d.bytes.len() as u64;
+                    }
+                }
+                Ok(Some(Frame::Resize(r))) => {
+                    let _ = pty_write.resize(pty_process::Size::new(r.rows, r.cols));
+                    if let Some(rec) = lock(&recorder).as_mut() {
+                        let _ = rec.resize(r.cols, r.rows);
+                    }
+                }
+                Ok(Some(Frame::Signal(s))) => match sessions::signal_of(s.signal) {
+                    Some(signal) => sessions::signal_group(pid, signal),
+                    None => tracing::debug!(signal = s.signal, "unknown signal ignored"),
+                },
+                Ok(Some(Frame::Eof(_))) => {}
+                Ok(Some(other)) => {
+                    tracing::warn!(frame = %other.frame_type(), "unexpected frame in a session");
+                    return;
+                }
+                Ok(None) | Err(_) => return,
+            }
+        }
+    };
+    let (status, client_gone) = tokio::select! {
+        status = child.wait() => (status.ok(), false),
+        () = input => (sessions::hang_up(&mut child).await, true),
+    };
+    // The PTY reports EOF (EIO) once every process holding it is gone.
+    let abort = output.abort_handle();
+    if tokio::time::timeout(DRAIN, output).await.is_err() {
+        abort.abort();
+    }
+    if let Some(rec) = lock(&recorder).as_mut() {
+        if let Err(e) = rec.finish() {
+            tracing::error!(err = %e, "session recording incomplete");
+        }
+    }
+    let exit = status.map(sessions::exit_of);
+    if let Some(exit) = exit {
+        let _ = tx.send(exit.into()).await;
+    }
+    drop(tx);
+    let bytes_out = writer.await.ok().and_then(Result::ok);
+    Ended {
+        exit,
+        bytes_in,
+        bytes_out,
+        client_gone: client_gone || bytes_out.is_none(),
+    }
+}
+
+fn lock(rec: &SharedRecorder) -> std::sync::MutexGuard<'_, Option<Recorder>> {
+    rec.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn spawn(
+    sessions: &Sessions,
+    caller: &Identity,
+    term: &str,
+    req: &Request<'_>,
+    program: &str,
+) -> Result<(pty_process::Pty, tokio::process::Child), pty_process::Error> {
+    let (pty, pts) = pty_process::open()?;
+    pty.resize(pty_process::Size::new(req.rows, req.cols))?;
+    let mut cmd = sessions.command(program, caller, Some(term));
+    match req.argv.split_first() {
+        Some((_, args)) => {
+            cmd.args(args);
+        }
+        None => {
+            // A login shell, as sshd starts it: argv[0] "-bash" reads the
+            // profile files, so PATH and prompt are the user's usual ones.
+            let name = sessions
+                .shell
+                .file_name()
+                .map_or_else(|| "sh".into(), |n| n.to_string_lossy().into_owned());
+            cmd.arg0(format!("-{name}"));
+        }
+    }
+    let child = pty_process::Command::from(cmd).spawn(pts)?;
+    Ok((pty, child))
+}
+
+/// Sends the PTY's output as `Data(stdout)` frames and records it. When a
+/// required recording fails, the session is ended (fail closed).
+async fn pump(
+    mut pty: pty_process::OwnedReadPty,
+    tx: mpsc::Sender<Frame>,
+    recorder: SharedRecorder,
+    fail_open: bool,
+) {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    loop {
+        buf.reserve(16 * 1024);
+        match pty.read_buf(&mut buf).await {
+            // EIO: the last process holding the terminal is gone.
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let chunk = buf.split().freeze();
+                let failed = lock(&recorder)
+                    .as_mut()
+                    .and_then(|rec| rec.output(&chunk).err());
+                if !send_data(&tx, Channel::Stdout, chunk).await {
+                    return;
+                }
+                if let Some(e) = failed {
+                    tracing::error!(err = %e, "session recording failed");
+                    if fail_open {
+                        *lock(&recorder) = None;
+                    } else {
+                        let msg = format!(
+                            "\r\nrelay-agent: {e}; ending the session (recording is required)\r\n"
+                        );
+                        send_data(&tx, Channel::Stdout, msg.into()).await;
+                        let _ = tx.send(proto::Exit::Code(255).into()).await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
