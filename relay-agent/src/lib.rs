@@ -167,9 +167,9 @@ async fn warn_before_expiry(cert: relay_net::cert::PeerCert, shutdown: Cancellat
             Duration::try_from(cert.renew_after() - now).unwrap_or(REPEAT)
         } else {
             if now >= cert.not_after {
-                tracing::error!(not_after = %cert.not_after, "agent credential has expired: the relay will refuse this agent; issue a new one");
+                tracing::error!(not_after = %relay_net::cert::rfc3339(cert.not_after), "agent credential has expired: the relay will refuse this agent; issue a new one");
             } else {
-                tracing::warn!(not_after = %cert.not_after, "agent credential expires soon: issue a new one");
+                tracing::warn!(not_after = %relay_net::cert::rfc3339(cert.not_after), "agent credential expires soon: issue a new one");
             }
             REPEAT
         };

@@ -134,6 +134,16 @@ impl PeerCert {
     }
 }
 
+/// A time as people and logs read it: RFC 3339 in UTC, whole seconds.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t
+        .to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
 /// Lowercase hex of `bytes`, the form serials take on the command line.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;

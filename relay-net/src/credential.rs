@@ -186,7 +186,7 @@ impl Loaded {
                 "the credential {} for {} expired at {}; ask the relay operator for a new one",
                 self.path.display(),
                 self.cert.identity,
-                self.cert.not_after
+                crate::cert::rfc3339(self.cert.not_after)
             ));
         }
         Ok(())

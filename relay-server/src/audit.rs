@@ -136,6 +136,7 @@ impl Audit {
 /// Current UTC time in RFC 3339 with milliseconds.
 pub fn now_rfc3339() -> String {
     let now = time::OffsetDateTime::now_utc();
+    let now = now.replace_millisecond(now.millisecond()).unwrap_or(now);
     now.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| now.unix_timestamp().to_string())
 }

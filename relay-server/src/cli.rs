@@ -197,7 +197,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 "wrote {} for {role}/{name}: serial {}, valid until {}",
                 out.display(),
                 issued.serial,
-                issued.not_after
+                relay_net::cert::rfc3339(issued.not_after)
             );
             Ok(())
         }
