@@ -106,10 +106,15 @@ pub fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 ///
 /// # Errors
 /// If the address cannot be bound.
+///
+/// `reset_key` keys the stateless-reset tokens. A relay that keeps it across
+/// restarts (or crashes) lets its peers learn at once that their connection
+/// is gone, instead of waiting out the idle timeout (DESIGN "Scale-out").
 pub fn server(
     addr: SocketAddr,
     tls: QuicServerConfig,
     transport: &Transport,
+    reset_key: Option<&[u8; 32]>,
 ) -> std::io::Result<quinn::Endpoint> {
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(tls));
     config.transport_config(Arc::new(transport.to_quinn()));
@@ -117,8 +122,26 @@ pub fn server(
     // (notes/reliability.md §6).
     config.max_incoming(4096);
     config.incoming_buffer_size_total(16 << 20);
+    let endpoint_config = match reset_key {
+        Some(key) => {
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+            // The connection-ID generator's key must survive too: a restarted
+            // relay only answers with a reset to a CID it recognises as one
+            // it could have issued.
+            let tag = ring::hmac::sign(&key, b"relay connection id generator");
+            let mut cid_key = [0u8; 8];
+            cid_key.copy_from_slice(&tag.as_ref()[..8]);
+            let cid_key = u64::from_le_bytes(cid_key);
+            let mut config = quinn::EndpointConfig::new(Arc::new(key));
+            config.cid_generator(move || {
+                Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+            });
+            config
+        }
+        None => quinn::EndpointConfig::default(),
+    };
     quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        endpoint_config,
         Some(config),
         bind_udp(addr)?,
         Arc::new(quinn::TokioRuntime),

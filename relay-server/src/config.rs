@@ -39,6 +39,11 @@ impl Paths {
     pub fn revoked(&self) -> PathBuf {
         self.dir.join("revoked.toml")
     }
+    /// The key of QUIC stateless resets, kept across restarts (created by
+    /// `run` if missing).
+    pub fn reset_key(&self) -> PathBuf {
+        self.dir.join("reset.key")
+    }
     /// The default audit log.
     pub fn audit(&self) -> PathBuf {
         self.dir.join("audit.jsonl")

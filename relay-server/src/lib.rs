@@ -121,6 +121,39 @@ impl Shared {
     }
 }
 
+/// The stateless-reset key from `path`, created (0600) if missing. Without
+/// it (an unwritable directory) the relay still runs, with a key of its own
+/// that does not survive a restart.
+fn reset_key(path: &std::path::Path) -> Option<[u8; 32]> {
+    let parse = |text: &str| -> Option<[u8; 32]> {
+        let text = text.trim();
+        let bytes: Vec<u8> = (0..text.len())
+            .step_by(2)
+            .filter_map(|i| {
+                text.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .collect();
+        bytes.try_into().ok()
+    };
+    if let Ok(text) = std::fs::read_to_string(path) {
+        match parse(&text) {
+            Some(key) => return Some(key),
+            None => {
+                tracing::warn!(path = %path.display(), "reset key unreadable; making a new one")
+            }
+        }
+    }
+    let key: [u8; 32] = rand::random();
+    match relay_net::fsutil::write_private(path, relay_net::cert::hex(&key).as_bytes()) {
+        Ok(()) => Some(key),
+        Err(err) => {
+            tracing::warn!(path = %path.display(), %err, "cannot keep a stateless-reset key: peers will notice a restart only after their idle timeout");
+            None
+        }
+    }
+}
+
 /// A bound relay, ready to [`run`](Relay::run).
 #[derive(Debug)]
 pub struct Relay {
@@ -174,13 +207,16 @@ impl Relay {
         let burst = std::num::NonZeroU32::new(config.limits.open_burst).unwrap_or(rate);
         let open_limiter =
             governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst));
-        let endpoint =
-            relay_net::endpoint::server(config.listen, tls, &transport).map_err(|err| {
-                RelayError::Bind {
-                    addr: config.listen,
-                    err,
-                }
-            })?;
+        let endpoint = relay_net::endpoint::server(
+            config.listen,
+            tls,
+            &transport,
+            reset_key(&paths.reset_key()).as_ref(),
+        )
+        .map_err(|err| RelayError::Bind {
+            addr: config.listen,
+            err,
+        })?;
         let shared = Arc::new(Shared {
             relay_name,
             policy: RwLock::new(Arc::new(policy)),
