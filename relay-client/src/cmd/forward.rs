@@ -20,7 +20,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let local = listener.local_addr().ok();
-    tracing::info!(?local, %dest, "forwarding");
+    tracing::debug!(?local, %dest, "forwarding");
     let tasks = tokio_util::task::TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
