@@ -70,10 +70,13 @@ pub(crate) async fn serve(
     }
     let agent = AgentName::from(peer.identity.name.clone());
     let targets = register.targets.len();
-    let _registration =
-        shared
-            .registry
-            .register(agent, conn.clone(), peer.serial.clone(), register.targets);
+    let _registration = shared.registry.register(
+        agent,
+        conn.clone(),
+        peer.serial.clone(),
+        register.targets,
+        register.capabilities,
+    );
     let _counted = crate::metrics::GaugeGuard::new(&shared.metrics.agents);
     let registered = Registered {
         version: PROTOCOL_VERSION,

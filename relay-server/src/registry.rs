@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use proto::{AgentName, TargetName};
+use proto::{AgentName, Capabilities, TargetName};
 use tokio::sync::watch;
 
 /// One connected agent instance.
@@ -22,6 +22,8 @@ pub struct Instance {
     pub serial: String,
     /// What it says it exposes (informational: the agent enforces).
     pub targets: Arc<[TargetName]>,
+    /// The stream kinds it serves.
+    pub capabilities: Capabilities,
 }
 
 /// The result of looking an agent up.
@@ -98,6 +100,7 @@ impl Registry {
         conn: quinn::Connection,
         serial: String,
         targets: Vec<TargetName>,
+        capabilities: Capabilities,
     ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let instance = Instance {
@@ -105,6 +108,7 @@ impl Registry {
             conn,
             serial,
             targets: targets.into(),
+            capabilities,
         };
         let mut state = self.lock();
         state.seen.insert(agent.clone());

@@ -275,7 +275,29 @@ fn authorize(
         return Err(Refused::new(ErrorCode::UNAUTHORIZED, message));
     }
     match shared.registry.lookup(&open.agent) {
-        Lookup::Found(instances) => Ok(instances),
+        Lookup::Found(instances) => {
+            // Only instances that serve this kind: a pool may mix versions
+            // or configurations, and an open must not land on one that lacks it.
+            let needed = open.kind.capability();
+            let able: Vec<_> = instances
+                .into_iter()
+                .filter(|i| i.capabilities.contains(needed))
+                .collect();
+            if able.is_empty() {
+                let flag = match open.kind {
+                    StreamKind::Shell { .. } | StreamKind::Exec { .. } => "--allow-shell",
+                    _ => "the flag that enables them",
+                };
+                return Err(Refused::new(
+                    ErrorCode::UNSUPPORTED,
+                    format!(
+                        "agent {} does not offer {} sessions (it runs without {flag})",
+                        open.agent, open.kind
+                    ),
+                ));
+            }
+            Ok(able)
+        }
         Lookup::Offline => Err(Refused::new(
             ErrorCode::AGENT_OFFLINE,
             format!(
