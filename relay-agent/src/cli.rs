@@ -33,6 +33,10 @@ pub struct Args {
     /// Expose a target: NAME=HOST:PORT (repeatable). Nothing else is ever dialled.
     #[arg(long = "expose", value_name = "NAME=HOST:PORT")]
     expose: Vec<String>,
+    /// Also expose the built-in benchmark service as target `bench` (a
+    /// sink/source/echo inside this process, for `relay-client bench`).
+    #[arg(long)]
+    expose_bench: bool,
     /// Config file (TOML: credential, key, [expose]); flags add to it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -65,6 +69,14 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The benchmark service on plain TCP, as the direct baseline of
+    /// `relay-client bench`; prints `bench-server listening on ADDR`.
+    #[command(hide = true)]
+    BenchServer {
+        /// Address to listen on (loopback by default).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 /// Parses the command line and runs it.
@@ -81,8 +93,10 @@ pub fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(Command::Keygen { out }) = args.command {
-        return keygen(&out);
+    match args.command {
+        Some(Command::Keygen { out }) => return keygen(&out),
+        Some(Command::BenchServer { listen }) => return bench_server(listen),
+        None => {}
     }
     let file = match &args.config {
         Some(path) => File::load(path)?,
@@ -104,6 +118,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     for spec in &args.expose {
         allowlist.add_spec(spec)?;
     }
+    if args.expose_bench {
+        allowlist.add_bench().map_err(|e| anyhow::anyhow!(e))?;
+    }
     if allowlist.is_empty() {
         tracing::warn!("nothing exposed: every open will be refused (add --expose NAME=HOST:PORT)");
     }
@@ -118,6 +135,21 @@ fn run(args: Args) -> anyhow::Result<()> {
         relay_net::signals::cancel_on_signal(shutdown.clone())?;
         tracing::info!(identity = %config.credential.cert.identity, "agent starting");
         crate::Agent::new(config).run(shutdown).await;
+        Ok(())
+    })
+}
+
+fn bench_server(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        relay_net::signals::cancel_on_signal(shutdown.clone())?;
+        // One machine-readable line, as `relay-server run` prints.
+        println!("bench-server listening on {}", listener.local_addr()?);
+        crate::bench::serve_tcp(listener, shutdown).await;
         Ok(())
     })
 }

@@ -5,7 +5,8 @@
 //!
 //! Layout: [`config`], [`allowlist`] (what is exposed), [`session`] (one
 //! relay connection: register, serve), [`stream`] (one forwarded stream:
-//! checks, [`dial`], splice), [`cli`]. The agent never listens on a port.
+//! checks, [`dial`], splice), [`bench`] (the built-in benchmark target),
+//! [`cli`]. The agent never listens on a port.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub mod allowlist;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dial;

@@ -1,5 +1,6 @@
 //! Serving one stream: `Forwarded` (from the relay) → checks → dial →
-//! `Accepted` → splice. Nothing here assumes the relay is the peer beyond
+//! `Accepted` → splice (or, for the built-in `bench` target, checks →
+//! `Accepted` → [`crate::bench::serve`]). Nothing here assumes the relay is the peer beyond
 //! the one rule that only a peer with the `relay` role may name a caller
 //! (DESIGN "end-to-end mode": keep the seam).
 
@@ -11,7 +12,7 @@ use relay_net::cert::PeerCert;
 use relay_net::framed::{refuse, write_frame, FrameReader};
 use relay_net::splice::{splice, tcp_halves};
 
-use crate::allowlist::Allowlist;
+use crate::allowlist::{Allowlist, Target};
 
 /// What every stream handler needs.
 #[derive(Debug)]
@@ -87,7 +88,25 @@ pub async fn serve(
         );
         return refuse(&mut send, &mut reader.recv, r).await;
     };
-    let tcp = match crate::dial::dial(&open.target, target, ctx.dial_timeout).await {
+    let addr = match target {
+        Target::Tcp { addr } => addr,
+        Target::Bench => {
+            // The built-in benchmark: the stream is served here instead of
+            // being spliced to a dialled connection.
+            if write_frame(&mut send, Accepted).await.is_err() {
+                return;
+            }
+            let (mut recv, early) = reader.into_parts();
+            match crate::bench::serve(&mut recv, &mut send, early, ctx.first_frame_timeout).await {
+                Ok(s) => {
+                    tracing::debug!(mode = ?s.mode, up = s.read, down = s.written, "bench stream closed")
+                }
+                Err(f) => tracing::debug!(err = %f, "bench stream failed"),
+            }
+            return;
+        }
+    };
+    let tcp = match crate::dial::dial(&open.target, addr, ctx.dial_timeout).await {
         Ok(tcp) => tcp,
         Err(r) => {
             tracing::info!(code = %r.code, reason = %r.message, "dial failed");
