@@ -19,7 +19,8 @@ Examples:
   relay-client --credential alice.cred connect aks-prod/db
   ssh -o ProxyCommand='relay-client --credential alice.cred connect aks-prod/ssh' admin@node
   relay-client --credential alice.cred list
-  relay-client demo                       # a whole relay + agent + forward on loopback";
+  relay-client demo                       # a whole relay + agent + forward on loopback
+  relay-client bench --local              # how fast is it? (relay + agent on loopback)";
 
 /// Reach targets behind a relay-agent: local port forwards, stdio streams.
 #[derive(Debug, Parser)]
@@ -71,6 +72,9 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Measure throughput, latency and stream-open rate through the tunnel
+    /// against direct TCP (`--local`: no set-up needed).
+    Bench(crate::cmd::bench::BenchArgs),
     /// Run a whole relay, agent and forward on loopback with a throwaway CA.
     Demo {
         /// Exit after checking that bytes go through, instead of waiting for Ctrl-C.
@@ -174,5 +178,6 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { check } => crate::cmd::demo::run(*check).await,
+        Command::Bench(bench) => crate::cmd::bench::run(bench, || client(&args)).await,
     }
 }

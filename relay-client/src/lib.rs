@@ -3,7 +3,7 @@
 //! A [`Client`] holds one QUIC connection to the relay (re-dialled when it
 //! is lost) and opens one stream per forwarded connection. Commands live in
 //! [`cmd`]: `forward` (local port), `connect` (stdin/stdout, for ssh
-//! ProxyCommand), `list`, `demo`.
+//! ProxyCommand), `list`, `demo`, `bench` (its measurements: [`bench`]).
 
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use relay_net::endpoint::Transport;
 use relay_net::framed::{write_frame, FrameReader};
 use tokio::sync::Mutex;
 
+pub mod bench;
 pub mod cli;
 pub mod cmd;
 pub mod local;
