@@ -46,6 +46,9 @@ pub enum BenchError {
         /// The socket error.
         err: std::io::Error,
     },
+    /// A plain QUIC stream could not be opened.
+    #[error("cannot open a QUIC stream: {0}")]
+    Quic(String),
     /// A stream failed in the middle of a measurement.
     #[error("benchmark stream failed: {0}")]
     Stream(#[from] Failure),
@@ -73,6 +76,9 @@ pub enum BenchPath {
     },
     /// Plain TCP to a `relay-agent bench-server` (or a forward to one).
     Tcp(SocketAddr),
+    /// Plain quinn streams on one connection to `relay-client
+    /// bench-quic-server`: one QUIC hop, the yardstick for CPU per GiB.
+    Quic(quinn::Connection),
 }
 
 impl BenchPath {
@@ -87,6 +93,17 @@ impl BenchPath {
                 let (send, recv) = client.open_raw(dest.open()).await?;
                 BenchStream {
                     read: Reader::Quic(Box::new(Answered::new(recv))),
+                    write: Writer::Quic(send),
+                    buf: BytesMut::new(),
+                }
+            }
+            BenchPath::Quic(conn) => {
+                let (send, recv) = conn
+                    .open_bi()
+                    .await
+                    .map_err(|e| BenchError::Quic(relay_net::dial::describe(&e)))?;
+                BenchStream {
+                    read: Reader::Raw(recv),
                     write: Writer::Quic(send),
                     buf: BytesMut::new(),
                 }
@@ -110,6 +127,7 @@ impl BenchPath {
 
 enum Reader {
     Quic(Box<Answered>),
+    Raw(quinn::RecvStream),
     Tcp(TcpRead),
 }
 
@@ -117,6 +135,7 @@ impl ChunkRead for Reader {
     async fn read_chunk(&mut self) -> Result<Option<Bytes>, Failure> {
         match self {
             Reader::Quic(r) => r.read_chunk().await,
+            Reader::Raw(r) => ChunkRead::read_chunk(r).await,
             Reader::Tcp(r) => r.read_chunk().await,
         }
     }
@@ -124,6 +143,7 @@ impl ChunkRead for Reader {
     fn abort(&mut self, code: ErrorCode) {
         match self {
             Reader::Quic(r) => ChunkRead::abort(r.as_mut(), code),
+            Reader::Raw(r) => ChunkRead::abort(r, code),
             Reader::Tcp(r) => ChunkRead::abort(r, code),
         }
     }
@@ -608,4 +628,36 @@ pub async fn open_rate(
         secs,
         per_s: f64::from(count) / secs.max(1e-9),
     })
+}
+
+/// Serves the benchmark sub-protocol on every bidirectional stream of every
+/// connection `endpoint` accepts, until `shutdown` (`relay-client
+/// bench-quic-server`: the plain-quinn baseline, same TLS and transport
+/// settings as the relay).
+pub async fn serve_quic(endpoint: quinn::Endpoint, shutdown: tokio_util::sync::CancellationToken) {
+    let tasks = tokio_util::task::TaskTracker::new();
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        tasks.spawn(async move {
+            let Ok(conn) = incoming.await else { return };
+            while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                tokio::spawn(async move {
+                    let timeout = Duration::from_secs(10);
+                    if let Err(f) =
+                        relay_net::bench::serve(&mut recv, &mut send, Bytes::new(), timeout).await
+                    {
+                        tracing::debug!(err = %f, "benchmark stream failed");
+                    }
+                });
+            }
+        });
+    }
+    tasks.close();
+    endpoint.close(0u32.into(), b"done");
 }

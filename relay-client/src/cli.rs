@@ -75,6 +75,10 @@ enum Command {
     /// Measure throughput, latency and stream-open rate through the tunnel
     /// against direct TCP (`--local`: no set-up needed).
     Bench(crate::cmd::bench::BenchArgs),
+    /// The plain-quinn baseline of `bench/compare.sh`: the bench service on
+    /// raw QUIC streams, with the relay's certificate and transport settings.
+    #[command(hide = true)]
+    BenchQuicServer(crate::cmd::bench::QuicServerArgs),
     /// Run a whole relay, agent and forward on loopback with a throwaway CA.
     Demo {
         /// Exit after checking that bytes go through, instead of waiting for Ctrl-C.
@@ -179,5 +183,6 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Demo { check } => crate::cmd::demo::run(*check).await,
         Command::Bench(bench) => crate::cmd::bench::run(bench, || client(&args)).await,
+        Command::BenchQuicServer(a) => crate::cmd::bench::quic_server(a).await,
     }
 }

@@ -76,7 +76,8 @@ impl Destination {
 /// A client of the relay: one connection, shared by every stream.
 #[derive(Debug)]
 pub struct Client {
-    credential: Loaded,
+    /// The credential it dials with.
+    pub credential: Loaded,
     transport: Transport,
     connect_timeout: Duration,
     conn: Mutex<Option<RelayConn>>,

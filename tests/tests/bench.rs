@@ -218,3 +218,48 @@ async fn bench_local_binary_prints_json() -> anyhow::Result<()> {
     assert_eq!(procs.len(), 3);
     Ok(())
 }
+
+#[tokio::test]
+async fn plain_quinn_baseline_measures_and_counts_add_up() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    // Only the relay's directory is used (its certificate and CA), as
+    // `relay-client bench-quic-server --dir` does; no relay runs on this port.
+    let relay = TestRelay::start(ALLOW_ALL).await;
+    let paths = relay.paths();
+    let tls = relay_net::tls::server_config(
+        &std::fs::read_to_string(paths.relay_cert())?,
+        &std::fs::read_to_string(paths.relay_key())?,
+        &std::fs::read_to_string(paths.ca_cert())?,
+    )?;
+    let transport = relay_net::endpoint::Transport::relay();
+    let endpoint = relay_net::endpoint::server("127.0.0.1:0".parse()?, tls, &transport)?;
+    let addr = endpoint.local_addr()?;
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(relay_client::bench::serve_quic(endpoint, stop.clone()));
+    let cred = relay.credential(proto::Role::Client, "ci");
+    let conn = relay_net::dial::dial_addr(
+        &cred,
+        &addr.to_string(),
+        &relay_net::endpoint::Transport::client(),
+        relay_tests::GUARD,
+    )
+    .await?;
+    let opts = tiny();
+    let m = guard(
+        "plain quinn bench",
+        measure(
+            &BenchPath::Quic(conn.conn.clone()),
+            "quic",
+            &opts,
+            &CpuMeter::new(&[]),
+            &Progress::hidden(),
+        ),
+    )
+    .await?;
+    check(&m, &opts);
+    conn.conn.close(0u32.into(), b"done");
+    stop.cancel();
+    guard("quic server stop", server).await?;
+    relay.shutdown().await;
+    Ok(())
+}

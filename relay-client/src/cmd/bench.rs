@@ -64,8 +64,50 @@ pub struct BenchArgs {
     #[arg(long)]
     pub no_direct: bool,
     /// Measure only plain TCP to a bench server at ADDR (no relay).
-    #[arg(long, value_name = "ADDR", conflicts_with_all = ["direct", "no_direct"])]
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["direct", "no_direct", "quic"])]
     pub tcp: Option<SocketAddr>,
+    /// Measure only plain quinn to a `bench-quic-server` at ADDR (one QUIC
+    /// hop, no relay; needs --credential of the server's relay directory).
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["direct", "no_direct"], hide = true)]
+    pub quic: Option<SocketAddr>,
+    /// Add this process's CPU time to the CPU-per-GiB figures of the
+    /// measured path (repeatable; e.g. the relay and agent of a real set-up
+    /// on this machine, as `bench/compare.sh` passes them).
+    #[arg(long, value_name = "PID")]
+    pub cpu_pid: Vec<u32>,
+}
+
+/// `relay-client bench-quic-server`: the one-hop QUIC baseline.
+#[derive(Debug, clap::Args)]
+pub struct QuicServerArgs {
+    /// A relay directory (`relay-server init`): its relay.crt, relay.key and ca.crt are used.
+    #[arg(long)]
+    pub dir: std::path::PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+}
+
+/// Runs `bench-quic-server` until Ctrl-C or SIGTERM; prints
+/// `bench-quic-server listening on ADDR`.
+///
+/// # Errors
+/// If the files cannot be read or the address bound.
+pub async fn quic_server(args: &QuicServerArgs) -> anyhow::Result<ExitCode> {
+    let read = |name: &str| {
+        let path = args.dir.join(name);
+        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let tls =
+        relay_net::tls::server_config(&read("relay.crt")?, &read("relay.key")?, &read("ca.crt")?)?;
+    let endpoint =
+        relay_net::endpoint::server(args.listen, tls, &relay_net::endpoint::Transport::relay())
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    relay_net::signals::cancel_on_signal(shutdown.clone())?;
+    println!("bench-quic-server listening on {}", endpoint.local_addr()?);
+    crate::bench::serve_quic(endpoint, shutdown).await;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Parses `1GiB`, `256MiB`, `64KiB`, `1G`, `1000000`.
@@ -337,6 +379,29 @@ async fn measure_all(
         .await?;
         return Ok(Report::new(format!("plain TCP to {addr}"), opts, m, None));
     }
+    if let Some(addr) = args.quic {
+        let client = client()?;
+        let conn = relay_net::dial::dial_addr(
+            &client.credential,
+            &addr.to_string(),
+            &relay_net::endpoint::Transport::client(),
+            std::time::Duration::from_secs(10),
+        )
+        .await?;
+        let path = BenchPath::Quic(conn.conn.clone());
+        let m = measure(
+            &path,
+            "quic",
+            &opts,
+            &CpuMeter::new(&args.cpu_pid),
+            &progress,
+        )
+        .await?;
+        conn.conn.close(0u32.into(), b"done");
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), conn.endpoint.wait_idle())
+            .await;
+        return Ok(Report::new(format!("plain quinn to {addr}"), opts, m, None));
+    }
     if args.local {
         return local(&opts, &progress).await;
     }
@@ -362,10 +427,21 @@ async fn measure_all(
         client: client.clone(),
         dest: dest.clone(),
     };
-    let measured = measure(&path, "tunnel", &opts, &CpuMeter::new(&[]), &progress).await?;
-    let mut notes = vec![
-        "CPU figures count only this process: the relay and the agent run elsewhere".to_owned(),
-    ];
+    let measured = measure(
+        &path,
+        "tunnel",
+        &opts,
+        &CpuMeter::new(&args.cpu_pid),
+        &progress,
+    )
+    .await?;
+    let mut notes = Vec::new();
+    if args.cpu_pid.is_empty() {
+        notes.push(
+            "CPU figures count only this process (add the relay's and agent's with --cpu-pid)"
+                .to_owned(),
+        );
+    }
     let direct = if args.no_direct {
         None
     } else if let Some(addr) = args.direct {
