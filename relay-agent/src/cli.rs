@@ -129,7 +129,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     config.backoff.max = args.max_backoff;
     config.transport.idle_timeout = args.idle_timeout;
     config.transport.keep_alive = Some(args.idle_timeout / 3);
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = relay_net::runtime::build()?;
     runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();
         relay_net::signals::cancel_on_signal(shutdown.clone())?;
@@ -140,7 +140,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn bench_server(listen: std::net::SocketAddr) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = relay_net::runtime::build()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await

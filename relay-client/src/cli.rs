@@ -91,7 +91,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let args = Args::parse();
     relay_net::logging::init("info", matches!(args.log_format, LogFormat::Json));
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match relay_net::runtime::build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("relay-client: cannot start: {e}");

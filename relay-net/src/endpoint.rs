@@ -31,7 +31,33 @@ pub struct Transport {
     /// Per-connection receive window (bytes). Kept at 16× the stream window,
     /// so a few stalled forwarded connections cannot starve the others.
     pub connection_window: u32,
+    /// Upper bound of path MTU discovery (UDP payload bytes). Packets start
+    /// at 1200 bytes and grow only as far as probes prove the path carries
+    /// them, so a high bound is safe on any network; it only pays where the
+    /// path allows more than 1500 (loopback, jumbo frames).
+    pub mtu_upper_bound: u16,
 }
+
+/// quinn's default MTU discovery bound: within Ethernet's 1500 for IPv4 and IPv6.
+pub const ETHERNET_MTU_BOUND: u16 = 1452;
+
+/// The default MTU discovery bound, overridable with `RELAY_QUIC_MTU_MAX`
+/// (a benchmarking knob: `bench/compare.sh` and docs/PERFORMANCE.md).
+fn default_mtu_bound() -> u16 {
+    std::env::var("RELAY_QUIC_MTU_MAX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_MTU_BOUND)
+}
+
+/// Default upper bound of MTU discovery: 6000 bytes. On a 1500-byte path
+/// discovery stops at what the path carries (probes that do not arrive cost
+/// nothing but themselves); where the path allows more (loopback, jumbo
+/// frames) each packet carries 4× the data, and CPU per GiB halves
+/// (docs/PERFORMANCE.md). Not higher: quinn sends up to 10 datagrams per GSO
+/// batch, and 10 × 8952 passes the kernel's 64 KiB limit (measured: 8952
+/// collapses throughput; notes/quinn.md §3 saw the same).
+pub const DEFAULT_MTU_BOUND: u16 = 6000;
 
 impl Transport {
     /// The relay's side: many peers, moderate keep-alive (agents keep theirs).
@@ -42,6 +68,7 @@ impl Transport {
             max_bidi_streams: 16_384,
             stream_window: 2 << 20,
             connection_window: 32 << 20,
+            mtu_upper_bound: default_mtu_bound(),
         }
     }
 
@@ -74,7 +101,18 @@ impl Transport {
         t.receive_window(VarInt::from_u32(self.connection_window));
         t.send_window(u64::from(self.connection_window));
         t.datagram_receive_buffer_size(None);
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(self.mtu_upper_bound);
+        t.mtu_discovery_config(Some(mtu));
         t
+    }
+
+    /// Endpoint settings: accept UDP payloads as large as MTU discovery may
+    /// grow to (the peer's discovery is bounded by what we announce).
+    fn endpoint_config(&self) -> quinn::EndpointConfig {
+        let mut config = quinn::EndpointConfig::default();
+        let _ = config.max_udp_payload_size(self.mtu_upper_bound.max(1472));
+        config
     }
 }
 
@@ -118,7 +156,7 @@ pub fn server(
     config.max_incoming(4096);
     config.incoming_buffer_size_total(16 << 20);
     quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        transport.endpoint_config(),
         Some(config),
         bind_udp(addr)?,
         Arc::new(quinn::TokioRuntime),
@@ -141,7 +179,7 @@ pub fn client(
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     };
     let mut endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        transport.endpoint_config(),
         None,
         bind_udp(local)?,
         Arc::new(quinn::TokioRuntime),

@@ -21,6 +21,7 @@ pub mod framed;
 pub mod fsutil;
 pub mod logging;
 pub mod pki;
+pub mod runtime;
 pub mod signals;
 pub mod splice;
 pub mod tls;
