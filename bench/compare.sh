@@ -38,7 +38,7 @@ cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     for pid in "${PIDS[@]}"; do timeout 5 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -9 "$pid" 2>/dev/null; done
     for ns in "${CREATED_NS[@]}"; do ip netns del "$ns" 2>/dev/null; done
-    rm -rf "$WORK"
+    if [ -n "${KEEP_WORK:-}" ]; then echo "logs kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -73,7 +73,13 @@ run_in() {
 # start ROLE NAME CMD...: background process; its stdout/stderr go to $WORK/NAME.{out,err}.
 start() {
     local role=$1 name=$2; shift 2
-    run_in "$role" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    # Not through run_in: `$!` must be the program itself, not a subshell
+    # (`ip netns exec` execs the program in place).
+    if [ "$TOPO" = netns ]; then
+        ip netns exec "$NS-$role" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    else
+        "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    fi
     local pid=$!
     PIDS+=("$pid")
     eval "PID_${name//-/_}=$pid"
@@ -182,26 +188,6 @@ run_topology() {
         "127.0.0.1:$fwd_hold" bench-agent/hold
     wait_port client 127.0.0.1 "$fwd_bench"
 
-    # -- idle connections first (before bulk traffic grows the heaps): the
-    #    relay's memory per held forwarded connection.
-    if [ "$IDLE_CONNS" -gt 0 ]; then
-        local rss0 rss1 held
-        rss0=$(rss_kib "$PID_relay")
-        start client idle python3 "$ROOT/bench/idle.py" connect "$fwd_hold" "$IDLE_CONNS"
-        if timeout 180 bash -c "until grep -q '^accepted $IDLE_CONNS\$' '$WORK/hold.out'; do sleep 0.2; done"; then
-            rss1=$(rss_kib "$PID_relay")
-            held=$IDLE_CONNS
-            record "$TOPO" idle_conns relay "$held" conns
-            record "$TOPO" idle_relay_rss_per_conn relay "$(awk -v a="$rss0" -v b="$rss1" -v n="$held" 'BEGIN { printf "%.1f", (b - a) / n }')" KiB
-            record "$TOPO" idle_relay_rss relay "$rss1" KiB
-            log "$TOPO: $held idle connections held; relay RSS $rss0 -> $rss1 KiB"
-        else
-            log "$TOPO: idle connections did not all arrive: $(tail -1 "$WORK/hold.out")"
-            record "$TOPO" idle_conns relay "$(tail -1 "$WORK/hold.out" | awk '{ print $2 }')" conns
-        fi
-        kill "$PID_idle" 2>/dev/null || true
-    fi
-
     # sshd in the agent's place, ssh -L in the client's.
     ssh-keygen -q -t ed25519 -N '' -f "$d/host_key"
     ssh-keygen -q -t ed25519 -N '' -f "$d/user_key"
@@ -220,6 +206,7 @@ AllowTcpForwarding yes
 MaxStartups 2000
 MaxSessions 2000
 PidFile none
+StrictModes no
 EOF
     start agent sshd /usr/sbin/sshd -D -e -f "$d/sshd_config"
     wait_port agent "$AGENT_IP" "$ssh_port"
@@ -265,6 +252,7 @@ EOF
             log "$TOPO iperf3 $mode $path: $(awk -v b="$bps" 'BEGIN { printf "%.2f", b / 1e9 }') Gbit/s"
         done
     done
+    # Peak RSS so far: set-up, idle, and the iperf3 runs (8 streams included).
     record "$TOPO" peak_rss_relay relay "$(hwm_kib "$PID_relay")" KiB
     record "$TOPO" peak_rss_agent relay "$(hwm_kib "$PID_agent")" KiB
     record "$TOPO" peak_rss_client relay "$(hwm_kib "$PID_forward")" KiB
@@ -308,6 +296,30 @@ EOF
         record "$TOPO" "bench_cpu_$m" quinn "$(jq ".measured.$m.cpu_s_per_gib" <<<"$b")" s/GiB
     done
     log "$TOPO plain quinn up: $(jq '.measured.up_1.gbit_s' <<<"$b") Gbit/s, $(jq '.measured.up_1.cpu_s_per_gib' <<<"$b") CPU-s/GiB"
+
+    # -- idle connections, last: the relay's memory per held forwarded
+    #    connection (RSS before and after; the bulk runs before may have left
+    #    free memory in the allocator, which would hide growth, so the relay's
+    #    RSS before is also recorded).
+    if [ "$IDLE_CONNS" -gt 0 ]; then
+        local rss0 rss1 held
+        rss0=$(rss_kib "$PID_relay")
+        record "$TOPO" idle_relay_rss_before relay "$rss0" KiB
+        start client idle python3 "$ROOT/bench/idle.py" connect "$fwd_hold" "$IDLE_CONNS"
+        if timeout 180 bash -c "until grep -q '^accepted $IDLE_CONNS\$' '$WORK/hold.out'; do sleep 0.2; done"; then
+            rss1=$(rss_kib "$PID_relay")
+            held=$IDLE_CONNS
+            record "$TOPO" idle_conns relay "$held" conns
+            record "$TOPO" idle_relay_rss_per_conn relay "$(awk -v a="$rss0" -v b="$rss1" -v n="$held" 'BEGIN { printf "%.1f", (b - a) / n }')" KiB
+            record "$TOPO" idle_relay_rss relay "$rss1" KiB
+            log "$TOPO: $held idle connections held; relay RSS $rss0 -> $rss1 KiB"
+        else
+            log "$TOPO: idle connections did not all arrive: $(tail -1 "$WORK/hold.out")"
+            record "$TOPO" idle_conns relay "$(tail -1 "$WORK/hold.out" | awk '{ print $2 }')" conns
+        fi
+        kill "$PID_idle" 2>/dev/null || true
+    fi
+
 
     # Stop this topology's processes (by PID), then its namespaces.
     local i

@@ -119,7 +119,7 @@ with open(dat, "w", encoding="utf-8") as f:
             f.write(f'"{short}\\n{label}" ' + " ".join("0" if v is None else f"{v:.3f}" for v in vals) + "\n")
 svg = os.path.join(out, "throughput.svg")
 script = f"""
-set terminal svg size 900,420 dynamic font "sans,12" background rgb "white"
+set terminal svg size 960,480 dynamic font "sans,12" background rgb "white"
 set output "{svg}"
 set title "Throughput (iperf3, Gbit/s, higher is better): direct TCP vs ssh -L vs relay"
 set style data histograms
@@ -129,7 +129,8 @@ set boxwidth 0.9
 set ylabel "Gbit/s"
 set yrange [0:*]
 set grid ytics
-set key top right
+set key outside top center horizontal maxrows 1
+set bmargin 5
 set xtics nomirror
 plot "{dat}" using 2:xtic(1) title columnheader(2) lc rgb "#8c8c8c", \\
      "" using 3 title columnheader(3) lc rgb "#e69f00", \\
