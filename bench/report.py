@@ -113,13 +113,13 @@ dat = os.path.join(out, "throughput.dat")
 with open(dat, "w", encoding="utf-8") as f:
     f.write('label "direct TCP" "ssh -L (aes128-gcm)" "relay (client, relay, agent)"\n')
     for topo in topos:
-        short = {"loopback": "loopback", "netns": "MTU 1500 netns"}.get(topo, topo)
+        short = {"loopback": "loopback", "netns": "netns MTU 1500"}.get(topo, topo)
         for metric, label in [("iperf_P1", "1 stream"), ("iperf_P8", "8 streams"), ("iperf_R", "reverse")]:
             vals = [get(topo, metric, p) for p in ("direct", "ssh", "relay")]
-            f.write(f'"{short}\\n{label}" ' + " ".join("0" if v is None else f"{v:.3f}" for v in vals) + "\n")
+            f.write(f'"{label}\\n{short}" ' + " ".join("0" if v is None else f"{v:.3f}" for v in vals) + "\n")
 svg = os.path.join(out, "throughput.svg")
 script = f"""
-set terminal svg size 960,480 dynamic font "sans,12" background rgb "white"
+set terminal svg size 1100,480 dynamic font "sans,12" background rgb "white"
 set output "{svg}"
 set title "Throughput (iperf3, Gbit/s, higher is better): direct TCP vs ssh -L vs relay"
 set style data histograms
