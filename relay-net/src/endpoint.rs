@@ -38,6 +38,14 @@ pub struct Transport {
     pub mtu_upper_bound: u16,
 }
 
+/// `RELAY_QUIC_ACK_FREQUENCY=N`: ask peers to ACK every N packets (a
+/// benchmarking knob, off by default; docs/PERFORMANCE.md).
+fn ack_frequency_threshold() -> Option<u32> {
+    std::env::var("RELAY_QUIC_ACK_FREQUENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
 /// quinn's default MTU discovery bound: within Ethernet's 1500 for IPv4 and IPv6.
 pub const ETHERNET_MTU_BOUND: u16 = 1452;
 
@@ -101,6 +109,14 @@ impl Transport {
         t.receive_window(VarInt::from_u32(self.connection_window));
         t.send_window(u64::from(self.connection_window));
         t.datagram_receive_buffer_size(None);
+        if let Some(threshold) = ack_frequency_threshold() {
+            // Ask the peer to acknowledge every `threshold` ack-eliciting
+            // packets instead of every other one (an extension; ignored by
+            // peers without it).
+            let mut ack = quinn::AckFrequencyConfig::default();
+            ack.ack_eliciting_threshold(VarInt::from_u32(threshold));
+            t.ack_frequency_config(Some(ack));
+        }
         let mut mtu = quinn::MtuDiscoveryConfig::default();
         mtu.upper_bound(self.mtu_upper_bound);
         t.mtu_discovery_config(Some(mtu));
