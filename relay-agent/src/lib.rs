@@ -6,7 +6,8 @@
 //! Layout: [`config`], [`allowlist`] (what is exposed), [`session`] (one
 //! relay connection: register, serve), [`stream`] (one forwarded stream:
 //! checks, [`dial`], splice), [`bench`] (the built-in benchmark target),
-//! [`cli`]. The agent never listens on a port.
+//! [`cli`]. The agent never listens on a port (only the separate, hidden
+//! `relay-agent bench-server` benchmark baseline does).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -342,7 +342,7 @@ pub async fn run(
     let report = tokio::select! {
         r = measure_all(args, client) => r?,
         // Return (and drop the child processes and temp dir) on Ctrl-C.
-        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        Ok(()) = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
