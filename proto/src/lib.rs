@@ -51,6 +51,9 @@
 //!            (one frame per agent the caller may reach)
 //! ```
 //!
+//! After `Accepted`, a stream to an agent's built-in `bench` target carries
+//! the benchmark sub-protocol of [`BenchHeader`] inside its raw bytes.
+//!
 //! A decode error on any stream is a protocol violation: the receiver resets
 //! the stream or closes the connection with [`DecodeError::code`].
 //!
@@ -65,6 +68,7 @@
 //!   `AgentInfo`, session frames `Data`, `Eof`, `Resize`, `Signal`, `Exit`
 //!   (a `Shell` open carries an optional command); error codes 0 to 16.
 
+mod bench;
 mod capabilities;
 mod code;
 mod codec;
@@ -73,6 +77,7 @@ mod frame;
 mod identity;
 mod name;
 
+pub use bench::{BenchError, BenchHeader, BenchMode, BENCH_COUNT_LEN, BENCH_HEADER_LEN};
 pub use capabilities::Capabilities;
 pub use code::ErrorCode;
 pub use error::DecodeError;

@@ -1,5 +1,6 @@
 //! What this agent exposes: named targets, each a `host:port` inside the
-//! private network. The agent is the last gate: a target that is not here
+//! private network, or the built-in benchmark service (`--expose-bench`,
+//! off by default). The agent is the last gate: a target that is not here
 //! is never dialled, whatever the relay's policy says.
 
 use std::collections::BTreeMap;
@@ -8,10 +9,19 @@ use proto::TargetName;
 
 /// One exposed target.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    /// `host:port` to dial, resolved inside the private network.
-    pub addr: String,
+pub enum Target {
+    /// A TCP service to dial.
+    Tcp {
+        /// `host:port` to dial, resolved inside the private network.
+        addr: String,
+    },
+    /// The benchmark service inside the agent process
+    /// ([`crate::bench`]): nothing is dialled, the stream itself is served.
+    Bench,
 }
+
+/// The name of the built-in benchmark target.
+pub const BENCH_TARGET: &str = "bench";
 
 /// Named targets.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -72,10 +82,25 @@ impl Allowlist {
         }
         self.targets.insert(
             name,
-            Target {
+            Target::Tcp {
                 addr: addr.to_owned(),
             },
         );
+        Ok(())
+    }
+
+    /// Exposes the built-in benchmark service as target [`BENCH_TARGET`].
+    ///
+    /// # Errors
+    /// If a target of that name is already exposed.
+    pub fn add_bench(&mut self) -> Result<(), String> {
+        let name = TargetName::try_from(BENCH_TARGET).map_err(|e| e.to_string())?;
+        if self.targets.contains_key(&name) {
+            return Err(format!(
+                "target {name} is exposed twice (--expose-bench uses that name)"
+            ));
+        }
+        self.targets.insert(name, Target::Bench);
         Ok(())
     }
 
@@ -119,6 +144,12 @@ mod tests {
             assert!(a.add_spec(bad).is_err(), "{bad}");
         }
         assert!(a.get(&TargetName::try_from("ssh").unwrap()).is_none());
+        a.add_bench().unwrap();
+        assert_eq!(
+            a.get(&TargetName::try_from(BENCH_TARGET).unwrap()),
+            Some(&Target::Bench)
+        );
+        assert!(a.add_bench().is_err(), "bench exposed twice");
     }
 
     proptest! {

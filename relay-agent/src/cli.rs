@@ -35,6 +35,10 @@ pub struct Args {
     /// Expose a target: NAME=HOST:PORT (repeatable). Nothing else is ever dialled.
     #[arg(long = "expose", value_name = "NAME=HOST:PORT")]
     expose: Vec<String>,
+    /// Also expose the built-in benchmark service as target `bench` (a
+    /// sink/source/echo inside this process, for `relay-client bench`).
+    #[arg(long)]
+    expose_bench: bool,
     /// Config file (TOML: credential, key, [expose]); flags add to it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -96,6 +100,14 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The benchmark service on plain TCP, as the direct baseline of
+    /// `relay-client bench`; prints `bench-server listening on ADDR`.
+    #[command(hide = true)]
+    BenchServer {
+        /// Address to listen on (loopback by default).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 /// Parses the command line and runs it.
@@ -112,8 +124,10 @@ pub fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(Command::Keygen { out }) = args.command {
-        return keygen(&out);
+    match args.command {
+        Some(Command::Keygen { out }) => return keygen(&out),
+        Some(Command::BenchServer { listen }) => return bench_server(listen),
+        None => {}
     }
     let file = match &args.config {
         Some(path) => File::load(path)?,
@@ -134,6 +148,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     for spec in &args.expose {
         allowlist.add_spec(spec)?;
+    }
+    if args.expose_bench {
+        allowlist.add_bench().map_err(|e| anyhow::anyhow!(e))?;
     }
     if allowlist.is_empty() && !(args.allow_shell || file.allow_shell) {
         tracing::warn!("nothing exposed: every open will be refused (add --expose NAME=HOST:PORT)");
@@ -174,12 +191,27 @@ fn run(args: Args) -> anyhow::Result<()> {
             "shell and command sessions are allowed (where the relay policy grants them)"
         );
     }
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = relay_net::runtime::build()?;
     runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();
         relay_net::signals::cancel_on_signal(shutdown.clone())?;
         tracing::info!(identity = %config.credential.cert.identity, "agent starting");
         crate::Agent::new(config).run(shutdown).await;
+        Ok(())
+    })
+}
+
+fn bench_server(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    let runtime = relay_net::runtime::build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        relay_net::signals::cancel_on_signal(shutdown.clone())?;
+        // One machine-readable line, as `relay-server run` prints.
+        println!("bench-server listening on {}", listener.local_addr()?);
+        crate::bench::serve_tcp(listener, shutdown).await;
         Ok(())
     })
 }

@@ -7,7 +7,9 @@
 //! relay connection: register, serve), [`stream`] (one forwarded stream:
 //! checks, [`dial`], splice), [`sessions`] (shell and command sessions, off
 //! unless `--allow-shell`: [`shell`] on a PTY, [`exec`] without one,
-//! [`record`]ed in asciicast v2), [`cli`]. The agent never listens on a port.
+//! [`record`]ed in asciicast v2), [`bench`] (the built-in benchmark target),
+//! [`cli`]. The agent never listens on a port (only the separate, hidden
+//! `relay-agent bench-server` benchmark baseline does).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub mod allowlist;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dial;

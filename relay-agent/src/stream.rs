@@ -1,6 +1,7 @@
 //! Serving one stream: `Forwarded` (from the relay) → checks → dial →
 //! `Accepted` → splice; or, for `Shell` and `Exec` (only with
-//! `--allow-shell`), a session ([`crate::shell`], [`crate::exec`]). Nothing here assumes the relay is the peer beyond
+//! `--allow-shell`), a session ([`crate::shell`], [`crate::exec`]); or, for
+//! the built-in `bench` target, [`crate::bench::serve`]. Nothing here assumes the relay is the peer beyond
 //! the one rule that only a peer with the `relay` role may name a caller
 //! (DESIGN "end-to-end mode": keep the seam).
 
@@ -12,7 +13,7 @@ use relay_net::cert::PeerCert;
 use relay_net::framed::{refuse, write_frame, FrameReader};
 use relay_net::splice::{splice, tcp_halves};
 
-use crate::allowlist::Allowlist;
+use crate::allowlist::{Allowlist, Target};
 use crate::sessions::Sessions;
 
 /// What every stream handler needs.
@@ -111,6 +112,24 @@ pub async fn serve(
         );
         return ctx.refuse(&mut send, &mut reader.recv, r).await;
     };
+    let addr = match target {
+        Target::Tcp { addr } => addr,
+        Target::Bench => {
+            // The built-in benchmark: the stream is served here instead of
+            // being spliced to a dialled connection.
+            if write_frame(&mut send, Accepted).await.is_err() {
+                return;
+            }
+            let (mut recv, early) = reader.into_parts();
+            match crate::bench::serve(&mut recv, &mut send, early, ctx.first_frame_timeout).await {
+                Ok(s) => {
+                    tracing::debug!(mode = ?s.mode, up = s.read, down = s.written, "bench stream closed")
+                }
+                Err(f) => tracing::debug!(err = %f, "bench stream failed"),
+            }
+            return;
+        }
+    };
     let Ok(dialing) = ctx.dials.clone().try_acquire_owned() else {
         let r = Refused::new(
             ErrorCode::LIMIT_EXCEEDED,
@@ -121,7 +140,7 @@ pub async fn serve(
         );
         return ctx.refuse(&mut send, &mut reader.recv, r).await;
     };
-    let dialed = crate::dial::dial(&open.target, target, ctx.dial_timeout).await;
+    let dialed = crate::dial::dial(&open.target, addr, ctx.dial_timeout).await;
     drop(dialing);
     let tcp = match dialed {
         Ok(tcp) => tcp,

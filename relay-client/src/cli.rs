@@ -22,7 +22,8 @@ Examples:
   relay-client --credential alice.cred shell aks-prod            # interactive shell on the agent
   relay-client --credential alice.cred shell aks-prod -- htop
   relay-client --credential ci.cred run aks-prod -- kubectl get pods -A
-  relay-client demo                       # a whole relay + agent + forward on loopback";
+  relay-client demo                       # a whole relay + agent + forward on loopback
+  relay-client bench --local              # how fast is it? (relay + agent on loopback)";
 
 /// Reach targets behind a relay-agent: local port forwards, stdio streams.
 #[derive(Debug, Parser)]
@@ -102,6 +103,13 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Measure throughput, latency and stream-open rate through the tunnel
+    /// against direct TCP (`--local`: no set-up needed).
+    Bench(crate::cmd::bench::BenchArgs),
+    /// The plain-quinn baseline of `bench/compare.sh`: the bench service on
+    /// raw QUIC streams, with the relay's certificate and transport settings.
+    #[command(hide = true)]
+    BenchQuicServer(crate::cmd::bench::QuicServerArgs),
     /// Run a whole relay, agent and forward on loopback with a throwaway CA.
     Demo {
         /// Exit after checking that bytes go through, instead of waiting for Ctrl-C.
@@ -114,7 +122,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let args = Args::parse();
     relay_net::logging::init("info", matches!(args.log_format, LogFormat::Json));
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match relay_net::runtime::build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("relay-client: cannot start: {e}");
@@ -215,6 +223,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { check } => crate::cmd::demo::run(*check).await,
+        Command::Bench(bench) => crate::cmd::bench::run(bench, || client(&args)).await,
+        Command::BenchQuicServer(a) => crate::cmd::bench::quic_server(a).await,
     }
 }
 

@@ -4,8 +4,8 @@
 //! is lost) and opens one stream per forwarded connection. Commands live in
 //! [`cmd`]: `forward` (local port), `connect` (stdin/stdout, for ssh
 //! ProxyCommand), `shell` (interactive terminal on the agent), `run` (a
-//! remote command in a pipeline), `list`, `demo`; [`session`] is the part
-//! `shell` and `run` share.
+//! remote command in a pipeline), `list`, `demo`, `bench` (its measurements:
+//! [`bench`]); [`session`] is the part `shell` and `run` share.
 
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use relay_net::endpoint::Transport;
 use relay_net::framed::{write_frame, FrameReader};
 use tokio::sync::Mutex;
 
+pub mod bench;
 pub mod cli;
 pub mod cmd;
 pub mod local;
@@ -78,7 +79,8 @@ impl Destination {
 /// A client of the relay: one connection, shared by every stream.
 #[derive(Debug)]
 pub struct Client {
-    credential: Loaded,
+    /// The credential it dials with.
+    pub credential: Loaded,
     transport: Transport,
     connect_timeout: Duration,
     conn: Mutex<Option<RelayConn>>,

@@ -22,16 +22,16 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// The binaries next to the running executable (as `cargo build` lays them out).
+    /// The binaries next to the running executable (as `cargo build` lays
+    /// them out), each overridable with `RELAY_SERVER_BIN` /
+    /// `RELAY_AGENT_BIN` (the test harness builds them under other names).
     ///
     /// # Errors
     /// If they are not there.
     pub fn beside_current_exe() -> anyhow::Result<Binaries> {
-        let exe = std::env::current_exe()?;
-        let dir = exe.parent().context("executable has no folder")?;
         let bins = Binaries {
-            server: dir.join("relay-server"),
-            agent: dir.join("relay-agent"),
+            server: locate("RELAY_SERVER_BIN", "relay-server")?,
+            agent: locate("RELAY_AGENT_BIN", "relay-agent")?,
         };
         for bin in [&bins.server, &bins.agent] {
             if !bin.exists() {
@@ -43,6 +43,48 @@ impl Binaries {
         }
         Ok(bins)
     }
+}
+
+/// `$env` if set, else `name` next to the running executable.
+///
+/// # Errors
+/// If the running executable's path is unknown.
+pub fn locate(env: &str, name: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(env) {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("executable has no folder")?;
+    Ok(dir.join(name))
+}
+
+/// Starts `relay-agent bench-server --listen 127.0.0.1:0` (the direct-TCP
+/// baseline of `relay-client bench`) and waits for its address.
+///
+/// # Errors
+/// If it cannot be started or does not report an address in time.
+pub async fn start_bench_server(agent_bin: &Path) -> anyhow::Result<(Child, SocketAddr)> {
+    let mut child = Command::new(agent_bin)
+        .args(["bench-server", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(child_stderr())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("running {} bench-server", agent_bin.display()))?;
+    let stdout = child.stdout.take().context("bench-server stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(STARTUP, async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(addr) = line.strip_prefix("bench-server listening on ") {
+                return Ok(addr.parse::<SocketAddr>()?);
+            }
+        }
+        anyhow::bail!("bench-server exited before listening")
+    })
+    .await
+    .context("bench-server did not start in time")??;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, addr))
 }
 
 /// A running relay in a temporary directory.
@@ -136,6 +178,11 @@ impl LocalRelay {
     pub fn write_policy(&self, text: &str) -> anyhow::Result<()> {
         relay_net::fsutil::write_public(&self.dir.path().join("policy.toml"), text.as_bytes())?;
         Ok(())
+    }
+
+    /// The relay process's id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.relay.id()
     }
 
     /// The relay directory.

@@ -31,7 +31,41 @@ pub struct Transport {
     /// Per-connection receive window (bytes). Kept at 16× the stream window,
     /// so a few stalled forwarded connections cannot starve the others.
     pub connection_window: u32,
+    /// Upper bound of path MTU discovery (UDP payload bytes). Packets start
+    /// at 1200 bytes and grow only as far as probes prove the path carries
+    /// them, so a high bound is safe on any network; it only pays where the
+    /// path allows more than 1500 (loopback, jumbo frames).
+    pub mtu_upper_bound: u16,
 }
+
+/// `RELAY_QUIC_ACK_FREQUENCY=N`: ask peers to ACK every N packets (a
+/// benchmarking knob, off by default; docs/PERFORMANCE.md).
+fn ack_frequency_threshold() -> Option<u32> {
+    std::env::var("RELAY_QUIC_ACK_FREQUENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
+/// quinn's default MTU discovery bound: within Ethernet's 1500 for IPv4 and IPv6.
+pub const ETHERNET_MTU_BOUND: u16 = 1452;
+
+/// The default MTU discovery bound, overridable with `RELAY_QUIC_MTU_MAX`
+/// (a benchmarking knob: `bench/compare.sh` and docs/PERFORMANCE.md).
+fn default_mtu_bound() -> u16 {
+    std::env::var("RELAY_QUIC_MTU_MAX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_MTU_BOUND)
+}
+
+/// Default upper bound of MTU discovery: 6000 bytes. On a 1500-byte path
+/// discovery stops at what the path carries (probes that do not arrive cost
+/// nothing but themselves); where the path allows more (loopback, jumbo
+/// frames) each packet carries 4× the data, and CPU per GiB halves
+/// (docs/PERFORMANCE.md). Not higher: quinn sends up to 10 datagrams per GSO
+/// batch, and 10 × 8952 passes the kernel's 64 KiB limit (measured: 8952
+/// collapses throughput; notes/quinn.md §3 saw the same).
+pub const DEFAULT_MTU_BOUND: u16 = 6000;
 
 impl Transport {
     /// The relay's side: many peers, moderate keep-alive (agents keep theirs).
@@ -42,6 +76,7 @@ impl Transport {
             max_bidi_streams: 16_384,
             stream_window: 2 << 20,
             connection_window: 32 << 20,
+            mtu_upper_bound: default_mtu_bound(),
         }
     }
 
@@ -74,7 +109,31 @@ impl Transport {
         t.receive_window(VarInt::from_u32(self.connection_window));
         t.send_window(u64::from(self.connection_window));
         t.datagram_receive_buffer_size(None);
+        if let Some(threshold) = ack_frequency_threshold() {
+            // Ask the peer to acknowledge every `threshold` ack-eliciting
+            // packets instead of every other one (an extension; ignored by
+            // peers without it).
+            let mut ack = quinn::AckFrequencyConfig::default();
+            ack.ack_eliciting_threshold(VarInt::from_u32(threshold));
+            t.ack_frequency_config(Some(ack));
+        }
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(self.mtu_upper_bound);
+        t.mtu_discovery_config(Some(mtu));
         t
+    }
+
+    /// Endpoint settings: accept UDP payloads as large as MTU discovery may
+    /// grow to (the peer's discovery is bounded by what we announce).
+    fn endpoint_config(&self) -> quinn::EndpointConfig {
+        let mut config = quinn::EndpointConfig::default();
+        self.apply_to(&mut config);
+        config
+    }
+
+    /// Lets the endpoint receive datagrams as large as MTU discovery may probe.
+    fn apply_to(&self, config: &mut quinn::EndpointConfig) {
+        let _ = config.max_udp_payload_size(self.mtu_upper_bound.max(1472));
     }
 }
 
@@ -140,6 +199,8 @@ pub fn server(
         }
         None => quinn::EndpointConfig::default(),
     };
+    let mut endpoint_config = endpoint_config;
+    transport.apply_to(&mut endpoint_config);
     quinn::Endpoint::new(
         endpoint_config,
         Some(config),
@@ -164,7 +225,7 @@ pub fn client(
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     };
     let mut endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        transport.endpoint_config(),
         None,
         bind_udp(local)?,
         Arc::new(quinn::TokioRuntime),

@@ -6,12 +6,14 @@
 //! - [`tls`] and [`endpoint`]: mutual-TLS 1.3 QUIC endpoints and transport;
 //! - [`dial`]: reaching the relay, with failures a person can act on;
 //! - [`framed`]: frames at the start of a stream, early data kept;
-//! - [`splice`]: copying both ways with finish/reset mirrored.
+//! - [`splice`]: copying both ways with finish/reset mirrored;
+//! - [`bench`]: the benchmark service (sink, source, echo) on any splice ends.
 //!
 //! Nothing here knows which program it runs in: policy, registry and
 //! allowlist live in the programs themselves.
 
 pub mod admin;
+pub mod bench;
 pub mod cert;
 pub mod credential;
 pub mod dial;
@@ -20,6 +22,7 @@ pub mod framed;
 pub mod fsutil;
 pub mod logging;
 pub mod pki;
+pub mod runtime;
 pub mod signals;
 pub mod splice;
 pub mod tls;
