@@ -7,7 +7,8 @@
 //! relay connection: register, serve), [`stream`] (one forwarded stream:
 //! checks, [`dial`], splice), [`sessions`] (shell and command sessions, off
 //! unless `--allow-shell`: [`shell`] on a PTY, [`exec`] without one,
-//! [`record`]ed in asciicast v2), [`cli`]. The agent never listens on a port.
+//! [`record`]ed in asciicast v2), [`socks`] (SOCKS destinations: rules,
+//! resolution, checks; off unless `--allow-socks`), [`cli`]. The agent never listens on a port.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,7 @@ pub mod record;
 pub mod session;
 pub mod sessions;
 pub mod shell;
+pub mod socks;
 pub mod stream;
 
 pub use config::Config;
@@ -68,6 +70,7 @@ impl Agent {
             metrics: self.metrics.clone(),
             dials: Arc::new(tokio::sync::Semaphore::new(self.config.max_dials)),
             sessions: self.config.sessions.clone(),
+            socks: self.config.socks.clone(),
         });
         if let Some(listener) = self
             .config
