@@ -3,6 +3,9 @@
 pub mod connect;
 pub mod demo;
 pub mod forward;
+pub mod kubeconfig;
 pub mod list;
 pub mod run;
 pub mod shell;
+pub mod socks;
+pub mod with;
