@@ -28,13 +28,17 @@ impl Capabilities {
     pub const SHELL: Capabilities = Capabilities(2);
     /// `Exec` streams: run one command.
     pub const EXEC: Capabilities = Capabilities(4);
+    /// `Socks` streams: a destination chosen by the caller, checked by
+    /// the agent's `--allow-socks` rules.
+    pub const SOCKS: Capabilities = Capabilities(8);
     /// Every capability this version knows.
-    pub const ALL: Capabilities = Capabilities(1 | 2 | 4);
+    pub const ALL: Capabilities = Capabilities(1 | 2 | 4 | 8);
 
-    const NAMES: [(Capabilities, &'static str); 3] = [
+    const NAMES: [(Capabilities, &'static str); 4] = [
         (Self::TCP, "TCP"),
         (Self::SHELL, "SHELL"),
         (Self::EXEC, "EXEC"),
+        (Self::SOCKS, "SOCKS"),
     ];
 
     /// The raw bits.
@@ -122,7 +126,7 @@ mod tests {
         assert_eq!(format!("{:?}", Capabilities::EMPTY), "Capabilities(empty)");
         assert_eq!(
             format!("{:?}", Capabilities::ALL),
-            "Capabilities(TCP | SHELL | EXEC)"
+            "Capabilities(TCP | SHELL | EXEC | SOCKS)"
         );
         assert_eq!(
             format!("{:?}", Capabilities(0x12)),

@@ -46,6 +46,10 @@
 //!   a stream finish or reset from the client before Exit ends the session:
 //!   the agent hangs up (SIGHUP) and then kills the program
 //!
+//!   a Socks open (`relay-client socks`) names a Destination instead of a
+//!   target; the agent resolves it, checks its rules, dials the checked
+//!   address and answers like a Tcp open; raw bytes follow Accepted
+//!
 //! client ─ List ─▶ relay                       on a fresh bidi stream
 //! client ◀─ AgentInfo { agent, instances, targets } × N ─ relay, then finish
 //!            (one frame per agent the caller may reach)
@@ -67,19 +71,25 @@
 //!   `Tcp`, `Shell`, `Exec`), `Forwarded`, `Accepted`, `Refused`, `List`,
 //!   `AgentInfo`, session frames `Data`, `Eof`, `Resize`, `Signal`, `Exit`
 //!   (a `Shell` open carries an optional command); error codes 0 to 16.
+//!   Kind `Socks { dest }` (wire 3, capability `SOCKS`) added later in
+//!   version 1: an old agent refuses it as malformed and never advertises
+//!   the capability, so no version bump was needed.
 
 mod bench;
 mod capabilities;
 mod code;
 mod codec;
+mod destination;
 mod error;
 mod frame;
 mod identity;
 mod name;
+pub mod socks5;
 
 pub use bench::{BenchError, BenchHeader, BenchMode, BENCH_COUNT_LEN, BENCH_HEADER_LEN};
 pub use capabilities::Capabilities;
 pub use code::ErrorCode;
+pub use destination::{Destination, Domain, DomainError, Host};
 pub use error::DecodeError;
 pub use frame::{
     Accepted, AgentInfo, Channel, Data, Eof, Exit, Forwarded, Frame, FrameType, GoAway, List, Open,

@@ -7,9 +7,10 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use relay_proto::{
-    Accepted, AgentInfo, AgentName, Capabilities, Channel, Data, DecodeError, Eof, ErrorCode, Exit,
-    Forwarded, Frame, FrameType, GoAway, Identity, List, Name, Open, Refused, Register, Registered,
-    Resize, Role, Signal, StreamKind, TargetName, HEADER_LEN, MAX_FRAME_LEN,
+    Accepted, AgentInfo, AgentName, Capabilities, Channel, Data, DecodeError, Destination, Domain,
+    Eof, ErrorCode, Exit, Forwarded, Frame, FrameType, GoAway, Host, Identity, List, Name, Open,
+    Refused, Register, Registered, Resize, Role, Signal, StreamKind, TargetName, HEADER_LEN,
+    MAX_FRAME_LEN,
 };
 
 // ---- strategies ------------------------------------------------------------
@@ -58,7 +59,25 @@ fn stream_kind() -> impl Strategy<Value = StreamKind> {
                 argv
             }),
         vec("[^\0]{0,64}", 1..=8).prop_map(|argv| StreamKind::Exec { argv }),
+        destination().prop_map(|dest| StreamKind::Socks { dest }),
     ]
+}
+
+/// A valid domain name (lower and upper case, up to 4 labels).
+fn domain() -> impl Strategy<Value = Domain> {
+    "[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,20}[a-zA-Z0-9_])?(\\.[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,20}[a-zA-Z0-9_])?){0,3}\\.?"
+        .prop_filter_map("the pattern is the host name rule", |s| {
+            Domain::try_from(s.as_str()).ok()
+        })
+}
+
+fn destination() -> impl Strategy<Value = Destination> {
+    let host = prop_oneof![
+        any::<std::net::Ipv4Addr>().prop_map(|ip| Host::Ip(ip.into())),
+        any::<std::net::Ipv6Addr>().prop_map(|ip| Host::Ip(ip.into())),
+        domain().prop_map(Host::Domain),
+    ];
+    (host, any::<u16>()).prop_map(|(host, port)| Destination { host, port })
 }
 
 fn open() -> impl Strategy<Value = Open> {

@@ -15,6 +15,8 @@ const EXAMPLES: &str = "\
 Examples:
   relay-agent --credential agent.cred --expose kube-api=10.0.0.1:6443 --expose db=db.internal:5432
   relay-agent --config /etc/relay/agent.toml
+  relay-agent --credential agent.cred --allow-socks 'kube.internal:443,10.0.0.0/8:5432'
+  relay-agent --credential agent.cred --allow-socks kube.internal:443 --socks-host kube.internal=10.0.0.1
   relay-agent --credential agent.cred --allow-shell --record-dir /var/log/relay-sessions
   relay-agent --credential agent.cred --allow-shell --shell /bin/bash --shell-user ops --shell-env KUBECONFIG
   relay-agent keygen --out agent.key > agent.csr     # then: relay-server issue agent NAME --csr agent.csr";
@@ -83,6 +85,17 @@ pub struct Args {
     /// Run sessions even when their recording cannot be written.
     #[arg(long)]
     record_fail_open: bool,
+    /// Serve SOCKS streams (`relay-client socks`) to these destinations only,
+    /// if the relay's policy also grants `socks = true`: comma-separated
+    /// HOST:PORT, CIDR:PORT or CIDR:* ([v6]/len in brackets); repeatable.
+    /// Names are resolved here and every address is checked; loopback,
+    /// link-local and the metadata address need a rule inside their range.
+    #[arg(long, value_name = "RULES")]
+    allow_socks: Vec<String>,
+    /// Resolve NAME to these addresses for SOCKS, without DNS (split
+    /// horizon); the addresses are still checked against the rules.
+    #[arg(long, value_name = "NAME=IP[,IP]")]
+    socks_host: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -152,10 +165,22 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.expose_bench {
         allowlist.add_bench().map_err(|e| anyhow::anyhow!(e))?;
     }
-    if allowlist.is_empty() && !(args.allow_shell || file.allow_shell) {
+    let mut socks = crate::socks::Socks::default();
+    for spec in file.allow_socks.iter().chain(&args.allow_socks) {
+        socks.add_rules(spec)?;
+    }
+    for spec in file.socks_host.iter().chain(&args.socks_host) {
+        socks.add_host(spec)?;
+    }
+    if allowlist.is_empty() && !(args.allow_shell || file.allow_shell) && !socks.enabled() {
         tracing::warn!("nothing exposed: every open will be refused (add --expose NAME=HOST:PORT)");
     }
     let mut config = Config::new(loaded, allowlist);
+    if socks.enabled() {
+        let rules: Vec<String> = socks.rules().iter().map(ToString::to_string).collect();
+        tracing::warn!(rules = %rules.join(","), "SOCKS is allowed to these destinations (where the relay policy grants it)");
+    }
+    config.socks = socks;
     config.dial_timeout = args.dial_timeout;
     config.max_dials = args.max_dials.max(1);
     config.backoff.max = args.max_backoff;

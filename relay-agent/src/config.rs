@@ -10,7 +10,8 @@
 //!
 //! Sessions (see [`crate::sessions`]) take the same keys as the flags:
 //! `allow-shell`, `shell`, `shell-user`, `shell-env`, `record-dir`,
-//! `record-fail-open`.
+//! `record-fail-open`. SOCKS (see [`crate::socks`]): `allow-socks` and
+//! `socks-host`, lists of the flags' values.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -66,6 +67,8 @@ pub struct Config {
     pub metrics: Option<std::sync::Arc<std::net::TcpListener>>,
     /// Shell and command sessions (off by default).
     pub sessions: Sessions,
+    /// SOCKS destinations (off unless rules are given).
+    pub socks: crate::socks::Socks,
 }
 
 impl Config {
@@ -82,6 +85,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(5),
             metrics: None,
             sessions: Sessions::default(),
+            socks: crate::socks::Socks::default(),
         }
     }
 }
@@ -114,6 +118,12 @@ pub struct File {
     /// `record-fail-open = true`: run sessions even if they cannot be recorded.
     #[serde(default, rename = "record-fail-open")]
     pub record_fail_open: bool,
+    /// `allow-socks = ["kube.internal:443", "10.0.0.0/8:5432"]`.
+    #[serde(default, rename = "allow-socks")]
+    pub allow_socks: Vec<String>,
+    /// `socks-host = ["kube.internal=10.0.0.1"]`.
+    #[serde(default, rename = "socks-host")]
+    pub socks_host: Vec<String>,
 }
 
 impl File {

@@ -7,9 +7,10 @@
 //! relay connection: register, serve), [`stream`] (one forwarded stream:
 //! checks, [`dial`], splice), [`sessions`] (shell and command sessions, off
 //! unless `--allow-shell`: [`shell`] on a PTY, [`exec`] without one,
-//! [`record`]ed in asciicast v2), [`bench`] (the built-in benchmark target),
-//! [`cli`]. The agent never listens on a port (only the separate, hidden
-//! `relay-agent bench-server` benchmark baseline does).
+//! [`record`]ed in asciicast v2), [`socks`] (SOCKS destinations: rules,
+//! resolution, checks; off unless `--allow-socks`), [`bench`] (the built-in
+//! benchmark target), [`cli`]. The agent never listens on a port (only the
+//! separate, hidden `relay-agent bench-server` benchmark baseline does).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,7 @@ pub mod record;
 pub mod session;
 pub mod sessions;
 pub mod shell;
+pub mod socks;
 pub mod stream;
 
 pub use config::Config;
@@ -71,6 +73,7 @@ impl Agent {
             metrics: self.metrics.clone(),
             dials: Arc::new(tokio::sync::Semaphore::new(self.config.max_dials)),
             sessions: self.config.sessions.clone(),
+            socks: self.config.socks.clone(),
         });
         if let Some(listener) = self
             .config

@@ -66,10 +66,15 @@ pub async fn run(
     let (mut send, recv) = conn.open_bi().await.map_err(|e| fail(describe(&e)))?;
     let register = Register {
         version: PROTOCOL_VERSION,
-        capabilities: if config.sessions.allow {
-            Capabilities::TCP | Capabilities::SHELL | Capabilities::EXEC
-        } else {
-            Capabilities::TCP
+        capabilities: {
+            let mut caps = Capabilities::TCP;
+            if config.sessions.allow {
+                caps |= Capabilities::SHELL | Capabilities::EXEC;
+            }
+            if config.socks.enabled() {
+                caps |= Capabilities::SOCKS;
+            }
+            caps
         },
         targets: config.allowlist.names(),
     };

@@ -1,5 +1,6 @@
 //! Serving one stream: `Forwarded` (from the relay) → checks → dial →
-//! `Accepted` → splice; or, for `Shell` and `Exec` (only with
+//! `Accepted` → splice; for `Socks`, resolve → rule check → dial
+//! ([`crate::socks`]) → `Accepted` → splice; or, for `Shell` and `Exec` (only with
 //! `--allow-shell`), a session ([`crate::shell`], [`crate::exec`]); or, for
 //! the built-in `bench` target, [`crate::bench::serve`]. Nothing here assumes the relay is the peer beyond
 //! the one rule that only a peer with the `relay` role may name a caller
@@ -15,6 +16,7 @@ use relay_net::splice::{splice, tcp_halves};
 
 use crate::allowlist::{Allowlist, Target};
 use crate::sessions::Sessions;
+use crate::socks::Socks;
 
 /// What every stream handler needs.
 #[derive(Debug)]
@@ -33,6 +35,8 @@ pub struct StreamContext {
     pub dials: Arc<tokio::sync::Semaphore>,
     /// Shell and command sessions.
     pub sessions: Sessions,
+    /// SOCKS rules (off when empty).
+    pub socks: Socks,
 }
 
 impl StreamContext {
@@ -88,6 +92,9 @@ pub async fn serve(
     let span =
         tracing::debug_span!("stream", caller = %caller, target = %open.target, kind = %open.kind);
     let _enter = span.enter();
+    if let StreamKind::Socks { dest } = &open.kind {
+        return socks(&ctx, &caller, dest, send, reader).await;
+    }
     if !matches!(open.kind, StreamKind::Tcp) {
         if !ctx.sessions.allow {
             let r = Refused::new(
@@ -149,13 +156,84 @@ pub async fn serve(
             return ctx.refuse(&mut send, &mut reader.recv, r).await;
         }
     };
+    accept_and_splice(&ctx, &open.kind, send, reader, tcp).await;
+}
+
+/// A `Socks` stream: resolve the destination here, check every address
+/// against the rules and the deny list, dial only what passed.
+async fn socks(
+    ctx: &StreamContext,
+    caller: &Identity,
+    dest: &proto::Destination,
+    mut send: quinn::SendStream,
+    mut reader: FrameReader,
+) {
+    if !ctx.socks.enabled() {
+        let r = Refused::new(
+            ErrorCode::UNSUPPORTED,
+            format!(
+                "agent {} does not offer SOCKS (it runs without --allow-socks)",
+                ctx.me.name
+            ),
+        );
+        return ctx.refuse(&mut send, &mut reader.recv, r).await;
+    }
+    let Ok(dialing) = ctx.dials.clone().try_acquire_owned() else {
+        let r = Refused::new(
+            ErrorCode::LIMIT_EXCEEDED,
+            format!(
+                "agent {} has too many dials in flight; try again",
+                ctx.me.name
+            ),
+        );
+        return ctx.refuse(&mut send, &mut reader.recv, r).await;
+    };
+    let dialed = match ctx
+        .socks
+        .resolve(ctx.me.name.as_str(), dest, ctx.dial_timeout)
+        .await
+    {
+        Ok(addrs) => crate::socks::dial(dest, &addrs, ctx.dial_timeout).await,
+        Err(r) => Err(r),
+    };
+    drop(dialing);
+    let tcp = match dialed {
+        Ok(tcp) => tcp,
+        Err(r) => {
+            if r.code == ErrorCode::TARGET_NOT_EXPOSED {
+                tracing::warn!(%caller, %dest, reason = %r.message, "socks destination refused");
+            } else {
+                tracing::info!(%caller, %dest, code = %r.code, reason = %r.message, "socks dial failed");
+            }
+            return ctx.refuse(&mut send, &mut reader.recv, r).await;
+        }
+    };
+    tracing::debug!(%caller, %dest, peer = ?tcp.peer_addr().ok(), "socks connected");
+    accept_and_splice(
+        ctx,
+        &StreamKind::Socks { dest: dest.clone() },
+        send,
+        reader,
+        tcp,
+    )
+    .await;
+}
+
+/// Answers `Accepted` and splices the stream with a dialled connection.
+async fn accept_and_splice(
+    ctx: &StreamContext,
+    kind: &StreamKind,
+    mut send: quinn::SendStream,
+    reader: FrameReader,
+    tcp: tokio::net::TcpStream,
+) {
     if write_frame(&mut send, Accepted).await.is_err() {
         return;
     }
     let m = &ctx.metrics;
     m.streams
         .get_or_create(&crate::metrics::KindLabel {
-            kind: open.kind.as_str().to_owned(),
+            kind: kind.as_str().to_owned(),
         })
         .inc();
     m.streams_open.inc();
@@ -230,7 +308,7 @@ async fn session(
             crate::shell::run(&ctx.sessions, caller, req, send, reader).await
         }
         // Checked by the caller.
-        StreamKind::Tcp => return,
+        StreamKind::Tcp | StreamKind::Socks { .. } => return,
     };
     let exit = ended
         .exit

@@ -22,6 +22,9 @@ Examples:
   relay-client --credential alice.cred shell aks-prod            # interactive shell on the agent
   relay-client --credential alice.cred shell aks-prod -- htop
   relay-client --credential ci.cred run aks-prod -- kubectl get pods -A
+  relay-client --credential alice.cred socks 127.0.0.1:1080 aks-prod   # SOCKS5, names resolved by the agent
+  relay-client --credential ci.cred with aks-prod/kube-api -- kubectl apply -f deploy.yaml
+  relay-client --credential alice.cred kubeconfig aks-prod/kube-api --kubeconfig ~/.kube/config
   relay-client demo                       # a whole relay + agent + forward on loopback
   relay-client bench --local              # how fast is it? (relay + agent on loopback)";
 
@@ -94,6 +97,63 @@ enum Command {
             value_name = "CMD"
         )]
         command: Vec<String>,
+    },
+    /// A local SOCKS5 proxy (CONNECT, no auth) whose connections leave
+    /// from AGENT; domain names are resolved by the agent.
+    #[command(
+        after_help = "Examples:\n  relay-client --credential alice.cred socks 127.0.0.1:1080 aks-prod\n  curl --socks5-hostname 127.0.0.1:1080 https://kube.internal/version\n\nThe agent must run with --allow-socks RULES and the relay policy must have\n`socks = true` for you. Refusals get SOCKS reply codes (0x02 not allowed,\n0x03 agent offline, 0x04 unreachable, 0x05 refused, 0x06 timeout)."
+    )]
+    Socks {
+        /// Local address: ADDR:PORT or a port on 127.0.0.1.
+        listen: String,
+        /// The agent the connections leave from.
+        agent: proto::AgentName,
+    },
+    /// Run CMD with a forward to AGENT/TARGET on a free local port
+    /// (RELAY_FORWARD_ADDR, RELAY_FORWARD_PORT) and, if a kubeconfig is in
+    /// play, KUBECONFIG set to a temporary one through the forward.
+    #[command(
+        after_help = "Examples:\n  relay-client --credential ci.cred with aks-prod/kube-api -- kubectl apply -f deploy.yaml\n  relay-client with aks-prod/db -- sh -c 'psql -h 127.0.0.1 -p $RELAY_FORWARD_PORT'\n\nThe temporary kubeconfig copies the current context (or --context) with\nserver https://RELAY_FORWARD_ADDR and tls-server-name set to the real API\nhost, so certificate checks stay on. Exits with CMD's status (128+N if\nkilled by signal N); 255 if the forward cannot be set up."
+    )]
+    With {
+        /// AGENT/TARGET.
+        dest: Destination,
+        /// Kubeconfig to rewrite [default: KUBECONFIG, else ~/.kube/config if present].
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+        /// Kubeconfig context to use [default: the current one].
+        #[arg(long, value_name = "NAME")]
+        context: Option<String>,
+        /// Do not touch KUBECONFIG (for targets that are not a Kubernetes API).
+        #[arg(long)]
+        no_kubeconfig: bool,
+        /// The program and its arguments (after --).
+        #[arg(required = true, last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Write (or print) a kubeconfig context that reaches the current
+    /// context's cluster through the relay.
+    #[command(
+        after_help = "Examples:\n  relay-client kubeconfig aks-prod/kube-api                       # print, via socks 127.0.0.1:1080\n  relay-client kubeconfig aks-prod/kube-api --kubeconfig ~/.kube/config --context aks-prod-relay\n  relay-client kubeconfig aks-prod/kube-api --forward 127.0.0.1:16443\n\nRoute socks: keep `relay-client socks 127.0.0.1:1080 AGENT` running; the\ncluster keeps its server URL and gets proxy-url: socks5://.... Route\nforward: keep `relay-client forward 127.0.0.1:16443 AGENT/TARGET` running;\nthe server becomes https://127.0.0.1:16443 with tls-server-name set."
+    )]
+    Kubeconfig {
+        /// AGENT/TARGET of the API server.
+        dest: Destination,
+        /// Merge the context into FILE (created if missing) instead of printing.
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+        /// Name of the new context [default: relay-AGENT].
+        #[arg(long, value_name = "NAME")]
+        context: Option<String>,
+        /// Copy the cluster of this context [default: the current one].
+        #[arg(long, value_name = "NAME")]
+        from_context: Option<String>,
+        /// Route through `relay-client socks` on ADDR [default: 127.0.0.1:1080].
+        #[arg(long, value_name = "ADDR", conflicts_with = "forward")]
+        socks: Option<String>,
+        /// Route through `relay-client forward` on ADDR (ADDR:PORT or a port).
+        #[arg(long, value_name = "ADDR")]
+        forward: Option<String>,
     },
     /// List the agents online and the targets this credential may reach.
     List,
@@ -206,6 +266,60 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let client = client(&args)?;
             let result = crate::cmd::run::run(&client, agent, command.clone()).await;
             Ok(session_exit(&client, result).await)
+        }
+        Command::Socks { listen, agent } => {
+            let client = Arc::new(client(&args)?);
+            client.connection().await?;
+            let local = parse_local(listen)?;
+            let listener = tokio::net::TcpListener::bind(local)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {local}: {e}"))?;
+            eprintln!("socks5 proxy on {} -> {agent}", listener.local_addr()?);
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            relay_net::signals::cancel_on_signal(shutdown.clone())?;
+            crate::cmd::socks::run(client.clone(), listener, agent.clone(), shutdown).await;
+            client.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::With {
+            dest,
+            kubeconfig,
+            context,
+            no_kubeconfig,
+            command,
+        } => {
+            let client = Arc::new(client(&args)?);
+            let with = crate::cmd::with::With {
+                dest: dest.clone(),
+                kubeconfig: kubeconfig.clone(),
+                context: context.clone(),
+                no_kubeconfig: *no_kubeconfig,
+                command: command.clone(),
+            };
+            Ok(ExitCode::from(crate::cmd::with::run(client, with).await))
+        }
+        Command::Kubeconfig {
+            dest,
+            kubeconfig,
+            context,
+            from_context,
+            socks,
+            forward,
+        } => {
+            let route = match (socks, forward) {
+                (_, Some(f)) => crate::kube::Route::Forward(parse_local(f)?),
+                (Some(s), None) => crate::kube::Route::Socks(parse_local(s)?),
+                (None, None) => crate::kube::Route::Socks(crate::cmd::kubeconfig::default_socks()),
+            };
+            let k = crate::cmd::kubeconfig::Kubeconfig {
+                dest: dest.clone(),
+                kubeconfig: kubeconfig.clone(),
+                context: context.clone(),
+                from_context: from_context.clone(),
+                route,
+            };
+            crate::cmd::kubeconfig::run(k, &mut std::io::stdout()).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::List => {
             let client = client(&args)?;

@@ -4,8 +4,11 @@
 //! is lost) and opens one stream per forwarded connection. Commands live in
 //! [`cmd`]: `forward` (local port), `connect` (stdin/stdout, for ssh
 //! ProxyCommand), `shell` (interactive terminal on the agent), `run` (a
-//! remote command in a pipeline), `list`, `demo`, `bench` (its measurements:
-//! [`bench`]); [`session`] is the part `shell` and `run` share.
+//! remote command in a pipeline), `socks` (a local SOCKS5 proxy whose
+//! connections leave from an agent), `with` (run a command with a forward
+//! and a kubeconfig for it), `kubeconfig`, `list`, `demo`, `bench` (its
+//! measurements: [`bench`]); [`session`] is the part `shell` and `run`
+//! share, [`kube`] the kubeconfig rewriting.
 
 use std::time::Duration;
 
@@ -19,6 +22,7 @@ use tokio::sync::Mutex;
 pub mod bench;
 pub mod cli;
 pub mod cmd;
+pub mod kube;
 pub mod local;
 pub mod session;
 pub mod stream;
@@ -148,7 +152,16 @@ impl Client {
     /// # Errors
     /// A refusal (with the relay's or agent's message) or a failure.
     pub async fn open(&self, dest: &Destination) -> Result<stream::Opened, OpenError> {
-        let (send, recv) = self.open_raw(dest.open()).await?;
+        self.open_with(dest.open()).await
+    }
+
+    /// Sends `open` (of a kind that carries raw bytes: `Tcp`, `Socks`) and
+    /// waits for the agent's answer.
+    ///
+    /// # Errors
+    /// A refusal (with the relay's or agent's message) or a failure.
+    pub async fn open_with(&self, open: Open) -> Result<stream::Opened, OpenError> {
+        let (send, recv) = self.open_raw(open).await?;
         let mut reader = FrameReader::new(recv);
         match reader.read().await {
             Ok(Some(Frame::Accepted(_))) => {

@@ -34,13 +34,17 @@ pub struct AuditEvent {
     /// The target of an open.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// `tcp`, `shell` or `exec`.
+    /// `tcp`, `shell`, `exec` or `socks`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<&'static str>,
     /// The command of an `exec` (or of a `shell` started with one), its
     /// arguments quoted as a shell would need them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    /// The `host:port` a `socks` stream asked for (as the client named it;
+    /// the agent resolves and checks it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
     /// Error code name of a refusal or failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,

@@ -8,7 +8,12 @@
 //! targets = ["kube-api", "db"]   # target names, or ["*"]
 //! shell   = true             # interactive sessions (`relay-client shell`), default false
 //! run     = true             # commands (`relay-client run`), default false
+//! socks   = true             # SOCKS5 through the agent (`relay-client socks`), default false
 //! ```
+//!
+//! `socks = true` lets the client name any destination; the agent's own
+//! `--allow-socks` rules then decide which ones it dials. It is its own
+//! grant too: `targets = ["*"]` does not imply it.
 //!
 //! A shell or a command is code execution on the agent's host, so it is its
 //! own grant, never implied by `targets = ["*"]`.
@@ -69,6 +74,10 @@ pub struct Allow {
     /// Non-interactive `Exec` commands on those agents.
     #[serde(default)]
     pub run: bool,
+    /// `Socks` streams through those agents (destinations checked by the
+    /// agent's `--allow-socks` rules).
+    #[serde(default)]
+    pub socks: bool,
 }
 
 /// The whole policy.
@@ -112,6 +121,7 @@ pub const INITIAL_POLICY: &str = r#"# Relay policy: which client may reach which
 # targets = ["kube-api", "db"] # target names, or ["*"]
 # shell   = true               # interactive shells on the agent (default false)
 # run     = true               # remote commands on the agent (default false)
+# socks   = true               # SOCKS5 through the agent, to what its --allow-socks rules allow (default false)
 "#;
 
 impl Policy {
@@ -153,6 +163,11 @@ impl Policy {
     /// Whether `client` may run a command on `agent`.
     pub fn allows_run(&self, client: &Name, agent: &AgentName) -> bool {
         self.grants(client, agent).any(|a| a.run)
+    }
+
+    /// Whether `client` may open SOCKS streams through `agent`.
+    pub fn allows_socks(&self, client: &Name, agent: &AgentName) -> bool {
+        self.grants(client, agent).any(|a| a.socks)
     }
 
     /// The targets among `exposed` that `client` may reach on `agent`.
@@ -233,6 +248,24 @@ mod tests {
         assert!(!p.allows_run(&n("bob"), &a("aks-prod")));
         let p = Policy::parse(INITIAL_POLICY, "p").unwrap();
         assert!(!p.allows_shell(&n("alice"), &a("x")) && !p.allows_run(&n("alice"), &a("x")));
+    }
+
+    #[test]
+    fn socks_is_its_own_grant_off_by_default() {
+        let p = Policy::parse(
+            "[[allow]]\nclient = \"alice\"\nagent = \"aks-prod\"\nsocks = true\n\
+             [[allow]]\nclient = \"*\"\nagent = \"*\"\ntargets = [\"*\"]\nshell = true\nrun = true\n",
+            "p",
+        )
+        .unwrap();
+        assert!(p.allows_socks(&n("alice"), &a("aks-prod")));
+        assert!(!p.allows_socks(&n("alice"), &a("other")));
+        assert!(
+            !p.allows_socks(&n("bob"), &a("aks-prod")),
+            "targets * is not socks"
+        );
+        let p = Policy::parse(INITIAL_POLICY, "p").unwrap();
+        assert!(!p.allows_socks(&n("alice"), &a("x")));
     }
 
     #[test]

@@ -108,7 +108,7 @@ impl Revocations {
             let by_serial = r
                 .serial
                 .as_deref()
-                .is_some_and(|s| normalize_serial(s) == peer.serial);
+                .is_some_and(|s| normalize_serial(s) == normalize_serial(&peer.serial));
             (by_name || by_serial).then(|| {
                 if by_name {
                     format!("{} is revoked", peer.identity)
@@ -153,6 +153,24 @@ mod tests {
     #[test]
     fn serials_are_normalized() {
         assert_eq!(normalize_serial("0A:1B:ff"), "a1bff");
+    }
+
+    /// A serial whose hex starts with 0 (first byte < 0x10) must match however
+    /// it is written: this once failed one revocation in eight.
+    #[test]
+    fn revoked_serial_with_a_leading_zero_matches() {
+        let peer = PeerCert {
+            relay: Name::try_from("r").unwrap(),
+            identity: proto::Identity::new(Role::Client, Name::try_from("alice").unwrap()),
+            serial: "0a1b2c".into(),
+            not_before: time::OffsetDateTime::UNIX_EPOCH,
+            not_after: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        for written in ["0a1b2c", "0A:1B:2C", "a1b2c"] {
+            let list =
+                Revocations::parse(&format!("[[revoked]]\nserial = \"{written}\"\n"), "r").unwrap();
+            assert!(list.check(&peer).is_some(), "{written}");
+        }
     }
 
     proptest! {

@@ -127,6 +127,10 @@ async fn forward(
         target: Some(open.target.to_string()),
         kind: Some(open.kind.as_str()),
         command: Some(open.kind.command_line()).filter(|c| !c.is_empty()),
+        destination: match &open.kind {
+            StreamKind::Socks { dest } => Some(dest.to_string()),
+            _ => None,
+        },
         ..AuditEvent::default()
     };
     let (mut client_recv, early) = client.into_parts();
@@ -251,7 +255,7 @@ fn authorize(
         return Err(Refused::new(ErrorCode::REVOKED, reason));
     }
     let policy = shared.policy();
-    let denied = match open.kind {
+    let denied = match &open.kind {
         StreamKind::Tcp => (!policy.allows_tcp(client, &open.agent, &open.target)).then(|| {
             format!(
                 "client {client} may not open tcp to {}/{}: no [[allow]] entry in the relay policy grants it",
@@ -267,6 +271,12 @@ fn authorize(
         StreamKind::Exec { .. } => (!policy.allows_run(client, &open.agent)).then(|| {
             format!(
                 "client {client} may not run commands on {}: no [[allow]] entry in the relay policy has run = true for it",
+                open.agent
+            )
+        }),
+        StreamKind::Socks { dest } => (!policy.allows_socks(client, &open.agent)).then(|| {
+            format!(
+                "client {client} may not use SOCKS through {} (to {dest}): no [[allow]] entry in the relay policy has socks = true for it",
                 open.agent
             )
         }),
@@ -286,6 +296,7 @@ fn authorize(
             if able.is_empty() {
                 let flag = match open.kind {
                     StreamKind::Shell { .. } | StreamKind::Exec { .. } => "--allow-shell",
+                    StreamKind::Socks { .. } => "--allow-socks",
                     _ => "the flag that enables them",
                 };
                 return Err(Refused::new(

@@ -7,7 +7,12 @@
 //! kind 1 Shell: | term: len u8 + ASCII 0x21..=0x7e (≤ 64) | cols: u16 | rows: u16 |
 //!               | count: u16 (≥ 0) | arg: string16 × count |   (no NUL in an arg)
 //! kind 2 Exec:  | count: u16 (≥ 1) | arg: string16 × count |   (no NUL in an arg)
+//! kind 3 Socks: | destination |   (see crate::Destination: type u8, host, port u16)
 //! ```
+//!
+//! A `Socks` stream carries raw bytes after `Accepted`, as `Tcp` does; its
+//! `target` names the kind (`socks`): the destination is chosen by the
+//! caller and checked by the agent against its `--allow-socks` rules.
 //!
 //! After `Accepted`, `Shell` and `Exec` streams carry session frames
 //! ([`Data`](crate::Data), [`Eof`](crate::Eof), [`Resize`](crate::Resize),
@@ -27,6 +32,7 @@ use bytes::BufMut;
 use super::{Frame, FrameType};
 use crate::capabilities::Capabilities;
 use crate::codec::{list_len, name_len, put_list, put_name, put_string16, string16_len, Reader};
+use crate::destination::Destination;
 use crate::error::DecodeError;
 use crate::name::{AgentName, TargetName};
 
@@ -70,6 +76,12 @@ pub enum StreamKind {
         /// NUL byte (it could not be passed to `execve`).
         argv: Vec<String>,
     },
+    /// Raw bytes both ways to a destination the caller chose, resolved and
+    /// checked by the agent (wire 3): a SOCKS5 CONNECT.
+    Socks {
+        /// Host (IP or domain name) and port.
+        dest: Destination,
+    },
 }
 
 impl StreamKind {
@@ -79,13 +91,15 @@ impl StreamKind {
     const TCP: u8 = 0;
     const SHELL: u8 = 1;
     const EXEC: u8 = 2;
+    const SOCKS: u8 = 3;
 
-    /// The kind's name in logs and policy: `tcp`, `shell` or `exec`.
+    /// The kind's name in logs and policy: `tcp`, `shell`, `exec` or `socks`.
     pub const fn as_str(&self) -> &'static str {
         match self {
             StreamKind::Tcp => "tcp",
             StreamKind::Shell { .. } => "shell",
             StreamKind::Exec { .. } => "exec",
+            StreamKind::Socks { .. } => "socks",
         }
     }
 
@@ -95,6 +109,7 @@ impl StreamKind {
             StreamKind::Tcp => Capabilities::TCP,
             StreamKind::Shell { .. } => Capabilities::SHELL,
             StreamKind::Exec { .. } => Capabilities::EXEC,
+            StreamKind::Socks { .. } => Capabilities::SOCKS,
         }
     }
 
@@ -131,6 +146,9 @@ impl StreamKind {
                 }
                 Ok(StreamKind::Exec { argv })
             }
+            Self::SOCKS => Ok(StreamKind::Socks {
+                dest: Destination::read(r)?,
+            }),
             _ => Err(r.malformed("unknown stream kind")),
         }
     }
@@ -151,7 +169,7 @@ impl StreamKind {
     /// and audit lines: `sh -c 'echo hi'`.
     pub fn command_line(&self) -> String {
         let argv: &[String] = match self {
-            StreamKind::Tcp => &[],
+            StreamKind::Tcp | StreamKind::Socks { .. } => &[],
             StreamKind::Shell { argv, .. } | StreamKind::Exec { argv } => argv,
         };
         let quote = |arg: &String| {
@@ -193,6 +211,10 @@ impl StreamKind {
                 dst.put_u8(Self::EXEC);
                 put_list(dst, argv, |dst, arg| put_string16(dst, arg));
             }
+            StreamKind::Socks { dest } => {
+                dst.put_u8(Self::SOCKS);
+                dest.encode(dst);
+            }
         }
     }
 
@@ -203,6 +225,7 @@ impl StreamKind {
                 1 + term.len() + 2 + 2 + list_len(argv, |arg| string16_len(arg))
             }
             StreamKind::Exec { argv } => list_len(argv, |arg| string16_len(arg)),
+            StreamKind::Socks { dest } => dest.encoded_len(),
         }
     }
 }
@@ -298,10 +321,40 @@ mod tests {
     }
 
     #[test]
+    fn socks_destinations_on_the_wire() {
+        let dest = crate::Destination {
+            host: crate::Host::parse("kube.internal").unwrap(),
+            port: 443,
+        };
+        let frame = open(StreamKind::Socks { dest });
+        let wire = b"\x10\x00\x00\x00\x1c\x04edge\x04kube\x03\x03\x0dkube.internal\x01\xbb";
+        assert_eq!(&frame.to_bytes()[..], wire);
+        assert_eq!(
+            Frame::decode(&mut BytesMut::from(&wire[..])),
+            Ok(Some(frame))
+        );
+        let head = b"\x04edge\x04kube\x03";
+        let with = |tail: &[u8]| Open::decode(&[&head[..], tail].concat());
+        assert_eq!(
+            with(b"\x02\x00\x00"),
+            malformed("unknown destination address type")
+        );
+        assert_eq!(
+            with(b"\x03\x03a/b\x00\x01"),
+            malformed("invalid domain name")
+        );
+        assert_eq!(with(b"\x03\x00\x00\x01"), malformed("invalid domain name"));
+        assert_eq!(
+            with(b"\x01\x7f\x00\x00\x01\x00"),
+            malformed("payload ends inside a field")
+        );
+    }
+
+    #[test]
     fn kind_fields_are_checked() {
         let head = b"\x04edge\x04kube";
         let with = |tail: &[u8]| Open::decode(&[&head[..], tail].concat());
-        assert_eq!(with(b"\x03"), malformed("unknown stream kind"));
+        assert_eq!(with(b"\x04"), malformed("unknown stream kind"));
         assert_eq!(
             with(b"\x01\x03a b\x00\x50\x00\x18\x00\x00"),
             malformed("term is not visible ascii")

@@ -60,7 +60,7 @@ mod tests {
             version: 1,
             capabilities: Capabilities::ALL,
         });
-        let wire = b"\x02\x00\x00\x00\x06\x00\x01\x00\x00\x00\x07";
+        let wire = b"\x02\x00\x00\x00\x06\x00\x01\x00\x00\x00\x0f";
         assert_eq!(&frame.to_bytes()[..], wire);
         assert_eq!(
             Frame::decode(&mut BytesMut::from(&wire[..])),
