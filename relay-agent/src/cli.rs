@@ -242,12 +242,5 @@ fn bench_server(listen: std::net::SocketAddr) -> anyhow::Result<()> {
 }
 
 fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
-    let (key, csr) = relay_net::pki::keygen("relay agent")?;
-    relay_net::fsutil::write_private(out, key.as_bytes())?;
-    print!("{csr}");
-    eprintln!(
-        "wrote {}; the CSR above goes to `relay-server issue agent NAME --csr FILE`",
-        out.display()
-    );
-    Ok(())
+    relay_net::pki::keygen_command(out, proto::Role::Agent).map_err(|e| anyhow::anyhow!(e))
 }

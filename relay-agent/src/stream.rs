@@ -40,6 +40,19 @@ pub struct StreamContext {
 }
 
 impl StreamContext {
+    /// A permit for one target dial, or the refusal when too many are in flight.
+    fn dial_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Refused> {
+        self.dials.clone().try_acquire_owned().map_err(|_| {
+            Refused::new(
+                ErrorCode::LIMIT_EXCEEDED,
+                format!(
+                    "agent {} has too many dials in flight; try again",
+                    self.me.name
+                ),
+            )
+        })
+    }
+
     /// Refuses a stream, counting the refusal.
     async fn refuse(
         &self,
@@ -137,15 +150,9 @@ pub async fn serve(
             return;
         }
     };
-    let Ok(dialing) = ctx.dials.clone().try_acquire_owned() else {
-        let r = Refused::new(
-            ErrorCode::LIMIT_EXCEEDED,
-            format!(
-                "agent {} has too many dials in flight; try again",
-                ctx.me.name
-            ),
-        );
-        return ctx.refuse(&mut send, &mut reader.recv, r).await;
+    let dialing = match ctx.dial_permit() {
+        Ok(permit) => permit,
+        Err(r) => return ctx.refuse(&mut send, &mut reader.recv, r).await,
     };
     let dialed = crate::dial::dial(&open.target, addr, ctx.dial_timeout).await;
     drop(dialing);
@@ -178,15 +185,9 @@ async fn socks(
         );
         return ctx.refuse(&mut send, &mut reader.recv, r).await;
     }
-    let Ok(dialing) = ctx.dials.clone().try_acquire_owned() else {
-        let r = Refused::new(
-            ErrorCode::LIMIT_EXCEEDED,
-            format!(
-                "agent {} has too many dials in flight; try again",
-                ctx.me.name
-            ),
-        );
-        return ctx.refuse(&mut send, &mut reader.recv, r).await;
+    let dialing = match ctx.dial_permit() {
+        Ok(permit) => permit,
+        Err(r) => return ctx.refuse(&mut send, &mut reader.recv, r).await,
     };
     let dialed = match ctx
         .socks

@@ -327,13 +327,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { out } => {
-            let (key, csr) = relay_net::pki::keygen("relay client")?;
-            relay_net::fsutil::write_private(out, key.as_bytes())?;
-            print!("{csr}");
-            eprintln!(
-                "wrote {}; the CSR above goes to `relay-server issue client NAME --csr FILE`",
-                out.display()
-            );
+            relay_net::pki::keygen_command(out, proto::Role::Client)
+                .map_err(|e| anyhow::anyhow!(e))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { check } => crate::cmd::demo::run(*check).await,

@@ -23,6 +23,7 @@ pub mod bench;
 pub mod cli;
 pub mod cmd;
 pub mod kube;
+pub mod listen;
 pub mod local;
 pub mod session;
 pub mod stream;

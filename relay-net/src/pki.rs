@@ -298,6 +298,26 @@ pub fn keygen(subject: &str) -> Result<(String, String), PkiError> {
     Ok((key.serialize_pem(), csr.pem()?))
 }
 
+/// `keygen` of the agent and the client: writes a new private key to `out`
+/// (mode 0600), prints the CSR on stdout and says on stderr where it goes.
+///
+/// # Errors
+/// If the key cannot be made or written.
+pub fn keygen_command(
+    out: &std::path::Path,
+    role: Role,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (key, csr) = keygen(&format!("relay {role}"))?;
+    crate::fsutil::write_private(out, key.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    print!("{csr}");
+    eprintln!(
+        "wrote {}; the CSR above goes to `relay-server issue {role} NAME --csr FILE`",
+        out.display()
+    );
+    Ok(())
+}
+
 fn set_validity(params: &mut CertificateParams, ttl: Duration) -> Result<OffsetDateTime, PkiError> {
     let now = OffsetDateTime::now_utc();
     let ttl_time = time::Duration::try_from(ttl).map_err(|_| PkiError::BadTtl(ttl))?;

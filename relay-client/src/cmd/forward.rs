@@ -21,26 +21,11 @@ pub async fn run(
 ) {
     let local = listener.local_addr().ok();
     tracing::debug!(?local, %dest, "forwarding");
-    let tasks = tokio_util::task::TaskTracker::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: the listener itself is fine.
-                    tracing::warn!(err = %e, "accept failed");
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => break,
-        };
+    crate::listen::serve_each(listener, shutdown, |tcp, peer| {
         let span = tracing::debug_span!("stream", %peer, %dest);
-        tasks.spawn(one(client.clone(), tcp, dest.clone()).instrument(span));
-    }
-    tasks.close();
-    // Live connections get a moment to finish; then we exit anyway, which
-    // closes them (their streams are reset, never silently truncated).
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), tasks.wait()).await;
+        one(client.clone(), tcp, dest.clone()).instrument(span)
+    })
+    .await;
 }
 
 /// Forwards one accepted connection; a refusal is logged with its message

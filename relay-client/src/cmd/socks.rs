@@ -49,23 +49,11 @@ pub async fn run(
 ) {
     let local = listener.local_addr().ok();
     tracing::info!(?local, %agent, "socks proxy");
-    let tasks = tokio_util::task::TaskTracker::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(err = %e, "accept failed");
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => break,
-        };
+    crate::listen::serve_each(listener, shutdown, |tcp, peer| {
         let span = tracing::debug_span!("socks", %peer, %agent);
-        tasks.spawn(one(client.clone(), tcp, agent.clone()).instrument(span));
-    }
-    tasks.close();
-    let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
+        one(client.clone(), tcp, agent.clone()).instrument(span)
+    })
+    .await;
 }
 
 /// Reads from `tcp` into `buf` until `decode` yields a value.
