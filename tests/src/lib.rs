@@ -321,6 +321,46 @@ pub async fn tcp_echo() -> SocketAddr {
     addr
 }
 
+/// A TCP sink on 127.0.0.1:0: reads each connection to EOF, then replies
+/// with the SHA-256 of what it read and closes. A transfer is byte-exact iff
+/// the reply equals the sender's hash; a truncation that looked like a clean
+/// end would show as a different hash.
+pub async fn hashing_sink() -> SocketAddr {
+    use sha2::{Digest, Sha256};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
+    let addr = listener.local_addr().expect("sink addr");
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut hash = Sha256::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) => break,
+                        Ok(n) => hash.update(&buf[..n]),
+                        Err(_) => return,
+                    }
+                }
+                let _ = tcp.write_all(&hash.finalize()).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A credential for `role/name` of `relay` that dials the relay at `via`
+/// (a [`chaos::ChaosProxy`], say) instead of its real address.
+pub fn credential_via(relay: &TestRelay, role: Role, name: &str, via: SocketAddr) -> Loaded {
+    let path = relay.issue(role, name);
+    let mut credential = Credential::load(&path, None)
+        .expect("credential")
+        .credential;
+    credential.relay = vec![via.to_string()];
+    credential.save(&path).expect("save credential");
+    Credential::load(&path, None).expect("credential")
+}
+
 /// A listener on 127.0.0.1:0 bound and then closed: connecting to it is
 /// refused (loopback only; nothing leaves the machine).
 pub async fn closed_port() -> SocketAddr {

@@ -1,7 +1,9 @@
 //! Faults on the path, with 0 bytes lost and 0 hangs: seeded loss and a
 //! partition during a transfer, a partition longer than the idle timeout,
-//! restarts mid-transfer. The faults come from an in-process UDP proxy
-//! (`relay_tests::chaos`), so everything stays on loopback.
+//! a relay restart and an agent death (SIGKILL) mid-transfer. The faults
+//! come from an in-process UDP proxy (`relay_tests::chaos`) or a killed
+//! process, so everything stays on loopback. The same loss and partition,
+//! made by nftables in a private network namespace, are in `netns.rs`.
 
 // Helpers panic with a message: in a test that is a failure, as intended.
 #![allow(clippy::expect_used)]
@@ -12,55 +14,14 @@ use std::time::Duration;
 use proto::Role;
 use rand::{RngCore, SeedableRng};
 use relay_client::{Client, Destination};
-use relay_net::credential::Credential;
 use relay_tests::chaos::ChaosProxy;
-use relay_tests::{guard, tcp_echo, TestRelay, ALLOW_ALL};
+use relay_tests::{credential_via, guard, hashing_sink, tcp_echo, TestRelay, ALLOW_ALL};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 fn dest(s: &str) -> Destination {
     s.parse().expect("destination")
-}
-
-/// A TCP sink: reads to EOF, replies with the SHA-256 of what it read.
-async fn hashing_sink() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
-    let addr = listener.local_addr().expect("sink addr");
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut hash = Sha256::new();
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) => break,
-                        Ok(n) => hash.update(&buf[..n]),
-                        Err(_) => return,
-                    }
-                }
-                let _ = tcp.write_all(&hash.finalize()).await;
-                let _ = tcp.shutdown().await;
-            });
-        }
-    });
-    addr
-}
-
-/// A credential for `role/name` that dials the relay through `via`.
-fn credential_via(
-    relay: &TestRelay,
-    role: Role,
-    name: &str,
-    via: std::net::SocketAddr,
-) -> relay_net::credential::Loaded {
-    let path = relay.issue(role, name);
-    let mut credential = Credential::load(&path, None)
-        .expect("credential")
-        .credential;
-    credential.relay = vec![via.to_string()];
-    credential.save(&path).expect("save credential");
-    Credential::load(&path, None).expect("credential")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,6 +189,91 @@ async fn relay_restart_mid_transfer_is_an_error_not_a_truncation() -> anyhow::Re
     client.open(&dest("edge/sink")).await?;
     client.close().await;
     agent.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_killed_mid_transfer_is_an_error_not_a_truncation() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let bins = relay_tests::bins!();
+    let sink = hashing_sink().await;
+    let relay = TestRelay::start(ALLOW_ALL).await;
+    let cred = relay.issue(Role::Agent, "edge");
+    // A real process, so SIGKILL leaves no QUIC close behind: the relay
+    // learns of the death from the idle timeout only.
+    let args = vec![format!("--expose=sink={sink}"), "--idle-timeout=1s".into()];
+    let mut agent = relay_client::local::start_agent(&bins.agent, &cred, &args).await?;
+    relay.wait_instances("edge", 1).await;
+    let client = Arc::new(relay.client("ci"));
+    let (fwd, stop_fwd) = relay_tests::forward(client.clone(), "edge/sink").await;
+
+    let mut data = vec![0u8; 64 << 20];
+    rand::rngs::StdRng::seed_from_u64(11).fill_bytes(&mut data);
+    let mut tcp = TcpStream::connect(fwd).await?;
+    let (mut r, mut w) = tcp.split();
+    let mut sent = 0usize;
+    let send = async {
+        for (i, chunk) in data.chunks(1 << 20).enumerate() {
+            if i == 8 {
+                // 8 MiB in: the agent dies without a word.
+                agent.start_kill()?;
+            }
+            if let Err(e) = w.write_all(chunk).await {
+                return anyhow::Ok(Some(e));
+            }
+            sent += chunk.len();
+        }
+        let _ = w.shutdown().await;
+        anyhow::Ok(None)
+    };
+    let mut reply = Vec::new();
+    let (write_failed, read) = guard("transfer through a killed agent", async {
+        tokio::join!(send, r.read_to_end(&mut reply))
+    })
+    .await;
+    let write_failed = write_failed?;
+    // The RST reaches whichever of our calls runs first (the kernel reports
+    // a socket's error once; the other call then sees a plain end), so the
+    // error may show on the write or on the read, but it must show.
+    assert!(
+        write_failed.is_some() || read.is_err(),
+        "a transfer cut by a dead agent must end in an error, got a clean end \
+         after {sent} bytes sent"
+    );
+    assert!(
+        reply.is_empty(),
+        "the sink saw a clean end of a truncated transfer ({sent} bytes sent)"
+    );
+    assert!(sent < data.len(), "all 64 MiB went into a dead agent");
+    drop(tcp);
+    let status = guard("killed agent exit", agent.wait()).await?;
+    assert!(!status.success(), "a killed agent cannot exit cleanly");
+    relay.wait_instances("edge", 0).await;
+
+    // The same program restarted: the same forward is byte-exact again.
+    let _agent = relay_client::local::start_agent(&bins.agent, &cred, &args).await?;
+    relay.wait_instances("edge", 1).await;
+    let mut tcp = TcpStream::connect(fwd).await?;
+    let (mut r, mut w) = tcp.split();
+    let part = &data[..8 << 20];
+    let mut reply = Vec::new();
+    let (sent, got) = guard("transfer after the restart", async {
+        tokio::join!(
+            async {
+                w.write_all(part).await?;
+                w.shutdown().await
+            },
+            r.read_to_end(&mut reply)
+        )
+    })
+    .await;
+    sent?;
+    got?;
+    assert_eq!(reply.as_slice(), Sha256::digest(part).as_slice());
+
+    stop_fwd.cancel();
+    client.close().await;
     relay.shutdown().await;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Limits, each proven with small values: open rate per identity (resets
 //! count), first-frame timeout, an agent that never registers, dials in
-//! flight per agent; and floods that are cut off while others keep working.
+//! flight per agent; floods that are cut off while others keep working; and
+//! clients that connect and never open a stream.
 
 use std::time::Duration;
 
@@ -228,6 +229,107 @@ async fn a_burst_of_junk_datagrams_leaves_the_relay_serving() -> anyhow::Result<
     echoes(&client, "edge/echo").await?;
     echoes(&relay.client("newcomer"), "edge/echo").await?;
     client.close().await;
+    agent.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
+
+/// The relay's `relay_connections{role="client"}` gauge, read from its
+/// metrics endpoint until `want(value)` holds. Polling the operator's view
+/// is the only signal the relay gives for a connection it closed on its own.
+async fn wait_client_connections(
+    admin: std::net::SocketAddr,
+    want: impl Fn(u64) -> bool,
+) -> anyhow::Result<u64> {
+    guard("client connection gauge", async {
+        loop {
+            let (_, metrics) = relay_tests::http_get(admin, "/metrics").await;
+            let value = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("relay_connections{role=\"client\"} "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            if want(value) {
+                return Ok(value);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_open_a_stream_stay_idle_and_are_dropped_when_silent(
+) -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    const IDLE: u64 = 50;
+    let idle_timeout = Duration::from_secs(1);
+    let echo = tcp_echo().await;
+    let relay = TestRelay::start_with(ALLOW_ALL, |c| {
+        c.transport.idle_timeout = idle_timeout;
+        // The relay's keep-alives keep every live peer's connection up.
+        c.transport.keep_alive = Some(Duration::from_millis(250));
+        c.metrics = "127.0.0.1:0".parse().ok();
+    })
+    .await;
+    let admin = relay
+        .admin
+        .ok_or_else(|| anyhow::anyhow!("no admin endpoint"))?;
+    let agent = relay.agent("edge", &[("echo", echo)]).await;
+
+    // 50 clients complete the handshake, through a proxy that can silence
+    // them, and never open a stream.
+    let proxy = relay_tests::chaos::ChaosProxy::start(relay.addr, 3).await;
+    let cred = relay_tests::credential_via(&relay, Role::Client, "idle", proxy.addr);
+    let tls = std::sync::Arc::new(relay_net::tls::client_config(
+        &cred.credential.certificate,
+        cred.key_pem(),
+        &cred.credential.ca,
+    )?);
+    let transport = Transport {
+        keep_alive: None,
+        ..Transport::client()
+    };
+    let endpoint = relay_net::endpoint::client(proxy.addr, tls, &transport)?;
+    let mut idle = Vec::new();
+    for _ in 0..IDLE {
+        idle.push(
+            guard(
+                "idle client handshake",
+                endpoint.connect(proxy.addr, "127.0.0.1")?,
+            )
+            .await?,
+        );
+    }
+    wait_client_connections(admin, |n| n == IDLE).await?;
+
+    // They cost the others nothing: a new client is served at once.
+    echoes(&relay.client("bystander"), "edge/echo").await?;
+    // An idle but live client is not dropped: it answers the relay's
+    // keep-alives (an observation window of 3 idle timeouts, not a pacing).
+    let still_open = tokio::time::timeout(3 * idle_timeout, idle[0].closed()).await;
+    assert!(
+        still_open.is_err(),
+        "a live idle client was closed: {still_open:?}"
+    );
+
+    // Now they fall silent (as a crashed host would): the relay drops them
+    // after its idle timeout and keeps serving.
+    proxy.partition(true);
+    let started = std::time::Instant::now();
+    wait_client_connections(admin, |n| n == 0).await?;
+    let took = started.elapsed();
+    println!(
+        "{IDLE} silent clients dropped by the relay {took:?} after they fell silent \
+         (idle timeout {idle_timeout:?})"
+    );
+    // Their last keep-alive answer may predate the cut by a keep-alive interval.
+    assert!(
+        took >= idle_timeout / 2,
+        "dropped before the idle timeout: {took:?}"
+    );
+    echoes(&relay.client("after"), "edge/echo").await?;
+
     agent.shutdown().await;
     relay.shutdown().await;
     Ok(())
