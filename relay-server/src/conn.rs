@@ -122,9 +122,6 @@ pub(crate) async fn serve(
     if let Some(reason) = shared.revoked(&peer) {
         return reject("revoked", ErrorCode::REVOKED, reason, Some(&peer));
     }
-    if peer.identity.role == Role::Client {
-        conn.set_max_concurrent_bi_streams(shared.limits.client_streams.into());
-    }
     let _entry = shared.conns.insert(&peer, &conn);
     let _live = crate::metrics::GaugeGuard::new(&shared.metrics.connections.get_or_create(
         &crate::metrics::RoleLabel {

@@ -26,6 +26,13 @@ pub(crate) async fn serve(
     shutdown: &CancellationToken,
 ) {
     let mut streams = JoinSet::new();
+    // quinn keeps state for every stream a peer may open, so the limit grows
+    // with use (doubling at 3/4) instead of starting at its maximum: an idle
+    // client costs little, a forward of thousands of connections still fits.
+    let max_streams = shared.limits.client_streams.max(1);
+    let mut allowed = INITIAL_STREAMS.min(max_streams);
+    conn.set_max_concurrent_bi_streams(allowed.into());
+    let mut over_rate = OverRate::default();
     loop {
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
@@ -33,6 +40,27 @@ pub(crate) async fn serve(
                     // Over the open rate: refused before anything is read or
                     // dialled; resets count too, since each costs an accept.
                     shared.metrics.limit_hit("open_rate");
+                    if over_rate.hit(shared.limits.open_burst) {
+                        // Sustained abuse: refusing every open costs us more
+                        // than dropping the peer.
+                        shared.metrics.limit_hit("open_rate_dropped");
+                        let reason = format!(
+                            "client {} kept opening streams past its open rate",
+                            peer.identity.name
+                        );
+                        tracing::warn!(%reason, "client dropped");
+                        shared.audit.record_or_log(AuditEvent {
+                            event: "refused",
+                            peer: Some(peer.identity.to_string()),
+                            serial: Some(peer.serial.clone()),
+                            remote: Some(conn.remote_address().to_string()),
+                            code: Some(ErrorCode::LIMIT_EXCEEDED.to_string()),
+                            reason: Some(format!("{reason}; connection closed")),
+                            ..AuditEvent::default()
+                        });
+                        conn.close(ErrorCode::LIMIT_EXCEEDED.0.into(), reason.as_bytes());
+                        return;
+                    }
                     shared.metrics.refused(ErrorCode::LIMIT_EXCEEDED);
                     let message = format!(
                         "client {} exceeded its open rate ({} per second); slow down",
@@ -53,6 +81,10 @@ pub(crate) async fn serve(
                 Ok((send, recv)) => {
                     let span = tracing::debug_span!("stream", id = %send.id());
                     streams.spawn(handle(shared.clone(), peer.clone(), conn.remote_address(), send, recv).instrument(span));
+                    if streams.len() as u64 * 4 >= u64::from(allowed) * 3 && allowed < max_streams {
+                        allowed = allowed.saturating_mul(2).min(max_streams);
+                        conn.set_max_concurrent_bi_streams(allowed.into());
+                    }
                 }
                 Err(e) => {
                     tracing::info!(reason = %relay_net::dial::describe(&e), "client disconnected");
@@ -66,6 +98,32 @@ pub(crate) async fn serve(
     // Shutting down: live streams get the grace period to finish.
     let drain = async { while streams.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(shared.limits.shutdown_grace, drain).await;
+}
+
+/// Streams a client may open at first; raised as it uses them.
+const INITIAL_STREAMS: u32 = 256;
+
+/// Opens refused for the rate within the current second.
+#[derive(Default)]
+struct OverRate {
+    since: Option<Instant>,
+    count: u32,
+}
+
+impl OverRate {
+    /// Counts one refused open; true when more than `limit` came within a
+    /// second (so the peer keeps pushing instead of slowing down).
+    fn hit(&mut self, limit: u32) -> bool {
+        let now = Instant::now();
+        match self.since {
+            Some(t) if now.duration_since(t) < std::time::Duration::from_secs(1) => self.count += 1,
+            _ => {
+                self.since = Some(now);
+                self.count = 1;
+            }
+        }
+        self.count > limit.max(64)
+    }
 }
 
 async fn handle(

@@ -64,6 +64,32 @@ async fn open_and_reset_flood_is_cut_off_and_others_keep_working() -> anyhow::Re
         "at most the burst gets through: {limited} of 50 limited"
     );
 
+    // A flooder that keeps pushing past the limit is dropped: bounded, 5,000
+    // opens at most, each reset at once without waiting for an answer.
+    for _ in 0..5_000 {
+        let Ok((mut send, _recv)) = conn.open_bi().await else {
+            break;
+        };
+        let open = proto::Frame::from(dest("edge/echo")?.open());
+        if send.write_all(&open.to_bytes()).await.is_err() {
+            break;
+        }
+        let _ = send.reset(0u32.into());
+    }
+    match guard("flooder dropped", conn.closed()).await {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(
+                close.error_code.into_inner(),
+                u64::from(ErrorCode::LIMIT_EXCEEDED.0)
+            );
+            assert!(
+                String::from_utf8_lossy(&close.reason).contains("kept opening"),
+                "{close:?}"
+            );
+        }
+        other => anyhow::bail!("expected the relay to drop the flooder, got {other:?}"),
+    }
+
     // Someone else is unaffected.
     echoes(&relay.client("bystander"), "edge/echo").await?;
     let admin = relay
@@ -72,6 +98,10 @@ async fn open_and_reset_flood_is_cut_off_and_others_keep_working() -> anyhow::Re
     let (_, metrics) = relay_tests::http_get(admin, "/metrics").await;
     assert!(
         metrics.contains("relay_limit_hits_total{reason=\"open_rate\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("relay_limit_hits_total{reason=\"open_rate_dropped\"} 1"),
         "{metrics}"
     );
 
