@@ -128,6 +128,7 @@ pub(crate) async fn serve(
             role: peer.identity.role.as_str().to_owned(),
         },
     ));
+    let _client = (peer.identity.role == Role::Client).then(|| ClientCount::new(&shared.clients));
     let span = tracing::info_span!("conn", role = %peer.identity.role, peer = %peer.identity.name, %remote);
     let service = async {
         tracing::info!(serial = %peer.serial, "connected");
@@ -150,6 +151,22 @@ pub(crate) async fn serve(
             conn.close(ErrorCode::CERT_EXPIRED.0.into(), b"certificate expired");
             span.in_scope(|| tracing::info!("certificate expired: connection closed"));
         }
+    }
+}
+
+/// Counts a live client connection in `Shared::clients` while alive.
+struct ClientCount<'a>(&'a tokio::sync::watch::Sender<usize>);
+
+impl<'a> ClientCount<'a> {
+    fn new(count: &'a tokio::sync::watch::Sender<usize>) -> Self {
+        count.send_modify(|n| *n += 1);
+        ClientCount(count)
+    }
+}
+
+impl Drop for ClientCount<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 

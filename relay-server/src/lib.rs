@@ -91,6 +91,8 @@ pub(crate) struct Shared {
     metrics: Arc<metrics::Metrics>,
     /// Opens per second per client identity.
     open_limiter: governor::DefaultKeyedRateLimiter<Name>,
+    /// Live client connections, so tests and tools can wait on them.
+    clients: tokio::sync::watch::Sender<usize>,
     /// Bumped after every reload attempt of policy or revocations.
     reloads: tokio::sync::watch::Sender<u64>,
 }
@@ -226,6 +228,7 @@ impl Relay {
             audit,
             limits: config.limits.clone(),
             reloads: tokio::sync::watch::channel(0).0,
+            clients: tokio::sync::watch::channel(0).0,
             metrics,
             open_limiter,
         });
@@ -259,6 +262,12 @@ impl Relay {
     /// failed ones), so a test can wait for a change to take effect.
     pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.reloads.subscribe()
+    }
+
+    /// Changes whenever a client connection comes or goes; the value is
+    /// the number of live client connections.
+    pub fn client_connections(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.shared.clients.subscribe()
     }
 
     /// The relay's name (from its certificate).

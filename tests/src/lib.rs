@@ -84,6 +84,8 @@ pub struct TestRelay {
     /// Its admin endpoint (`/metrics`...), when the config enabled one.
     pub admin: Option<SocketAddr>,
     reloads: watch::Receiver<u64>,
+    /// Live client connections, as the relay counts them.
+    pub clients: watch::Receiver<usize>,
     shutdown: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -120,6 +122,7 @@ impl TestRelay {
         let admin = relay.admin_addr();
         let registry = relay.registry();
         let reloads = relay.reloads();
+        let clients = relay.client_connections();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(relay.run(shutdown.clone()));
         TestRelay {
@@ -128,6 +131,7 @@ impl TestRelay {
             registry,
             admin,
             reloads,
+            clients,
             shutdown,
             task: Some(task),
         }

@@ -264,28 +264,14 @@ async fn a_burst_of_junk_datagrams_leaves_the_relay_serving() -> anyhow::Result<
     Ok(())
 }
 
-/// The relay's `relay_connections{role="client"}` gauge, read from its
-/// metrics endpoint until `want(value)` holds. Polling the operator's view
-/// is the only signal the relay gives for a connection it closed on its own.
+/// Waits until the relay's count of live client connections satisfies `want`.
 async fn wait_client_connections(
-    admin: std::net::SocketAddr,
-    want: impl Fn(u64) -> bool,
-) -> anyhow::Result<u64> {
-    guard("client connection gauge", async {
-        loop {
-            let (_, metrics) = relay_tests::http_get(admin, "/metrics").await;
-            let value = metrics
-                .lines()
-                .find_map(|l| l.strip_prefix("relay_connections{role=\"client\"} "))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0);
-            if want(value) {
-                return Ok(value);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
+    relay: &TestRelay,
+    want: impl Fn(usize) -> bool,
+) -> anyhow::Result<()> {
+    let mut clients = relay.clients.clone();
+    guard("client connections", clients.wait_for(|n| want(*n))).await?;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,9 +288,6 @@ async fn clients_that_never_open_a_stream_stay_idle_and_are_dropped_when_silent(
         c.metrics = "127.0.0.1:0".parse().ok();
     })
     .await;
-    let admin = relay
-        .admin
-        .ok_or_else(|| anyhow::anyhow!("no admin endpoint"))?;
     let agent = relay.agent("edge", &[("echo", echo)]).await;
 
     // 50 clients complete the handshake, through a proxy that can silence
@@ -331,7 +314,7 @@ async fn clients_that_never_open_a_stream_stay_idle_and_are_dropped_when_silent(
             .await?,
         );
     }
-    wait_client_connections(admin, |n| n == IDLE).await?;
+    wait_client_connections(&relay, |n| n == IDLE as usize).await?;
 
     // They cost the others nothing: a new client is served at once.
     echoes(&relay.client("bystander"), "edge/echo").await?;
@@ -347,7 +330,7 @@ async fn clients_that_never_open_a_stream_stay_idle_and_are_dropped_when_silent(
     // after its idle timeout and keeps serving.
     proxy.partition(true);
     let started = std::time::Instant::now();
-    wait_client_connections(admin, |n| n == 0).await?;
+    wait_client_connections(&relay, |n| n == 0).await?;
     let took = started.elapsed();
     println!(
         "{IDLE} silent clients dropped by the relay {took:?} after they fell silent \
