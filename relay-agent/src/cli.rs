@@ -216,7 +216,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             "shell and command sessions are allowed (where the relay policy grants them)"
         );
     }
-    let runtime = relay_net::runtime::build()?;
+    let runtime = relay_net::runtime::build(relay_net::runtime::Flavor::Current)?;
     runtime.block_on(async {
         let shutdown = tokio_util::sync::CancellationToken::new();
         relay_net::signals::cancel_on_signal(shutdown.clone())?;
@@ -227,7 +227,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn bench_server(listen: std::net::SocketAddr) -> anyhow::Result<()> {
-    let runtime = relay_net::runtime::build()?;
+    let runtime = relay_net::runtime::build(relay_net::runtime::Flavor::Current)?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await

@@ -182,7 +182,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let args = Args::parse();
     relay_net::logging::init("info", matches!(args.log_format, LogFormat::Json));
-    let runtime = match relay_net::runtime::build() {
+    let runtime = match relay_net::runtime::build(relay_net::runtime::Flavor::Current) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("relay-client: cannot start: {e}");
