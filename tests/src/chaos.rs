@@ -130,6 +130,17 @@ impl ChaosProxy {
         self.faults.partitioned.store(cut, Ordering::Relaxed);
     }
 
+    /// Cuts the path for `length`, then heals it by itself: a partition of
+    /// a fixed length is the fault being simulated, not a synchronisation.
+    pub fn partition_for(&self, length: Duration) {
+        self.partition(true);
+        let faults = self.faults.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(length).await;
+            faults.partitioned.store(false, Ordering::Relaxed);
+        });
+    }
+
     /// Datagrams dropped and delivered so far.
     pub fn counts(&self) -> (u64, u64) {
         (

@@ -50,15 +50,8 @@ async fn loss_and_a_partition_during_64_mib_end_byte_exact() -> anyhow::Result<(
             for (i, chunk) in data.chunks(1 << 20).enumerate() {
                 w.write_all(chunk).await?;
                 if i == 16 {
-                    // A 2 s partition a quarter of the way in (the fault's
-                    // length, not a synchronisation).
-                    proxy.partition(true);
-                    let proxy = proxy.clone();
-                    let heal = async move {
-                        tokio::time::sleep(Duration::from_secs(2)).await;
-                        proxy.partition(false);
-                    };
-                    tokio::spawn(heal);
+                    // A 2 s partition a quarter of the way in.
+                    proxy.partition_for(Duration::from_secs(2));
                 }
             }
             w.shutdown().await
