@@ -3,7 +3,6 @@
 //! never from a frame field (DESIGN "Identity and trust").
 
 use proto::{Identity, IdentityError, Name, Role};
-use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
@@ -110,7 +109,7 @@ impl PeerCert {
     /// # Errors
     /// As [`PeerCert::from_der`], or if the PEM holds no certificate.
     pub fn from_pem(pem: &str) -> Result<PeerCert, CertError> {
-        let der = crate::tls::certs_from_pem(pem)
+        let der = crate::pem::certs(pem)
             .map_err(|e| CertError::Parse(e.to_string()))?
             .into_iter()
             .next()
@@ -119,13 +118,17 @@ impl PeerCert {
     }
 
     /// The identity of the peer of an established quinn connection.
+    #[cfg(feature = "net")]
     ///
     /// # Errors
     /// If the peer presented no certificate or it carries no valid identity.
     pub fn of_connection(conn: &quinn::Connection) -> Result<PeerCert, CertError> {
         let certs = conn
             .peer_identity()
-            .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+            .and_then(|any| {
+                any.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+                    .ok()
+            })
             .ok_or_else(|| CertError::Parse("peer presented no certificate".into()))?;
         let leaf = certs
             .first()

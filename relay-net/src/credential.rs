@@ -160,8 +160,8 @@ impl Credential {
             .map_err(|e: CertError| invalid(e.to_string()))?;
         // Check the key and CA parse now, so a broken file is named here and
         // not as a TLS failure later.
-        crate::tls::key_from_pem(key).map_err(|e| invalid(e.to_string()))?;
-        crate::tls::certs_from_pem(&credential.ca).map_err(|e| invalid(e.to_string()))?;
+        crate::pem::private_key(key).map_err(|e| invalid(e.to_string()))?;
+        crate::pem::certs(&credential.ca).map_err(|e| invalid(e.to_string()))?;
         Ok(Loaded {
             credential,
             cert,

@@ -11,18 +11,34 @@
 //!
 //! Nothing here knows which program it runs in: policy, registry and
 //! allowlist live in the programs themselves.
+//!
+//! Without the default feature `net`, only the file formats build
+//! ([`cert`], [`credential`], [`pem`], [`fsutil`]), with none of the network
+//! stack: that is what the fuzz targets (`tests/fuzz`) compile.
 
+#[cfg(feature = "net")]
 pub mod admin;
+#[cfg(feature = "net")]
 pub mod bench;
 pub mod cert;
 pub mod credential;
+#[cfg(feature = "net")]
 pub mod dial;
+#[cfg(feature = "net")]
 pub mod endpoint;
+#[cfg(feature = "net")]
 pub mod framed;
 pub mod fsutil;
+#[cfg(feature = "net")]
 pub mod logging;
+pub mod pem;
+#[cfg(feature = "net")]
 pub mod pki;
+#[cfg(feature = "net")]
 pub mod runtime;
+#[cfg(feature = "net")]
 pub mod signals;
+#[cfg(feature = "net")]
 pub mod splice;
+#[cfg(feature = "net")]
 pub mod tls;

@@ -6,24 +6,18 @@
 
 use std::sync::Arc;
 
+use crate::pem;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Errors while building a TLS configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A PEM block did not parse.
-    #[error("invalid PEM {what}: {err}")]
-    Pem {
-        /// What was being read ("certificate", "private key").
-        what: &'static str,
-        /// The parser's complaint.
-        err: String,
-    },
+    #[error("{0}")]
+    Pem(#[from] crate::pem::PemError),
     /// rustls rejected the configuration (e.g. key does not match certificate).
     #[error("TLS configuration rejected: {0}")]
     Rustls(#[from] rustls::Error),
@@ -40,40 +34,9 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Parses every certificate of a PEM document.
-///
-/// # Errors
-/// If a block is malformed or there is no certificate at all.
-pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem {
-            what: "certificate",
-            err: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::Pem {
-            what: "certificate",
-            err: "no CERTIFICATE block found".into(),
-        });
-    }
-    Ok(certs)
-}
-
-/// Parses the private key of a PEM document.
-///
-/// # Errors
-/// If there is no key or it is malformed.
-pub fn key_from_pem(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| TlsError::Pem {
-        what: "private key",
-        err: e.to_string(),
-    })
-}
-
 fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
-    for cert in certs_from_pem(ca_pem)? {
+    for cert in pem::certs(ca_pem)? {
         roots.add(cert)?;
     }
     Ok(Arc::new(roots))
@@ -96,7 +59,7 @@ pub fn server_config(
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs_from_pem(cert_pem)?, key_from_pem(key_pem)?)?;
+        .with_single_cert(pem::certs(cert_pem)?, pem::private_key(key_pem)?)?;
     tls.alpn_protocols = vec![proto::ALPN.to_vec()];
     tls.max_early_data_size = 0;
     QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))
@@ -115,7 +78,7 @@ pub fn client_config(
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(ca_pem)?)
-        .with_client_auth_cert(certs_from_pem(cert_pem)?, key_from_pem(key_pem)?)?;
+        .with_client_auth_cert(pem::certs(cert_pem)?, pem::private_key(key_pem)?)?;
     tls.alpn_protocols = vec![proto::ALPN.to_vec()];
     tls.enable_early_data = false;
     QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))

@@ -1,6 +1,7 @@
 //! Names and identities from strings: the URI SAN of a peer certificate
-//! (`Identity::from_uri`), names (`Name`), and the client's `AGENT/TARGET`
-//! argument (`Destination`). Whatever parses prints back to the same text.
+//! (`Identity::from_uri`), names (`Name`, `AgentName`, `TargetName`: the
+//! halves of the client's `AGENT/TARGET`), and hosts (`Host`, the SOCKS and
+//! `--allow-socks` form). Names that parse print back to the same text.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -15,8 +16,12 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(name) = proto::Name::try_from(text) {
         assert_eq!(name.as_str(), text);
     }
-    #[cfg(feature = "full")]
-    if let Ok(dest) = text.parse::<relay_client::Destination>() {
-        assert_eq!(dest.to_string(), text);
+    if let Ok(agent) = proto::AgentName::try_from(text) {
+        assert_eq!(agent.to_string(), text);
     }
+    if let Ok(target) = proto::TargetName::try_from(text) {
+        assert_eq!(target.to_string(), text);
+    }
+    // Hosts may normalise (IPv6 brackets, case), so only "never panics".
+    let _ = proto::Host::parse(text);
 });
