@@ -1,13 +1,17 @@
 //! The tokio runtime of each program.
 //!
 //! `RELAY_RUNTIME=current` runs a process on one thread (a current-thread
-//! runtime), `RELAY_RUNTIME=multi` on one thread per core. The agent and the
+//! runtime), `RELAY_RUNTIME=multi` on one thread per core, `auto` as below. The agent and the
 //! client default to `current`: each drives one QUIC connection, whose
 //! endpoint is a single task anyway (quinn-rs/quinn#1576), and on a quiet
 //! 2-core machine `bench --local` gave 15–35 % more throughput, 15–25 % less
 //! CPU per GiB and a third less ping-pong latency than `multi` (no
 //! cross-thread wake-ups, notes/quinn.md row 8; docs/PERFORMANCE.md). The
-//! relay defaults to `multi`: it serves many connections and splices.
+//! relay defaults to `auto`: `current` on machines with one or two cores,
+//! where in the MTU-1500 namespace benchmark it moved 38 % more per second
+//! for 22 % less CPU per GiB than `multi` (the second core is busy with the
+//! kernel's UDP work anyway), and `multi` on bigger machines, where many
+//! connections decrypt in parallel.
 
 /// Which runtime a program uses unless `RELAY_RUNTIME` says otherwise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,10 +20,12 @@ pub enum Flavor {
     Current,
     /// One thread per core.
     Multi,
+    /// `Current` on a machine with at most two cores, else `Multi`.
+    Auto,
 }
 
-/// Builds the runtime chosen by `RELAY_RUNTIME` (`current` or `multi`),
-/// else `default`.
+/// Builds the runtime chosen by `RELAY_RUNTIME` (`current`, `multi` or
+/// `auto`), else `default`.
 ///
 /// # Errors
 /// If the runtime cannot be created (out of threads or file descriptors).
@@ -27,12 +33,19 @@ pub fn build(default: Flavor) -> std::io::Result<tokio::runtime::Runtime> {
     let flavor = match std::env::var("RELAY_RUNTIME").as_deref() {
         Ok("current") => Flavor::Current,
         Ok("multi") => Flavor::Multi,
+        Ok("auto") => Flavor::Auto,
         _ => default,
     };
-    match flavor {
-        Flavor::Current => tokio::runtime::Builder::new_current_thread()
+    let multi = match flavor {
+        Flavor::Current => false,
+        Flavor::Multi => true,
+        Flavor::Auto => std::thread::available_parallelism().is_ok_and(|n| n.get() > 2),
+    };
+    if multi {
+        tokio::runtime::Runtime::new()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build(),
-        Flavor::Multi => tokio::runtime::Runtime::new(),
+            .build()
     }
 }

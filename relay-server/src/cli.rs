@@ -221,7 +221,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             if let Some(t) = idle_timeout {
                 config.transport.idle_timeout = t;
             }
-            let runtime = relay_net::runtime::build(relay_net::runtime::Flavor::Multi)?;
+            let runtime = relay_net::runtime::build(relay_net::runtime::Flavor::Auto)?;
             runtime.block_on(async {
                 let relay = crate::Relay::bind(config)?;
                 let shutdown = tokio_util::sync::CancellationToken::new();
