@@ -5,10 +5,16 @@
                             prints "accepted N" every 1000 and at each pause
   idle.py connect PORT N    open N connections to 127.0.0.1:PORT, print
                             "connected N", then hold them until killed
+
+Connections open at most RATE per second (1000): the relay limits each
+client identity to 2000 opens per second by default, and this measures
+memory, not that limit.
 """
 import socket
 import sys
 import time
+
+RATE = 1000
 
 
 def serve(port: int) -> None:
@@ -32,10 +38,14 @@ def serve(port: int) -> None:
 
 def connect(port: int, n: int) -> None:
     held = []
-    deadline = time.monotonic() + 120
-    for _ in range(n):
+    start = time.monotonic()
+    deadline = start + 120
+    for i in range(n):
         if time.monotonic() > deadline:
             break
+        ahead = start + i / RATE - time.monotonic()
+        if ahead > 0:
+            time.sleep(ahead)
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
         held.append(s)
     print(f"connected {len(held)}", flush=True)
