@@ -18,6 +18,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Read size for byte-stream sources.
 const READ_SIZE: usize = 64 * 1024;
+/// Below this much room left in the read buffer, a new one is allocated.
+/// Chunks handed on share their buffer until QUIC has them acknowledged,
+/// so small reads (an interactive session, a ping) keep filling one
+/// allocation instead of taking a fresh 64 KiB each.
+const MIN_READ: usize = 8 * 1024;
 
 /// Why a direction of a splice ended abnormally.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -345,7 +350,9 @@ impl<R> IoRead<R> {
 impl<R: AsyncRead + Abortable + Unpin + Send> ChunkRead for IoRead<R> {
     async fn read_chunk(&mut self) -> Result<Option<Bytes>, Failure> {
         let inner = self.inner.as_mut().ok_or_else(aborted_io)?;
-        self.buf.reserve(READ_SIZE);
+        if self.buf.capacity() < MIN_READ {
+            self.buf.reserve(READ_SIZE);
+        }
         match inner.read_buf(&mut self.buf).await {
             Ok(0) => Ok(None),
             Ok(_) => Ok(Some(self.buf.split().freeze())),
