@@ -86,7 +86,9 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Run the relay (reads the CA certificate, never the CA key).
-    #[command(after_help = "Example:\n  relay-server run --dir ./relay --listen 0.0.0.0:4433")]
+    #[command(
+        after_help = "Example:\n  relay-server run --dir ./relay --listen 0.0.0.0:4433\n\nEnvironment:\n  RELAY_RUNTIME=auto|current|multi  auto (default): one thread on machines with up to\n                                    two cores, one per core on bigger ones"
+    )]
     Run {
         /// The relay directory.
         #[arg(long, env = "RELAY_DIR")]
