@@ -118,14 +118,19 @@ fn any_frame() -> impl Strategy<Value = Frame> {
         )
         .into()),
         Just(List.into()),
-        (agent_name(), any::<u16>(), vec(target_name(), 0..=8)).prop_map(
-            |(agent, instances, targets)| AgentInfo {
+        (
+            agent_name(),
+            any::<u16>(),
+            vec(target_name(), 0..=8),
+            any::<u32>()
+        )
+            .prop_map(|(agent, instances, targets, sessions)| AgentInfo {
                 agent,
                 instances,
-                targets
+                targets,
+                sessions: Capabilities(sessions),
             }
-            .into()
-        ),
+            .into()),
         (channel(), vec(any::<u8>(), 0..=300)).prop_map(|(channel, bytes)| Data {
             channel,
             bytes: Bytes::from(bytes)

@@ -155,7 +155,7 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         forward: Option<String>,
     },
-    /// List the agents online and the targets this credential may reach.
+    /// List the agents online, the targets this credential may reach and the sessions (shell, run, socks) it may open.
     List,
     /// Make a private key and print a CSR for it (the key never leaves this host).
     Keygen {

@@ -23,7 +23,7 @@
 
 use std::path::Path;
 
-use proto::{AgentName, Name, TargetName};
+use proto::{AgentName, Capabilities, Name, TargetName};
 use serde::{Deserialize, Deserializer};
 
 /// A name or `*`.
@@ -181,6 +181,21 @@ impl Policy {
             .iter()
             .filter(|t| self.allows_tcp(client, agent, t))
             .collect()
+    }
+
+    /// The session kinds `client` may open on `agent`: `SHELL`, `EXEC`
+    /// (`run`) and `SOCKS`, as the grants say (for `list`).
+    pub fn sessions(&self, client: &Name, agent: &AgentName) -> Capabilities {
+        self.grants(client, agent)
+            .flat_map(|a| {
+                [
+                    (a.shell, Capabilities::SHELL),
+                    (a.run, Capabilities::EXEC),
+                    (a.socks, Capabilities::SOCKS),
+                ]
+            })
+            .filter(|(granted, _)| *granted)
+            .fold(Capabilities::EMPTY, |all, (_, kind)| all | kind)
     }
 
     /// Whether any entry names `agent` for `client` at all.

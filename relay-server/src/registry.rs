@@ -26,6 +26,19 @@ pub struct Instance {
     pub capabilities: Capabilities,
 }
 
+/// A registered agent, as [`Registry::snapshot`] sees it.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    /// The agent's name.
+    pub agent: AgentName,
+    /// How many instances are connected.
+    pub instances: usize,
+    /// The union of the targets its instances expose.
+    pub targets: Vec<TargetName>,
+    /// The union of the stream kinds its instances serve.
+    pub capabilities: Capabilities,
+}
+
 /// The result of looking an agent up.
 #[derive(Debug)]
 pub enum Lookup {
@@ -138,9 +151,9 @@ impl Registry {
         }
     }
 
-    /// Every registered agent with its instance count and the union of the
-    /// targets its instances expose.
-    pub fn snapshot(&self) -> Vec<(AgentName, usize, Vec<TargetName>)> {
+    /// Every registered agent: its instance count and what any of its
+    /// instances offers.
+    pub fn snapshot(&self) -> Vec<Pool> {
         let state = self.lock();
         state
             .pools
@@ -150,7 +163,14 @@ impl Registry {
                     .iter()
                     .flat_map(|i| i.targets.iter().cloned())
                     .collect();
-                (name.clone(), pool.len(), targets.into_iter().collect())
+                Pool {
+                    agent: name.clone(),
+                    instances: pool.len(),
+                    targets: targets.into_iter().collect(),
+                    capabilities: pool
+                        .iter()
+                        .fold(Capabilities::EMPTY, |all, i| all | i.capabilities),
+                }
             })
             .collect()
     }

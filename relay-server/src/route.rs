@@ -419,22 +419,26 @@ async fn dial_agent(
 }
 
 /// Answers `List`: one `AgentInfo` per registered agent the client has a
-/// grant for, listing only the targets it may reach.
+/// grant for, listing only the targets and session kinds it may open.
 async fn list(shared: &Shared, peer: &PeerCert, mut send: quinn::SendStream) {
     let policy = shared.policy();
     let client = &peer.identity.name;
-    for (agent, instances, targets) in shared.registry.snapshot() {
+    for pool in shared.registry.snapshot() {
+        let agent = pool.agent;
         if !policy.mentions(client, &agent) {
             continue;
         }
         let info = AgentInfo {
             targets: policy
-                .reachable(client, &agent, &targets)
+                .reachable(client, &agent, &pool.targets)
                 .into_iter()
                 .cloned()
                 .collect(),
+            sessions: policy
+                .sessions(client, &agent)
+                .intersection(pool.capabilities),
             agent,
-            instances: u16::try_from(instances).unwrap_or(u16::MAX),
+            instances: u16::try_from(pool.instances).unwrap_or(u16::MAX),
         };
         if write_frame(&mut send, info).await.is_err() {
             return;

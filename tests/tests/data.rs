@@ -8,11 +8,11 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use proto::{Frame, Role};
+use proto::{Capabilities, Frame, Role};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use relay_net::framed::FrameReader;
-use relay_tests::{guard, read_n, tcp_echo, Destination, TestRelay, ALLOW_ALL};
+use relay_tests::{allow_sessions, guard, read_n, tcp_echo, Destination, TestRelay, ALLOW_ALL};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -405,20 +405,33 @@ async fn agent_pool_spreads_opens() -> anyhow::Result<()> {
 async fn list_shows_reachable_agents_and_targets() -> anyhow::Result<()> {
     relay_tests::trace_init();
     let echo = tcp_echo().await;
-    let policy = "[[allow]]\nclient = \"alice\"\nagent = \"edge\"\ntargets = [\"db\"]\n";
+    // alice may run commands and use SOCKS on edge, and open a shell on
+    // "plain"; edge serves sessions (not SOCKS), "plain" serves none.
+    let policy = "[[allow]]\nclient = \"alice\"\nagent = \"edge\"\ntargets = [\"db\"]\nrun = true\nsocks = true\n\
+                  [[allow]]\nclient = \"alice\"\nagent = \"plain\"\ntargets = [\"db\"]\nshell = true\n";
     let relay = TestRelay::start(policy).await;
-    let edge = relay.agent("edge", &[("db", echo), ("ssh", echo)]).await;
+    let edge = relay
+        .agent_with("edge", &[("db", echo), ("ssh", echo)], allow_sessions)
+        .await;
+    let plain = relay.agent("plain", &[("db", echo)]).await;
     let other = relay.agent("other", &[("db", echo)]).await;
     relay.wait_instances("edge", 1).await;
+    relay.wait_instances("plain", 1).await;
     relay.wait_instances("other", 1).await;
 
     let client = relay.client("alice");
-    let agents = guard("list", client.list()).await?;
-    assert_eq!(agents.len(), 1, "only edge is reachable: {agents:?}");
+    let mut agents = guard("list", client.list()).await?;
+    agents.sort_by(|a, b| a.agent.as_str().cmp(b.agent.as_str()));
+    assert_eq!(agents.len(), 2, "edge and plain are reachable: {agents:?}");
     assert_eq!(agents[0].agent, "edge");
     assert_eq!(agents[0].instances, 1);
     let targets: Vec<&str> = agents[0].targets.iter().map(|t| t.as_str()).collect();
     assert_eq!(targets, ["db"]);
+    // Granted run and socks; the agent serves run but not SOCKS.
+    assert_eq!(agents[0].sessions, Capabilities::EXEC);
+    // Granted a shell, but the agent was not started with --allow-shell.
+    assert_eq!(agents[1].agent, "plain");
+    assert_eq!(agents[1].sessions, Capabilities::EMPTY);
 
     let mut out = Vec::new();
     let count = guard(
@@ -427,14 +440,20 @@ async fn list_shows_reachable_agents_and_targets() -> anyhow::Result<()> {
     )
     .await?;
     let table = String::from_utf8(out)?;
-    assert_eq!(count, 1, "table:\n{table}");
-    assert!(table.contains("edge"), "table:\n{table}");
-    assert!(table.contains("db"), "table:\n{table}");
+    assert_eq!(count, 2, "table:\n{table}");
+    let edge_row = table.lines().find(|l| l.starts_with("edge"));
+    assert!(
+        edge_row
+            .is_some_and(|row| row.contains("run") && row.contains("db") && !row.contains("socks")),
+        "table:\n{table}"
+    );
+    assert!(table.contains("SESSIONS"), "table:\n{table}");
     assert!(!table.contains("ssh"), "table:\n{table}");
     assert!(!table.contains("other"), "table:\n{table}");
 
     client.close().await;
     edge.shutdown().await;
+    plain.shutdown().await;
     other.shutdown().await;
     relay.shutdown().await;
     Ok(())

@@ -1,12 +1,13 @@
 //! `AGENT_INFO` (type 0x21): relay → client, one agent the caller may reach (answer to `List`).
 //!
 //! ```text
-//! | agent: name | instances: u16 | count: u16 | target: name × count |
+//! | agent: name | instances: u16 | count: u16 | target: name × count | sessions: u32 |
 //! ```
 
 use bytes::BufMut;
 
 use super::{Frame, FrameType};
+use crate::capabilities::Capabilities;
 use crate::codec::{list_len, name_len, put_list, put_name, Reader};
 use crate::error::DecodeError;
 use crate::name::{AgentName, TargetName};
@@ -21,6 +22,9 @@ pub struct AgentInfo {
     pub instances: u16,
     /// The targets it exposes that the caller may open.
     pub targets: Vec<TargetName>,
+    /// The other stream kinds the caller may open there: `SHELL`, `EXEC`,
+    /// `SOCKS`, each only if the policy grants it and the agent offers it.
+    pub sessions: Capabilities,
 }
 
 impl AgentInfo {
@@ -29,11 +33,13 @@ impl AgentInfo {
         let agent = AgentName::from(r.read_name()?);
         let instances = r.read_u16()?;
         let targets = r.read_list(|r| r.read_name().map(TargetName::from))?;
+        let sessions = Capabilities(r.read_u32()?);
         r.finish()?;
         Ok(Self {
             agent,
             instances,
             targets,
+            sessions,
         })
     }
 
@@ -41,10 +47,11 @@ impl AgentInfo {
         put_name(dst, self.agent.as_name());
         dst.put_u16(self.instances);
         put_list(dst, &self.targets, |dst, t| put_name(dst, t.as_name()));
+        dst.put_u32(self.sessions.bits());
     }
 
     pub(crate) fn encoded_len(&self) -> usize {
-        name_len(self.agent.as_name()) + 2 + list_len(&self.targets, |t| name_len(t.as_name()))
+        name_len(self.agent.as_name()) + 2 + list_len(&self.targets, |t| name_len(t.as_name())) + 4
     }
 }
 
@@ -65,8 +72,9 @@ mod tests {
             agent: "edge".parse().unwrap(),
             instances: 2,
             targets: vec!["kube".parse().unwrap()],
+            sessions: Capabilities::EXEC,
         });
-        let wire = b"\x21\x00\x00\x00\x0e\x04edge\x00\x02\x00\x01\x04kube";
+        let wire = b"\x21\x00\x00\x00\x12\x04edge\x00\x02\x00\x01\x04kube\x00\x00\x00\x04";
         assert_eq!(&frame.to_bytes()[..], wire);
         assert_eq!(
             Frame::decode(&mut BytesMut::from(&wire[..])),
@@ -76,6 +84,6 @@ mod tests {
 
     #[test]
     fn rejects_a_count_larger_than_the_payload() {
-        assert!(AgentInfo::decode(b"\x04edge\x00\x02\xff\xff\x04kube").is_err());
+        assert!(AgentInfo::decode(b"\x04edge\x00\x02\xff\xff\x04kube\x00\x00\x00\x00").is_err());
     }
 }

@@ -1,4 +1,7 @@
-//! `relay-client list`: agents online and the targets this client may reach.
+//! `relay-client list`: agents online, the targets this client may reach,
+//! and the sessions (`shell`, `run`, `socks`) it may open there.
+
+use proto::Capabilities;
 
 use crate::{Client, OpenError};
 
@@ -19,7 +22,11 @@ pub async fn run(client: &Client, out: &mut impl std::io::Write) -> Result<usize
         .max()
         .unwrap_or(5)
         .max(5);
-    let _ = writeln!(out, "{:width$}  {:9}  TARGETS", "AGENT", "INSTANCES");
+    let _ = writeln!(
+        out,
+        "{:width$}  {:9}  {:17}  TARGETS",
+        "AGENT", "INSTANCES", "SESSIONS"
+    );
     for a in &agents {
         let targets: Vec<&str> = a.targets.iter().map(|t| t.as_str()).collect();
         let targets = if targets.is_empty() {
@@ -29,10 +36,29 @@ pub async fn run(client: &Client, out: &mut impl std::io::Write) -> Result<usize
         };
         let _ = writeln!(
             out,
-            "{:width$}  {:9}  {targets}",
+            "{:width$}  {:9}  {:17}  {targets}",
             a.agent.as_str(),
-            a.instances
+            a.instances,
+            sessions(a.sessions)
         );
     }
     Ok(agents.len())
+}
+
+/// The commands the session kinds stand for, e.g. "shell, run".
+fn sessions(kinds: Capabilities) -> String {
+    let names: Vec<&str> = [
+        (Capabilities::SHELL, "shell"),
+        (Capabilities::EXEC, "run"),
+        (Capabilities::SOCKS, "socks"),
+    ]
+    .into_iter()
+    .filter(|(kind, _)| kinds.contains(*kind))
+    .map(|(_, name)| name)
+    .collect();
+    if names.is_empty() {
+        "-".to_owned()
+    } else {
+        names.join(", ")
+    }
 }
