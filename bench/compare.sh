@@ -10,6 +10,8 @@
 # Usage: bench/compare.sh            (as root; installs what it lacks with apt-get)
 #   TOPOLOGIES="loopback netns"  DURATION=8 (iperf3 seconds)  BYTES=1GiB (bench bulk)
 #   IDLE_CONNS=10000  OUT=docs/bench  SKIP_BUILD=1
+#   ROUNDS=3 (interleaved rounds of ping-pong/opens and of built-in target
+#   vs plain quinn; the medians are reported)
 # Writes $OUT/results.tsv, $OUT/results.md, $OUT/throughput.svg and prints the table.
 # Every step runs under `timeout`; everything started is killed by PID and
 # the namespaces it created are deleted, on any exit.
@@ -22,6 +24,7 @@ DURATION=${DURATION:-8}
 BYTES=${BYTES:-1GiB}
 PINGS=${PINGS:-5000}
 OPENS=${OPENS:-3000}
+ROUNDS=${ROUNDS:-3}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 CIPHER=${CIPHER:-aes128-gcm@openssh.com}
 BIN=$ROOT/target/release
@@ -111,6 +114,12 @@ cpu() {
         done
     done
     echo "$total"
+}
+
+# median_of KIND FIELD TEST: the median over this topology's rounds of
+# .measured.TEST.FIELD in $WORK/KIND-$TOPO-*.json.
+median_of() {
+    jq -s "[.[].measured.$3.$2] | sort | .[length / 2 | floor]" "$WORK/$1-$TOPO"-*.json
 }
 
 hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
@@ -257,45 +266,60 @@ EOF
     record "$TOPO" peak_rss_agent relay "$(hwm_kib "$PID_agent")" KiB
     record "$TOPO" peak_rss_client relay "$(hwm_kib "$PID_forward")" KiB
 
-    # -- ping-pong and connection rate through each forward (same client program).
-    local b
+    # -- ping-pong and connection rate through each forward (same client
+    #    program), ROUNDS interleaved rounds of the three paths; medians.
+    local b round
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for path in direct ssh relay; do
+            case $path in
+                direct) host=$AGENT_IP port=$bench_port ;;
+                ssh) host=127.0.0.1 port=$ssh_bench ;;
+                relay) host=127.0.0.1 port=$fwd_bench ;;
+            esac
+            run_in client timeout 300 "$BIN/relay-client" bench --tcp "$host:$port" --json \
+                --bytes 64MiB --pings "$PINGS" --opens "$OPENS" --streams 8 >"$WORK/tcp$path-$TOPO-$round.json" \
+                || { log "bench $path failed"; rm -f "$WORK/tcp$path-$TOPO-$round.json"; }
+        done
+    done
     for path in direct ssh relay; do
-        case $path in
-            direct) host=$AGENT_IP port=$bench_port ;;
-            ssh) host=127.0.0.1 port=$ssh_bench ;;
-            relay) host=127.0.0.1 port=$fwd_bench ;;
-        esac
-        b=$(run_in client timeout 300 "$BIN/relay-client" bench --tcp "$host:$port" --json \
-            --bytes 64MiB --pings "$PINGS" --opens "$OPENS" --streams 8) || { log "bench $path failed"; continue; }
-        record "$TOPO" ping_p50 "$path" "$(jq '.measured.ping.p50_us' <<<"$b")" µs
-        record "$TOPO" ping_p99 "$path" "$(jq '.measured.ping.p99_us' <<<"$b")" µs
-        record "$TOPO" opens "$path" "$(jq '.measured.opens.per_s' <<<"$b")" /s
-        log "$TOPO $path: ping p50 $(jq '.measured.ping.p50_us' <<<"$b") µs, $(jq '.measured.opens.per_s' <<<"$b") conns/s"
+        ls "$WORK/tcp$path-$TOPO"-*.json >/dev/null 2>&1 || continue
+        record "$TOPO" ping_p50 "$path" "$(median_of "tcp$path" p50_us ping)" µs
+        record "$TOPO" ping_p99 "$path" "$(median_of "tcp$path" p99_us ping)" µs
+        record "$TOPO" opens "$path" "$(median_of "tcp$path" per_s opens)" /s
+        log "$TOPO $path (median of $ROUNDS): ping p50 $(median_of "tcp$path" p50_us ping) µs, $(median_of "tcp$path" per_s opens) conns/s"
     done
 
     # -- relay-client bench to the agent's built-in target (no TCP hops), with
-    #    the CPU of client + relay + agent, against plain quinn (two processes).
-    b=$(run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" bench --agent bench-agent --json \
-        --bytes "$BYTES" --pings "$PINGS" --opens "$OPENS" --no-direct \
-        --cpu-pid "$PID_relay" --cpu-pid "$PID_agent")
-    echo "$b" >"$OUT/bench-$TOPO.json"
-    for m in up_1 up_n down_1 down_n; do
-        record "$TOPO" "bench_$m" relay "$(jq ".measured.$m.gbit_s" <<<"$b")" Gbit/s
-        record "$TOPO" "bench_cpu_$m" relay "$(jq ".measured.$m.cpu_s_per_gib" <<<"$b")" s/GiB
+    #    the CPU of client + relay + agent, against plain quinn (two
+    #    processes). ROUNDS interleaved rounds; the bulk figures recorded are
+    #    the medians (one 1 GiB sample moves by ±10% between runs).
+    start relay quicsrv "$BIN/relay-client" bench-quic-server --dir "$d/relay" --listen "$RELAY_IP:0"
+    local quic_addr round pings opens
+    quic_addr=$(wait_line "$WORK/quicsrv.out" "bench-quic-server listening on ")
+    for ((round = 1; round <= ROUNDS; round++)); do
+        # Ping-pong and opens in the first round only.
+        if [ "$round" = 1 ]; then pings=$PINGS opens=$OPENS; else pings=10 opens=10; fi
+        run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" bench --agent bench-agent --json \
+            --bytes "$BYTES" --pings "$pings" --opens "$opens" --no-direct \
+            --cpu-pid "$PID_relay" --cpu-pid "$PID_agent" >"$WORK/bench-$TOPO-$round.json"
+        run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" bench --quic "$quic_addr" --json \
+            --bytes "$BYTES" --pings "$pings" --opens "$opens" --cpu-pid "$PID_quicsrv" >"$WORK/quic-$TOPO-$round.json"
     done
+    cp "$WORK/bench-$TOPO-1.json" "$OUT/bench-$TOPO.json"
+    cp "$WORK/quic-$TOPO-1.json" "$OUT/quic-$TOPO.json"
+    local m kind
+    for kind in bench quic; do
+        for m in up_1 up_n down_1 down_n; do
+            local path=relay
+            [ "$kind" = quic ] && path=quinn
+            record "$TOPO" "bench_$m" "$path" "$(median_of "$kind" gbit_s "$m")" Gbit/s
+            record "$TOPO" "bench_cpu_$m" "$path" "$(median_of "$kind" cpu_s_per_gib "$m")" s/GiB
+        done
+    done
+    b=$(cat "$WORK/bench-$TOPO-1.json")
     record "$TOPO" bench_opens relay "$(jq '.measured.opens.per_s' <<<"$b")" /s
     record "$TOPO" bench_ping_p50 relay "$(jq '.measured.ping.p50_us' <<<"$b")" µs
-    start relay quicsrv "$BIN/relay-client" bench-quic-server --dir "$d/relay" --listen "$RELAY_IP:0"
-    local quic_addr
-    quic_addr=$(wait_line "$WORK/quicsrv.out" "bench-quic-server listening on ")
-    b=$(run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" bench --quic "$quic_addr" --json \
-        --bytes "$BYTES" --pings "$PINGS" --opens "$OPENS" --cpu-pid "$PID_quicsrv")
-    echo "$b" >"$OUT/quic-$TOPO.json"
-    for m in up_1 up_n down_1 down_n; do
-        record "$TOPO" "bench_$m" quinn "$(jq ".measured.$m.gbit_s" <<<"$b")" Gbit/s
-        record "$TOPO" "bench_cpu_$m" quinn "$(jq ".measured.$m.cpu_s_per_gib" <<<"$b")" s/GiB
-    done
-    log "$TOPO plain quinn up: $(jq '.measured.up_1.gbit_s' <<<"$b") Gbit/s, $(jq '.measured.up_1.cpu_s_per_gib' <<<"$b") CPU-s/GiB"
+    log "$TOPO built-in vs plain quinn, up 1 stream (median of $ROUNDS): $(median_of bench cpu_s_per_gib up_1) vs $(median_of quic cpu_s_per_gib up_1) CPU-s/GiB"
 
     # -- idle connections, last: the relay's memory per held forwarded
     #    connection (RSS before and after; the bulk runs before may have left
