@@ -117,10 +117,7 @@ pub async fn run(
                     }
                 }
                 Ok(Some(Frame::Eof(e))) if e.channel == Channel::Stdin => stdin = None,
-                Ok(Some(Frame::Signal(s))) => match sessions::signal_of(s.signal) {
-                    Some(signal) => sessions::signal_group(pid, signal),
-                    None => tracing::debug!(signal = s.signal, "unknown signal ignored"),
-                },
+                Ok(Some(Frame::Signal(s))) => sessions::deliver(pid, &s),
                 Ok(Some(Frame::Resize(_))) => {}
                 Ok(Some(other)) => {
                     tracing::warn!(frame = %other.frame_type(), "unexpected frame in a session");

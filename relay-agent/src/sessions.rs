@@ -243,6 +243,15 @@ pub fn signal_group(pid: Option<u32>, signal: rustix::process::Signal) {
     }
 }
 
+/// Delivers the client's `Signal` frame to the session's process group;
+/// a number this version does not know is ignored.
+pub fn deliver(pid: Option<u32>, signal: &proto::Signal) {
+    match signal_of(signal.signal) {
+        Some(known) => signal_group(pid, known),
+        None => tracing::debug!(signal = signal.signal, "unknown signal ignored"),
+    }
+}
+
 /// Ends a program whose client is gone: SIGHUP to its group (as a terminal
 /// hang-up would), then SIGKILL after [`HANGUP_GRACE`].
 pub async fn hang_up(child: &mut tokio::process::Child) -> Option<std::process::ExitStatus> {
