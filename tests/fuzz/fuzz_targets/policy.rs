@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = policy.allows_tcp(&client, &agent, &target);
         let _ = policy.allows_shell(&client, &agent);
         let _ = policy.allows_run(&client, &agent);
+        let _ = policy.sessions(&client, &agent);
         let _ = policy.mentions(&client, &agent);
     }
 });
