@@ -118,10 +118,10 @@ impl PeerCert {
     }
 
     /// The identity of the peer of an established quinn connection.
-    #[cfg(feature = "net")]
     ///
     /// # Errors
     /// If the peer presented no certificate or it carries no valid identity.
+    #[cfg(feature = "net")]
     pub fn of_connection(conn: &quinn::Connection) -> Result<PeerCert, CertError> {
         let certs = conn
             .peer_identity()

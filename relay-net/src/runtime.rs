@@ -1,8 +1,8 @@
 //! The tokio runtime of each program.
 //!
 //! `RELAY_RUNTIME=current` runs a process on one thread (a current-thread
-//! runtime), `RELAY_RUNTIME=multi` on one thread per core, `auto` as below. The agent and the
-//! client default to `current`: each drives one QUIC connection, whose
+//! runtime), `multi` on one thread per core, `auto` as below. The agent and
+//! the client default to `current`: each drives one QUIC connection, whose
 //! endpoint is a single task anyway (quinn-rs/quinn#1576), and on a quiet
 //! 2-core machine `bench --local` gave 15–35 % more throughput, 15–25 % less
 //! CPU per GiB and a third less ping-pong latency than `multi` (no

@@ -6,18 +6,19 @@
 
 use std::sync::Arc;
 
-use crate::pem;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
+
+use crate::pem;
 
 /// Errors while building a TLS configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A PEM block did not parse.
     #[error("{0}")]
-    Pem(#[from] crate::pem::PemError),
+    Pem(#[from] pem::PemError),
     /// rustls rejected the configuration (e.g. key does not match certificate).
     #[error("TLS configuration rejected: {0}")]
     Rustls(#[from] rustls::Error),
