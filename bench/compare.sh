@@ -12,6 +12,8 @@
 #   IDLE_CONNS=10000  OUT=docs/bench  SKIP_BUILD=1
 #   ROUNDS=3 (interleaved rounds of ping-pong/opens and of built-in target
 #   vs plain quinn; the medians are reported)
+#   PARTS="iperf ping bulk idle" (a subset re-runs only those measurements,
+#   e.g. PARTS=ping TOPOLOGIES=netns for the round trip alone)
 # Writes $OUT/results.tsv, $OUT/results.md, $OUT/throughput.svg and prints the table.
 # Every step runs under `timeout`; everything started is killed by PID and
 # the namespaces it created are deleted, on any exit.
@@ -27,6 +29,7 @@ OPENS=${OPENS:-3000}
 ROUNDS=${ROUNDS:-3}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 CIPHER=${CIPHER:-aes128-gcm@openssh.com}
+PARTS=${PARTS:-"iperf ping bulk idle"}
 BIN=$ROOT/target/release
 NS=rbench # namespace prefix: rbench-client, rbench-relay, rbench-agent
 
@@ -120,6 +123,44 @@ cpu() {
 # .measured.TEST.FIELD in $WORK/KIND-$TOPO-*.json.
 median_of() {
     jq -s "[.[].measured.$3.$2] | sort | .[length / 2 | floor]" "$WORK/$1-$TOPO"-*.json
+}
+
+# part NAME: whether this run measures NAME (one of $PARTS).
+part() { [[ " $PARTS " == *" $1 "* ]]; }
+
+# ping_rounds KIND [WRAPPER...]: ROUNDS interleaved rounds of ping-pong and
+# opens through the three paths, into $WORK/KIND$path-$TOPO-$round.json.
+ping_rounds() {
+    local kind=$1 round path host port; shift
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for path in direct ssh relay; do
+            case $path in
+                direct) host=$AGENT_IP port=$bench_port ;;
+                ssh) host=127.0.0.1 port=$ssh_bench ;;
+                relay) host=127.0.0.1 port=$fwd_bench ;;
+            esac
+            run_in client timeout 300 "$@" "$BIN/relay-client" bench --tcp "$host:$port" --json \
+                --bytes 1MiB --pings "$PINGS" --opens "$OPENS" --streams 8 >"$WORK/$kind$path-$TOPO-$round.json" \
+                || { log "bench $kind $path failed"; rm -f "$WORK/$kind$path-$TOPO-$round.json"; }
+        done
+    done
+}
+
+# descendants PID...: the PIDs and all their children, recursively (sshd
+# serves each connection from a child process).
+descendants() {
+    local pid
+    for pid in "$@"; do
+        echo "$pid"
+        # shellcheck disable=SC2046
+        descendants $(pgrep -P "$pid" 2>/dev/null)
+    done
+}
+
+# pin CPUS PID...: every thread of the processes onto CPUS.
+pin() {
+    local cpus=$1 pid; shift
+    for pid in "$@"; do taskset -a -p -c "$cpus" "$pid" >/dev/null 2>&1 || true; done
 }
 
 hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
@@ -230,7 +271,7 @@ EOF
 
     # -- iperf3: direct, ssh -L, our path; 1 stream, 8 streams, reverse.
     local path host port mode args json bps bytes c0 c1
-    for path in direct ssh relay; do
+    part iperf && for path in direct ssh relay; do
         case $path in
             direct) host=$AGENT_IP port=$iperf_port ;;
             ssh) host=127.0.0.1 port=$ssh_iperf ;;
@@ -268,64 +309,66 @@ EOF
 
     # -- ping-pong and connection rate through each forward (same client
     #    program), ROUNDS interleaved rounds of the three paths; medians.
-    local b round
-    for ((round = 1; round <= ROUNDS; round++)); do
+    #    Then the round trip again with every process on one CPU: on a VM,
+    #    waking a process on an idle vCPU costs tens of µs (most of a free
+    #    round trip here), so the pinned figure is the path's own cost.
+    if part ping; then
+        ping_rounds tcp
+        local pids
+        pids=$(descendants "${PIDS[@]:$PIDS_BEFORE}")
+        pin 0 $pids
+        ping_rounds tcp1cpu taskset -c 0
+        pin "0-$(($(nproc) - 1))" $pids
         for path in direct ssh relay; do
-            case $path in
-                direct) host=$AGENT_IP port=$bench_port ;;
-                ssh) host=127.0.0.1 port=$ssh_bench ;;
-                relay) host=127.0.0.1 port=$fwd_bench ;;
-            esac
-            run_in client timeout 300 "$BIN/relay-client" bench --tcp "$host:$port" --json \
-                --bytes 64MiB --pings "$PINGS" --opens "$OPENS" --streams 8 >"$WORK/tcp$path-$TOPO-$round.json" \
-                || { log "bench $path failed"; rm -f "$WORK/tcp$path-$TOPO-$round.json"; }
+            ls "$WORK/tcp$path-$TOPO"-*.json "$WORK/tcp1cpu$path-$TOPO"-*.json >/dev/null 2>&1 || continue
+            record "$TOPO" ping_p50 "$path" "$(median_of "tcp$path" p50_us ping)" µs
+            record "$TOPO" ping_p99 "$path" "$(median_of "tcp$path" p99_us ping)" µs
+            record "$TOPO" opens "$path" "$(median_of "tcp$path" per_s opens)" /s
+            record "$TOPO" ping_p50_1cpu "$path" "$(median_of "tcp1cpu$path" p50_us ping)" µs
+            log "$TOPO $path (median of $ROUNDS): ping p50 $(median_of "tcp$path" p50_us ping) µs" \
+                "($(median_of "tcp1cpu$path" p50_us ping) µs on one CPU), $(median_of "tcp$path" per_s opens) conns/s"
         done
-    done
-    for path in direct ssh relay; do
-        ls "$WORK/tcp$path-$TOPO"-*.json >/dev/null 2>&1 || continue
-        record "$TOPO" ping_p50 "$path" "$(median_of "tcp$path" p50_us ping)" µs
-        record "$TOPO" ping_p99 "$path" "$(median_of "tcp$path" p99_us ping)" µs
-        record "$TOPO" opens "$path" "$(median_of "tcp$path" per_s opens)" /s
-        log "$TOPO $path (median of $ROUNDS): ping p50 $(median_of "tcp$path" p50_us ping) µs, $(median_of "tcp$path" per_s opens) conns/s"
-    done
+    fi
 
     # -- relay-client bench to the agent's built-in target (no TCP hops), with
     #    the CPU of client + relay + agent, against plain quinn (two
     #    processes). ROUNDS interleaved rounds; the bulk figures recorded are
     #    the medians (one 1 GiB sample moves by ±10% between runs).
-    start relay quicsrv "$BIN/relay-client" bench-quic-server --dir "$d/relay" --listen "$RELAY_IP:0"
-    local quic_addr round pings opens
-    quic_addr=$(wait_line "$WORK/quicsrv.out" "bench-quic-server listening on ")
-    for ((round = 1; round <= ROUNDS; round++)); do
-        # Ping-pong and opens in the first round only.
-        if [ "$round" = 1 ]; then pings=$PINGS opens=$OPENS; else pings=10 opens=10; fi
-        run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" bench --agent bench-agent --json \
-            --bytes "$BYTES" --pings "$pings" --opens "$opens" --no-direct \
-            --cpu-pid "$PID_relay" --cpu-pid "$PID_agent" >"$WORK/bench-$TOPO-$round.json"
-        run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" bench --quic "$quic_addr" --json \
-            --bytes "$BYTES" --pings "$pings" --opens "$opens" --cpu-pid "$PID_quicsrv" >"$WORK/quic-$TOPO-$round.json"
-    done
-    cp "$WORK/bench-$TOPO-1.json" "$OUT/bench-$TOPO.json"
-    cp "$WORK/quic-$TOPO-1.json" "$OUT/quic-$TOPO.json"
-    local m kind
-    for kind in bench quic; do
-        for m in up_1 up_n down_1 down_n; do
-            local path=relay
-            [ "$kind" = quic ] && path=quinn
-            record "$TOPO" "bench_$m" "$path" "$(median_of "$kind" gbit_s "$m")" Gbit/s
-            record "$TOPO" "bench_cpu_$m" "$path" "$(median_of "$kind" cpu_s_per_gib "$m")" s/GiB
+    if part bulk; then
+        start relay quicsrv "$BIN/relay-client" bench-quic-server --dir "$d/relay" --listen "$RELAY_IP:0"
+        local quic_addr round pings opens
+        quic_addr=$(wait_line "$WORK/quicsrv.out" "bench-quic-server listening on ")
+        for ((round = 1; round <= ROUNDS; round++)); do
+            # Ping-pong and opens in the first round only.
+            if [ "$round" = 1 ]; then pings=$PINGS opens=$OPENS; else pings=10 opens=10; fi
+            run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" bench --agent bench-agent --json \
+                --bytes "$BYTES" --pings "$pings" --opens "$opens" --no-direct \
+                --cpu-pid "$PID_relay" --cpu-pid "$PID_agent" >"$WORK/bench-$TOPO-$round.json"
+            run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" bench --quic "$quic_addr" --json \
+                --bytes "$BYTES" --pings "$pings" --opens "$opens" --cpu-pid "$PID_quicsrv" >"$WORK/quic-$TOPO-$round.json"
         done
-    done
-    b=$(cat "$WORK/bench-$TOPO-1.json")
-    record "$TOPO" bench_opens relay "$(jq '.measured.opens.per_s' <<<"$b")" /s
-    record "$TOPO" bench_ping_p50 relay "$(jq '.measured.ping.p50_us' <<<"$b")" µs
-    log "$TOPO built-in vs plain quinn, up 1 stream (median of $ROUNDS): $(median_of bench cpu_s_per_gib up_1) vs $(median_of quic cpu_s_per_gib up_1) CPU-s/GiB"
+        cp "$WORK/bench-$TOPO-1.json" "$OUT/bench-$TOPO.json"
+        cp "$WORK/quic-$TOPO-1.json" "$OUT/quic-$TOPO.json"
+        local m kind
+        for kind in bench quic; do
+            for m in up_1 up_n down_1 down_n; do
+                local path=relay
+                [ "$kind" = quic ] && path=quinn
+                record "$TOPO" "bench_$m" "$path" "$(median_of "$kind" gbit_s "$m")" Gbit/s
+                record "$TOPO" "bench_cpu_$m" "$path" "$(median_of "$kind" cpu_s_per_gib "$m")" s/GiB
+            done
+        done
+        b=$(cat "$WORK/bench-$TOPO-1.json")
+        record "$TOPO" bench_opens relay "$(jq '.measured.opens.per_s' <<<"$b")" /s
+        record "$TOPO" bench_ping_p50 relay "$(jq '.measured.ping.p50_us' <<<"$b")" µs
+        log "$TOPO built-in vs plain quinn, up 1 stream (median of $ROUNDS): $(median_of bench cpu_s_per_gib up_1) vs $(median_of quic cpu_s_per_gib up_1) CPU-s/GiB"
+    fi
 
     # -- idle connections, last: the relay's memory per held forwarded
     #    connection (RSS before and after; the bulk runs before may have left
     #    free memory in the allocator, which would hide growth, so the relay's
     #    RSS before is also recorded).
-    if [ "$IDLE_CONNS" -gt 0 ]; then
+    if part idle && [ "$IDLE_CONNS" -gt 0 ]; then
         local rss0 rss1 held
         rss0=$(rss_kib "$PID_relay")
         record "$TOPO" idle_relay_rss_before relay "$rss0" KiB
