@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use proto::{ErrorCode, Frame};
 use relay_net::framed::FrameReader;
-use relay_net::splice::{ChunkRead, Failure};
+use relay_net::splice::{read_one, ChunkRead, Failure};
 
 /// An accepted stream.
 #[derive(Debug)]
@@ -76,6 +76,13 @@ impl ChunkRead for Answered {
         match &mut self.state {
             State::Open(recv) => ChunkRead::read_chunk(recv).await,
             _ => Ok(None),
+        }
+    }
+
+    async fn read_chunks(&mut self, out: &mut [Bytes]) -> Result<usize, Failure> {
+        match &mut self.state {
+            State::Open(recv) => ChunkRead::read_chunks(recv, out).await,
+            _ => read_one(self, out).await,
         }
     }
 
