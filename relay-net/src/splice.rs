@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Read size for byte-stream sources.
 const READ_SIZE: usize = 64 * 1024;
 /// Chunks moved per read and write at most.
-const BATCH: usize = 32;
+const BATCH: usize = 16;
 /// Below this much room left in the read buffer, a new one is allocated.
 /// Chunks handed on share their buffer until QUIC has them acknowledged,
 /// so small reads (an interactive session, a ping) keep filling one
