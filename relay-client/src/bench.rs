@@ -50,8 +50,8 @@ pub enum BenchError {
     #[error("cannot open a QUIC stream: {0}")]
     Quic(String),
     /// A stream failed in the middle of a measurement.
-    #[error("benchmark stream failed: {0}")]
-    Stream(#[from] Failure),
+    #[error("benchmark stream failed: {0}{hint}", hint = limit_hint(.0))]
+    Stream(Failure),
     /// The other end saw a different number of bytes than were sent.
     #[error("{what}: expected {expected} bytes, got {got}")]
     Mismatch {
@@ -62,6 +62,24 @@ pub enum BenchError {
         /// Bytes counted.
         got: u64,
     },
+}
+
+impl From<Failure> for BenchError {
+    fn from(f: Failure) -> BenchError {
+        BenchError::Stream(f)
+    }
+}
+
+/// What to do about a relay limit: the open-rate test opens thousands of
+/// streams as fast as it can, which is what the relay's limit is there to stop.
+fn limit_hint(f: &Failure) -> &'static str {
+    if f.code == ErrorCode::LIMIT_EXCEEDED {
+        " (a relay limit: for the open-rate test, measure fewer streams with --opens, \
+         a relay allows bursts of twice its `relay-server run --max-open-rate`, \
+         or raise that limit)"
+    } else {
+        ""
+    }
 }
 
 /// Where the benchmark streams go.
@@ -241,7 +259,7 @@ impl Default for Options {
             streams: 8,
             bytes: 1 << 30,
             pings: 5000,
-            opens: 5000,
+            opens: 3000,
         }
     }
 }

@@ -102,11 +102,16 @@ pub struct LocalRelay {
 const STARTUP: Duration = Duration::from_secs(20);
 
 impl LocalRelay {
-    /// `init` + `run --listen 127.0.0.1:0`, waiting for the bound address.
+    /// `init` + `run --listen 127.0.0.1:0 RUN_ARGS...`, waiting for the
+    /// bound address.
     ///
     /// # Errors
     /// If a step fails or the relay does not come up in time.
-    pub async fn start(bins: &Binaries, policy: &str) -> anyhow::Result<LocalRelay> {
+    pub async fn start(
+        bins: &Binaries,
+        policy: &str,
+        run_args: &[&str],
+    ) -> anyhow::Result<LocalRelay> {
         let dir = tempfile::tempdir()?;
         let status = Command::new(&bins.server)
             .args(["init", "--name", "127.0.0.1", "--dir"])
@@ -120,6 +125,7 @@ impl LocalRelay {
         let mut relay = Command::new(&bins.server)
             .args(["run", "--listen", "127.0.0.1:0", "--dir"])
             .arg(dir.path())
+            .args(run_args)
             .stdout(Stdio::piped())
             .stderr(child_stderr())
             .kill_on_drop(true)

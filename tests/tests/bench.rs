@@ -136,6 +136,39 @@ async fn bench_target_is_off_by_default_and_refused() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn open_rate_over_the_relay_limit_says_what_to_do() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let relay = TestRelay::start_with(ALLOW_ALL, |c| {
+        c.limits.open_rate = 5;
+        c.limits.open_burst = 10;
+    })
+    .await;
+    let agent = relay
+        .agent_with("edge", &[], |c| c.allowlist.add_bench().unwrap())
+        .await;
+    let client = Arc::new(relay.client("ci"));
+    let path = BenchPath::Tunnel {
+        client: client.clone(),
+        dest: "edge/bench".parse().unwrap(),
+    };
+    let err = guard(
+        "opens past the limit",
+        relay_client::bench::open_rate(&path, 25, 8, &Progress::hidden(), "t"),
+    )
+    .await
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("exceeded its open rate") && text.contains("--opens"),
+        "{text}"
+    );
+    client.close().await;
+    agent.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn bench_target_rejects_a_bad_header() -> anyhow::Result<()> {
     relay_tests::trace_init();
     let relay = TestRelay::start(ALLOW_ALL).await;
@@ -194,8 +227,10 @@ async fn bench_local_binary_prints_json() -> anyhow::Result<()> {
         "2",
         "--pings",
         "10",
+        // Well past a default relay's burst (twice 2000 per second): `--local`
+        // measures the tunnel, not the open-rate limit.
         "--opens",
-        "10",
+        "10000",
     ])
     .env("RELAY_SERVER_BIN", &bins.server)
     .env("RELAY_AGENT_BIN", &bins.agent)
@@ -210,7 +245,7 @@ async fn bench_local_binary_prints_json() -> anyhow::Result<()> {
             assert_eq!(report[path][bulk]["bytes"], 1 << 20, "{path}.{bulk}");
         }
         assert_eq!(report[path]["ping"]["count"], 10);
-        assert_eq!(report[path]["opens"]["count"], 10);
+        assert_eq!(report[path]["opens"]["count"], 10000);
     }
     let figures = report["figures"].as_array().unwrap();
     assert!(figures.len() >= 7, "{figures:?}");

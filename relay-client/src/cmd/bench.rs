@@ -50,8 +50,9 @@ pub struct BenchArgs {
     /// Measured 64-byte round trips.
     #[arg(long, default_value_t = 5000)]
     pub pings: u32,
-    /// Streams opened (open, 1-byte echo, close) for the open rate.
-    #[arg(long, default_value_t = 5000)]
+    /// Streams opened (open, 1-byte echo, close) for the open rate (a relay
+    /// with default limits allows bursts of 4000 per client).
+    #[arg(long, default_value_t = 3000)]
     pub opens: u32,
     /// Print the results as JSON on stdout.
     #[arg(long)]
@@ -491,7 +492,9 @@ const BENCH_TARGET: &str = "bench";
 async fn local(opts: &Options, progress: &Progress) -> anyhow::Result<Report> {
     let bins = Binaries::beside_current_exe()?;
     eprintln!("bench: starting relay-server and relay-agent --expose-bench on 127.0.0.1 ...");
-    let relay = LocalRelay::start(&bins, LOCAL_POLICY).await?;
+    // No open-rate limit in the way: the open test measures the tunnel, and
+    // any `--opens` must work on a throwaway relay.
+    let relay = LocalRelay::start(&bins, LOCAL_POLICY, &["--max-open-rate", "1000000"]).await?;
     let agent_cred = relay.issue("agent", "bench-agent").await?;
     let client_cred = relay.issue("client", "bench").await?;
     let agent = relay

@@ -44,7 +44,7 @@ pub async fn run(check: bool) -> anyhow::Result<ExitCode> {
     let bins = Binaries::beside_current_exe()?;
     eprintln!("demo: starting a relay, an agent and a forward on 127.0.0.1 ...");
     let policy = "[[allow]]\nclient = \"demo\"\nagent = \"demo-agent\"\ntargets = [\"hello\"]\n";
-    let relay = LocalRelay::start(&bins, policy).await?;
+    let relay = LocalRelay::start(&bins, policy, &[]).await?;
     let agent_cred = relay.issue("agent", "demo-agent").await?;
     let client_cred = relay.issue("client", "demo").await?;
     let target = hello_target().await?;
