@@ -192,6 +192,9 @@ async fn forward(
         ..AuditEvent::default()
     };
     let (mut client_recv, early) = client.into_parts();
+    // Bytes that came right behind `Open` go to the agent with it, not
+    // through the splice: they count toward the bytes up all the same.
+    let early_bytes = early.len() as u64;
     let agent_streams = match authorize(shared, peer, &open) {
         Ok(instances) => match shared.audit.record(AuditEvent {
             event: "open",
@@ -238,26 +241,23 @@ async fn forward(
                     leftover,
                 )
                 .await;
+                let up = early_bytes + outcome.forward.bytes;
                 let bytes = &shared.metrics.bytes;
                 bytes
                     .get_or_create(&crate::metrics::DirectionLabel { direction: "up" })
-                    .inc_by(outcome.forward.bytes);
+                    .inc_by(up);
                 bytes
                     .get_or_create(&crate::metrics::DirectionLabel { direction: "down" })
                     .inc_by(outcome.backward.bytes);
                 event.event = "close";
-                event.bytes_up = Some(outcome.forward.bytes);
+                event.bytes_up = Some(up);
                 event.bytes_down = Some(outcome.backward.bytes);
                 event.duration_ms = Some(started.elapsed().as_millis() as u64);
                 if let Some(f) = outcome.failure() {
                     event.code = Some(f.code.to_string());
                     event.reason = Some(f.reason.clone());
                 }
-                tracing::debug!(
-                    up = outcome.forward.bytes,
-                    down = outcome.backward.bytes,
-                    "stream closed"
-                );
+                tracing::debug!(up, down = outcome.backward.bytes, "stream closed");
             } else {
                 let _ = agent_send.reset(ErrorCode::STREAM_ABORTED.0.into());
                 event.event = "close";

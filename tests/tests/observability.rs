@@ -35,6 +35,30 @@ async fn metrics_health_readiness_and_audit_for_a_scripted_scenario() -> anyhow:
     ok.send.write_all(b"hello").await?;
     ok.send.finish()?;
     assert_eq!(guard("echo", read_n(&mut ok.recv, 5)).await?, b"hello");
+    // Bytes right behind `Open`, in the same write (as a forward sends
+    // them), are counted too: they travel to the agent with the `Open`.
+    let conn = alice.connection().await?;
+    let (mut send, recv) = conn.open_bi().await?;
+    let mut head = proto::Frame::from(dest("edge/echo")?.open())
+        .to_bytes()
+        .to_vec();
+    head.extend_from_slice(b"early bytes");
+    send.write_all(&head).await?;
+    send.finish()?;
+    let mut reader = relay_net::framed::FrameReader::new(recv);
+    let answer = guard("answer", reader.read()).await?;
+    assert!(
+        matches!(answer, Some(proto::Frame::Accepted(_))),
+        "{answer:?}"
+    );
+    let (mut recv, leftover) = reader.into_parts();
+    let mut echoed = leftover.to_vec();
+    guard(
+        "early echo",
+        tokio::io::AsyncReadExt::read_to_end(&mut recv, &mut echoed),
+    )
+    .await?;
+    assert_eq!(echoed, b"early bytes");
     let bob = relay.client("bob");
     let refused = bob
         .open(&dest("edge/echo")?)
@@ -57,7 +81,7 @@ async fn metrics_health_readiness_and_audit_for_a_scripted_scenario() -> anyhow:
         "{agent_metrics}"
     );
     assert!(
-        agent_metrics.contains("agent_streams_total{kind=\"tcp\"} 1"),
+        agent_metrics.contains("agent_streams_total{kind=\"tcp\"} 2"),
         "{agent_metrics}"
     );
     assert!(
@@ -72,7 +96,7 @@ async fn metrics_health_readiness_and_audit_for_a_scripted_scenario() -> anyhow:
     for line in [
         "relay_agents_registered 1",
         "relay_connections{role=\"agent\"} 1",
-        "relay_streams_total{kind=\"tcp\"} 1",
+        "relay_streams_total{kind=\"tcp\"} 2",
         "relay_refusals_total{code=\"UNAUTHORIZED\"} 1",
     ] {
         assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
@@ -91,18 +115,22 @@ async fn metrics_health_readiness_and_audit_for_a_scripted_scenario() -> anyhow:
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()?;
     let count = |e: &str| events.iter().filter(|v| v["event"] == e).count();
-    assert_eq!(count("open"), 1, "{audit}");
-    assert_eq!(count("close"), 1, "{audit}");
+    assert_eq!(count("open"), 2, "{audit}");
+    assert_eq!(count("close"), 2, "{audit}");
     assert_eq!(count("refused"), 1, "{audit}");
     assert_eq!(count("register"), 1, "{audit}");
     assert_eq!(count("unregister"), 1, "{audit}");
-    let close = events
+    let closes: Vec<_> = events.iter().filter(|v| v["event"] == "close").collect();
+    assert!(
+        closes.iter().all(|c| c["peer"] == "client/alice"),
+        "{audit}"
+    );
+    let mut sizes: Vec<_> = closes
         .iter()
-        .find(|v| v["event"] == "close")
-        .ok_or_else(|| anyhow::anyhow!("no close"))?;
-    assert_eq!(close["peer"], "client/alice");
-    assert_eq!(close["bytes_up"], 5);
-    assert_eq!(close["bytes_down"], 5);
+        .map(|c| (c["bytes_up"].as_u64(), c["bytes_down"].as_u64()))
+        .collect();
+    sizes.sort();
+    assert_eq!(sizes, [(Some(5), Some(5)), (Some(11), Some(11))], "{audit}");
     let refusal = events
         .iter()
         .find(|v| v["event"] == "refused")
