@@ -286,16 +286,28 @@ fn code_of(code: quinn::VarInt) -> ErrorCode {
     ErrorCode(u32::try_from(code.into_inner()).unwrap_or(ErrorCode::STREAM_ABORTED.0))
 }
 
+/// A stream ended by its connection's end: the error the peer closed the
+/// connection with (`REVOKED`, say), else `STREAM_ABORTED`.
+fn connection_lost(e: &quinn::ConnectionError) -> Failure {
+    let code = match e {
+        quinn::ConnectionError::ApplicationClosed(close) => Some(code_of(close.error_code)),
+        _ => None,
+    }
+    .filter(|code| *code != ErrorCode::NO_ERROR)
+    .unwrap_or(ErrorCode::STREAM_ABORTED);
+    Failure::new(
+        code,
+        format!("connection lost: {}", crate::dial::describe(e)),
+    )
+}
+
 fn read_failure(e: quinn::ReadError) -> Failure {
     match e {
         quinn::ReadError::Reset(code) => Failure::new(
             code_of(code),
             format!("stream reset by peer: {}", code_of(code).description()),
         ),
-        quinn::ReadError::ConnectionLost(e) => Failure::new(
-            ErrorCode::STREAM_ABORTED,
-            format!("connection lost: {}", crate::dial::describe(&e)),
-        ),
+        quinn::ReadError::ConnectionLost(e) => connection_lost(&e),
         e => Failure::new(ErrorCode::STREAM_ABORTED, e.to_string()),
     }
 }
@@ -329,10 +341,7 @@ fn write_failure(e: quinn::WriteError) -> Failure {
                 format!("peer stopped reading: {}", code_of(code).description()),
             )
         },
-        quinn::WriteError::ConnectionLost(e) => Failure::new(
-            ErrorCode::STREAM_ABORTED,
-            format!("connection lost: {}", crate::dial::describe(&e)),
-        ),
+        quinn::WriteError::ConnectionLost(e) => connection_lost(&e),
         e => Failure::new(ErrorCode::STREAM_ABORTED, e.to_string()),
     }
 }

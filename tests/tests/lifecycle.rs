@@ -375,8 +375,20 @@ async fn revoking_a_live_client_closes_it_and_refuses_new_streams() -> anyhow::R
     echo_check(&mut live_alice, b"alice before").await?;
     let mut live_bob = relay_tests::connect(fwd_bob).await;
     echo_check(&mut live_bob, b"bob before").await?;
+    let mut open_stream = alice.open(&dest("edge/echo")?).await?;
 
     relay.revoke(Role::Client, "alice").await;
+
+    // A stream that was open fails with the reason's code, not a generic one.
+    let failed = guard(
+        "open stream ends",
+        relay_net::splice::ChunkRead::read_chunk(&mut open_stream.recv),
+    )
+    .await;
+    match failed {
+        Err(f) => assert_eq!(f.code, proto::ErrorCode::REVOKED, "{f}"),
+        Ok(chunk) => panic!("a revoked client's stream still delivers: {chunk:?}"),
+    }
 
     // Alice's live connection ends: reset or EOF, never a hang.
     let mut buf = [0u8; 16];
