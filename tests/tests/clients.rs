@@ -269,6 +269,66 @@ async fn kubectl_through_with_verifies_the_api_name() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_fails_before_the_command_when_the_target_is_out_of_reach() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let tmp = tempfile::tempdir()?;
+    let echo = relay_tests::tcp_echo().await;
+    let relay =
+        TestRelay::start("[[allow]]\nclient = \"ci\"\nagent = \"edge\"\ntargets = [\"echo\"]\n")
+            .await;
+    let agent = relay
+        .agent("edge", &[("echo", echo), ("secret", echo)])
+        .await;
+    let cred = relay.issue(Role::Client, "ci");
+    let cred = cred.to_string_lossy();
+    let client = relay_tests::client_bin!();
+    let with = |dest: &'static str| {
+        [
+            "--credential",
+            &*cred,
+            "with",
+            "--no-kubeconfig",
+            dest,
+            "--",
+            "sh",
+            "-c",
+            "echo ran; exit 3",
+        ]
+        .map(str::to_owned)
+    };
+    let run_with = |dest| {
+        let args = with(dest);
+        let client = client.clone();
+        let dir = tmp.path().to_owned();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&dir, &client, &args, &[]).await
+        }
+    };
+
+    // Granted: CMD runs and its status is ours.
+    let out = run_with("edge/echo").await?;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    // Exposed but not granted, not exposed, agent unknown: 255 with the
+    // reason, and CMD never runs.
+    for (dest, why) in [
+        ("edge/secret", "does not offer target secret"),
+        ("edge/nothere", "does not offer target nothere"),
+        ("ghost/echo", "agent ghost is not online"),
+    ] {
+        let out = run_with(dest).await?;
+        assert_eq!(out.status.code(), Some(255), "{dest}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(why), "{dest}: {}", text(&out));
+        assert!(out.stdout.is_empty(), "{dest}: CMD ran: {}", text(&out));
+    }
+
+    agent.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
+
 /// Starts `relay-client socks 127.0.0.1:0 AGENT`; returns the process and
 /// its address (from its "socks5 proxy on ADDR" line).
 async fn socks_process(
