@@ -28,13 +28,22 @@ pub enum Flavor {
 /// `auto`), else `default`.
 ///
 /// # Errors
-/// If the runtime cannot be created (out of threads or file descriptors).
+/// If `RELAY_RUNTIME` names no runtime (a typo must not silently fall back),
+/// or the runtime cannot be created (out of threads or file descriptors).
 pub fn build(default: Flavor) -> std::io::Result<tokio::runtime::Runtime> {
-    let flavor = match std::env::var("RELAY_RUNTIME").as_deref() {
-        Ok("current") => Flavor::Current,
-        Ok("multi") => Flavor::Multi,
-        Ok("auto") => Flavor::Auto,
-        _ => default,
+    let flavor = match std::env::var("RELAY_RUNTIME") {
+        Err(_) => default,
+        Ok(v) => match v.as_str() {
+            "current" => Flavor::Current,
+            "multi" => Flavor::Multi,
+            "auto" => Flavor::Auto,
+            other => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("RELAY_RUNTIME={other:?}: use current, multi or auto"),
+                ))
+            }
+        },
     };
     let multi = match flavor {
         Flavor::Current => false,

@@ -658,3 +658,26 @@ async fn forward_binary_end_to_end() -> anyhow::Result<()> {
     relay.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_misspelt_runtime_stops_the_program_with_the_choices() -> anyhow::Result<()> {
+    let bins = relay_tests::bins!();
+    let dir = tempfile::tempdir()?;
+    let out = guard(
+        "relay-server with RELAY_RUNTIME=muti",
+        tokio::process::Command::new(&bins.server)
+            .args(["run", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(dir.path())
+            .env("RELAY_RUNTIME", "muti")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started anyway: {stderr}");
+    assert!(
+        stderr.contains("RELAY_RUNTIME") && stderr.contains("current, multi or auto"),
+        "{stderr}"
+    );
+    Ok(())
+}
