@@ -31,6 +31,9 @@ pub const DEFAULT_TERM: &str = "xterm-256color";
 /// job that keeps the terminal open does not hold the session.
 const DRAIN: Duration = Duration::from_secs(1);
 
+/// The terminal's end-of-input character (VEOF, Ctrl-D).
+const CTRL_D: u8 = 0x04;
+
 /// What the `Shell` open asked for.
 #[derive(Debug)]
 pub struct Request<'a> {
@@ -147,6 +150,12 @@ pub async fn run(
                     }
                 }
                 Ok(Some(Frame::Signal(s))) => sessions::deliver(pid, &s),
+                // The client's stdin ended (piped input): what a person
+                // types for that, Ctrl-D, so `cat` or a shell reading the
+                // terminal sees end of input and the session can end.
+                Ok(Some(Frame::Eof(e))) if e.channel == Channel::Stdin => {
+                    let _ = pty_write.write_all(&[CTRL_D]).await;
+                }
                 Ok(Some(Frame::Eof(_))) => {}
                 Ok(Some(other)) => {
                     tracing::warn!(frame = %other.frame_type(), "unexpected frame in a session");

@@ -33,7 +33,19 @@ fn client_command(credential: &Path, args: &[&str]) -> tokio::process::Command {
 
 /// Runs `relay-client run AGENT -- argv…` with `stdin` written and closed.
 async fn run(credential: &Path, agent: &str, argv: &[&str], stdin: Vec<u8>) -> anyhow::Result<Ran> {
-    let mut args = vec!["run", agent, "--"];
+    piped("run", credential, agent, argv, stdin).await
+}
+
+/// Runs `relay-client SUBCOMMAND AGENT -- argv…` with `stdin` written and
+/// closed.
+async fn piped(
+    subcommand: &str,
+    credential: &Path,
+    agent: &str,
+    argv: &[&str],
+    stdin: Vec<u8>,
+) -> anyhow::Result<Ran> {
+    let mut args = vec![subcommand, agent, "--"];
     args.extend_from_slice(argv);
     let mut child = client_command(credential, &args).spawn()?;
     let mut child_in = child.stdin.take().ok_or_else(|| anyhow::anyhow!("stdin"))?;
@@ -584,6 +596,23 @@ async fn shell_with_a_command_runs_it_on_a_terminal() -> anyhow::Result<()> {
     term.expect("on-a-tty-8").await?;
     let status = guard("client exit", child.wait()).await?;
     assert_eq!(status.code(), Some(5), "{status:?}");
+    agent.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_with_piped_input_ends_when_the_input_does() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let relay = TestRelay::start(ALLOW_SESSIONS).await;
+    let agent = relay.agent_with("edge", &[], allow_sessions).await;
+    let cred = relay.issue(Role::Client, "alice");
+    // `cat` on the agent's terminal reads until end of input: the end of
+    // our stdin must reach it (as Ctrl-D), or the session never ends.
+    let ran = piped("shell", &cred, "edge", &["cat"], b"piped line\n".to_vec()).await?;
+    assert_eq!(ran.status.code(), Some(0), "{}", ran.stderr);
+    let out = String::from_utf8_lossy(&ran.stdout);
+    assert!(out.contains("piped line"), "{out:?}");
     agent.shutdown().await;
     relay.shutdown().await;
     Ok(())
