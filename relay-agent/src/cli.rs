@@ -114,8 +114,7 @@ enum Command {
         out: PathBuf,
     },
     /// The benchmark service on plain TCP, as the direct baseline of
-    /// `relay-client bench`; prints `bench-server listening on ADDR`.
-    #[command(hide = true)]
+    /// `relay-client bench --direct ADDR`; prints `bench-server listening on ADDR`.
     BenchServer {
         /// Address to listen on (loopback by default).
         #[arg(long, default_value = "127.0.0.1:0")]
