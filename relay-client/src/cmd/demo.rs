@@ -74,6 +74,9 @@ pub async fn run(check: bool) -> anyhow::Result<ExitCode> {
         reply.ends_with(PAGE),
         "unexpected reply through the tunnel: {reply:?}"
     );
+    // Our half stays open until dropped: end it, so the check's stream
+    // closes (and gets its audit line) now, not when the demo stops.
+    drop(tcp);
 
     let d = relay.path().display();
     println!(
