@@ -283,7 +283,7 @@ async fn with_fails_before_the_command_when_the_target_is_out_of_reach() -> anyh
     let cred = relay.issue(Role::Client, "ci");
     let cred = cred.to_string_lossy();
     let client = relay_tests::client_bin!();
-    let with = |dest: &'static str| {
+    let with = |dest| {
         [
             "--credential",
             &*cred,
@@ -295,20 +295,9 @@ async fn with_fails_before_the_command_when_the_target_is_out_of_reach() -> anyh
             "-c",
             "echo ran; exit 3",
         ]
-        .map(str::to_owned)
     };
-    let run_with = |dest| {
-        let args = with(dest);
-        let client = client.clone();
-        let dir = tmp.path().to_owned();
-        async move {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            run(&dir, &client, &args, &[]).await
-        }
-    };
-
     // Granted: CMD runs and its status is ours.
-    let out = run_with("edge/echo").await?;
+    let out = run(tmp.path(), &client, &with("edge/echo"), &[]).await?;
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     // Exposed but not granted, not exposed, agent unknown: 255 with the
     // reason, and CMD never runs.
@@ -317,7 +306,7 @@ async fn with_fails_before_the_command_when_the_target_is_out_of_reach() -> anyh
         ("edge/nothere", "does not offer target nothere"),
         ("ghost/echo", "agent ghost is not online"),
     ] {
-        let out = run_with(dest).await?;
+        let out = run(tmp.path(), &client, &with(dest), &[]).await?;
         assert_eq!(out.status.code(), Some(255), "{dest}: {}", text(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(why), "{dest}: {}", text(&out));
