@@ -53,6 +53,18 @@
 //! client ─ List ─▶ relay                       on a fresh bidi stream
 //! client ◀─ AgentInfo { agent, instances, targets } × N ─ relay, then finish
 //!            (one frame per agent the caller may reach)
+//!
+//! direct paths (end-to-end mode; the agent registered with a `prefix`):
+//! client ─ Direct { agent, prefix } ─▶ relay          on a fresh bidi stream
+//!   relay: authorizes as for List, opens a bidi stream to one instance:
+//!   relay ─ Grant { caller, targets, sessions } ─▶ agent
+//!   relay ◀─ Accepted | Refused ─ agent
+//! client ◀─ Path { prefix } | Refused ─ relay        both streams stay open:
+//!            ending either withdraws the grant
+//! client ──QUIC, mTLS──▶ (relay's UDP address) ──▶ agent
+//!            the relay forwards datagrams by connection-ID prefix without
+//!            decrypting them; streams on it start with Open, answered by
+//!            the agent, which checks each against the grant
 //! ```
 //!
 //! After `Accepted`, a stream to an agent's built-in `bench` target carries
@@ -73,7 +85,9 @@
 //!   (a `Shell` open carries an optional command); error codes 0 to 16.
 //!   Kind `Socks { dest }` (wire 3, capability `SOCKS`) added later in
 //!   version 1: an old agent refuses it as malformed and never advertises
-//!   the capability, so no version bump was needed.
+//!   the capability, so no version bump was needed. Direct paths (`Direct`,
+//!   `Path`, `Grant`, the optional `prefix` ending `Register`) added later
+//!   in version 1: an old agent sends no prefix and is never offered one.
 
 mod bench;
 mod capabilities;
@@ -92,8 +106,9 @@ pub use code::ErrorCode;
 pub use destination::{Destination, Domain, DomainError, Host};
 pub use error::DecodeError;
 pub use frame::{
-    Accepted, AgentInfo, Channel, Data, Eof, Exit, Forwarded, Frame, FrameType, GoAway, List, Open,
-    Refused, Register, Registered, Resize, Signal, StreamKind, HEADER_LEN, MAX_FRAME_LEN,
+    Accepted, AgentInfo, Channel, Data, Direct, Eof, Exit, Forwarded, Frame, FrameType, GoAway,
+    Grant, List, Open, Path, Refused, Register, Registered, Resize, Signal, StreamKind, HEADER_LEN,
+    MAX_FRAME_LEN,
 };
 pub use identity::{Identity, IdentityError, Role};
 pub use name::{AgentName, Name, NameError, TargetName};

@@ -7,10 +7,10 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use relay_proto::{
-    Accepted, AgentInfo, AgentName, Capabilities, Channel, Data, DecodeError, Destination, Domain,
-    Eof, ErrorCode, Exit, Forwarded, Frame, FrameType, GoAway, Host, Identity, List, Name, Open,
-    Refused, Register, Registered, Resize, Role, Signal, StreamKind, TargetName, HEADER_LEN,
-    MAX_FRAME_LEN,
+    Accepted, AgentInfo, AgentName, Capabilities, Channel, Data, DecodeError, Destination, Direct,
+    Domain, Eof, ErrorCode, Exit, Forwarded, Frame, FrameType, GoAway, Grant, Host, Identity, List,
+    Name, Open, Path, Refused, Register, Registered, Resize, Role, Signal, StreamKind, TargetName,
+    HEADER_LEN, MAX_FRAME_LEN,
 };
 
 // ---- strategies ------------------------------------------------------------
@@ -95,11 +95,26 @@ fn channel() -> impl Strategy<Value = Channel> {
 /// Any frame. Keep [`covers_every_variant`] beside it.
 fn any_frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
-        (any::<u16>(), capabilities(), vec(target_name(), 0..=8)).prop_map(
-            |(version, capabilities, targets)| Register {
+        (
+            any::<u16>(),
+            capabilities(),
+            vec(target_name(), 0..=8),
+            any::<u32>()
+        )
+            .prop_map(|(version, capabilities, targets, prefix)| Register {
                 version,
                 capabilities,
-                targets
+                targets,
+                prefix
+            }
+            .into()),
+        (agent_name(), any::<u32>()).prop_map(|(agent, prefix)| Direct { agent, prefix }.into()),
+        any::<u32>().prop_map(|prefix| Path { prefix }.into()),
+        (identity(), vec(target_name(), 0..=8), any::<u32>()).prop_map(
+            |(caller, targets, sessions)| Grant {
+                caller,
+                targets,
+                sessions: Capabilities(sessions)
             }
             .into()
         ),
@@ -160,6 +175,9 @@ fn covers_every_variant(frame: &Frame) {
         | Frame::Refused(_)
         | Frame::List(_)
         | Frame::AgentInfo(_)
+        | Frame::Direct(_)
+        | Frame::Path(_)
+        | Frame::Grant(_)
         | Frame::Data(_)
         | Frame::Eof(_)
         | Frame::Resize(_)

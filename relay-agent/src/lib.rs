@@ -9,7 +9,8 @@
 //! unless `--allow-shell`: [`shell`] on a PTY, [`exec`] without one,
 //! [`record`]ed in asciicast v2), [`socks`] (SOCKS destinations: rules,
 //! resolution, checks; off unless `--allow-socks`), [`bench`] (the built-in
-//! benchmark target), [`cli`]. The agent never listens on a port (only the
+//! benchmark target), [`direct`] (clients' direct paths through the relay,
+//! with the relay's grants), [`cli`]. The agent never listens on a port (only the
 //! separate, hidden `relay-agent bench-server` benchmark baseline does).
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dial;
+pub mod direct;
 pub mod exec;
 pub mod metrics;
 pub mod record;
@@ -74,6 +76,7 @@ impl Agent {
             dials: Arc::new(tokio::sync::Semaphore::new(self.config.max_dials)),
             sessions: self.config.sessions.clone(),
             socks: self.config.socks.clone(),
+            grants: direct::Grants::default(),
         });
         if let Some(listener) = self
             .config

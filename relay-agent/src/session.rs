@@ -57,6 +57,7 @@ pub async fn run(
         conn,
         endpoint,
         relay,
+        prefix,
         ..
     } = tokio::select! {
         dialed = dialing => dialed?,
@@ -77,7 +78,19 @@ pub async fn run(
             caps
         },
         targets: config.allowlist.names(),
+        prefix: prefix.to_u32(),
     };
+    // Clients the relay grants a direct path reach this endpoint through
+    // the relay's address (module `direct`).
+    let cred = &config.credential;
+    let tls = relay_net::tls::server_config(
+        &cred.credential.certificate,
+        cred.key_pem(),
+        &cred.credential.ca,
+    )
+    .map_err(|e| fail(format!("direct-path TLS: {e}")))?;
+    relay_net::endpoint::accept_direct(&endpoint, tls, &config.transport);
+    let relay_addr = conn.remote_address();
     write_frame(&mut send, register)
         .await
         .map_err(|e| fail(e.to_string()))?;
@@ -118,6 +131,9 @@ pub async fn run(
                 Ok(None) => break Ended::Lost("relay closed the control stream".into()),
                 Err(e) => break Ended::Lost(conn.close_reason().map_or_else(|| e.to_string(), |c| describe(&c))),
             },
+            Some(incoming) = endpoint.accept() => {
+                streams.spawn(crate::direct::serve(ctx.clone(), relay_addr, relay.relay.clone(), incoming));
+            }
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
             () = shutdown.cancelled() => break Ended::Shutdown,
         }

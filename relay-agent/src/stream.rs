@@ -37,6 +37,8 @@ pub struct StreamContext {
     pub sessions: Sessions,
     /// SOCKS rules (off when empty).
     pub socks: Socks,
+    /// What the relay lets clients open on direct paths.
+    pub grants: crate::direct::Grants,
 }
 
 impl StreamContext {
@@ -90,7 +92,25 @@ pub async fn serve(
             let r = Refused::new(ErrorCode::UNAUTHORIZED, "only the relay may name a caller");
             return ctx.refuse(&mut send, &mut reader.recv, r).await;
         }
-        Frame::Open(open) if peer.identity.role == Role::Client => (peer.identity.clone(), open),
+        // A grant for a direct path, held while the relay keeps the stream.
+        Frame::Grant(g) if peer.identity.role == Role::Relay => {
+            return crate::direct::hold(&ctx, g, send, reader).await;
+        }
+        // On a direct path the caller is the peer itself, and the relay's
+        // grant says what it may open.
+        Frame::Open(open) if peer.identity.role == Role::Client => {
+            if !ctx.grants.allows(&peer.identity, &open) {
+                let r = Refused::new(
+                    ErrorCode::UNAUTHORIZED,
+                    format!(
+                        "the relay's grant for {} does not cover {} {}",
+                        peer.identity, open.kind, open.target
+                    ),
+                );
+                return ctx.refuse(&mut send, &mut reader.recv, r).await;
+            }
+            (peer.identity.clone(), open)
+        }
         other => {
             let r = Refused::new(
                 ErrorCode::PROTOCOL_VIOLATION,

@@ -41,6 +41,12 @@ pub struct Args {
     /// Deadline for reaching the relay.
     #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
+    /// End-to-end mode: each agent is reached on a QUIC connection of its
+    /// own, which the relay forwards without decrypting (fewer copies and
+    /// no crypto on the relay); the relay still authorizes it. Falls back to
+    /// the relay path where the relay or agent cannot offer one.
+    #[arg(long, global = true, env = "RELAY_END_TO_END")]
+    end_to_end: bool,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -218,7 +224,9 @@ fn client(args: &Args) -> anyhow::Result<Client> {
         anyhow::anyhow!("give --credential FILE (from `relay-server issue client NAME`)")
     })?;
     let loaded = Credential::load(path, args.key.as_deref())?;
-    Ok(Client::new(loaded).with_connect_timeout(args.connect_timeout))
+    Ok(Client::new(loaded)
+        .with_connect_timeout(args.connect_timeout)
+        .end_to_end(args.end_to_end))
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -332,7 +340,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { check } => crate::cmd::demo::run(*check).await,
-        Command::Bench(bench) => crate::cmd::bench::run(bench, || client(&args)).await,
+        Command::Bench(bench) => {
+            crate::cmd::bench::run(bench, args.end_to_end, || client(&args)).await
+        }
         Command::BenchQuicServer(a) => crate::cmd::bench::quic_server(a).await,
     }
 }

@@ -8,7 +8,7 @@
 //! connections leave from an agent), `with` (run a command with a forward
 //! and a kubeconfig for it), `kubeconfig`, `list`, `demo`, `bench` (its
 //! measurements: [`bench`]); [`session`] is the part `shell` and `run`
-//! share, [`kube`] the kubeconfig rewriting.
+//! share, [`kube`] the kubeconfig rewriting, [`direct`] end-to-end mode.
 
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use tokio::sync::Mutex;
 pub mod bench;
 pub mod cli;
 pub mod cmd;
+pub mod direct;
 pub mod kube;
 pub mod listen;
 pub mod local;
@@ -81,7 +82,8 @@ impl Destination {
     }
 }
 
-/// A client of the relay: one connection, shared by every stream.
+/// A client of the relay: one connection, shared by every stream; in
+/// end-to-end mode also one direct path per agent ([`direct`]).
 #[derive(Debug)]
 pub struct Client {
     /// The credential it dials with.
@@ -89,6 +91,8 @@ pub struct Client {
     transport: Transport,
     connect_timeout: Duration,
     conn: Mutex<Option<RelayConn>>,
+    /// `Some` in end-to-end mode: the direct paths, by agent.
+    direct: Option<Mutex<direct::Paths>>,
 }
 
 impl Client {
@@ -99,7 +103,16 @@ impl Client {
             transport: Transport::client(),
             connect_timeout: Duration::from_secs(10),
             conn: Mutex::new(None),
+            direct: None,
         }
+    }
+
+    /// End-to-end mode: streams to an agent travel on a QUIC connection to
+    /// the agent itself, which the relay forwards without decrypting; where
+    /// the relay or agent cannot offer one, the relay path is used.
+    pub fn end_to_end(mut self, on: bool) -> Client {
+        self.direct = on.then(|| Mutex::new(direct::Paths::default()));
+        self
     }
 
     /// Sets the handshake deadline.
@@ -128,6 +141,44 @@ impl Client {
         Ok(conn)
     }
 
+    /// The connection that carries streams to `agent`: in end-to-end mode
+    /// its direct path (set up on first use, again once lost), else (or if
+    /// there can be none) the relay connection.
+    ///
+    /// # Errors
+    /// If the relay cannot be reached.
+    pub async fn connection_to(&self, agent: &AgentName) -> Result<quinn::Connection, DialError> {
+        let Some(paths) = &self.direct else {
+            return self.connection().await;
+        };
+        let mut paths = paths.lock().await;
+        if let Some(conn) = paths.live(agent) {
+            return Ok(conn);
+        }
+        let relay = self.connection().await?;
+        let (endpoint, prefix) = {
+            let slot = self.conn.lock().await;
+            match slot.as_ref() {
+                Some(rc) => (rc.endpoint.clone(), rc.prefix),
+                None => return Ok(relay),
+            }
+        };
+        let via = direct::Via {
+            relay: &relay,
+            endpoint: &endpoint,
+            prefix,
+            credential: &self.credential,
+            transport: &self.transport,
+        };
+        match paths.open(agent, via).await {
+            Ok(conn) => Ok(conn),
+            Err(reason) => {
+                tracing::warn!(%agent, %reason, "no direct path; using the relay path");
+                Ok(relay)
+            }
+        }
+    }
+
     /// Opens a stream and writes `Open`; the answer is read by the caller
     /// (see [`stream::Answered`]) so data can follow without a round trip.
     ///
@@ -137,7 +188,7 @@ impl Client {
         &self,
         open: Open,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), OpenError> {
-        let conn = self.connection().await?;
+        let conn = self.connection_to(&open.agent).await?;
         let (mut send, recv) = conn
             .open_bi()
             .await
@@ -261,6 +312,9 @@ impl Client {
 
     /// Closes the connection cleanly (after streams are done).
     pub async fn close(&self) {
+        if let Some(paths) = &self.direct {
+            paths.lock().await.close();
+        }
         if let Some(rc) = self.conn.lock().await.take() {
             rc.conn.close(0u32.into(), b"client done");
             let _ = tokio::time::timeout(Duration::from_secs(1), rc.endpoint.wait_idle()).await;

@@ -9,6 +9,7 @@ use quinn::ConnectionError;
 
 use crate::cert::PeerCert;
 use crate::credential::Loaded;
+use crate::direct::Prefix;
 use crate::endpoint::{self, Transport};
 
 /// Why the relay could not be reached or refused us.
@@ -65,6 +66,9 @@ pub struct RelayConn {
     pub relay: PeerCert,
     /// The address that answered.
     pub addr: String,
+    /// The prefix of the endpoint's connection IDs, which routes a direct
+    /// path to it ([`crate::direct`]).
+    pub prefix: Prefix,
 }
 
 /// Dials the relay addresses of `cred` in order and returns the first
@@ -127,7 +131,9 @@ async fn dial_one(
     timeout: Duration,
 ) -> Result<RelayConn, DialError> {
     let (host, remote) = resolve(addr).await?;
-    let endpoint = endpoint::client(remote, tls, transport).map_err(DialError::Socket)?;
+    let prefix = Prefix::random();
+    let endpoint =
+        endpoint::client_with_prefix(remote, tls, transport, prefix).map_err(DialError::Socket)?;
     let unreachable = |reason: String| DialError::Unreachable {
         addr: addr.to_owned(),
         reason,
@@ -173,6 +179,7 @@ async fn dial_one(
         endpoint,
         relay,
         addr: addr.to_owned(),
+        prefix,
     })
 }
 

@@ -7,8 +7,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::direct::{Forwarding, Prefix, PrefixedCids, RelayCids, Router};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{IdleTimeout, TransportConfig, VarInt};
+use quinn::{AsyncUdpSocket, IdleTimeout, TransportConfig, VarInt};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Requested UDP socket buffer size. The kernel caps it at
@@ -166,6 +167,9 @@ pub fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 /// # Errors
 /// If the address cannot be bound.
 ///
+/// `router` claims the datagrams of direct paths (module [`crate::direct`]);
+/// the relay's own connection IDs never look like theirs.
+///
 /// `reset_key` keys the stateless-reset tokens. A relay that keeps it across
 /// restarts (or crashes) lets its peers learn at once that their connection
 /// is gone, instead of waiting out the idle timeout (DESIGN "Scale-out").
@@ -174,6 +178,7 @@ pub fn server(
     tls: QuicServerConfig,
     transport: &Transport,
     reset_key: Option<&[u8; 32]>,
+    router: Option<Arc<dyn Router>>,
 ) -> std::io::Result<quinn::Endpoint> {
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(tls));
     config.transport_config(Arc::new(transport.to_quinn()));
@@ -193,18 +198,33 @@ pub fn server(
             let cid_key = u64::from_le_bytes(cid_key);
             let mut config = quinn::EndpointConfig::new(Arc::new(key));
             config.cid_generator(move || {
-                Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+                Box::new(RelayCids(
+                    quinn_proto::HashedConnectionIdGenerator::from_key(cid_key),
+                ))
             });
             config
         }
-        None => quinn::EndpointConfig::default(),
+        None => {
+            let mut config = quinn::EndpointConfig::default();
+            config.cid_generator(|| {
+                Box::new(RelayCids(
+                    quinn_proto::RandomConnectionIdGenerator::default(),
+                ))
+            });
+            config
+        }
     };
     let mut endpoint_config = endpoint_config;
     transport.apply_to(&mut endpoint_config);
-    quinn::Endpoint::new(
+    let socket = quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, bind_udp(addr)?)?;
+    let socket: Arc<dyn AsyncUdpSocket> = match router {
+        Some(router) => Arc::new(Forwarding::new(socket, router)),
+        None => socket,
+    };
+    quinn::Endpoint::new_with_abstract_socket(
         endpoint_config,
         Some(config),
-        bind_udp(addr)?,
+        socket,
         Arc::new(quinn::TokioRuntime),
     )
 }
@@ -219,13 +239,29 @@ pub fn client(
     tls: Arc<QuicClientConfig>,
     transport: &Transport,
 ) -> std::io::Result<quinn::Endpoint> {
+    client_with_prefix(remote, tls, transport, Prefix::random())
+}
+
+/// [`client`], issuing connection IDs that start with `prefix`, so the
+/// relay can route a direct path to this endpoint ([`crate::direct`]).
+///
+/// # Errors
+/// If no local socket can be bound.
+pub fn client_with_prefix(
+    remote: SocketAddr,
+    tls: Arc<QuicClientConfig>,
+    transport: &Transport,
+    prefix: Prefix,
+) -> std::io::Result<quinn::Endpoint> {
     let local: SocketAddr = if remote.is_ipv6() {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     } else {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     };
+    let mut endpoint_config = transport.endpoint_config();
+    endpoint_config.cid_generator(move || Box::new(PrefixedCids(prefix)));
     let mut endpoint = quinn::Endpoint::new(
-        transport.endpoint_config(),
+        endpoint_config,
         None,
         bind_udp(local)?,
         Arc::new(quinn::TokioRuntime),
@@ -234,4 +270,29 @@ pub fn client(
     config.transport_config(Arc::new(transport.to_quinn()));
     endpoint.set_default_client_config(config);
     Ok(endpoint)
+}
+
+/// Lets an agent's endpoint accept direct paths from clients
+/// ([`crate::direct`]): mutual TLS with the agent's own certificate, on the
+/// socket its relay connection already holds open through any NAT.
+pub fn accept_direct(endpoint: &quinn::Endpoint, tls: QuicServerConfig, transport: &Transport) {
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(tls));
+    config.transport_config(Arc::new(transport.to_quinn()));
+    // Handshakes come only from clients the relay has granted a path.
+    config.max_incoming(256);
+    endpoint.set_server_config(Some(config));
+}
+
+/// A client configuration for a direct path to the agent whose endpoint
+/// issues connection IDs with `agent`: the first packets carry that prefix
+/// too, so the relay forwards them before the agent has chosen an ID.
+pub fn direct_client(
+    tls: Arc<QuicClientConfig>,
+    transport: &Transport,
+    agent: Prefix,
+) -> quinn::ClientConfig {
+    let mut config = quinn::ClientConfig::new(tls);
+    config.transport_config(Arc::new(transport.to_quinn()));
+    config.initial_dst_cid_provider(Arc::new(move || agent.connection_id()));
+    config
 }

@@ -5,6 +5,7 @@
 //! - [`credential`]: the one file an agent or client is handed;
 //! - [`tls`] and [`endpoint`]: mutual-TLS 1.3 QUIC endpoints and transport;
 //! - [`dial`]: reaching the relay, with failures a person can act on;
+//! - [`direct`]: connection IDs and the relay socket of direct paths;
 //! - [`framed`]: frames at the start of a stream, early data kept;
 //! - [`splice`]: copying both ways with finish/reset mirrored;
 //! - [`bench`]: the benchmark service (sink, source, echo) on any splice ends.
@@ -24,6 +25,8 @@ pub mod cert;
 pub mod credential;
 #[cfg(feature = "net")]
 pub mod dial;
+#[cfg(feature = "net")]
+pub mod direct;
 #[cfg(feature = "net")]
 pub mod endpoint;
 #[cfg(feature = "net")]

@@ -84,3 +84,82 @@ pub fn client_config(
     tls.enable_early_data = false;
     QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))
 }
+
+/// A client's TLS toward an agent on a direct path: the agent's chain must
+/// lead to `ca_pem` like any peer's, but agent certificates name an identity
+/// (a `relay://` URI), not a host, so the caller checks that identity once
+/// the handshake is done ([`crate::cert::PeerCert::of_connection`]).
+///
+/// # Errors
+/// If any PEM is malformed or the key does not match the certificate.
+pub fn direct_client_config(
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+) -> Result<QuicClientConfig, TlsError> {
+    let provider = provider();
+    let chain = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        roots(ca_pem)?,
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ChainOnly(chain)))
+        .with_client_auth_cert(pem::certs(cert_pem)?, pem::private_key(key_pem)?)?;
+    tls.alpn_protocols = vec![proto::ALPN.to_vec()];
+    tls.enable_early_data = false;
+    QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))
+}
+
+/// Verifies a server's chain, validity and key usage with webpki, and
+/// leaves its name to the caller.
+#[derive(Debug)]
+struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            // webpki checks the name last, after chain, time and usage.
+            Err(rustls::Error::InvalidCertificate(
+                NotValidForName | NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}

@@ -17,7 +17,8 @@ pub struct AuditEvent {
     /// RFC 3339 UTC time; filled in by [`Audit::record`].
     pub time: String,
     /// `open`, `refused`, `close`, `register`, `unregister`, `auth_failed`,
-    /// `revoked`, `policy_reload`.
+    /// `revoked`, `policy_reload`; `direct` and `direct_close` for a direct
+    /// path (end-to-end mode: the relay sees the path, not its streams).
     pub event: &'static str,
     /// The peer's identity (`client/alice`), if known.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -26,6 +26,7 @@ pub mod cmd;
 pub mod config;
 mod conn;
 mod control;
+mod direct;
 pub mod metrics;
 pub mod policy;
 pub mod registry;
@@ -95,6 +96,8 @@ pub(crate) struct Shared {
     clients: tokio::sync::watch::Sender<usize>,
     /// Bumped after every reload attempt of policy or revocations.
     reloads: tokio::sync::watch::Sender<u64>,
+    /// Routes of direct paths, read by the UDP socket for every datagram.
+    direct: Arc<direct::Routes>,
 }
 
 impl Shared {
@@ -209,11 +212,13 @@ impl Relay {
         let burst = std::num::NonZeroU32::new(config.limits.open_burst).unwrap_or(rate);
         let open_limiter =
             governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst));
+        let routes = Arc::new(direct::Routes::default());
         let endpoint = relay_net::endpoint::server(
             config.listen,
             tls,
             &transport,
             reset_key(&paths.reset_key()).as_ref(),
+            Some(routes.clone()),
         )
         .map_err(|err| RelayError::Bind {
             addr: config.listen,
@@ -231,6 +236,7 @@ impl Relay {
             clients: tokio::sync::watch::channel(0).0,
             metrics,
             open_limiter,
+            direct: routes,
         });
         Ok(Relay {
             endpoint,

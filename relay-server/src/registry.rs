@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use proto::{AgentName, Capabilities, TargetName};
+use relay_net::direct::Prefix;
 use tokio::sync::watch;
 
 /// One connected agent instance.
@@ -24,6 +25,8 @@ pub struct Instance {
     pub targets: Arc<[TargetName]>,
     /// The stream kinds it serves.
     pub capabilities: Capabilities,
+    /// The prefix of its connection IDs, if it serves direct paths.
+    pub prefix: Option<Prefix>,
 }
 
 /// A registered agent, as [`Registry::snapshot`] sees it.
@@ -114,6 +117,7 @@ impl Registry {
         serial: String,
         targets: Vec<TargetName>,
         capabilities: Capabilities,
+        prefix: Option<Prefix>,
     ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let instance = Instance {
@@ -122,6 +126,7 @@ impl Registry {
             serial,
             targets: targets.into(),
             capabilities,
+            prefix,
         };
         let mut state = self.lock();
         state.seen.insert(agent.clone());

@@ -80,7 +80,7 @@ pub(crate) async fn serve(
                 }
                 Ok((send, recv)) => {
                     let span = tracing::debug_span!("stream", id = %send.id());
-                    streams.spawn(handle(shared.clone(), peer.clone(), conn.remote_address(), send, recv).instrument(span));
+                    streams.spawn(handle(shared.clone(), peer.clone(), conn.clone(), send, recv).instrument(span));
                     if streams.len() as u64 * 4 >= u64::from(allowed) * 3 && allowed < max_streams {
                         allowed = allowed.saturating_mul(2).min(max_streams);
                         conn.set_max_concurrent_bi_streams(allowed.into());
@@ -129,10 +129,11 @@ impl OverRate {
 async fn handle(
     shared: std::sync::Arc<Shared>,
     peer: PeerCert,
-    remote: std::net::SocketAddr,
+    conn: quinn::Connection,
     mut send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
+    let remote = conn.remote_address();
     let mut reader = FrameReader::new(recv);
     let refusal = |code: ErrorCode, message: String| Refused::new(code, message);
     let frame = match reader.expect(shared.limits.first_frame_timeout).await {
@@ -147,6 +148,9 @@ async fn handle(
     match frame {
         Frame::Open(open) => forward(&shared, &peer, remote, send, reader, open).await,
         Frame::List(_) => list(&shared, &peer, send).await,
+        Frame::Direct(direct) => {
+            crate::direct::serve(&shared, &peer, &conn, send, reader, direct).await;
+        }
         Frame::Forwarded(_) => {
             let r = refusal(
                 ErrorCode::UNAUTHORIZED,
@@ -159,7 +163,7 @@ async fn handle(
             let r = refusal(
                 ErrorCode::PROTOCOL_VIOLATION,
                 format!(
-                    "a stream must start with Open or List, not {:?}",
+                    "a stream must start with Open, List or Direct, not {:?}",
                     other.frame_type()
                 ),
             );
@@ -342,41 +346,44 @@ fn authorize(
     if let Some(message) = denied {
         return Err(Refused::new(ErrorCode::UNAUTHORIZED, message));
     }
-    match shared.registry.lookup(&open.agent) {
-        Lookup::Found(instances) => {
-            // Only instances that serve this kind: a pool may mix versions
-            // or configurations, and an open must not land on one that lacks it.
-            let needed = open.kind.capability();
-            let able: Vec<_> = instances
-                .into_iter()
-                .filter(|i| i.capabilities.contains(needed))
-                .collect();
-            if able.is_empty() {
-                let flag = match open.kind {
-                    StreamKind::Shell { .. } | StreamKind::Exec { .. } => "--allow-shell",
-                    StreamKind::Socks { .. } => "--allow-socks",
-                    _ => "the flag that enables them",
-                };
-                return Err(Refused::new(
-                    ErrorCode::UNSUPPORTED,
-                    format!(
-                        "agent {} does not offer {} sessions (it runs without {flag})",
-                        open.agent, open.kind
-                    ),
-                ));
-            }
-            Ok(able)
-        }
+    // Only instances that serve this kind: a pool may mix versions or
+    // configurations, and an open must not land on one that lacks it.
+    let needed = open.kind.capability();
+    let able: Vec<_> = instances(shared, &open.agent)?
+        .into_iter()
+        .filter(|i| i.capabilities.contains(needed))
+        .collect();
+    if able.is_empty() {
+        let flag = match open.kind {
+            StreamKind::Shell { .. } | StreamKind::Exec { .. } => "--allow-shell",
+            StreamKind::Socks { .. } => "--allow-socks",
+            _ => "the flag that enables them",
+        };
+        return Err(Refused::new(
+            ErrorCode::UNSUPPORTED,
+            format!(
+                "agent {} does not offer {} sessions (it runs without {flag})",
+                open.agent, open.kind
+            ),
+        ));
+    }
+    Ok(able)
+}
+
+/// The live instances of `agent`, or why there are none.
+pub(crate) fn instances(
+    shared: &Shared,
+    agent: &proto::AgentName,
+) -> Result<Vec<crate::registry::Instance>, Refused> {
+    match shared.registry.lookup(agent) {
+        Lookup::Found(instances) => Ok(instances),
         Lookup::Offline => Err(Refused::new(
             ErrorCode::AGENT_OFFLINE,
-            format!(
-                "agent {} is offline (not connected to the relay)",
-                open.agent
-            ),
+            format!("agent {agent} is offline (not connected to the relay)"),
         )),
         Lookup::Unknown => Err(Refused::new(
             ErrorCode::UNKNOWN_AGENT,
-            format!("no agent named {} has connected to this relay", open.agent),
+            format!("no agent named {agent} has connected to this relay"),
         )),
     }
 }

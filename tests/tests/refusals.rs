@@ -523,13 +523,14 @@ async fn client_certificate_cannot_register_as_agent() -> anyhow::Result<()> {
         version: PROTOCOL_VERSION,
         capabilities: Capabilities::TCP,
         targets: vec!["db".parse()?],
+        prefix: 0,
     });
     send.write_all(&register.to_bytes()).await?;
     let mut reader = FrameReader::new(recv);
     match guard("answer", reader.read()).await? {
         Some(Frame::Refused(r)) => {
             assert_eq!(r.code, ErrorCode::PROTOCOL_VIOLATION, "{r:?}");
-            assert!(r.message.contains("must start with Open or List"), "{r:?}");
+            assert!(r.message.contains("must start with Open, List or Direct"), "{r:?}");
             assert!(r.message.contains("Register"), "{r:?}");
         }
         other => panic!("expected Refused, got {other:?}"),

@@ -17,12 +17,15 @@ use crate::error::DecodeError;
 mod accepted;
 mod agent_info;
 mod data;
+mod direct;
 mod eof;
 mod exit;
 mod forwarded;
 mod go_away;
+mod grant;
 mod list;
 mod open;
+mod path;
 mod refused;
 mod register;
 mod registered;
@@ -32,12 +35,15 @@ mod signal;
 pub use accepted::Accepted;
 pub use agent_info::AgentInfo;
 pub use data::{Channel, Data};
+pub use direct::Direct;
 pub use eof::Eof;
 pub use exit::Exit;
 pub use forwarded::Forwarded;
 pub use go_away::GoAway;
+pub use grant::Grant;
 pub use list::List;
 pub use open::{Open, StreamKind};
+pub use path::Path;
 pub use refused::Refused;
 pub use register::Register;
 pub use registered::Registered;
@@ -73,10 +79,16 @@ pub enum FrameType {
     Accepted = 0x12,
     /// [`Refused`]: the open (or registration) is refused, with a code.
     Refused = 0x13,
+    /// [`Grant`]: relay → agent, a client may use a direct path.
+    Grant = 0x14,
     /// [`List`]: client → relay, asks which agents the caller may reach.
     List = 0x20,
     /// [`AgentInfo`]: relay → client, one reachable agent.
     AgentInfo = 0x21,
+    /// [`Direct`]: client → relay, asks for a direct path to an agent.
+    Direct = 0x22,
+    /// [`Path`]: relay → client, the direct path is granted.
+    Path = 0x23,
     /// [`Data`]: session bytes on stdin, stdout or stderr.
     Data = 0x30,
     /// [`Eof`]: one channel of a session ended.
@@ -100,8 +112,11 @@ impl FrameType {
             FrameType::Forwarded => "Forwarded",
             FrameType::Accepted => "Accepted",
             FrameType::Refused => "Refused",
+            FrameType::Grant => "Grant",
             FrameType::List => "List",
             FrameType::AgentInfo => "AgentInfo",
+            FrameType::Direct => "Direct",
+            FrameType::Path => "Path",
             FrameType::Data => "Data",
             FrameType::Eof => "Eof",
             FrameType::Resize => "Resize",
@@ -126,8 +141,11 @@ impl TryFrom<u8> for FrameType {
             0x11 => FrameType::Forwarded,
             0x12 => FrameType::Accepted,
             0x13 => FrameType::Refused,
+            0x14 => FrameType::Grant,
             0x20 => FrameType::List,
             0x21 => FrameType::AgentInfo,
+            0x22 => FrameType::Direct,
+            0x23 => FrameType::Path,
             0x30 => FrameType::Data,
             0x31 => FrameType::Eof,
             0x32 => FrameType::Resize,
@@ -167,10 +185,16 @@ pub enum Frame {
     Accepted(Accepted),
     /// See [`Refused`].
     Refused(Refused),
+    /// See [`Grant`].
+    Grant(Grant),
     /// See [`List`].
     List(List),
     /// See [`AgentInfo`].
     AgentInfo(AgentInfo),
+    /// See [`Direct`].
+    Direct(Direct),
+    /// See [`Path`].
+    Path(Path),
     /// See [`Data`].
     Data(Data),
     /// See [`Eof`].
@@ -194,8 +218,11 @@ impl Frame {
             Frame::Forwarded(_) => FrameType::Forwarded,
             Frame::Accepted(_) => FrameType::Accepted,
             Frame::Refused(_) => FrameType::Refused,
+            Frame::Grant(_) => FrameType::Grant,
             Frame::List(_) => FrameType::List,
             Frame::AgentInfo(_) => FrameType::AgentInfo,
+            Frame::Direct(_) => FrameType::Direct,
+            Frame::Path(_) => FrameType::Path,
             Frame::Data(_) => FrameType::Data,
             Frame::Eof(_) => FrameType::Eof,
             Frame::Resize(_) => FrameType::Resize,
@@ -269,6 +296,9 @@ impl Frame {
             FrameType::Refused => Frame::Refused(Refused::decode(&payload)?),
             FrameType::List => Frame::List(List::decode(&payload)?),
             FrameType::AgentInfo => Frame::AgentInfo(AgentInfo::decode(&payload)?),
+            FrameType::Direct => Frame::Direct(Direct::decode(&payload)?),
+            FrameType::Path => Frame::Path(Path::decode(&payload)?),
+            FrameType::Grant => Frame::Grant(Grant::decode(&payload)?),
             // Session bytes keep sharing the receive buffer: no copy.
             FrameType::Data => Frame::Data(Data::decode(payload)?),
             FrameType::Eof => Frame::Eof(Eof::decode(&payload)?),
@@ -305,6 +335,9 @@ impl Frame {
             Frame::Refused(f) => f.encode(dst),
             Frame::List(f) => f.encode(dst),
             Frame::AgentInfo(f) => f.encode(dst),
+            Frame::Direct(f) => f.encode(dst),
+            Frame::Path(f) => f.encode(dst),
+            Frame::Grant(f) => f.encode(dst),
             Frame::Data(f) => f.encode(dst),
             Frame::Eof(f) => f.encode(dst),
             Frame::Resize(f) => f.encode(dst),
@@ -331,6 +364,9 @@ impl Frame {
             Frame::Refused(f) => f.encoded_len(),
             Frame::List(f) => f.encoded_len(),
             Frame::AgentInfo(f) => f.encoded_len(),
+            Frame::Direct(f) => f.encoded_len(),
+            Frame::Path(f) => f.encoded_len(),
+            Frame::Grant(f) => f.encoded_len(),
             Frame::Data(f) => f.encoded_len(),
             Frame::Eof(f) => f.encoded_len(),
             Frame::Resize(f) => f.encoded_len(),

@@ -1,11 +1,15 @@
 //! `REGISTER` (type 0x01): agent → relay, the first frame on the control stream.
 //!
 //! ```text
-//! | version: u16 | capabilities: u32 | count: u16 | target: name × count |
+//! | version: u16 | capabilities: u32 | count: u16 | target: name × count | [prefix: u32] |
 //! ```
 //!
 //! The agent's name is not in the frame: the relay takes it from the agent's
 //! certificate (DESIGN: identity never comes from a frame field).
+//!
+//! `prefix` (added in version 1, optional: absent means 0) starts the
+//! connection IDs the agent's endpoint issues, so the relay can route direct
+//! paths to it (see [`Direct`](crate::Direct)); 0: the agent serves none.
 
 use bytes::BufMut;
 
@@ -26,6 +30,8 @@ pub struct Register {
     pub capabilities: Capabilities,
     /// The targets the agent exposes, in the agent's order.
     pub targets: Vec<TargetName>,
+    /// The prefix of the agent's connection IDs for direct paths, or 0.
+    pub prefix: u32,
 }
 
 impl Register {
@@ -34,11 +40,13 @@ impl Register {
         let version = r.read_u16()?;
         let capabilities = Capabilities(r.read_u32()?);
         let targets = r.read_list(|r| r.read_name().map(TargetName::from))?;
+        let prefix = if r.remaining() == 0 { 0 } else { r.read_u32()? };
         r.finish()?;
         Ok(Self {
             version,
             capabilities,
             targets,
+            prefix,
         })
     }
 
@@ -46,10 +54,15 @@ impl Register {
         dst.put_u16(self.version);
         dst.put_u32(self.capabilities.bits());
         put_list(dst, &self.targets, |dst, t| put_name(dst, t.as_name()));
+        if self.prefix != 0 {
+            dst.put_u32(self.prefix);
+        }
     }
 
     pub(crate) fn encoded_len(&self) -> usize {
-        2 + 4 + list_len(&self.targets, |t| name_len(t.as_name()))
+        2 + 4
+            + list_len(&self.targets, |t| name_len(t.as_name()))
+            + if self.prefix != 0 { 4 } else { 0 }
     }
 }
 
@@ -70,6 +83,7 @@ mod tests {
             version: 1,
             capabilities: Capabilities::TCP | Capabilities::EXEC,
             targets: vec!["kube".parse().unwrap(), "db".parse().unwrap()],
+            prefix: 0,
         });
         let wire = b"\x01\x00\x00\x00\x10\
                      \x00\x01\x00\x00\x00\x05\x00\x02\x04kube\x02db";
@@ -78,6 +92,22 @@ mod tests {
             Frame::decode(&mut BytesMut::from(&wire[..])),
             Ok(Some(frame))
         );
+    }
+
+    #[test]
+    fn prefix_is_optional_and_trails() {
+        let frame = Register {
+            version: 1,
+            capabilities: Capabilities::TCP,
+            targets: vec![],
+            prefix: 0x8000_0002,
+        };
+        let wire = b"\x00\x01\x00\x00\x00\x01\x00\x00\x80\x00\x00\x02";
+        let mut buf = BytesMut::new();
+        frame.encode(&mut buf);
+        assert_eq!(&buf[..], wire);
+        assert_eq!(Register::decode(wire), Ok(frame));
+        assert!(Register::decode(&wire[..10]).is_err());
     }
 
     #[test]

@@ -106,6 +106,7 @@ pub async fn quic_server(args: &QuicServerArgs) -> anyhow::Result<ExitCode> {
         tls,
         &relay_net::endpoint::Transport::relay(),
         None,
+        None,
     )
     .with_context(|| format!("cannot listen on {}", args.listen))?;
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -342,10 +343,11 @@ const LOCAL_POLICY: &str =
 /// If a part cannot be started or a measurement fails.
 pub async fn run(
     args: &BenchArgs,
+    end_to_end: bool,
     client: impl FnOnce() -> anyhow::Result<Client>,
 ) -> anyhow::Result<ExitCode> {
     let report = tokio::select! {
-        r = measure_all(args, client) => r?,
+        r = measure_all(args, end_to_end, client) => r?,
         // Return (and drop the child processes and temp dir) on Ctrl-C.
         Ok(()) = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
     };
@@ -368,6 +370,7 @@ fn options(args: &BenchArgs) -> Options {
 
 async fn measure_all(
     args: &BenchArgs,
+    end_to_end: bool,
     client: impl FnOnce() -> anyhow::Result<Client>,
 ) -> anyhow::Result<Report> {
     let opts = options(args);
@@ -408,7 +411,7 @@ async fn measure_all(
         return Ok(Report::new(format!("plain quinn to {addr}"), opts, m, None));
     }
     if args.local {
-        return local(&opts, &progress).await;
+        return local(&opts, end_to_end, &progress).await;
     }
     let client = Arc::new(client()?);
     let agent = match &args.agent {
@@ -489,7 +492,7 @@ async fn measure_all(
 /// service (relay-agent's `allowlist::BENCH_TARGET`).
 const BENCH_TARGET: &str = "bench";
 
-async fn local(opts: &Options, progress: &Progress) -> anyhow::Result<Report> {
+async fn local(opts: &Options, end_to_end: bool, progress: &Progress) -> anyhow::Result<Report> {
     let bins = Binaries::beside_current_exe()?;
     eprintln!("bench: starting relay-server and relay-agent --expose-bench on 127.0.0.1 ...");
     // No open-rate limit in the way: the open test measures the tunnel, and
@@ -501,7 +504,8 @@ async fn local(opts: &Options, progress: &Progress) -> anyhow::Result<Report> {
         .start_agent(&agent_cred, &["--expose-bench".to_owned()])
         .await?;
     let (server, direct_addr) = start_bench_server(&bins.agent).await?;
-    let client = Arc::new(Client::new(Credential::load(&client_cred, None)?));
+    let client =
+        Arc::new(Client::new(Credential::load(&client_cred, None)?).end_to_end(end_to_end));
     let dest: Destination = "bench-agent/bench"
         .parse()
         .map_err(|e: String| anyhow::anyhow!(e))?;

@@ -1,0 +1,109 @@
+//! End-to-end mode: the client's streams travel on its own QUIC connection
+//! to the agent, which the relay forwards by connection ID; the relay grants
+//! the path, the agent enforces the grant, revocation withdraws it.
+
+use std::sync::Arc;
+
+use proto::{ErrorCode, Role};
+use relay_client::{Destination, OpenError};
+use relay_tests::{guard, read_n, tcp_echo, TestRelay, ALLOW_ALL};
+use tokio::io::AsyncWriteExt;
+
+fn events(relay: &TestRelay, name: &str) -> usize {
+    relay
+        .audit_events()
+        .iter()
+        .filter(|e| e["event"] == name)
+        .count()
+}
+
+#[tokio::test]
+async fn streams_take_the_direct_path() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let echo = tcp_echo().await;
+    let relay = TestRelay::start(ALLOW_ALL).await;
+    let agent = relay.agent("edge", &[("echo", echo)]).await;
+    let client = Arc::new(relay.client("ci").end_to_end(true));
+    let (fwd, _stop) = relay_tests::forward(client.clone(), "edge/echo").await;
+    // Enough to cross many datagrams both ways, in several connections.
+    let data: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 251) as u8).collect();
+    for _ in 0..3 {
+        let mut s = relay_tests::connect(fwd).await;
+        let (mut r, mut w) = s.split();
+        let (sent, echoed) = tokio::join!(
+            async {
+                w.write_all(&data).await?;
+                w.shutdown().await
+            },
+            guard("echo", read_n(&mut r, data.len()))
+        );
+        sent?;
+        assert!(echoed? == data, "bytes came back changed");
+    }
+    // One path was granted; the relay saw no stream (it cannot read them).
+    assert_eq!(events(&relay, "direct"), 1, "{:?}", relay.audit_events());
+    assert_eq!(events(&relay, "open"), 0, "{:?}", relay.audit_events());
+    client.close().await;
+    agent.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_agent_holds_the_client_to_the_grant() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let echo = tcp_echo().await;
+    let policy = "[[allow]]\nclient = \"ci\"\nagent = \"edge\"\ntargets = [\"echo\"]\n";
+    let relay = TestRelay::start(policy).await;
+    let agent = relay
+        .agent("edge", &[("echo", echo), ("secret", echo)])
+        .await;
+    let client = relay.client("ci").end_to_end(true);
+    let allowed: Destination = "edge/echo".parse().map_err(anyhow::Error::msg)?;
+    let mut opened = guard("open echo", client.open(&allowed)).await?;
+    opened.send.write_all(b"hi").await?;
+    let mut buf = [0u8; 2];
+    guard("echo", opened.recv.read_exact(&mut buf)).await?;
+    assert_eq!(&buf, b"hi");
+    // On the same direct connection, a target outside the grant is refused
+    // by the agent itself.
+    let other: Destination = "edge/secret".parse().map_err(anyhow::Error::msg)?;
+    match guard("open secret", client.open(&other)).await {
+        Err(OpenError::Refused(r)) => {
+            assert_eq!(r.code, ErrorCode::UNAUTHORIZED);
+            assert!(r.message.contains("grant"), "{}", r.message);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(events(&relay, "direct"), 1);
+    client.close().await;
+    agent.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn revocation_cuts_the_direct_path() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let echo = tcp_echo().await;
+    let mut relay = TestRelay::start(ALLOW_ALL).await;
+    let agent = relay.agent("edge", &[("echo", echo)]).await;
+    let client = relay.client("ci").end_to_end(true);
+    let dest: Destination = "edge/echo".parse().map_err(anyhow::Error::msg)?;
+    let mut opened = guard("open", client.open(&dest)).await?;
+    opened.send.write_all(b"x").await?;
+    let mut one = [0u8; 1];
+    guard("echo", opened.recv.read_exact(&mut one)).await?;
+    relay.revoke(Role::Client, "ci").await;
+    // The relay closes the client's connection, the grant's stream ends, and
+    // the agent closes the direct connection: the open stream fails.
+    let ended = guard("stream end", opened.recv.read_to_end(1 << 20)).await;
+    assert!(
+        ended.is_err(),
+        "the stream outlived the revocation: {ended:?}"
+    );
+    assert!(guard("reopen", client.open(&dest)).await.is_err());
+    agent.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
