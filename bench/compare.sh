@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark, one run, one machine:
 #   our path    iperf3/bench client -> relay-client forward -> relay-server -> relay-agent -> target
+#   end-to-end  the same with `relay-client --end-to-end forward`: the relay
+#               forwards the client's own QUIC connection to the agent
 #   ssh -L      iperf3/bench client -> ssh -L (aes128-gcm) -> sshd -> target
 #   direct TCP  iperf3/bench client -> target
 #   plain quinn relay-client bench --quic -> bench-quic-server (one QUIC hop, the CPU yardstick)
@@ -133,11 +135,12 @@ part() { [[ " $PARTS " == *" $1 "* ]]; }
 ping_rounds() {
     local kind=$1 round path host port; shift
     for ((round = 1; round <= ROUNDS; round++)); do
-        for path in direct ssh relay; do
+        for path in direct ssh relay e2e; do
             case $path in
                 direct) host=$AGENT_IP port=$bench_port ;;
                 ssh) host=127.0.0.1 port=$ssh_bench ;;
                 relay) host=127.0.0.1 port=$fwd_bench ;;
+                e2e) host=127.0.0.1 port=$e2e_bench ;;
             esac
             run_in client timeout 300 "$@" "$BIN/relay-client" bench --tcp "$host:$port" --json \
                 --bytes 1MiB --pings "$PINGS" --opens "$OPENS" --streams 8 >"$WORK/$kind$path-$TOPO-$round.json" \
@@ -237,6 +240,12 @@ run_topology() {
         "127.0.0.1:$fwd_iperf" bench-agent/iperf "127.0.0.1:$fwd_bench" bench-agent/benchtcp \
         "127.0.0.1:$fwd_hold" bench-agent/hold
     wait_port client 127.0.0.1 "$fwd_bench"
+    local e2e_iperf e2e_bench
+    e2e_iperf=$(free_port)
+    e2e_bench=$(free_port)
+    start client forward_e2e "$BIN/relay-client" --credential "$d/client.cred" --end-to-end forward \
+        "127.0.0.1:$e2e_iperf" bench-agent/iperf "127.0.0.1:$e2e_bench" bench-agent/benchtcp
+    wait_port client 127.0.0.1 "$e2e_bench"
 
     # sshd in the agent's place, ssh -L in the client's.
     ssh-keygen -q -t ed25519 -N '' -f "$d/host_key"
@@ -271,11 +280,12 @@ EOF
 
     # -- iperf3: direct, ssh -L, our path; 1 stream, 8 streams, reverse.
     local path host port mode args json bps bytes c0 c1
-    part iperf && for path in direct ssh relay; do
+    part iperf && for path in direct ssh relay e2e; do
         case $path in
             direct) host=$AGENT_IP port=$iperf_port ;;
             ssh) host=127.0.0.1 port=$ssh_iperf ;;
             relay) host=127.0.0.1 port=$fwd_iperf ;;
+            e2e) host=127.0.0.1 port=$e2e_iperf ;;
         esac
         for mode in P1 P8 R; do
             case $mode in P1) args="-P 1" ;; P8) args="-P 8" ;; R) args="-P 1 -R" ;; esac
@@ -283,6 +293,7 @@ EOF
                 direct) c0=0 ;;
                 ssh) c0=$(cpu "$PID_ssh" "$PID_sshd") ;;
                 relay) c0=$(cpu "$PID_relay" "$PID_agent" "$PID_forward") ;;
+                e2e) c0=$(cpu "$PID_relay" "$PID_agent" "$PID_forward_e2e") ;;
             esac
             # shellcheck disable=SC2086
             json=$(run_in client timeout $((DURATION + 30)) iperf3 -c "$host" -p "$port" -t "$DURATION" -J $args) \
@@ -291,6 +302,7 @@ EOF
                 direct) c1=0 ;;
                 ssh) c1=$(cpu "$PID_ssh" "$PID_sshd") ;;
                 relay) c1=$(cpu "$PID_relay" "$PID_agent" "$PID_forward") ;;
+                e2e) c1=$(cpu "$PID_relay" "$PID_agent" "$PID_forward_e2e") ;;
             esac
             bps=$(jq '.end.sum_received.bits_per_second' <<<"$json")
             bytes=$(jq '.end.sum_received.bytes' <<<"$json")
@@ -319,7 +331,7 @@ EOF
         pin 0 $pids
         ping_rounds tcp1cpu taskset -c 0
         pin "0-$(($(nproc) - 1))" $pids
-        for path in direct ssh relay; do
+        for path in direct ssh relay e2e; do
             ls "$WORK/tcp$path-$TOPO"-*.json "$WORK/tcp1cpu$path-$TOPO"-*.json >/dev/null 2>&1 || continue
             record "$TOPO" ping_p50 "$path" "$(median_of "tcp$path" p50_us ping)" µs
             record "$TOPO" ping_p99 "$path" "$(median_of "tcp$path" p99_us ping)" µs
@@ -344,16 +356,21 @@ EOF
             run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" bench --agent bench-agent --json \
                 --bytes "$BYTES" --pings "$pings" --opens "$opens" --no-direct \
                 --cpu-pid "$PID_relay" --cpu-pid "$PID_agent" >"$WORK/bench-$TOPO-$round.json"
+            run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" --end-to-end bench --agent bench-agent --json \
+                --bytes "$BYTES" --pings "$pings" --opens "$opens" --no-direct \
+                --cpu-pid "$PID_relay" --cpu-pid "$PID_agent" >"$WORK/e2e-$TOPO-$round.json"
             run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" bench --quic "$quic_addr" --json \
                 --bytes "$BYTES" --pings "$pings" --opens "$opens" --cpu-pid "$PID_quicsrv" >"$WORK/quic-$TOPO-$round.json"
         done
         cp "$WORK/bench-$TOPO-1.json" "$OUT/bench-$TOPO.json"
         cp "$WORK/quic-$TOPO-1.json" "$OUT/quic-$TOPO.json"
+        cp "$WORK/e2e-$TOPO-1.json" "$OUT/e2e-$TOPO.json"
         local m kind
-        for kind in bench quic; do
+        for kind in bench quic e2e; do
             for m in up_1 up_n down_1 down_n; do
                 local path=relay
                 [ "$kind" = quic ] && path=quinn
+                [ "$kind" = e2e ] && path=e2e
                 record "$TOPO" "bench_$m" "$path" "$(median_of "$kind" gbit_s "$m")" Gbit/s
                 record "$TOPO" "bench_cpu_$m" "$path" "$(median_of "$kind" cpu_s_per_gib "$m")" s/GiB
             done
@@ -361,6 +378,9 @@ EOF
         b=$(cat "$WORK/bench-$TOPO-1.json")
         record "$TOPO" bench_opens relay "$(jq '.measured.opens.per_s' <<<"$b")" /s
         record "$TOPO" bench_ping_p50 relay "$(jq '.measured.ping.p50_us' <<<"$b")" µs
+        b=$(cat "$WORK/e2e-$TOPO-1.json")
+        record "$TOPO" bench_opens e2e "$(jq '.measured.opens.per_s' <<<"$b")" /s
+        record "$TOPO" bench_ping_p50 e2e "$(jq '.measured.ping.p50_us' <<<"$b")" µs
         log "$TOPO built-in vs plain quinn, up 1 stream (median of $ROUNDS): $(median_of bench cpu_s_per_gib up_1) vs $(median_of quic cpu_s_per_gib up_1) CPU-s/GiB"
     fi
 

@@ -59,35 +59,34 @@ LABELS = [
 
 
 def builtin_table(topo):
-    lines.append("| built-in `bench` target (no TCP hops) | relay (client+relay+agent) | plain quinn (2 processes) | ratio |")
-    lines.append("|---|---:|---:|---:|")
+    lines.append("| built-in `bench` target (no TCP hops) | relay (client+relay+agent) | end-to-end (client+relay+agent) | plain quinn (2 processes) | relay ÷ quinn | end-to-end ÷ quinn |")
+    lines.append("|---|---:|---:|---:|---:|---:|")
     for m, label in [("up_1", "client→agent 1 stream"), ("up_n", "client→agent 8 streams"),
                      ("down_1", "agent→client 1 stream"), ("down_n", "agent→client 8 streams")]:
-        r, q = get(topo, f"bench_{m}", "relay"), get(topo, f"bench_{m}", "quinn")
-        lines.append(f"| {label} (Gbit/s) | {fmt(r)} | {fmt(q)} | {ratio(r, q)} |")
-        r, q = get(topo, f"bench_cpu_{m}", "relay"), get(topo, f"bench_cpu_{m}", "quinn")
-        lines.append(f"| {label}, CPU-s per GiB | {fmt(r)} | {fmt(q)} | {ratio(r, q)} |")
-    r = get(topo, "bench_opens", "relay")
-    lines.append(f"| stream opens/s (open, 1 B echo, close) | {fmt(r)} | | |")
-    r = get(topo, "bench_ping_p50", "relay")
-    lines.append(f"| ping-pong 64 B p50 (µs) | {fmt(r)} | | |")
+        for metric, suffix in [(f"bench_{m}", "(Gbit/s)"), (f"bench_cpu_{m}", ", CPU-s per GiB")]:
+            r, e, q = (get(topo, metric, p) for p in ("relay", "e2e", "quinn"))
+            lines.append(f"| {label} {suffix} | {fmt(r)} | {fmt(e)} | {fmt(q)} | {ratio(r, q)} | {ratio(e, q)} |")
+    r, e = get(topo, "bench_opens", "relay"), get(topo, "bench_opens", "e2e")
+    lines.append(f"| stream opens/s (open, 1 B echo, close) | {fmt(r)} | {fmt(e)} | | | |")
+    r, e = get(topo, "bench_ping_p50", "relay"), get(topo, "bench_ping_p50", "e2e")
+    lines.append(f"| ping-pong 64 B p50 (µs) | {fmt(r)} | {fmt(e)} | | | |")
     lines.append("")
 
 
 def chart():
     dat = os.path.join(out, "throughput.dat")
     with open(dat, "w", encoding="utf-8") as f:
-        f.write('label "direct TCP" "ssh -L (aes128-gcm)" "relay (client, relay, agent)"\n')
+        f.write('label "direct TCP" "ssh -L (aes128-gcm)" "relay (client, relay, agent)" "end-to-end (client, relay, agent)"\n')
         for topo in topos:
             short = {"loopback": "loopback", "netns": "netns MTU 1500"}.get(topo, topo)
             for metric, label in [("iperf_P1", "1 stream"), ("iperf_P8", "8 streams"), ("iperf_R", "reverse")]:
-                vals = [get(topo, metric, p) for p in ("direct", "ssh", "relay")]
+                vals = [get(topo, metric, p) for p in ("direct", "ssh", "relay", "e2e")]
                 f.write(f'"{label}\\n{short}" ' + " ".join("0" if v is None else f"{v:.3f}" for v in vals) + "\n")
     svg = os.path.join(out, "throughput.svg")
     script = f"""
     set terminal svg size 1100,480 dynamic font "sans,12" background rgb "white"
     set output "{svg}"
-    set title "Throughput (iperf3, Gbit/s, higher is better): direct TCP vs ssh -L vs relay"
+    set title "Throughput (iperf3, Gbit/s, higher is better): direct TCP vs ssh -L vs relay vs end-to-end"
     set style data histograms
     set style histogram clustered gap 1
     set style fill solid 0.85 border -1
@@ -100,7 +99,8 @@ def chart():
     set xtics nomirror
     plot "{dat}" using 2:xtic(1) title columnheader(2) lc rgb "#8c8c8c", \\
          "" using 3 title columnheader(3) lc rgb "#e69f00", \\
-         "" using 4 title columnheader(4) lc rgb "#0072b2"
+         "" using 4 title columnheader(4) lc rgb "#0072b2", \\
+         "" using 5 title columnheader(5) lc rgb "#009e73"
     """
     try:
         subprocess.run(["gnuplot"], input=script, text=True, check=True, timeout=30)
@@ -116,14 +116,14 @@ for topo in topos:
         "netns": "network namespaces client | relay | agent, veth MTU 1500",
     }.get(topo, topo)
     lines.append(f"### {title}\n")
-    lines.append("| measure | direct TCP | ssh -L | relay (3 processes) | relay ÷ ssh -L | relay ÷ direct |")
-    lines.append("|---|---:|---:|---:|---:|---:|")
+    lines.append("| measure | direct TCP | ssh -L | relay (3 processes) | end-to-end (3 processes) | relay ÷ ssh -L | end-to-end ÷ ssh -L | end-to-end ÷ direct |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
     for metric, label, unit in LABELS:
-        d, s, r = (get(topo, metric, p) for p in ("direct", "ssh", "relay"))
+        d, s, r, e = (get(topo, metric, p) for p in ("direct", "ssh", "relay", "e2e"))
         if d is None and s is None and r is None:
             continue
         lines.append(
-            f"| {label} ({unit}) | {fmt(d)} | {fmt(s)} | {fmt(r)} | {ratio(r, s)} | {ratio(r, d)} |"
+            f"| {label} ({unit}) | {fmt(d)} | {fmt(s)} | {fmt(r)} | {fmt(e)} | {ratio(r, s)} | {ratio(e, s)} | {ratio(e, d)} |"
         )
     lines.append("")
     if get(topo, "bench_up_1", "relay") is not None:

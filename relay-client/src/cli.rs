@@ -45,7 +45,8 @@ pub struct Args {
     /// own, which the relay forwards without decrypting (fewer copies and
     /// no crypto on the relay); the relay still authorizes it. Falls back to
     /// the relay path where the relay or agent cannot offer one.
-    #[arg(long, global = true, env = "RELAY_END_TO_END")]
+    #[arg(long, global = true, env = "RELAY_END_TO_END",
+          value_parser = clap::builder::BoolishValueParser::new())]
     end_to_end: bool,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]

@@ -152,27 +152,29 @@ impl Forwarding {
 
     /// Forwards the routed datagrams of one received buffer and keeps the
     /// rest in place; returns the length kept (0 if all were forwarded).
+    /// Consecutive datagrams for one destination leave in one send (GSO),
+    /// as they came in (GRO): a datagram each would cost a system call each.
     fn forward(&self, buf: &mut [u8], meta: &RecvMeta) -> usize {
         let stride = meta.stride.max(1);
         let len = meta.len.min(buf.len());
+        let max_run = self.inner.max_transmit_segments().max(1) * stride;
         let mut kept = 0;
+        // The run waiting to be sent: its start and destination.
+        let mut run: Option<(usize, SocketAddr)> = None;
         let mut start = 0;
         while start < len {
             let end = (start + stride).min(len);
-            let datagram = &buf[start..end];
-            let to =
-                route_prefix(datagram).and_then(|p| self.router.route(p, meta.addr, end - start));
+            let to = route_prefix(&buf[start..end])
+                .and_then(|p| self.router.route(p, meta.addr, end - start));
+            if let Some((from, dest)) = run {
+                if to != Some(dest) || end - from > max_run {
+                    self.send(&buf[from..start], stride, dest, meta);
+                    run = None;
+                }
+            }
             match to {
-                Some(destination) => {
-                    // A full socket drops the datagram, as a router would:
-                    // QUIC's loss recovery resends it.
-                    let _ = self.inner.try_send(&Transmit {
-                        destination,
-                        ecn: meta.ecn,
-                        contents: datagram,
-                        segment_size: None,
-                        src_ip: meta.dst_ip,
-                    });
+                Some(dest) => {
+                    run.get_or_insert((start, dest));
                 }
                 None => {
                     buf.copy_within(start..end, kept);
@@ -181,7 +183,22 @@ impl Forwarding {
             }
             start = end;
         }
+        if let Some((from, dest)) = run {
+            self.send(&buf[from..len], stride, dest, meta);
+        }
         kept
+    }
+
+    /// Sends `datagrams` (each `stride` long but the last) to `to`. A full
+    /// socket drops them, as a router would: QUIC's loss recovery resends.
+    fn send(&self, datagrams: &[u8], stride: usize, to: SocketAddr, meta: &RecvMeta) {
+        let _ = self.inner.try_send(&Transmit {
+            destination: to,
+            ecn: meta.ecn,
+            contents: datagrams,
+            segment_size: (datagrams.len() > stride).then_some(stride),
+            src_ip: meta.dst_ip,
+        });
     }
 }
 

@@ -530,7 +530,10 @@ async fn client_certificate_cannot_register_as_agent() -> anyhow::Result<()> {
     match guard("answer", reader.read()).await? {
         Some(Frame::Refused(r)) => {
             assert_eq!(r.code, ErrorCode::PROTOCOL_VIOLATION, "{r:?}");
-            assert!(r.message.contains("must start with Open, List or Direct"), "{r:?}");
+            assert!(
+                r.message.contains("must start with Open, List or Direct"),
+                "{r:?}"
+            );
             assert!(r.message.contains("Register"), "{r:?}");
         }
         other => panic!("expected Refused, got {other:?}"),
