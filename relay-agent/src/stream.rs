@@ -109,6 +109,8 @@ pub async fn serve(
                 );
                 return ctx.refuse(&mut send, &mut reader.recv, r).await;
             }
+            // The relay cannot see this stream: the agent's log is its record.
+            tracing::info!(caller = %peer.identity, target = %open.target, kind = %open.kind, "direct stream");
             (peer.identity.clone(), open)
         }
         other => {

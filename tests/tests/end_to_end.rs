@@ -107,3 +107,55 @@ async fn revocation_cuts_the_direct_path() -> anyhow::Result<()> {
     relay.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_relay_forwards_only_for_the_granted_client() -> anyhow::Result<()> {
+    use proto::{Direct, Frame};
+    use relay_net::direct::Prefix;
+    use relay_net::endpoint::Transport;
+    use relay_net::framed::{write_frame, FrameReader};
+
+    relay_tests::trace_init();
+    let echo = tcp_echo().await;
+    let policy = "[[allow]]\nclient = \"alice\"\nagent = \"edge\"\ntargets = [\"echo\"]\n";
+    let relay = TestRelay::start(policy).await;
+    let agent = relay.agent("edge", &[("echo", echo)]).await;
+    // Alice is granted a path; asking by hand shows the agent's prefix.
+    let alice = relay.client("alice");
+    let conn = guard("alice connects", alice.connection()).await?;
+    let (mut send, recv) = conn.open_bi().await?;
+    let ask = Direct {
+        agent: "edge".parse()?,
+        prefix: Prefix::random().to_u32(),
+    };
+    write_frame(&mut send, ask).await?;
+    let mut reader = FrameReader::new(recv);
+    let agent_prefix = match guard("path", reader.read()).await? {
+        Some(Frame::Path(p)) => Prefix::from_u32(p.prefix).expect("routable prefix"),
+        other => panic!("expected Path, got {other:?}"),
+    };
+    // Mallory, another client of the relay, aims a handshake at that prefix
+    // from her own address: the relay does not forward it, so whatever
+    // answers is the relay itself, never the agent.
+    let cred = relay.credential(Role::Client, "mallory");
+    let tls = Arc::new(relay_net::tls::direct_client_config(
+        &cred.credential.certificate,
+        cred.key_pem(),
+        &cred.credential.ca,
+    )?);
+    let endpoint = relay_net::endpoint::client(relay.addr, tls.clone(), &Transport::client())?;
+    let config = relay_net::endpoint::direct_client(tls, &Transport::client(), agent_prefix);
+    let answered = guard(
+        "mallory's handshake",
+        endpoint.connect_with(config, relay.addr, "relay-agent")?,
+    )
+    .await?;
+    let peer = relay_net::cert::PeerCert::of_connection(&answered)?;
+    assert_eq!(peer.identity.role, Role::Relay, "{}", peer.identity);
+    answered.close(0u32.into(), b"");
+    drop(send);
+    alice.close().await;
+    agent.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
