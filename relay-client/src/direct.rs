@@ -22,6 +22,10 @@ use relay_net::framed::{write_frame, FrameReader};
 /// How long a direct handshake may take before the relay path is used.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long the relay path is used without asking again after a direct
+/// path could not be had: an open must not pay a failed attempt each time.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
+
 /// What a new direct path is set up with.
 pub struct Via<'a> {
     /// The connection to the relay, which grants the path.
@@ -67,12 +71,22 @@ async fn hold_lease(
 #[derive(Debug, Default)]
 pub struct Paths {
     by_agent: HashMap<AgentName, DirectPath>,
+    /// When a path to an agent last could not be had.
+    failed: HashMap<AgentName, std::time::Instant>,
 }
 
 impl Paths {
     /// Closes every direct path.
     pub fn close(&mut self) {
         self.by_agent.clear();
+    }
+
+    /// Whether a path to `agent` failed so recently that the relay path
+    /// should be used without asking.
+    pub fn resting(&self, agent: &AgentName) -> bool {
+        self.failed
+            .get(agent)
+            .is_some_and(|t| t.elapsed() < RETRY_AFTER)
     }
 
     /// The live direct connection to `agent`, if there is one.
@@ -93,6 +107,19 @@ impl Paths {
     /// Why there is no path (refused, agent too old, handshake failed), in
     /// words for a log line; the caller falls back to the relay path.
     pub async fn open(
+        &mut self,
+        agent: &AgentName,
+        via: Via<'_>,
+    ) -> Result<quinn::Connection, String> {
+        let opened = self.connect(agent, via).await;
+        match &opened {
+            Ok(_) => self.failed.remove(agent),
+            Err(_) => self.failed.insert(agent.clone(), std::time::Instant::now()),
+        };
+        opened
+    }
+
+    async fn connect(
         &mut self,
         agent: &AgentName,
         via: Via<'_>,

@@ -155,6 +155,9 @@ impl Client {
         if let Some(conn) = paths.live(agent) {
             return Ok(conn);
         }
+        if paths.resting(agent) {
+            return self.connection().await;
+        }
         let relay = self.connection().await?;
         let (endpoint, prefix) = {
             let slot = self.conn.lock().await;
@@ -173,7 +176,7 @@ impl Client {
         match paths.open(agent, via).await {
             Ok(conn) => Ok(conn),
             Err(reason) => {
-                tracing::warn!(%agent, %reason, "no direct path; using the relay path");
+                tracing::warn!(%agent, %reason, "no direct path; using the relay path (asking again in 30 s)");
                 Ok(relay)
             }
         }

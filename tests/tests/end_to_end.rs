@@ -159,3 +159,36 @@ async fn the_relay_forwards_only_for_the_granted_client() -> anyhow::Result<()> 
     relay.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn without_a_path_the_client_uses_the_relay_path_and_does_not_keep_asking(
+) -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let echo = tcp_echo().await;
+    // Nothing for ci on edge: the relay refuses the path, then the open.
+    let policy = "[[allow]]\nclient = \"someone-else\"\nagent = \"edge\"\ntargets = [\"echo\"]\n";
+    let relay = TestRelay::start(policy).await;
+    let agent = relay.agent("edge", &[("echo", echo)]).await;
+    let client = relay.client("ci").end_to_end(true);
+    let dest: Destination = "edge/echo".parse().map_err(anyhow::Error::msg)?;
+    for _ in 0..2 {
+        match guard("open", client.open(&dest)).await {
+            Err(OpenError::Refused(r)) => {
+                assert_eq!(r.code, ErrorCode::UNAUTHORIZED);
+                assert!(r.message.contains("[[allow]]"), "{}", r.message);
+            }
+            other => panic!("expected the relay's refusal, got {other:?}"),
+        }
+    }
+    let asked = relay
+        .audit_events()
+        .iter()
+        .filter(|e| e["event"] == "refused" && e["kind"] == "direct")
+        .count();
+    assert_eq!(asked, 1, "{:?}", relay.audit_events());
+    assert_eq!(events(&relay, "refused"), 3, "{:?}", relay.audit_events());
+    client.close().await;
+    agent.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}

@@ -7,9 +7,10 @@
 //! The agent's name is not in the frame: the relay takes it from the agent's
 //! certificate (DESIGN: identity never comes from a frame field).
 //!
-//! `prefix` (added in version 1, optional: absent means 0) starts the
-//! connection IDs the agent's endpoint issues, so the relay can route direct
-//! paths to it (see [`Direct`](crate::Direct)); 0: the agent serves none.
+//! `prefix` (added in version 1, optional: absent means 0, and 0 is never
+//! written) starts the connection IDs the agent's endpoint issues, so the
+//! relay can route direct paths to it (see [`Direct`](crate::Direct)); 0:
+//! the agent serves none.
 
 use bytes::BufMut;
 
@@ -40,7 +41,15 @@ impl Register {
         let version = r.read_u16()?;
         let capabilities = Capabilities(r.read_u32()?);
         let targets = r.read_list(|r| r.read_name().map(TargetName::from))?;
-        let prefix = if r.remaining() == 0 { 0 } else { r.read_u32()? };
+        let prefix = if r.remaining() == 0 {
+            0
+        } else {
+            // One encoding per value: "no prefix" is the field left out.
+            match r.read_u32()? {
+                0 => return Err(r.malformed("a prefix of 0 is written by leaving it out")),
+                p => p,
+            }
+        };
         r.finish()?;
         Ok(Self {
             version,
@@ -108,6 +117,9 @@ mod tests {
         assert_eq!(&buf[..], wire);
         assert_eq!(Register::decode(wire), Ok(frame));
         assert!(Register::decode(&wire[..10]).is_err());
+        // Found by the fuzzer: an explicit 0 would re-encode without it.
+        let explicit_zero = b"\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00";
+        assert!(Register::decode(explicit_zero).is_err());
     }
 
     #[test]
