@@ -16,6 +16,7 @@ const EXAMPLES: &str = "\
 Examples:
   relay-client --credential alice.cred forward 127.0.0.1:16443 aks-prod/kube-api
   relay-client --credential alice.cred forward 16443 aks-prod/kube-api 15432 aks-prod/db
+  relay-client --credential alice.cred --end-to-end forward 16443 aks-prod/kube-api   # relay cannot decrypt
   relay-client --credential alice.cred connect aks-prod/db
   ssh -o ProxyCommand='relay-client --credential alice.cred connect aks-prod/ssh' admin@node
   relay-client --credential alice.cred list
@@ -340,7 +341,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!(e))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { check } => crate::cmd::demo::run(*check).await,
+        Command::Demo { check } => crate::cmd::demo::run(*check, args.end_to_end).await,
         Command::Bench(bench) => {
             crate::cmd::bench::run(bench, args.end_to_end, || client(&args)).await
         }

@@ -192,3 +192,24 @@ async fn without_a_path_the_client_uses_the_relay_path_and_does_not_keep_asking(
     relay.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_demo_runs_end_to_end_across_processes() -> anyhow::Result<()> {
+    let bins = relay_tests::bins!();
+    let mut cmd = tokio::process::Command::new(relay_tests::client_bin!());
+    cmd.args(["--end-to-end", "demo", "--check"])
+        .env("RELAY_SERVER_BIN", &bins.server)
+        .env("RELAY_AGENT_BIN", &bins.agent)
+        .env("RUST_LOG", "info")
+        .kill_on_drop(true);
+    let out = guard("relay-client --end-to-end demo --check", cmd.output()).await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed: {stderr}");
+    assert!(stdout.contains("The tunnel works"), "{stdout}");
+    assert!(stdout.contains("end-to-end"), "{stdout}");
+    // The client's own log says the path was direct, not a fallback.
+    assert!(stderr.contains("direct path up"), "{stderr}");
+    assert!(!stderr.contains("no direct path"), "{stderr}");
+    Ok(())
+}

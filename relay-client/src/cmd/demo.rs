@@ -36,11 +36,12 @@ async fn hello_target() -> anyhow::Result<std::net::SocketAddr> {
     Ok(addr)
 }
 
-/// Runs the demo; with `check`, exits once bytes went through.
+/// Runs the demo; with `check`, exits once bytes went through; with
+/// `end_to_end`, the forward runs in end-to-end mode.
 ///
 /// # Errors
 /// If any part fails to start.
-pub async fn run(check: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(check: bool, end_to_end: bool) -> anyhow::Result<ExitCode> {
     let bins = Binaries::beside_current_exe()?;
     eprintln!("demo: starting a relay, an agent and a forward on 127.0.0.1 ...");
     let policy = "[[allow]]\nclient = \"demo\"\nagent = \"demo-agent\"\ntargets = [\"hello\"]\n";
@@ -51,7 +52,8 @@ pub async fn run(check: bool) -> anyhow::Result<ExitCode> {
     let _agent = relay
         .start_agent(&agent_cred, &[format!("--expose=hello={target}")])
         .await?;
-    let client = Arc::new(Client::new(Credential::load(&client_cred, None)?));
+    let client =
+        Arc::new(Client::new(Credential::load(&client_cred, None)?).end_to_end(end_to_end));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let local = listener.local_addr()?;
     let dest: Destination = "demo-agent/hello"
@@ -79,8 +81,13 @@ pub async fn run(check: bool) -> anyhow::Result<ExitCode> {
     drop(tcp);
 
     let d = relay.path().display();
+    let mode = if end_to_end {
+        " (end-to-end: the relay forwards packets it cannot decrypt)"
+    } else {
+        ""
+    };
     println!(
-        "\nThe tunnel works: {} -> relay {} -> agent demo-agent -> {target}",
+        "\nThe tunnel works: {} -> relay {} -> agent demo-agent -> {target}{mode}",
         local, relay.addr
     );
     println!("reply: {}", PAGE.trim_end());
@@ -93,6 +100,9 @@ pub async fn run(check: bool) -> anyhow::Result<ExitCode> {
     println!("  target/release/relay-client --credential {d}/client-demo.cred list");
     println!(
         "  target/release/relay-client --credential {d}/client-demo.cred connect demo-agent/hello"
+    );
+    println!(
+        "  target/release/relay-client --credential {d}/client-demo.cred --end-to-end forward 18080 demo-agent/hello"
     );
     println!("Relay directory (CA, policy.toml, audit.jsonl): {d}");
     println!("Press Ctrl-C to stop; everything is removed on exit.");
