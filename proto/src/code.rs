@@ -87,6 +87,9 @@ error_codes! {
     CERT_EXPIRED = 15, "certificate expired";
     /// The audit log cannot be written, so new opens are refused (fail closed).
     AUDIT_UNAVAILABLE = 16, "audit log unavailable";
+    /// The relay ended a direct path (end-to-end mode): revocation, a
+    /// policy change, or the relay or agent going away; ask again.
+    PATH_WITHDRAWN = 17, "direct path withdrawn by the relay";
 }
 
 impl fmt::Debug for ErrorCode {
@@ -127,7 +130,7 @@ mod tests {
             assert!(code.name().is_some());
             assert_ne!(code.description(), "unknown error code");
         }
-        assert_eq!(ErrorCode::ALL.len(), 17);
+        assert_eq!(ErrorCode::ALL.len(), 18);
     }
 
     #[test]

@@ -86,7 +86,8 @@
 //!   Kind `Socks { dest }` (wire 3, capability `SOCKS`) added later in
 //!   version 1: an old agent refuses it as malformed and never advertises
 //!   the capability, so no version bump was needed. Direct paths (`Direct`,
-//!   `Path`, `Grant`, the optional `prefix` ending `Register`) added later
+//!   `Path`, `Grant`, the optional `prefix` ending `Register`, error code
+//!   17 `PATH_WITHDRAWN`) added later
 //!   in version 1: an old agent sends no prefix and is never offered one.
 
 mod bench;

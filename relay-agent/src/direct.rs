@@ -150,7 +150,7 @@ pub async fn serve(
             },
             changed = changes.changed() => {
                 if changed.is_err() || !ctx.grants.holds(&peer.identity) {
-                    conn.close(ErrorCode::REVOKED.0.into(), b"the relay withdrew the grant");
+                    conn.close(ErrorCode::PATH_WITHDRAWN.0.into(), b"the relay withdrew the grant");
                     break;
                 }
             }

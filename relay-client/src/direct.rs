@@ -59,9 +59,10 @@ async fn hold_lease(
     dropped: tokio::sync::oneshot::Receiver<()>,
 ) {
     tokio::select! {
-        _ = reader.read() => {
-            conn.close(proto::ErrorCode::REVOKED.0.into(), b"the relay withdrew the path");
-        }
+        _ = reader.read() => conn.close(
+            proto::ErrorCode::PATH_WITHDRAWN.0.into(),
+            b"the relay ended the direct path",
+        ),
         _ = dropped => conn.close(0u32.into(), b"client done"),
     }
     drop(send);

@@ -158,6 +158,7 @@ pub(crate) async fn serve(
         agent_prefix,
         grant,
     } = granted;
+    let (up, down) = (installed.up.clone(), installed.down.clone());
     event.event = "direct";
     if let Err(e) = shared.audit.record(event.clone()) {
         let r = Refused::new(
@@ -201,16 +202,17 @@ pub(crate) async fn serve(
             }
         }
     };
-    let _ = send.finish();
-    let _ = agent_send.finish();
     tracing::info!(%reason, "direct path down");
+    drop(installed);
     event.event = "direct_close";
     event.reason = Some(reason);
-    event.bytes_up = Some(installed.up.load(Ordering::Relaxed));
-    event.bytes_down = Some(installed.down.load(Ordering::Relaxed));
+    event.bytes_up = Some(up.load(Ordering::Relaxed));
+    event.bytes_down = Some(down.load(Ordering::Relaxed));
     event.duration_ms = Some(started.elapsed().as_millis() as u64);
-    drop(installed);
     shared.audit.record_or_log(event);
+    // Both ends learn of the end once it is on record.
+    let _ = send.finish();
+    let _ = agent_send.finish();
 }
 
 struct Granted<'a> {

@@ -213,3 +213,40 @@ async fn the_demo_runs_end_to_end_across_processes() -> anyhow::Result<()> {
     assert!(!stderr.contains("no direct path"), "{stderr}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_policy_change_withdraws_the_path() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let echo = tcp_echo().await;
+    let mut relay = TestRelay::start(ALLOW_ALL).await;
+    let agent = relay.agent("edge", &[("echo", echo)]).await;
+    let client = relay.client("ci").end_to_end(true);
+    let dest: Destination = "edge/echo".parse().map_err(anyhow::Error::msg)?;
+    let mut opened = guard("open", client.open(&dest)).await?;
+    opened.send.write_all(b"x").await?;
+    let mut one = [0u8; 1];
+    guard("echo", opened.recv.read_exact(&mut one)).await?;
+    // ci loses echo: the grant no longer matches, the relay ends the path
+    // and the direct connection goes with it.
+    relay
+        .set_policy("[[allow]]\nclient = \"ci\"\nagent = \"edge\"\ntargets = [\"other\"]\n")
+        .await;
+    let ended = guard("stream end", opened.recv.read_to_end(1 << 20)).await;
+    assert!(ended.is_err(), "the stream outlived the policy: {ended:?}");
+    let closes: Vec<_> = relay
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "direct_close")
+        .collect();
+    assert_eq!(closes.len(), 1, "{:?}", relay.audit_events());
+    assert!(
+        closes[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("policy changed")),
+        "{closes:?}"
+    );
+    client.close().await;
+    agent.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
