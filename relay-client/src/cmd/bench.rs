@@ -479,7 +479,11 @@ async fn measure_all(
     };
     client.close().await;
     let mut report = Report::new(
-        format!("tunnel: this client -> relay -> agent {}", dest.agent),
+        format!(
+            "tunnel: this client -> relay -> agent {}{}",
+            dest.agent,
+            if end_to_end { " (end-to-end)" } else { "" }
+        ),
         opts,
         measured,
         direct,
@@ -534,8 +538,9 @@ async fn local(opts: &Options, end_to_end: bool, progress: &Progress) -> anyhow:
     client.close().await;
     let mut report = Report::new(
         format!(
-            "tunnel: relay-client -> relay-server {} -> relay-agent (3 processes, loopback); direct TCP: relay-client -> bench-server",
-            relay.addr
+            "tunnel: relay-client -> relay-server {} -> relay-agent (3 processes, loopback{}); direct TCP: relay-client -> bench-server",
+            relay.addr,
+            if end_to_end { ", end-to-end" } else { "" }
         ),
         opts.clone(),
         measured,
