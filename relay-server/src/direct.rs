@@ -158,7 +158,6 @@ pub(crate) async fn serve(
         agent_prefix,
         grant,
     } = granted;
-    let (up, down) = (installed.up.clone(), installed.down.clone());
     event.event = "direct";
     if let Err(e) = shared.audit.record(event.clone()) {
         let r = Refused::new(
@@ -203,11 +202,11 @@ pub(crate) async fn serve(
         }
     };
     tracing::info!(%reason, "direct path down");
-    drop(installed);
     event.event = "direct_close";
     event.reason = Some(reason);
-    event.bytes_up = Some(up.load(Ordering::Relaxed));
-    event.bytes_down = Some(down.load(Ordering::Relaxed));
+    event.bytes_up = Some(installed.up.load(Ordering::Relaxed));
+    event.bytes_down = Some(installed.down.load(Ordering::Relaxed));
+    drop(installed);
     event.duration_ms = Some(started.elapsed().as_millis() as u64);
     shared.audit.record_or_log(event);
     // Both ends learn of the end once it is on record.

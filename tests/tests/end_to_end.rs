@@ -17,6 +17,16 @@ fn events(relay: &TestRelay, name: &str) -> usize {
         .count()
 }
 
+/// A stream to `edge/echo` that has echoed one byte: the path is up.
+async fn echoing(client: &relay_client::Client) -> anyhow::Result<relay_client::stream::Opened> {
+    let dest: Destination = "edge/echo".parse().map_err(anyhow::Error::msg)?;
+    let mut opened = guard("open", client.open(&dest)).await?;
+    opened.send.write_all(b"x").await?;
+    let mut one = [0u8; 1];
+    guard("echo", opened.recv.read_exact(&mut one)).await?;
+    Ok(opened)
+}
+
 #[tokio::test]
 async fn streams_take_the_direct_path() -> anyhow::Result<()> {
     relay_tests::trace_init();
@@ -89,19 +99,16 @@ async fn revocation_cuts_the_direct_path() -> anyhow::Result<()> {
     let mut relay = TestRelay::start(ALLOW_ALL).await;
     let agent = relay.agent("edge", &[("echo", echo)]).await;
     let client = relay.client("ci").end_to_end(true);
-    let dest: Destination = "edge/echo".parse().map_err(anyhow::Error::msg)?;
-    let mut opened = guard("open", client.open(&dest)).await?;
-    opened.send.write_all(b"x").await?;
-    let mut one = [0u8; 1];
-    guard("echo", opened.recv.read_exact(&mut one)).await?;
+    let mut opened = echoing(&client).await?;
     relay.revoke(Role::Client, "ci").await;
-    // The relay closes the client's connection, the grant's stream ends, and
-    // the agent closes the direct connection: the open stream fails.
+    // The relay closes the client's connection; the path's lease ends with
+    // it, so the direct connection closes too: the open stream fails.
     let ended = guard("stream end", opened.recv.read_to_end(1 << 20)).await;
     assert!(
         ended.is_err(),
         "the stream outlived the revocation: {ended:?}"
     );
+    let dest: Destination = "edge/echo".parse().map_err(anyhow::Error::msg)?;
     assert!(guard("reopen", client.open(&dest)).await.is_err());
     agent.shutdown().await;
     relay.shutdown().await;
@@ -221,11 +228,7 @@ async fn a_policy_change_withdraws_the_path() -> anyhow::Result<()> {
     let mut relay = TestRelay::start(ALLOW_ALL).await;
     let agent = relay.agent("edge", &[("echo", echo)]).await;
     let client = relay.client("ci").end_to_end(true);
-    let dest: Destination = "edge/echo".parse().map_err(anyhow::Error::msg)?;
-    let mut opened = guard("open", client.open(&dest)).await?;
-    opened.send.write_all(b"x").await?;
-    let mut one = [0u8; 1];
-    guard("echo", opened.recv.read_exact(&mut one)).await?;
+    let mut opened = echoing(&client).await?;
     // ci loses echo: the grant no longer matches, the relay ends the path
     // and the direct connection goes with it.
     relay
