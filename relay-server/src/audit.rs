@@ -6,20 +6,49 @@
 //! closed, DESIGN "Identity and trust").
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde::Serialize;
+use proto::{ErrorCode, Open, Refused, StreamKind};
+use relay_net::cert::PeerCert;
+use serde::{Serialize, Serializer};
 
-/// One audit event. Field names are stable (documented in the README).
-#[derive(Clone, Debug, Default, Serialize)]
+/// What an audit line records. The names are stable (documented in the README).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// A stream was authorized and sent on to the agent.
+    Open,
+    /// A stream, path or connection was refused.
+    Refused,
+    /// A stream ended (bytes each way, and why if it failed).
+    Close,
+    /// An agent registered.
+    Register,
+    /// An agent's registration ended.
+    Unregister,
+    /// A peer failed the handshake or the identity checks.
+    AuthFailed,
+    /// A live connection was closed because its certificate was revoked.
+    Revoked,
+    /// The policy file was reloaded (or a changed file was rejected).
+    PolicyReload,
+    /// A direct path (end-to-end mode) was set up: the relay sees the
+    /// path, not its streams.
+    Direct,
+    /// A direct path ended.
+    DirectClose,
+}
+
+/// One audit event: built from the peer it concerns, with what happened
+/// filled in by the helpers below. Field names are stable (README).
+#[derive(Clone, Debug, Serialize)]
 pub struct AuditEvent {
     /// RFC 3339 UTC time; filled in by [`Audit::record`].
     pub time: String,
-    /// `open`, `refused`, `close`, `register`, `unregister`, `auth_failed`,
-    /// `revoked`, `policy_reload`; `direct` and `direct_close` for a direct
-    /// path (end-to-end mode: the relay sees the path, not its streams).
-    pub event: &'static str,
+    /// What happened.
+    pub event: Event,
     /// The peer's identity (`client/alice`), if known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
@@ -35,7 +64,7 @@ pub struct AuditEvent {
     /// The target of an open.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// `tcp`, `shell`, `exec` or `socks`.
+    /// `tcp`, `shell`, `exec`, `socks`, or `direct` for a refused path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<&'static str>,
     /// The command of an `exec` (or of a `shell` started with one), its
@@ -46,9 +75,9 @@ pub struct AuditEvent {
     /// the agent resolves and checks it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
-    /// Error code name of a refusal or failure.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
+    /// Error code of a refusal or failure, by name.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "code_name")]
+    pub code: Option<ErrorCode>,
     /// Human reason of a refusal or failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -61,6 +90,76 @@ pub struct AuditEvent {
     /// Duration of a stream, milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+}
+
+/// Writes a code by its name (`UNAUTHORIZED`), as the README documents it.
+fn code_name<S: Serializer>(code: &Option<ErrorCode>, s: S) -> Result<S::Ok, S::Error> {
+    match code {
+        Some(code) => s.collect_str(code),
+        None => s.serialize_none(),
+    }
+}
+
+impl AuditEvent {
+    /// An event that concerns no peer in particular (a policy reload).
+    pub fn new(event: Event) -> AuditEvent {
+        AuditEvent {
+            time: String::new(),
+            event,
+            peer: None,
+            serial: None,
+            remote: None,
+            agent: None,
+            target: None,
+            kind: None,
+            command: None,
+            destination: None,
+            code: None,
+            reason: None,
+            bytes_up: None,
+            bytes_down: None,
+            duration_ms: None,
+        }
+    }
+
+    /// An event about `peer` (its identity and serial), seen from `remote`
+    /// if the connection is known.
+    pub fn of_peer(event: Event, peer: &PeerCert, remote: Option<SocketAddr>) -> AuditEvent {
+        AuditEvent {
+            peer: Some(peer.identity.to_string()),
+            serial: Some(peer.serial.clone()),
+            remote: remote.map(|r| r.to_string()),
+            ..AuditEvent::new(event)
+        }
+    }
+
+    /// Adds what `open` asked for: agent, target, kind, command, destination.
+    pub fn with_open(mut self, open: &Open) -> AuditEvent {
+        self.agent = Some(open.agent.to_string());
+        self.target = Some(open.target.to_string());
+        self.kind = Some(open.kind.as_str());
+        self.command = Some(open.kind.command_line()).filter(|c| !c.is_empty());
+        self.destination = match &open.kind {
+            StreamKind::Socks { dest } => Some(dest.to_string()),
+            _ => None,
+        };
+        self
+    }
+
+    /// The same event as a refusal with `refused`'s code and message.
+    pub fn refused(mut self, refused: &Refused) -> AuditEvent {
+        self.event = Event::Refused;
+        self.code = Some(refused.code);
+        self.reason = Some(refused.message.clone());
+        self
+    }
+
+    /// Adds why something failed or ended.
+    pub fn because(mut self, code: Option<ErrorCode>, reason: impl Into<String>) -> AuditEvent {
+        self.code = code;
+        self.reason = Some(reason.into());
+        self
+    }
 }
 
 /// The audit sink could not take an event.

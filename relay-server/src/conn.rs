@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! accept ─▶ handshake (timeout) ─▶ identity from mTLS ─▶ revoked? ─▶ agent: control::serve
-//!                                                                 └▶ client: route::serve
+//!                                                                 └▶ client: client::serve
 //! ```
 
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use relay_net::cert::PeerCert;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, Event};
 use crate::Shared;
 
 /// Live connections, so a revocation can close them.
@@ -75,15 +75,16 @@ pub(crate) async fn serve(
         |why: &'static str, reason: String, peer: Option<&PeerCert>, code: ErrorCode| {
             tracing::warn!(%remote, %reason, "peer rejected");
             shared.metrics.handshake_failed(why);
-            shared.audit.record_or_log(AuditEvent {
-                event: "auth_failed",
-                remote: Some(remote.to_string()),
-                peer: peer.map(|p| p.identity.to_string()),
-                serial: peer.map(|p| p.serial.clone()),
-                code: Some(code.to_string()),
-                reason: Some(reason),
-                ..AuditEvent::default()
-            });
+            let event = match peer {
+                Some(peer) => AuditEvent::of_peer(Event::AuthFailed, peer, Some(remote)),
+                None => AuditEvent {
+                    remote: Some(remote.to_string()),
+                    ..AuditEvent::new(Event::AuthFailed)
+                },
+            };
+            shared
+                .audit
+                .record_or_log(event.because(Some(code), reason));
         };
     let conn = match tokio::time::timeout(shared.limits.handshake_timeout, incoming).await {
         Ok(Ok(conn)) => conn,
@@ -134,7 +135,7 @@ pub(crate) async fn serve(
         tracing::info!(serial = %peer.serial, "connected");
         match peer.identity.role {
             Role::Agent => crate::control::serve(&shared, &conn, &peer, &shutdown).await,
-            Role::Client => crate::route::serve(&shared, &conn, &peer, &shutdown).await,
+            Role::Client => crate::client::serve(&shared, &conn, &peer, &shutdown).await,
             Role::Relay => reject(
                 "role",
                 ErrorCode::UNAUTHORIZED,

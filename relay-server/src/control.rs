@@ -6,7 +6,7 @@ use relay_net::cert::PeerCert;
 use relay_net::framed::{write_frame, FrameReader};
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, Event};
 use crate::Shared;
 
 /// How soon agents should come back after a relay shutdown; they add jitter.
@@ -41,13 +41,7 @@ pub(crate) async fn serve(
         }
         Err(e) => return close(e.code(), &e.to_string()),
     };
-    let event = |event: &'static str| AuditEvent {
-        event,
-        peer: Some(peer.identity.to_string()),
-        serial: Some(peer.serial.clone()),
-        remote: Some(conn.remote_address().to_string()),
-        ..AuditEvent::default()
-    };
+    let event = |event| AuditEvent::of_peer(event, peer, Some(conn.remote_address()));
     if register.version != PROTOCOL_VERSION {
         let reason = format!(
             "agent speaks protocol version {}, this relay speaks {PROTOCOL_VERSION}",
@@ -60,7 +54,7 @@ pub(crate) async fn serve(
         .await;
         return close(ErrorCode::UNSUPPORTED, &reason);
     }
-    if let Err(e) = shared.audit.record(event("register")) {
+    if let Err(e) = shared.audit.record(event(Event::Register)) {
         let _ = write_frame(
             &mut send,
             Refused::new(ErrorCode::AUDIT_UNAVAILABLE, e.to_string()),
@@ -107,7 +101,7 @@ pub(crate) async fn serve(
         }
     };
     tracing::info!(%reason, "agent unregistered");
-    let mut ev = event("unregister");
-    ev.reason = Some(reason);
-    shared.audit.record_or_log(ev);
+    shared
+        .audit
+        .record_or_log(event(Event::Unregister).because(None, reason));
 }

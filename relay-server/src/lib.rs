@@ -1,14 +1,25 @@
 //! `relay-server`: the public rendezvous of the QUIC reverse tunnel.
 //!
 //! Agents dial in and register (`control`); clients open one stream per
-//! forwarded connection (`route`), each authorized against the caller's
+//! forwarded connection (`client`, then `stream` by its first frame),
+//! each authorized in one place (`authorize`) against the caller's
 //! certificate identity and the [`policy::Policy`], then spliced to an agent
 //! instance from the [`registry::Registry`]. Every open, refusal and close is
 //! an [`audit`] event. `run` never reads the CA private key: `cmd::init` and
 //! `cmd::issue` are the only code that touches it.
 //!
-//! Layout: [`config`] (what `run` needs), [`conn`] (handshake → identity →
-//! role), [`control`] (agents), [`route`] (client streams), [`reload`]
+//! ```text
+//! lib (bind, run) ─▶ conn (handshake → identity → role) ─┬▶ control (an agent: Register … GoAway)
+//!                                                        └▶ client (accept, open rate)
+//!                                                             └▶ stream ─┬▶ open   ─▶ agent, splice
+//!                                                                        ├▶ list
+//!                                                                        └▶ direct ─▶ routes
+//!                  every stream kind asks authorize (revocation, policy, presence, reach)
+//! ```
+//!
+//! A new stream kind is a file in `stream/` and a line in its dispatch; a
+//! new source of identity ends in `conn` as a [`PeerCert`]; a new transport
+//! hands `conn` its connections. Beside them: [`config`], `reload`
 //! (policy/revocation changes), [`cmd`] (init, issue, revoke), [`cli`].
 
 use std::net::SocketAddr;
@@ -21,18 +32,20 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 pub mod audit;
+mod authorize;
 pub mod cli;
+mod client;
 pub mod cmd;
 pub mod config;
 mod conn;
 mod control;
-mod direct;
 pub mod metrics;
 pub mod policy;
 pub mod registry;
 mod reload;
 pub mod revocation;
-mod route;
+mod routes;
+mod stream;
 
 pub use config::Config;
 
@@ -97,7 +110,7 @@ pub(crate) struct Shared {
     /// Bumped after every reload attempt of policy or revocations.
     reloads: tokio::sync::watch::Sender<u64>,
     /// Routes of direct paths, read by the UDP socket for every datagram.
-    direct: Arc<direct::Routes>,
+    direct: Arc<routes::Routes>,
 }
 
 impl Shared {
@@ -212,7 +225,7 @@ impl Relay {
         let burst = std::num::NonZeroU32::new(config.limits.open_burst).unwrap_or(rate);
         let open_limiter =
             governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst));
-        let routes = Arc::new(direct::Routes::default());
+        let routes = Arc::new(routes::Routes::default());
         let endpoint = relay_net::endpoint::server(
             config.listen,
             tls,

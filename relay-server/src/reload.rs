@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, Event};
 use crate::config::Paths;
 use crate::metrics::ReasonLabel;
 use crate::policy::Policy;
@@ -75,15 +75,12 @@ fn reload_policy(shared: &Shared, paths: &Paths) {
                 })
                 .inc();
             tracing::warn!(%err, "policy not reloaded; the previous policy stays in force");
-            (err.to_string(), Some("PROTOCOL_VIOLATION".to_owned()))
+            (err.to_string(), Some(proto::ErrorCode::PROTOCOL_VIOLATION))
         }
     };
-    shared.audit.record_or_log(AuditEvent {
-        event: "policy_reload",
-        reason: Some(reason),
-        code,
-        ..AuditEvent::default()
-    });
+    shared
+        .audit
+        .record_or_log(AuditEvent::new(Event::PolicyReload).because(code, reason));
 }
 
 fn reload_revocations(shared: &Shared, paths: &Paths) {
@@ -105,13 +102,9 @@ fn reload_revocations(shared: &Shared, paths: &Paths) {
                 "revocations reloaded"
             );
             for (peer, reason) in closed {
-                shared.audit.record_or_log(AuditEvent {
-                    event: "revoked",
-                    peer: Some(peer.identity.to_string()),
-                    serial: Some(peer.serial),
-                    reason: Some(reason),
-                    ..AuditEvent::default()
-                });
+                shared.audit.record_or_log(
+                    AuditEvent::of_peer(Event::Revoked, &peer, None).because(None, reason),
+                );
             }
         }
         Err(err) => {

@@ -1,0 +1,201 @@
+//! Who may do what. Every client stream kind asks here and nowhere else:
+//! revocation, the policy, the agent's presence, and the *reach* of a
+//! client on an agent (the targets and session kinds it may open), which
+//! `List` shows and a direct path's `Grant` carries.
+//!
+//! Refusals name what to do; an agent the client may not use is described
+//! the same whether or not it exists, so the policy does not reveal agents.
+
+use proto::{AgentInfo, AgentName, Capabilities, ErrorCode, Grant, Open, Refused, StreamKind};
+use proto::{Name, TargetName};
+use relay_net::cert::PeerCert;
+
+use crate::policy::Policy;
+use crate::registry::{Instance, Lookup, Pool};
+use crate::Shared;
+
+/// Refuses a peer whose certificate has been revoked since it connected.
+pub(crate) fn not_revoked(shared: &Shared, peer: &PeerCert) -> Result<(), Refused> {
+    match shared.revoked(peer) {
+        Some(reason) => Err(Refused::new(ErrorCode::REVOKED, reason)),
+        None => Ok(()),
+    }
+}
+
+/// Checks one `Open`: revocation, the policy for its kind, and an instance
+/// of the agent that serves the kind. Gives those instances, best first.
+pub(crate) fn open(
+    shared: &Shared,
+    peer: &PeerCert,
+    open: &Open,
+) -> Result<Vec<Instance>, Refused> {
+    not_revoked(shared, peer)?;
+    let policy = shared.policy();
+    let client = &peer.identity.name;
+    let agent = &open.agent;
+    let allowed = match &open.kind {
+        StreamKind::Tcp => policy.allows_tcp(client, agent, &open.target),
+        StreamKind::Shell { .. } => policy.allows_shell(client, agent),
+        StreamKind::Exec { .. } => policy.allows_run(client, agent),
+        StreamKind::Socks { .. } => policy.allows_socks(client, agent),
+    };
+    if !allowed {
+        return Err(denied(&policy, client, open));
+    }
+    // Only instances that serve this kind: a pool may mix versions or
+    // configurations, and an open must not land on one that lacks it.
+    let needed = open.kind.capability();
+    let able: Vec<_> = instances(shared, agent)?
+        .into_iter()
+        .filter(|i| i.capabilities.contains(needed))
+        .collect();
+    if able.is_empty() {
+        let flag = match open.kind {
+            StreamKind::Shell { .. } | StreamKind::Exec { .. } => "--allow-shell",
+            StreamKind::Socks { .. } => "--allow-socks",
+            StreamKind::Tcp => "the flag that enables them",
+        };
+        return Err(Refused::new(
+            ErrorCode::UNSUPPORTED,
+            format!(
+                "agent {agent} does not offer {} sessions (it runs without {flag})",
+                open.kind
+            ),
+        ));
+    }
+    Ok(able)
+}
+
+/// Why the policy refuses `open`. When no `[[allow]]` entry for the client
+/// names the agent at all, the name may be a typo or an agent it may not
+/// use: say both, and how to see the agents it may use.
+fn denied(policy: &Policy, client: &Name, open: &Open) -> Refused {
+    let agent = &open.agent;
+    let message = if !policy.mentions(client, agent) {
+        format!(
+            "client {client} may not open anything on {agent}: no agent of that name is known to this relay, or no [[allow]] entry in the relay policy grants it to {client} (`relay-client list` shows the agents you may use)"
+        )
+    } else {
+        match &open.kind {
+            StreamKind::Tcp => format!(
+                "client {client} may not open tcp to {agent}/{}: no [[allow]] entry in the relay policy grants it",
+                open.target
+            ),
+            StreamKind::Shell { .. } => format!(
+                "client {client} may not open a shell on {agent}: no [[allow]] entry in the relay policy has shell = true for it"
+            ),
+            StreamKind::Exec { .. } => format!(
+                "client {client} may not run commands on {agent}: no [[allow]] entry in the relay policy has run = true for it"
+            ),
+            StreamKind::Socks { dest } => format!(
+                "client {client} may not use SOCKS through {agent} (to {dest}): no [[allow]] entry in the relay policy has socks = true for it"
+            ),
+        }
+    };
+    Refused::new(ErrorCode::UNAUTHORIZED, message)
+}
+
+/// The live instances of `agent`, or why there are none.
+pub(crate) fn instances(shared: &Shared, agent: &AgentName) -> Result<Vec<Instance>, Refused> {
+    match shared.registry.lookup(agent) {
+        Lookup::Found(instances) => Ok(instances),
+        Lookup::Offline => Err(Refused::new(
+            ErrorCode::AGENT_OFFLINE,
+            format!("agent {agent} is offline (not connected to the relay)"),
+        )),
+        Lookup::Unknown => Err(Refused::new(
+            ErrorCode::UNKNOWN_AGENT,
+            format!("no agent named {agent} has connected to this relay"),
+        )),
+    }
+}
+
+/// What a client may open on one registered agent: the exposed targets the
+/// policy lets it reach, and the session kinds both the policy grants and
+/// the agent serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Reach {
+    /// Targets it may open.
+    pub(crate) targets: Vec<TargetName>,
+    /// Session kinds (shell, run, socks) it may open.
+    pub(crate) sessions: Capabilities,
+}
+
+impl Reach {
+    /// `client`'s reach on `pool` under `policy`.
+    fn of(policy: &Policy, client: &Name, pool: &Pool) -> Reach {
+        Reach {
+            targets: policy
+                .reachable(client, &pool.agent, &pool.targets)
+                .into_iter()
+                .cloned()
+                .collect(),
+            sessions: policy
+                .sessions(client, &pool.agent)
+                .intersection(pool.capabilities),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.targets.is_empty() && self.sessions.is_empty()
+    }
+}
+
+/// One `AgentInfo` per registered agent that the policy names for `peer`
+/// (what `List` answers).
+pub(crate) fn listing(shared: &Shared, peer: &PeerCert) -> Vec<AgentInfo> {
+    let policy = shared.policy();
+    let client = &peer.identity.name;
+    shared
+        .registry
+        .snapshot()
+        .into_iter()
+        .filter(|pool| policy.mentions(client, &pool.agent))
+        .map(|pool| {
+            let reach = Reach::of(&policy, client, &pool);
+            AgentInfo {
+                targets: reach.targets,
+                sessions: reach.sessions,
+                instances: u16::try_from(pool.instances).unwrap_or(u16::MAX),
+                agent: pool.agent,
+            }
+        })
+        .collect()
+}
+
+/// The grant of a direct path to `agent` for `peer` as the policy stands
+/// now; `None` if it may open nothing there (or the agent is gone).
+pub(crate) fn grant(shared: &Shared, peer: &PeerCert, agent: &AgentName) -> Option<Grant> {
+    let pool = shared
+        .registry
+        .snapshot()
+        .into_iter()
+        .find(|p| &p.agent == agent)?;
+    let reach = Reach::of(&shared.policy(), &peer.identity.name, &pool);
+    (!reach.is_empty()).then(|| Grant {
+        caller: peer.identity.clone(),
+        targets: reach.targets,
+        sessions: reach.sessions,
+    })
+}
+
+/// Checks a request for a direct path to `agent`: revocation, presence, and
+/// a non-empty grant. Gives the grant and the instances to offer it to.
+pub(crate) fn direct(
+    shared: &Shared,
+    peer: &PeerCert,
+    agent: &AgentName,
+) -> Result<(Grant, Vec<Instance>), Refused> {
+    not_revoked(shared, peer)?;
+    let instances = instances(shared, agent)?;
+    let Some(grant) = grant(shared, peer, agent) else {
+        return Err(Refused::new(
+            ErrorCode::UNAUTHORIZED,
+            format!(
+                "client {} may open nothing on {agent}: no [[allow]] entry in the relay policy grants it",
+                peer.identity.name
+            ),
+        ));
+    };
+    Ok((grant, instances))
+}

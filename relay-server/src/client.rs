@@ -1,0 +1,112 @@
+//! A client's connection: accept its streams, hold it to its open rate,
+//! and hand each stream to [`crate::stream`]. The stream limit grows with
+//! use; a client that keeps pushing past its rate is dropped.
+
+use std::time::Instant;
+
+use proto::{ErrorCode, Refused};
+use relay_net::cert::PeerCert;
+use relay_net::framed::refuse;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::audit::{AuditEvent, Event};
+use crate::Shared;
+
+/// Serves a client's connection until it ends or the relay shuts down.
+pub(crate) async fn serve(
+    shared: &std::sync::Arc<Shared>,
+    conn: &quinn::Connection,
+    peer: &PeerCert,
+    shutdown: &CancellationToken,
+) {
+    let mut streams = JoinSet::new();
+    // quinn keeps state for every stream a peer may open, so the limit grows
+    // with use (doubling at 3/4) instead of starting at its maximum: an idle
+    // client costs little, a forward of thousands of connections still fits.
+    let max_streams = shared.limits.client_streams.max(1);
+    let mut allowed = INITIAL_STREAMS.min(max_streams);
+    conn.set_max_concurrent_bi_streams(allowed.into());
+    let mut over_rate = OverRate::default();
+    loop {
+        tokio::select! {
+            accepted = conn.accept_bi() => match accepted {
+                Ok((mut send, mut recv)) if shared.open_limiter.check_key(&peer.identity.name).is_err() => {
+                    // Over the open rate: refused before anything is read or
+                    // dialled; resets count too, since each costs an accept.
+                    shared.metrics.limit_hit("open_rate");
+                    if over_rate.hit(shared.limits.open_burst) {
+                        // Sustained abuse: refusing every open costs us more
+                        // than dropping the peer.
+                        shared.metrics.limit_hit("open_rate_dropped");
+                        let reason = format!(
+                            "client {} kept opening streams past its open rate",
+                            peer.identity.name
+                        );
+                        tracing::warn!(%reason, "client dropped");
+                        shared.audit.record_or_log(
+                            AuditEvent::of_peer(Event::Refused, peer, Some(conn.remote_address()))
+                                .because(Some(ErrorCode::LIMIT_EXCEEDED), format!("{reason}; connection closed")),
+                        );
+                        conn.close(ErrorCode::LIMIT_EXCEEDED.0.into(), reason.as_bytes());
+                        return;
+                    }
+                    shared.metrics.refused(ErrorCode::LIMIT_EXCEEDED);
+                    let message = format!(
+                        "client {} exceeded its open rate ({} per second); slow down",
+                        peer.identity.name, shared.limits.open_rate
+                    );
+                    let refused = Refused::new(ErrorCode::LIMIT_EXCEEDED, message);
+                    shared.audit.record_or_log(
+                        AuditEvent::of_peer(Event::Refused, peer, Some(conn.remote_address())).refused(&refused),
+                    );
+                    streams.spawn(async move { refuse(&mut send, &mut recv, refused).await });
+                }
+                Ok((send, recv)) => {
+                    let span = tracing::debug_span!("stream", id = %send.id());
+                    streams.spawn(crate::stream::serve(shared.clone(), peer.clone(), conn.clone(), send, recv).instrument(span));
+                    if streams.len() as u64 * 4 >= u64::from(allowed) * 3 && allowed < max_streams {
+                        allowed = allowed.saturating_mul(2).min(max_streams);
+                        conn.set_max_concurrent_bi_streams(allowed.into());
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(reason = %relay_net::dial::describe(&e) /* MERGE: describe_peer(&e, Role::Client) */, "client disconnected");
+                    return;
+                }
+            },
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            () = shutdown.cancelled() => break,
+        }
+    }
+    // Shutting down: live streams get the grace period to finish.
+    let drain = async { while streams.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(shared.limits.shutdown_grace, drain).await;
+}
+
+/// Streams a client may open at first; raised as it uses them.
+const INITIAL_STREAMS: u32 = 256;
+
+/// Opens refused for the rate within the current second.
+#[derive(Default)]
+struct OverRate {
+    since: Option<Instant>,
+    count: u32,
+}
+
+impl OverRate {
+    /// Counts one refused open; true when more than `limit` came within a
+    /// second (so the peer keeps pushing instead of slowing down).
+    fn hit(&mut self, limit: u32) -> bool {
+        let now = Instant::now();
+        match self.since {
+            Some(t) if now.duration_since(t) < std::time::Duration::from_secs(1) => self.count += 1,
+            _ => {
+                self.since = Some(now);
+                self.count = 1;
+            }
+        }
+        self.count > limit.max(64)
+    }
+}
