@@ -64,7 +64,9 @@ pub(crate) async fn serve(
                     streams.spawn(async move { refuse(&mut send, &mut recv, refused).await });
                 }
                 Ok((send, recv)) => {
-                    let span = tracing::debug_span!("stream", id = %send.id());
+                    // Filled in from the first frame, so every line of the stream
+                    // says what it is for (stream::serve).
+                    let span = tracing::debug_span!("stream", id = send.id().index(), agent = tracing::field::Empty, target = tracing::field::Empty, kind = tracing::field::Empty);
                     streams.spawn(crate::stream::serve(shared.clone(), peer.clone(), conn.clone(), send, recv).instrument(span));
                     if streams.len() as u64 * 4 >= u64::from(allowed) * 3 && allowed < max_streams {
                         allowed = allowed.saturating_mul(2).min(max_streams);

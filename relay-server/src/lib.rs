@@ -319,7 +319,12 @@ impl Relay {
                 Err(err) => tracing::error!(%err, "admin endpoint unavailable"),
             }
         }
-        tracing::info!(addr = ?self.endpoint.local_addr().ok(), relay = %self.shared.relay_name, "relay listening");
+        match self.endpoint.local_addr() {
+            Ok(addr) => tracing::info!(%addr, relay = %self.shared.relay_name, "relay listening"),
+            Err(err) => {
+                tracing::info!(%err, relay = %self.shared.relay_name, "relay listening (address unknown)")
+            }
+        }
         loop {
             let incoming = tokio::select! {
                 i = self.endpoint.accept() => match i { Some(i) => i, None => break },

@@ -16,6 +16,7 @@ targets = ["echo"]
 
 #[tokio::test]
 async fn an_agent_the_policy_does_not_name_is_unknown_or_not_allowed() -> anyhow::Result<()> {
+    relay_tests::trace_init();
     let relay = TestRelay::start(POLICY).await;
     let echo = tcp_echo().await;
     let mut agent = relay.agent("edge", &[("echo", echo)]).await;

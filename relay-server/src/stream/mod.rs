@@ -37,6 +37,19 @@ pub(crate) async fn serve(
             return;
         }
     };
+    let span = tracing::Span::current();
+    match &frame {
+        Frame::Open(o) => {
+            span.record("agent", tracing::field::display(&o.agent));
+            span.record("target", tracing::field::display(&o.target));
+            span.record("kind", tracing::field::display(o.kind.as_str()));
+        }
+        Frame::Direct(d) => {
+            span.record("agent", tracing::field::display(&d.agent));
+            span.record("kind", tracing::field::display("direct"));
+        }
+        _ => {}
+    }
     match frame {
         Frame::Open(o) => open::serve(&shared, &peer, conn.remote_address(), send, reader, o).await,
         Frame::List(_) => list::serve(&shared, &peer, send).await,
