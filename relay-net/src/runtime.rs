@@ -3,15 +3,12 @@
 //! `RELAY_RUNTIME=current` runs a process on one thread (a current-thread
 //! runtime), `multi` on one thread per core, `auto` as below. The agent and
 //! the client default to `current`: each drives one QUIC connection, whose
-//! endpoint is a single task anyway (quinn-rs/quinn#1576), and on a quiet
-//! 2-core machine `bench --local` gave 15–35 % more throughput, 15–25 % less
-//! CPU per GiB and a third less ping-pong latency than `multi` (no
-//! cross-thread wake-ups, notes/quinn.md row 8; docs/PERFORMANCE.md). The
-//! relay defaults to `auto`: `current` on machines with one or two cores,
-//! where in the MTU-1500 namespace benchmark it moved 38 % more per second
-//! for 22 % less CPU per GiB than `multi` (the second core is busy with the
-//! kernel's UDP work anyway), and `multi` on bigger machines, where many
-//! connections decrypt in parallel.
+//! endpoint is a single task anyway (quinn-rs/quinn#1576), so a second
+//! thread only adds cross-thread wake-ups. The relay defaults to `auto`:
+//! `current` on machines with one or two cores (the second core is busy
+//! with the kernel's UDP work), `multi` on bigger ones, where many
+//! connections decrypt in parallel. The measurements behind both choices
+//! are in docs/PERFORMANCE.md ("runtime per process", "relay runtime").
 
 /// Which runtime a program uses unless `RELAY_RUNTIME` says otherwise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
