@@ -8,7 +8,7 @@
 //! - [`direct`]: connection IDs and the relay socket of direct paths;
 //! - [`framed`]: frames at the start of a stream, early data kept;
 //! - [`splice`]: copying both ways with finish/reset mirrored;
-//! - [`bench`]: the benchmark service (sink, source, echo) on any splice ends;
+//! - [`bench`](mod@bench): the benchmark service (sink, source, echo) on any splice ends;
 //! - [`admin`]: the `/metrics`, `/healthz` and `/readyz` endpoint;
 //! - [`logging`], [`runtime`], [`signals`]: what each program's `main` sets up
 //!   (log format and `RUST_LOG`, tokio runtime, SIGINT/SIGTERM);
