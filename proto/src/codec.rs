@@ -13,6 +13,7 @@
 
 use bytes::BufMut;
 
+use crate::cid_prefix::CidPrefix;
 use crate::error::DecodeError;
 use crate::frame::FrameType;
 use crate::name::Name;
@@ -75,6 +76,14 @@ impl<'a> Reader<'a> {
     /// Reads a big-endian `u32`.
     pub(crate) fn read_u32(&mut self) -> Result<u32, DecodeError> {
         self.array().map(u32::from_be_bytes)
+    }
+
+    /// Reads a connection-ID prefix (`u32`); only a routable one (high bit
+    /// set) is a prefix at all.
+    pub(crate) fn read_prefix(&mut self) -> Result<CidPrefix, DecodeError> {
+        let v = self.read_u32()?;
+        CidPrefix::from_u32(v)
+            .ok_or(self.malformed("connection-ID prefix without its high bit set"))
     }
 
     /// Reads a `name`: length `u8`, then bytes that follow the [`Name`] rule.

@@ -92,6 +92,7 @@
 
 mod bench;
 mod capabilities;
+mod cid_prefix;
 mod code;
 mod codec;
 mod destination;
@@ -103,6 +104,7 @@ pub mod socks5;
 
 pub use bench::{BenchError, BenchHeader, BenchMode, BENCH_COUNT_LEN, BENCH_HEADER_LEN};
 pub use capabilities::Capabilities;
+pub use cid_prefix::CidPrefix;
 pub use code::ErrorCode;
 pub use destination::{Destination, Domain, DomainError, Host};
 pub use error::DecodeError;

@@ -7,10 +7,10 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use relay_proto::{
-    Accepted, AgentInfo, AgentName, Capabilities, Channel, Data, DecodeError, Destination, Direct,
-    Domain, Eof, ErrorCode, Exit, Forwarded, Frame, FrameType, GoAway, Grant, Host, Identity, List,
-    Name, Open, Path, Refused, Register, Registered, Resize, Role, Signal, StreamKind, TargetName,
-    HEADER_LEN, MAX_FRAME_LEN,
+    Accepted, AgentInfo, AgentName, Capabilities, Channel, CidPrefix, Data, DecodeError,
+    Destination, Direct, Domain, Eof, ErrorCode, Exit, Forwarded, Frame, FrameType, GoAway, Grant,
+    Host, Identity, List, Name, Open, Path, Refused, Register, Registered, Resize, Role, Signal,
+    StreamKind, TargetName, HEADER_LEN, MAX_FRAME_LEN,
 };
 
 // ---- strategies ------------------------------------------------------------
@@ -92,6 +92,11 @@ fn channel() -> impl Strategy<Value = Channel> {
     prop::sample::select(Channel::ALL.to_vec())
 }
 
+/// Any routable connection-ID prefix.
+fn cid_prefix() -> impl Strategy<Value = CidPrefix> {
+    any::<[u8; 4]>().prop_map(CidPrefix::routable)
+}
+
 /// Any frame. Keep [`covers_every_variant`] beside it.
 fn any_frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
@@ -99,7 +104,7 @@ fn any_frame() -> impl Strategy<Value = Frame> {
             any::<u16>(),
             capabilities(),
             vec(target_name(), 0..=8),
-            any::<u32>()
+            proptest::option::of(cid_prefix())
         )
             .prop_map(|(version, capabilities, targets, prefix)| Register {
                 version,
@@ -108,8 +113,8 @@ fn any_frame() -> impl Strategy<Value = Frame> {
                 prefix
             }
             .into()),
-        (agent_name(), any::<u32>()).prop_map(|(agent, prefix)| Direct { agent, prefix }.into()),
-        any::<u32>().prop_map(|prefix| Path { prefix }.into()),
+        (agent_name(), cid_prefix()).prop_map(|(agent, prefix)| Direct { agent, prefix }.into()),
+        cid_prefix().prop_map(|prefix| Path { prefix }.into()),
         (identity(), vec(target_name(), 0..=8), any::<u32>()).prop_map(
             |(caller, targets, sessions)| Grant {
                 caller,

@@ -78,7 +78,7 @@ pub async fn run(
             caps
         },
         targets: config.allowlist.names(),
-        prefix: prefix.to_u32(),
+        prefix: Some(prefix),
     };
     // Clients the relay grants a direct path reach this endpoint through
     // the relay's address (module `direct`).

@@ -12,10 +12,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use proto::CidPrefix;
 use proto::{AgentName, Direct, Frame, Role};
 use relay_net::cert::PeerCert;
 use relay_net::credential::Loaded;
-use relay_net::direct::Prefix;
 use relay_net::endpoint::Transport;
 use relay_net::framed::{write_frame, FrameReader};
 
@@ -33,7 +33,7 @@ pub struct Via<'a> {
     /// The endpoint of that connection: the path must leave from its socket.
     pub endpoint: &'a quinn::Endpoint,
     /// The prefix of that endpoint's connection IDs.
-    pub prefix: Prefix,
+    pub prefix: CidPrefix,
     /// Our credential (the agent checks the same certificate).
     pub credential: &'a Loaded,
     /// Transport settings.
@@ -128,15 +128,14 @@ impl Paths {
         let (mut send, recv) = via.relay.open_bi().await.map_err(|e| e.to_string())?;
         let ask = Direct {
             agent: agent.clone(),
-            prefix: via.prefix.to_u32(),
+            prefix: via.prefix,
         };
         write_frame(&mut send, ask)
             .await
             .map_err(|e| e.to_string())?;
         let mut reader = FrameReader::new(recv);
         let agent_prefix = match reader.expect(HANDSHAKE_TIMEOUT).await {
-            Ok(Frame::Path(path)) => Prefix::from_u32(path.prefix)
-                .ok_or_else(|| "the relay answered an unroutable prefix".to_owned())?,
+            Ok(Frame::Path(path)) => path.prefix,
             Ok(Frame::Refused(r)) => return Err(r.to_string()),
             Ok(other) => return Err(format!("the relay answered {}", other.frame_type())),
             Err(e) => return Err(e.to_string()),

@@ -9,8 +9,8 @@ use quinn::ConnectionError;
 
 use crate::cert::PeerCert;
 use crate::credential::Loaded;
-use crate::direct::Prefix;
 use crate::endpoint::{self, Transport};
+use proto::CidPrefix;
 
 /// Why the relay could not be reached or refused us.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +68,7 @@ pub struct RelayConn {
     pub addr: String,
     /// The prefix of the endpoint's connection IDs, which routes a direct
     /// path to it ([`crate::direct`]).
-    pub prefix: Prefix,
+    pub prefix: CidPrefix,
 }
 
 /// Dials the relay addresses of `cred` in order and returns the first
@@ -131,7 +131,7 @@ async fn dial_one(
     timeout: Duration,
 ) -> Result<RelayConn, DialError> {
     let (host, remote) = resolve(addr).await?;
-    let prefix = Prefix::random();
+    let prefix = crate::direct::random_prefix();
     let endpoint =
         endpoint::client_with_prefix(remote, tls, transport, prefix).map_err(DialError::Socket)?;
     let unreachable = |reason: String| DialError::Unreachable {

@@ -3,7 +3,7 @@
 //! decrypting them.
 //!
 //! Every agent and client endpoint issues connection IDs that start with its
-//! own random [`Prefix`] (high bit set); the relay's own IDs have the high bit
+//! own random [`CidPrefix`] (high bit set); the relay's own IDs have the high bit
 //! clear ([`RelayCids`]). The relay's socket ([`Forwarding`]) reads the
 //! destination ID of each datagram first: a prefix its [`Router`] knows, sent
 //! from the address it expects, is passed on to the peer behind it; all else
@@ -16,59 +16,35 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use proto::CidPrefix;
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use quinn_proto::{ConnectionId, ConnectionIdGenerator, InvalidCid};
 
-/// The first bytes of every connection ID an agent or client endpoint issues.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Prefix(pub [u8; 4]);
-
-impl Prefix {
-    /// A fresh random prefix, marked as routable (high bit set).
-    pub fn random() -> Prefix {
-        let mut bytes: [u8; 4] = rand::random();
-        bytes[0] |= 0x80;
-        Prefix(bytes)
-    }
-
-    /// The prefix as carried in frames.
-    pub fn to_u32(self) -> u32 {
-        u32::from_be_bytes(self.0)
-    }
-
-    /// The prefix of a frame field, if it is a routable one.
-    pub fn from_u32(v: u32) -> Option<Prefix> {
-        let bytes = v.to_be_bytes();
-        (bytes[0] & 0x80 != 0).then_some(Prefix(bytes))
-    }
-
-    /// A random connection ID with this prefix (a client's first
-    /// destination ID toward an agent).
-    pub fn connection_id(self) -> ConnectionId {
-        let mut bytes = [0u8; CID_LEN];
-        bytes[..4].copy_from_slice(&self.0);
-        bytes[4..].copy_from_slice(&rand::random::<[u8; CID_LEN - 4]>());
-        ConnectionId::new(&bytes)
-    }
+/// A fresh random prefix for an agent or client endpoint's connection IDs.
+pub fn random_prefix() -> CidPrefix {
+    CidPrefix::routable(rand::random())
 }
 
-impl fmt::Debug for Prefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Prefix({:08x})", self.to_u32())
-    }
+/// A random connection ID that starts with `prefix` (a client's first
+/// destination ID toward an agent).
+pub fn connection_id(prefix: CidPrefix) -> ConnectionId {
+    let mut bytes = [0u8; CID_LEN];
+    bytes[..4].copy_from_slice(&prefix.bytes());
+    bytes[4..].copy_from_slice(&rand::random::<[u8; CID_LEN - 4]>());
+    ConnectionId::new(&bytes)
 }
 
 /// Length of the IDs an agent or client issues: the prefix and 8 random bytes.
 const CID_LEN: usize = 12;
 
-/// Issues connection IDs that start with one [`Prefix`].
+/// Issues connection IDs that start with one [`CidPrefix`].
 #[derive(Debug, Clone, Copy)]
-pub struct PrefixedCids(pub Prefix);
+pub struct PrefixedCids(pub CidPrefix);
 
 impl ConnectionIdGenerator for PrefixedCids {
     fn generate_cid(&mut self) -> ConnectionId {
-        self.0.connection_id()
+        connection_id(self.0)
     }
 
     fn cid_len(&self) -> usize {
@@ -113,7 +89,7 @@ impl<G: ConnectionIdGenerator> ConnectionIdGenerator for RelayCids<G> {
 /// The route prefix of a QUIC datagram's destination connection ID, if it
 /// has one (short header: the ID follows the first byte; long header: after
 /// version and length).
-pub fn route_prefix(datagram: &[u8]) -> Option<Prefix> {
+pub fn route_prefix(datagram: &[u8]) -> Option<CidPrefix> {
     let first = *datagram.first()?;
     let cid = if first & 0x80 == 0 {
         datagram.get(1..5)?
@@ -124,14 +100,14 @@ pub fn route_prefix(datagram: &[u8]) -> Option<Prefix> {
         }
         datagram.get(6..10)?
     };
-    (cid[0] & 0x80 != 0).then(|| Prefix([cid[0], cid[1], cid[2], cid[3]]))
+    CidPrefix::from_bytes([cid[0], cid[1], cid[2], cid[3]])
 }
 
 /// Where the relay sends a datagram for a route prefix.
 pub trait Router: Send + Sync + fmt::Debug + 'static {
     /// The address to pass a datagram of `len` bytes with destination
     /// prefix `prefix`, received from `from`, on to; `None` leaves it to quinn.
-    fn route(&self, prefix: Prefix, from: SocketAddr, len: usize) -> Option<SocketAddr>;
+    fn route(&self, prefix: CidPrefix, from: SocketAddr, len: usize) -> Option<SocketAddr>;
 }
 
 /// Receive batches read in one poll when every datagram is forwarded.
@@ -289,11 +265,11 @@ mod tests {
     proptest! {
         #[test]
         fn prefixed_ids_route_in_both_headers(rest in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let prefix = Prefix::random();
+            let prefix = random_prefix();
             let cid = PrefixedCids(prefix).generate_cid();
             prop_assert_eq!(route_prefix(&short_header(&cid, &rest)), Some(prefix));
             prop_assert_eq!(route_prefix(&long_header(&cid, &rest)), Some(prefix));
-            prop_assert_eq!(Prefix::from_u32(prefix.to_u32()), Some(prefix));
+            prop_assert_eq!(CidPrefix::from_u32(prefix.to_u32()), Some(prefix));
         }
 
         #[test]
@@ -308,7 +284,7 @@ mod tests {
         #[test]
         fn arbitrary_datagrams_never_panic(d in proptest::collection::vec(any::<u8>(), 0..40)) {
             if let Some(p) = route_prefix(&d) {
-                prop_assert!(p.0[0] & 0x80 != 0);
+                prop_assert!(p.bytes()[0] & CidPrefix::ROUTABLE != 0);
             }
         }
     }

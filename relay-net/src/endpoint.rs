@@ -7,7 +7,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::direct::{Forwarding, Prefix, PrefixedCids, RelayCids, Router};
+use crate::direct::{connection_id, random_prefix, Forwarding, PrefixedCids, RelayCids, Router};
+use proto::CidPrefix;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{AsyncUdpSocket, IdleTimeout, TransportConfig, VarInt};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -239,7 +240,7 @@ pub fn client(
     tls: Arc<QuicClientConfig>,
     transport: &Transport,
 ) -> std::io::Result<quinn::Endpoint> {
-    client_with_prefix(remote, tls, transport, Prefix::random())
+    client_with_prefix(remote, tls, transport, random_prefix())
 }
 
 /// [`client`], issuing connection IDs that start with `prefix`, so the
@@ -251,7 +252,7 @@ pub fn client_with_prefix(
     remote: SocketAddr,
     tls: Arc<QuicClientConfig>,
     transport: &Transport,
-    prefix: Prefix,
+    prefix: CidPrefix,
 ) -> std::io::Result<quinn::Endpoint> {
     let local: SocketAddr = if remote.is_ipv6() {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
@@ -289,10 +290,10 @@ pub fn accept_direct(endpoint: &quinn::Endpoint, tls: QuicServerConfig, transpor
 pub fn direct_client(
     tls: Arc<QuicClientConfig>,
     transport: &Transport,
-    agent: Prefix,
+    agent: CidPrefix,
 ) -> quinn::ClientConfig {
     let mut config = quinn::ClientConfig::new(tls);
     config.transport_config(Arc::new(transport.to_quinn()));
-    config.initial_dst_cid_provider(Arc::new(move || agent.connection_id()));
+    config.initial_dst_cid_provider(Arc::new(move || connection_id(agent)));
     config
 }

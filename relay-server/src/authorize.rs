@@ -72,8 +72,12 @@ pub(crate) fn open(
 fn denied(policy: &Policy, client: &Name, open: &Open) -> Refused {
     let agent = &open.agent;
     let message = if !policy.mentions(client, agent) {
+        let what = match &open.kind {
+            StreamKind::Tcp => format!("{agent}/{}", open.target),
+            kind => format!("{kind} sessions on {agent}"),
+        };
         format!(
-            "client {client} may not open anything on {agent}: no agent of that name is known to this relay, or no [[allow]] entry in the relay policy grants it to {client} (`relay-client list` shows the agents you may use)"
+            "client {client} may not open {what}: no agent named {agent} is known to this relay, or no [[allow]] entry in the relay policy grants it to {client} (`relay-client list` shows the agents you may use)"
         )
     } else {
         match &open.kind {

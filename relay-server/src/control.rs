@@ -70,7 +70,7 @@ pub(crate) async fn serve(
         peer.serial.clone(),
         register.targets,
         register.capabilities,
-        relay_net::direct::Prefix::from_u32(register.prefix),
+        register.prefix,
     );
     let _counted = crate::metrics::GaugeGuard::new(&shared.metrics.agents);
     let registered = Registered {

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use proto::CidPrefix;
 use proto::{AgentName, Capabilities, TargetName};
-use relay_net::direct::Prefix;
 use tokio::sync::watch;
 
 /// One connected agent instance.
@@ -26,7 +26,7 @@ pub struct Instance {
     /// The stream kinds it serves.
     pub capabilities: Capabilities,
     /// The prefix of its connection IDs, if it serves direct paths.
-    pub prefix: Option<Prefix>,
+    pub prefix: Option<CidPrefix>,
 }
 
 /// A registered agent, as [`Registry::snapshot`] sees it.
@@ -117,7 +117,7 @@ impl Registry {
         serial: String,
         targets: Vec<TargetName>,
         capabilities: Capabilities,
-        prefix: Option<Prefix>,
+        prefix: Option<CidPrefix>,
     ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let instance = Instance {

@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use relay_net::direct::{Prefix, Router};
+use proto::CidPrefix;
+use relay_net::direct::Router;
 
 /// One direction of a path: datagrams for `prefix` from `from`'s address go
 /// to `to`'s address (both read per datagram: peers may change address).
@@ -23,18 +24,18 @@ struct Leg {
 /// A connection-ID prefix already routes to another connection: the
 /// asking peer must reconnect to draw a new one.
 #[derive(Debug, thiserror::Error)]
-#[error("connection-ID prefix {0:?} is taken by another connection; reconnect")]
-pub(crate) struct PrefixTaken(Prefix);
+#[error("connection-ID prefix {0} is taken by another connection; reconnect")]
+pub(crate) struct PrefixTaken(CidPrefix);
 
 /// The legs of every live path, by the prefix of the receiving side.
 #[derive(Debug, Default)]
 pub(crate) struct Routes {
-    legs: RwLock<HashMap<Prefix, Vec<Leg>>>,
+    legs: RwLock<HashMap<CidPrefix, Vec<Leg>>>,
     next: AtomicU64,
 }
 
 impl Router for Routes {
-    fn route(&self, prefix: Prefix, from: SocketAddr, len: usize) -> Option<SocketAddr> {
+    fn route(&self, prefix: CidPrefix, from: SocketAddr, len: usize) -> Option<SocketAddr> {
         let legs = self.legs.read().unwrap_or_else(|p| p.into_inner());
         let leg = legs
             .get(&prefix)?
@@ -49,7 +50,7 @@ impl Router for Routes {
 pub(crate) struct Installed<'a> {
     routes: &'a Routes,
     id: u64,
-    prefixes: [Prefix; 2],
+    prefixes: [CidPrefix; 2],
     up: Arc<AtomicU64>,
     down: Arc<AtomicU64>,
 }
@@ -84,9 +85,9 @@ impl Routes {
     pub(crate) fn install(
         &self,
         client: &quinn::Connection,
-        client_prefix: Prefix,
+        client_prefix: CidPrefix,
         agent: &quinn::Connection,
-        agent_prefix: Prefix,
+        agent_prefix: CidPrefix,
     ) -> Result<Installed<'_>, PrefixTaken> {
         let mut legs = self.legs.write().unwrap_or_else(|p| p.into_inner());
         for (prefix, owner) in [(client_prefix, client), (agent_prefix, agent)] {

@@ -35,7 +35,7 @@ async fn an_agent_the_policy_does_not_name_is_unknown_or_not_allowed() -> anyhow
         }
     }
     assert!(
-        messages[0].contains("no agent of that name is known to this relay")
+        messages[0].contains("no agent named egde is known to this relay")
             && messages[0].contains("relay-client list"),
         "{}",
         messages[0]

@@ -118,7 +118,6 @@ async fn revocation_cuts_the_direct_path() -> anyhow::Result<()> {
 #[tokio::test]
 async fn the_relay_forwards_only_for_the_granted_client() -> anyhow::Result<()> {
     use proto::{Direct, Frame};
-    use relay_net::direct::Prefix;
     use relay_net::endpoint::Transport;
     use relay_net::framed::{write_frame, FrameReader};
 
@@ -133,12 +132,12 @@ async fn the_relay_forwards_only_for_the_granted_client() -> anyhow::Result<()> 
     let (mut send, recv) = conn.open_bi().await?;
     let ask = Direct {
         agent: "edge".parse()?,
-        prefix: Prefix::random().to_u32(),
+        prefix: relay_net::direct::random_prefix(),
     };
     write_frame(&mut send, ask).await?;
     let mut reader = FrameReader::new(recv);
     let agent_prefix = match guard("path", reader.read()).await? {
-        Some(Frame::Path(p)) => Prefix::from_u32(p.prefix).expect("routable prefix"),
+        Some(Frame::Path(p)) => p.prefix,
         other => panic!("expected Path, got {other:?}"),
     };
     // Mallory, another client of the relay, aims a handshake at that prefix

@@ -523,7 +523,7 @@ async fn client_certificate_cannot_register_as_agent() -> anyhow::Result<()> {
         version: PROTOCOL_VERSION,
         capabilities: Capabilities::TCP,
         targets: vec!["db".parse()?],
-        prefix: 0,
+        prefix: None,
     });
     send.write_all(&register.to_bytes()).await?;
     let mut reader = FrameReader::new(recv);

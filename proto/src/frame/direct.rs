@@ -12,6 +12,7 @@
 use bytes::BufMut;
 
 use super::{Frame, FrameType};
+use crate::cid_prefix::CidPrefix;
 use crate::codec::{name_len, put_name, Reader};
 use crate::error::DecodeError;
 use crate::name::AgentName;
@@ -23,21 +24,21 @@ pub struct Direct {
     /// The agent to reach.
     pub agent: AgentName,
     /// The prefix of the client's connection IDs.
-    pub prefix: u32,
+    pub prefix: CidPrefix,
 }
 
 impl Direct {
     pub(crate) fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(FrameType::Direct, payload);
         let agent = AgentName::from(r.read_name()?);
-        let prefix = r.read_u32()?;
+        let prefix = r.read_prefix()?;
         r.finish()?;
         Ok(Self { agent, prefix })
     }
 
     pub(crate) fn encode(&self, dst: &mut impl BufMut) {
         put_name(dst, self.agent.as_name());
-        dst.put_u32(self.prefix);
+        dst.put_u32(self.prefix.to_u32());
     }
 
     pub(crate) fn encoded_len(&self) -> usize {
@@ -60,7 +61,7 @@ mod tests {
     fn wire_example() {
         let frame = Frame::from(Direct {
             agent: "prod".parse().unwrap(),
-            prefix: 0x8000_0001,
+            prefix: CidPrefix::routable([0, 0, 0, 1]),
         });
         let wire = b"\x22\x00\x00\x00\x09\x04prod\x80\x00\x00\x01";
         assert_eq!(&frame.to_bytes()[..], wire);

@@ -10,6 +10,7 @@
 use bytes::BufMut;
 
 use super::{Frame, FrameType};
+use crate::cid_prefix::CidPrefix;
 use crate::codec::Reader;
 use crate::error::DecodeError;
 
@@ -18,19 +19,19 @@ use crate::error::DecodeError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Path {
     /// The prefix of the agent instance's connection IDs.
-    pub prefix: u32,
+    pub prefix: CidPrefix,
 }
 
 impl Path {
     pub(crate) fn decode(payload: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(FrameType::Path, payload);
-        let prefix = r.read_u32()?;
+        let prefix = r.read_prefix()?;
         r.finish()?;
         Ok(Self { prefix })
     }
 
     pub(crate) fn encode(&self, dst: &mut impl BufMut) {
-        dst.put_u32(self.prefix);
+        dst.put_u32(self.prefix.to_u32());
     }
 
     pub(crate) fn encoded_len(&self) -> usize {
@@ -52,7 +53,7 @@ mod tests {
     #[test]
     fn wire_example() {
         let frame = Frame::from(Path {
-            prefix: 0x8123_4567,
+            prefix: CidPrefix::routable([0x01, 0x23, 0x45, 0x67]),
         });
         let wire = b"\x23\x00\x00\x00\x04\x81\x23\x45\x67";
         assert_eq!(&frame.to_bytes()[..], wire);
@@ -60,5 +61,10 @@ mod tests {
             Frame::decode(&mut BytesMut::from(&wire[..])),
             Ok(Some(frame))
         );
+    }
+
+    #[test]
+    fn rejects_an_unroutable_prefix() {
+        assert!(Path::decode(b"\x01\x23\x45\x67").is_err());
     }
 }

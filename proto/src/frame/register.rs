@@ -7,15 +7,16 @@
 //! The agent's name is not in the frame: the relay takes it from the agent's
 //! certificate (DESIGN: identity never comes from a frame field).
 //!
-//! `prefix` (added in version 1, optional: absent means 0, and 0 is never
-//! written) starts the connection IDs the agent's endpoint issues, so the
-//! relay can route direct paths to it (see [`Direct`](crate::Direct)); 0:
-//! the agent serves none.
+//! `prefix` (added in version 1, optional: absent when the agent serves no
+//! direct paths; when present, routable, high bit set) starts the
+//! connection IDs the agent's endpoint issues, so the relay can route
+//! direct paths to it (see [`Direct`](crate::Direct)).
 
 use bytes::BufMut;
 
 use super::{Frame, FrameType};
 use crate::capabilities::Capabilities;
+use crate::cid_prefix::CidPrefix;
 use crate::codec::{list_len, name_len, put_list, put_name, Reader};
 use crate::error::DecodeError;
 use crate::name::TargetName;
@@ -31,8 +32,9 @@ pub struct Register {
     pub capabilities: Capabilities,
     /// The targets the agent exposes, in the agent's order.
     pub targets: Vec<TargetName>,
-    /// The prefix of the agent's connection IDs for direct paths, or 0.
-    pub prefix: u32,
+    /// The prefix of the agent's connection IDs for direct paths, if it
+    /// serves them.
+    pub prefix: Option<CidPrefix>,
 }
 
 impl Register {
@@ -41,14 +43,12 @@ impl Register {
         let version = r.read_u16()?;
         let capabilities = Capabilities(r.read_u32()?);
         let targets = r.read_list(|r| r.read_name().map(TargetName::from))?;
+        // One encoding per value: "no prefix" is the field left out, and
+        // a present one must be routable.
         let prefix = if r.remaining() == 0 {
-            0
+            None
         } else {
-            // One encoding per value: "no prefix" is the field left out.
-            match r.read_u32()? {
-                0 => return Err(r.malformed("a prefix of 0 is written by leaving it out")),
-                p => p,
-            }
+            Some(r.read_prefix()?)
         };
         r.finish()?;
         Ok(Self {
@@ -63,15 +63,15 @@ impl Register {
         dst.put_u16(self.version);
         dst.put_u32(self.capabilities.bits());
         put_list(dst, &self.targets, |dst, t| put_name(dst, t.as_name()));
-        if self.prefix != 0 {
-            dst.put_u32(self.prefix);
+        if let Some(prefix) = self.prefix {
+            dst.put_u32(prefix.to_u32());
         }
     }
 
     pub(crate) fn encoded_len(&self) -> usize {
         2 + 4
             + list_len(&self.targets, |t| name_len(t.as_name()))
-            + if self.prefix != 0 { 4 } else { 0 }
+            + if self.prefix.is_some() { 4 } else { 0 }
     }
 }
 
@@ -92,7 +92,7 @@ mod tests {
             version: 1,
             capabilities: Capabilities::TCP | Capabilities::EXEC,
             targets: vec!["kube".parse().unwrap(), "db".parse().unwrap()],
-            prefix: 0,
+            prefix: None,
         });
         let wire = b"\x01\x00\x00\x00\x10\
                      \x00\x01\x00\x00\x00\x05\x00\x02\x04kube\x02db";
@@ -109,7 +109,7 @@ mod tests {
             version: 1,
             capabilities: Capabilities::TCP,
             targets: vec![],
-            prefix: 0x8000_0002,
+            prefix: CidPrefix::from_u32(0x8000_0002),
         };
         let wire = b"\x00\x01\x00\x00\x00\x01\x00\x00\x80\x00\x00\x02";
         let mut buf = BytesMut::new();
@@ -120,6 +120,8 @@ mod tests {
         // Found by the fuzzer: an explicit 0 would re-encode without it.
         let explicit_zero = b"\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00";
         assert!(Register::decode(explicit_zero).is_err());
+        let unroutable = b"\x00\x01\x00\x00\x00\x01\x00\x00\x00\x00\x00\x02";
+        assert!(Register::decode(unroutable).is_err());
     }
 
     #[test]

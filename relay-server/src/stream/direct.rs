@@ -13,9 +13,9 @@
 
 use std::time::Instant;
 
+use proto::CidPrefix;
 use proto::{Accepted, AgentName, Direct, ErrorCode, Frame, Grant, Path, Refused};
 use relay_net::cert::PeerCert;
-use relay_net::direct::Prefix;
 use relay_net::framed::{refuse, write_frame, FrameReader};
 
 use crate::audit::{AuditEvent, Event};
@@ -59,7 +59,7 @@ pub(super) async fn serve(
         return refuse(&mut send, &mut reader.recv, r).await;
     }
     let path = Path {
-        prefix: agent_prefix.to_u32(),
+        prefix: agent_prefix,
     };
     if write_frame(&mut send, path).await.is_err() {
         return;
@@ -107,7 +107,7 @@ struct Granted<'a> {
     installed: Installed<'a>,
     agent_send: quinn::SendStream,
     agent_recv: FrameReader,
-    agent_prefix: Prefix,
+    agent_prefix: CidPrefix,
     grant: Grant,
 }
 
@@ -118,12 +118,7 @@ async fn grant<'a>(
     conn: &quinn::Connection,
     direct: &Direct,
 ) -> Result<Granted<'a>, Refused> {
-    let Some(client_prefix) = Prefix::from_u32(direct.prefix) else {
-        return Err(Refused::new(
-            ErrorCode::PROTOCOL_VIOLATION,
-            "Direct carries no routable connection-ID prefix (high bit clear)",
-        ));
-    };
+    let client_prefix = direct.prefix;
     let (grant, instances) = crate::authorize::direct(shared, peer, &direct.agent)?;
     let mut last = Refused::new(
         ErrorCode::UNSUPPORTED,
