@@ -123,6 +123,7 @@ impl Shared {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .check(peer)
+            .map(|revoked| revoked.to_string())
     }
 }
 
@@ -130,17 +131,7 @@ impl Shared {
 /// it (an unwritable directory) the relay still runs, with a key of its own
 /// that does not survive a restart.
 fn reset_key(path: &std::path::Path) -> Option<[u8; 32]> {
-    let parse = |text: &str| -> Option<[u8; 32]> {
-        let text = text.trim();
-        let bytes: Vec<u8> = (0..text.len())
-            .step_by(2)
-            .filter_map(|i| {
-                text.get(i..i + 2)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-            })
-            .collect();
-        bytes.try_into().ok()
-    };
+    let parse = |text: &str| -> Option<[u8; 32]> { hex::decode(text.trim()).ok()?.try_into().ok() };
     if let Ok(text) = std::fs::read_to_string(path) {
         match parse(&text) {
             Some(key) => return Some(key),
@@ -150,7 +141,7 @@ fn reset_key(path: &std::path::Path) -> Option<[u8; 32]> {
         }
     }
     let key: [u8; 32] = rand::random();
-    match relay_net::fsutil::write_private(path, relay_net::cert::hex(&key).as_bytes()) {
+    match relay_net::fsutil::write_private(path, hex::encode(key).as_bytes()) {
         Ok(()) => Some(key),
         Err(err) => {
             tracing::warn!(path = %path.display(), %err, "cannot keep a stateless-reset key: peers will notice a restart only after their idle timeout");
