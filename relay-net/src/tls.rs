@@ -17,7 +17,7 @@ use crate::pem;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A PEM block did not parse.
-    #[error("{0}")]
+    #[error(transparent)]
     Pem(#[from] pem::PemError),
     /// rustls rejected the configuration (e.g. key does not match certificate).
     #[error("TLS configuration rejected: {0}")]

@@ -108,7 +108,7 @@ enum Command {
     },
     /// Run the relay (reads the CA certificate, never the CA key).
     #[command(
-        after_help = "Example:\n  relay-server run --dir ./relay --listen 0.0.0.0:4433\n  RUST_LOG=debug relay-server run --dir ./relay --metrics 127.0.0.1:9090\n\nEnvironment:\n  RUST_LOG=info (default)           log filter, e.g. debug or info,relay_server=debug\n  RELAY_RUNTIME=auto|current|multi  auto (default): one thread on machines with up to\n                                    two cores, one per core on bigger ones\n\nSIGHUP reloads policy.toml and revoked.toml at once; SIGTERM or SIGINT\nshuts down gracefully."
+        after_help = "Examples:\n  relay-server run --dir ./relay --listen 0.0.0.0:4433\n  RUST_LOG=debug relay-server run --dir ./relay --metrics 127.0.0.1:9090\n\nEnvironment:\n  RUST_LOG=info (default)           log filter, e.g. debug or info,relay_server=debug\n  RELAY_RUNTIME=auto|current|multi  auto (default): one thread on machines with up to\n                                    two cores, one per core on bigger ones\n\nSIGHUP reloads policy.toml and revoked.toml at once; SIGTERM or SIGINT\nshuts down gracefully."
     )]
     Run {
         /// The relay directory.
@@ -285,16 +285,18 @@ fn run(args: Args) -> anyhow::Result<()> {
             let paths = Paths::from(dir.as_path());
             let target = target.target()?;
             if !revoke::unrevoke(&paths, &target)? {
-                anyhow::bail!(
-                    "{target} is not revoked in {}: nothing to undo",
+                println!(
+                    "{target} was not revoked in {}: nothing to undo",
                     paths.revoked().display()
                 );
+                return Ok(());
             }
             println!("unrevoked {target}; a running relay accepts it again within seconds");
             if let revoke::Target::Identity(role, name) = &target {
                 for serial in revoke::still_revoked_by_serial(&paths, *role, name) {
                     warn(&format!(
-                        "certificate {serial} of {target} stays revoked by serial (`relay-server unrevoke --serial {serial}` to undo)"
+                        "certificate {serial} of {target} stays revoked by serial (`relay-server unrevoke --serial {serial} --dir {}` to undo)",
+                        dir.display()
                     ));
                 }
             }

@@ -55,19 +55,19 @@ pub enum RelayError {
         err: std::io::Error,
     },
     /// A certificate or key is invalid.
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] relay_net::tls::TlsError),
     /// The relay certificate carries no relay identity.
     #[error("relay certificate: {0}")]
     Cert(#[from] relay_net::cert::CertError),
     /// The policy is invalid.
-    #[error("{0}")]
+    #[error(transparent)]
     Policy(#[from] policy::PolicyError),
     /// The revocation list is invalid.
-    #[error("{0}")]
+    #[error(transparent)]
     Revocation(#[from] revocation::RevocationError),
     /// The audit log cannot be opened.
-    #[error("{0}")]
+    #[error(transparent)]
     Audit(#[from] audit::AuditError),
     /// The UDP address cannot be bound.
     #[error("cannot listen on {addr}: {err}")]
