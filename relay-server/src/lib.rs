@@ -9,7 +9,8 @@
 //!
 //! Layout: [`config`] (what `run` needs), [`conn`] (handshake → identity →
 //! role), [`control`] (agents), [`route`] (client streams), [`reload`]
-//! (policy/revocation changes), [`cmd`] (init, issue, revoke), [`cli`].
+//! (policy/revocation changes), [`cmd`] (init, issue, issued, revoke and
+//! unrevoke), [`cli`].
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
