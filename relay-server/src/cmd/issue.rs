@@ -183,4 +183,42 @@ mod tests {
         assert_eq!(why("relay.example.com:0"), "port 0 cannot be dialed");
         assert!(why("2001:db8::1:4433").contains("brackets"));
     }
+
+    #[test]
+    fn issuing_a_revoked_name_warns_how_to_undo_it() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let paths = Paths::from(dir.path());
+        let bob = Name::try_from("bob").unwrap_or_else(|e| panic!("{e}"));
+        let issue = |role| Issue {
+            paths: paths.clone(),
+            role,
+            name: bob.clone(),
+            relay: vec!["relay.example.com:4433".into()],
+            ttl: None,
+            csr: None,
+        };
+        assert!(issue(Role::Client).warnings().is_empty());
+        crate::cmd::revoke::revoke(
+            &paths,
+            crate::cmd::revoke::Target::Identity(Role::Client, bob.clone()),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let warnings = issue(Role::Client).warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("client/bob is revoked since "),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[0].ends_with(&format!(
+                "this credential will be refused until you run `relay-server unrevoke client bob --dir {}`",
+                dir.path().display()
+            )),
+            "{warnings:?}"
+        );
+        assert!(
+            issue(Role::Agent).warnings().is_empty(),
+            "agent/bob is not revoked"
+        );
+    }
 }
