@@ -92,7 +92,7 @@ impl PeerCert {
         Ok(PeerCert {
             relay,
             identity,
-            serial: hex(cert.raw_serial()),
+            serial: hex::encode(cert.raw_serial()),
             not_before,
             not_after,
         })
@@ -145,15 +145,4 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
         .unwrap_or(t);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
-}
-
-/// Lowercase hex of `bytes`, the form serials take on the command line.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }

@@ -37,6 +37,20 @@ pub enum CredentialError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The private key is not the key of the certificate: the certificate
+    /// was issued for another key (another CSR), or the wrong key file was
+    /// given. Nothing can heal that, so loading fails instead of every dial.
+    #[error(
+        "the private key in {key} does not belong to its certificate in {path} \
+         (was the certificate issued for another key/CSR? give the key that `keygen` \
+         wrote with the CSR this credential was issued from, or issue a new credential)"
+    )]
+    KeyMismatch {
+        /// The credential file.
+        path: PathBuf,
+        /// The file holding the key (the credential itself, or `--key`).
+        key: PathBuf,
+    },
     /// The file has no private key and none was given.
     #[error(
         "credential file {path} holds no private key (it was issued from a CSR): \
@@ -130,7 +144,7 @@ impl Credential {
                 })
             })
             .transpose()?;
-        Credential::parse(&text, path, key)
+        Credential::parse_with_key(&text, path, key.map(|k| (k, key_file.unwrap_or(path))))
     }
 
     /// Parses and checks credential text; `key` supplies the private key for
@@ -139,6 +153,17 @@ impl Credential {
     /// # Errors
     /// If the text is malformed or there is no private key.
     pub fn parse(text: &str, path: &Path, key: Option<String>) -> Result<Loaded, CredentialError> {
+        Credential::parse_with_key(text, path, key.map(|k| (k, path)))
+    }
+
+    /// [`Credential::parse`] with the file the key came from, for messages.
+    fn parse_with_key(
+        text: &str,
+        path: &Path,
+        key: Option<(String, &Path)>,
+    ) -> Result<Loaded, CredentialError> {
+        let key_path = key.as_ref().map_or(path, |(_, p)| *p).to_owned();
+        let key = key.map(|(k, _)| k);
         let invalid = |reason: String| CredentialError::Invalid {
             path: path.to_owned(),
             reason,
@@ -162,6 +187,17 @@ impl Credential {
         // not as a TLS failure later.
         crate::pem::private_key(key).map_err(|e| invalid(e.to_string()))?;
         crate::pem::certs(&credential.ca).map_err(|e| invalid(e.to_string()))?;
+        #[cfg(feature = "net")]
+        if !crate::tls::key_matches(&credential.certificate, key)
+            .map_err(|e| invalid(e.to_string()))?
+        {
+            return Err(CredentialError::KeyMismatch {
+                path: path.to_owned(),
+                key: key_path,
+            });
+        }
+        #[cfg(not(feature = "net"))]
+        let _ = key_path;
         Ok(Loaded {
             credential,
             cert,
@@ -190,5 +226,84 @@ impl Loaded {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "net"))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::pki::{Ca, KeySource};
+    use proto::{Identity, Name, Role};
+
+    fn credential(ca: &Ca, name: &str, key: KeySource<'_>) -> (Credential, Option<String>) {
+        let relay = Name::try_from("relay.test").unwrap();
+        let identity = Identity::new(Role::Agent, Name::try_from(name).unwrap());
+        let issued = ca
+            .issue_identity(&relay, &identity, std::time::Duration::from_secs(3600), key)
+            .unwrap();
+        let credential = Credential {
+            relay: vec!["relay.test:4433".into()],
+            identity: identity.to_uri(&relay),
+            certificate: issued.cert_pem,
+            private_key: issued.key_pem.clone(),
+            ca: ca.cert_pem().to_owned(),
+        };
+        (credential, issued.key_pem)
+    }
+
+    /// A credential issued from one CSR, run with the key of another: the
+    /// load says which file holds the wrong key, and nothing dials.
+    #[test]
+    fn a_key_of_another_csr_is_refused_at_load() {
+        let ca = Ca::generate(&Name::try_from("relay.test").unwrap())
+            .unwrap()
+            .0;
+        let (key_a, csr_a) = crate::pki::keygen("relay agent").unwrap();
+        let (key_b, _) = crate::pki::keygen("relay agent").unwrap();
+        let (from_csr, _) = credential(&ca, "edge", KeySource::Csr(&csr_a));
+        let dir = tempfile::tempdir().unwrap();
+        let cred = dir.path().join("agent.cred");
+        from_csr.save(&cred).unwrap();
+        let right = dir.path().join("agent.key");
+        let wrong = dir.path().join("other.key");
+        std::fs::write(&right, &key_a).unwrap();
+        std::fs::write(&wrong, &key_b).unwrap();
+
+        assert!(Credential::load(&cred, Some(&right)).is_ok());
+        let err = Credential::load(&cred, Some(&wrong)).unwrap_err();
+        assert!(
+            matches!(err, CredentialError::KeyMismatch { .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the private key in {} does not belong to its certificate in {} (was the \
+                 certificate issued for another key/CSR? give the key that `keygen` wrote with \
+                 the CSR this credential was issued from, or issue a new credential)",
+                wrong.display(),
+                cred.display()
+            )
+        );
+    }
+
+    /// A credential file whose key was swapped for another one names the file.
+    #[test]
+    fn a_credential_holding_another_key_is_refused() {
+        let ca = Ca::generate(&Name::try_from("relay.test").unwrap())
+            .unwrap()
+            .0;
+        let (mut first, _) = credential(&ca, "edge", KeySource::Generate);
+        let (_, other_key) = credential(&ca, "edge", KeySource::Generate);
+        first.private_key = other_key;
+        let err = Credential::parse(&first.to_toml(), Path::new("edge.cred"), None).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "the private key in edge.cred does not belong to its certificate in edge.cred"
+            ),
+            "{err}"
+        );
     }
 }

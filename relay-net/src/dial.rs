@@ -10,6 +10,7 @@ use quinn::ConnectionError;
 use crate::cert::PeerCert;
 use crate::credential::Loaded;
 use crate::endpoint::{self, Transport};
+use crate::gone::{Cause, PeerGone};
 use proto::CidPrefix;
 
 /// Why the relay could not be reached or refused us.
@@ -41,6 +42,15 @@ pub enum DialError {
         addr: String,
         /// A human description.
         reason: String,
+    },
+    /// The relay's certificate is signed by this credential's CA but is not
+    /// issued for the host name or address that was dialed.
+    #[error("relay {addr}: {mismatch}")]
+    WrongName {
+        /// The address dialed.
+        addr: String,
+        /// The name dialed and the names the certificate carries.
+        mismatch: crate::gone::NameMismatch,
     },
     /// The relay is not the relay named in the credential.
     #[error("{addr} is not the relay of this credential: {reason}")]
@@ -144,15 +154,23 @@ async fn dial_one(
     let conn = match tokio::time::timeout(timeout, connecting).await {
         Err(_) => {
             endpoint.close(0u32.into(), b"");
-            return Err(unreachable(format!("no answer within {timeout:?}")));
+            return Err(unreachable(no_answer(timeout, remote)));
         }
-        Ok(Err(e)) if is_tls_failure(&e) => {
-            return Err(DialError::Untrusted {
-                addr: addr.to_owned(),
-                reason: describe(&e),
-            })
+        Ok(Err(e)) => {
+            let gone = PeerGone::new(Role::Relay, &e);
+            return Err(match gone.cause {
+                Cause::WrongName(mismatch) => DialError::WrongName {
+                    addr: addr.to_owned(),
+                    mismatch,
+                },
+                _ if is_tls_failure(&e) => DialError::Untrusted {
+                    addr: addr.to_owned(),
+                    reason: gone.to_string(),
+                },
+                Cause::TimedOut => unreachable(format!("{gone}: {}", no_answer_hint(remote))),
+                _ => unreachable(gone.to_string()),
+            });
         }
-        Ok(Err(e)) => return Err(unreachable(describe(&e))),
         Ok(Ok(conn)) => conn,
     };
     let not_relay = |reason: String| DialError::NotRelay {
@@ -218,54 +236,66 @@ fn is_tls_failure(err: &ConnectionError) -> bool {
     (0x100..0x200).contains(&code)
 }
 
-/// TLS alerts (RFC 8446 §6) that quinn reports as CRYPTO_ERROR 0x100 + alert.
-fn alert_text(alert: u64) -> Option<&'static str> {
-    Some(match alert {
-        42 => "the relay rejected our certificate (bad certificate)",
-        44 => "the relay says our certificate is revoked",
-        45 => "the relay says our certificate has expired; ask for a new credential",
-        46 | 48 | 51 => "the relay does not trust our certificate (issued by another relay's CA, or before the relay's CA was re-created?)",
-        116 => "the relay requires a client certificate",
-        120 => "the relay speaks another protocol version (ALPN mismatch)",
-        _ => return None,
-    })
+/// A human description of a connection failure of an agent or a client:
+/// their peer is the relay. Elsewhere use [`describe_peer`].
+pub fn describe(err: &ConnectionError) -> String {
+    describe_peer(err, Role::Relay)
 }
 
-/// A human description of a connection failure, naming the side at fault.
-pub fn describe(err: &ConnectionError) -> String {
-    match err {
-        ConnectionError::ApplicationClosed(close) => {
-            let code = u32::try_from(close.error_code.into_inner()).map(ErrorCode);
-            let reason = String::from_utf8_lossy(&close.reason);
-            match code {
-                Ok(code) if reason.is_empty() => {
-                    format!("closed by the relay: {}", code.description())
-                }
-                Ok(code) => format!("closed by the relay: {}: {reason}", code.description()),
-                Err(_) => format!("closed by the relay: {reason}"),
-            }
-        }
-        ConnectionError::ConnectionClosed(close) => {
-            let code = close.error_code;
-            let raw = u64::from(code);
-            if (0x100..0x200).contains(&raw) {
-                if let Some(text) = alert_text(raw - 0x100) {
-                    return text.to_owned();
-                }
-            }
-            format!("the relay aborted the connection: {close}")
-        }
-        ConnectionError::TransportError(e) => {
-            let text = e.to_string();
-            if text.contains("UnknownIssuer") || text.contains("invalid peer certificate") {
-                format!("the relay's certificate is not trusted by this credential's CA ({text})")
-            } else {
-                text
-            }
-        }
-        ConnectionError::TimedOut => "no answer (timed out)".to_owned(),
-        ConnectionError::Reset => "the relay forgot this connection (it restarted?)".to_owned(),
-        ConnectionError::LocallyClosed => "closed locally".to_owned(),
-        other => other.to_string(),
+/// A human description of a connection failure, naming `peer`, the side on
+/// the other end (the relay describing a client's connection passes
+/// [`Role::Client`]). [`PeerGone`] is the typed form.
+pub fn describe_peer(err: &ConnectionError, peer: Role) -> String {
+    PeerGone::new(peer, err).to_string()
+}
+
+/// The relay did not answer within `timeout`.
+fn no_answer(timeout: Duration, remote: SocketAddr) -> String {
+    format!("no answer within {timeout:?}: {}", no_answer_hint(remote))
+}
+
+/// What to check when the relay does not answer at all.
+fn no_answer_hint(remote: SocketAddr) -> String {
+    format!(
+        "check that the relay is running at {remote} and that UDP port {} is reachable from here (QUIC runs over UDP; some networks block it)",
+        remote.port()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_answer_says_what_to_check() {
+        let remote: SocketAddr = "203.0.113.7:4433".parse().unwrap_or_else(|e| panic!("{e}"));
+        let err = DialError::Unreachable {
+            addr: "relay.example.com:4433".into(),
+            reason: no_answer(Duration::from_secs(10), remote),
+        };
+        assert_eq!(
+            err.to_string(),
+            "relay relay.example.com:4433 unreachable: no answer within 10s: check that the \
+             relay is running at 203.0.113.7:4433 and that UDP port 4433 is reachable from here \
+             (QUIC runs over UDP; some networks block it)"
+        );
+    }
+
+    #[test]
+    fn a_wrong_name_is_not_called_untrusted() {
+        let err = DialError::WrongName {
+            addr: "127.0.0.1:4433".into(),
+            mismatch: crate::gone::NameMismatch {
+                expected: "127.0.0.1".into(),
+                presented: vec!["relay.example.com".into()],
+            },
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with("relay 127.0.0.1:4433: the relay's certificate is valid (signed by this credential's CA) but is not issued for 127.0.0.1: it names relay.example.com"),
+            "{text}"
+        );
+        assert!(text.contains("relay-server init --name"), "{text}");
+        assert!(!text.contains("trust each other"), "{text}");
     }
 }

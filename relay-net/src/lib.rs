@@ -5,6 +5,7 @@
 //! - [`credential`]: the one file an agent or client is handed;
 //! - [`tls`] and [`endpoint`]: mutual-TLS 1.3 QUIC endpoints and transport;
 //! - [`dial`]: reaching the relay, with failures a person can act on;
+//! - [`gone`]: why a connection ended, naming the peer that ended it;
 //! - [`direct`]: connection IDs and the relay socket of direct paths;
 //! - [`framed`]: frames at the start of a stream, early data kept;
 //! - [`splice`]: copying both ways with finish/reset mirrored;
@@ -36,6 +37,8 @@ pub mod endpoint;
 #[cfg(feature = "net")]
 pub mod framed;
 pub mod fsutil;
+#[cfg(feature = "net")]
+pub mod gone;
 #[cfg(feature = "net")]
 pub mod logging;
 pub mod pem;

@@ -336,6 +336,5 @@ fn set_validity(params: &mut CertificateParams, ttl: Duration) -> Result<OffsetD
 fn random_serial() -> (SerialNumber, String) {
     let mut bytes: [u8; 16] = rand::random();
     bytes[0] = (bytes[0] & 0x7f).max(1);
-    let hex = crate::cert::hex(&bytes);
-    (SerialNumber::from_slice(&bytes), hex)
+    (SerialNumber::from_slice(&bytes), hex::encode(bytes))
 }

@@ -17,7 +17,7 @@ use crate::pem;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A PEM block did not parse.
-    #[error("{0}")]
+    #[error(transparent)]
     Pem(#[from] pem::PemError),
     /// rustls rejected the configuration (e.g. key does not match certificate).
     #[error("TLS configuration rejected: {0}")]
@@ -41,6 +41,25 @@ fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, TlsError> {
         roots.add(cert)?;
     }
     Ok(Arc::new(roots))
+}
+
+/// Whether the private key `key_pem` belongs to the first certificate of
+/// `cert_pem` (same public key). `Ok(true)` also when the key type cannot
+/// tell, as rustls then leaves it to the handshake.
+///
+/// # Errors
+/// If either PEM is malformed or the key is of an unsupported type.
+pub fn key_matches(cert_pem: &str, key_pem: &str) -> Result<bool, TlsError> {
+    let provider = provider();
+    let key = provider
+        .key_provider
+        .load_private_key(pem::private_key(key_pem)?)?;
+    let certified = rustls::sign::CertifiedKey::new(pem::certs(cert_pem)?, key);
+    match certified.keys_match() {
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => Ok(false),
+        Ok(()) | Err(rustls::Error::InconsistentKeys(_)) => Ok(true),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The relay's TLS: its own certificate, and a client certificate from

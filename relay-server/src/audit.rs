@@ -32,8 +32,11 @@ pub enum Event {
     AuthFailed,
     /// A live connection was closed because its certificate was revoked.
     Revoked,
-    /// The policy file was reloaded (or a changed file was rejected).
+    /// The policy file was reloaded.
     PolicyReload,
+    /// A changed policy file did not parse: the previous policy stays in
+    /// force. The operator's mistake, not a peer's, so it carries no code.
+    PolicyRejected,
     /// A direct path (end-to-end mode) was set up: the relay sees the
     /// path, not its streams.
     Direct,

@@ -8,26 +8,37 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use proto::{Name, Role};
+use relay_net::endpoint::Transport;
 
-use crate::cmd::{init::Init, issue::Issue, revoke};
+use crate::cmd::{init::Init, issue::Issue, issued, revoke};
 use crate::config::{Config, Paths};
 
 const EXAMPLES: &str = "\
 Examples:
-  relay-server init  --dir /etc/relay --name relay.example.com --name 203.0.113.7
-  relay-server issue agent aks-prod --dir /etc/relay --relay relay.example.com:4433 --out agent.cred
-  relay-server issue client alice   --dir /etc/relay --relay relay.example.com:4433 --ttl 8h --out alice.cred
-  relay-server run   --dir /etc/relay --listen 0.0.0.0:4433
-  relay-server revoke client alice --dir /etc/relay";
+  relay-server init   --dir /etc/relay --name relay.example.com --name 203.0.113.7
+  relay-server issue  agent aks-prod --dir /etc/relay --relay relay.example.com:4433 --out agent.cred
+  relay-server issue  client alice   --dir /etc/relay --relay relay.example.com:4433 --ttl 8h --out alice.cred
+  relay-server run    --dir /etc/relay --listen 0.0.0.0:4433
+  relay-server issued --dir /etc/relay
+  relay-server revoke client alice --dir /etc/relay
+  relay-server unrevoke client alice --dir /etc/relay
+
+Environment:
+  RELAY_DIR      the relay directory, instead of --dir
+  RUST_LOG       log filter on stderr [default: info], e.g. RUST_LOG=debug or
+                 RUST_LOG=info,relay_server=debug (tracing EnvFilter syntax)
+  RELAY_RUNTIME  auto|current|multi (run only) [default: auto]";
 
 /// The public rendezvous of the QUIC reverse tunnel: agents dial out to it,
 /// clients reach their targets through it, everything over mutual TLS.
+/// `init` makes the CA, `issue` hands out credentials, `run` serves,
+/// `revoke`/`unrevoke`/`issued` manage what was handed out.
 #[derive(Debug, Parser)]
 #[command(name = "relay-server", version, after_help = EXAMPLES)]
 pub struct Args {
     #[command(subcommand)]
     command: Command,
-    /// Log format on stderr.
+    /// Log format on stderr (the filter is RUST_LOG's).
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
 }
@@ -42,7 +53,7 @@ enum LogFormat {
 enum Command {
     /// Create the relay's CA, its server certificate and an empty policy in DIR.
     #[command(
-        after_help = "Example:\n  relay-server init --dir ./relay --name relay.example.com --name 127.0.0.1"
+        after_help = "Examples:\n  relay-server init --dir ./relay --name relay.example.com --name 127.0.0.1\n  relay-server init --dir /etc/relay --name relay.example.com --ttl 730d\n\nAgents and clients must dial one of the --name values: the relay's\ncertificate is issued for exactly those names."
     )]
     Init {
         /// The relay directory.
@@ -61,7 +72,7 @@ enum Command {
     },
     /// Issue a credential file for an agent or a client (needs the CA key).
     #[command(
-        after_help = "Examples:\n  relay-server issue agent aks-prod --dir ./relay --relay 127.0.0.1:4433 --out agent.cred\n  relay-server issue client ci --dir ./relay --relay relay.example.com:4433 --ttl 1h --out ci.cred\n  relay-agent keygen --out agent.key > agent.csr   # on the agent host\n  relay-server issue agent aks-prod --dir ./relay --relay relay.example.com:4433 --csr agent.csr --out agent.cred"
+        after_help = "Examples:\n  relay-server issue agent aks-prod --dir ./relay --relay 127.0.0.1:4433 --out agent.cred\n  relay-server issue client ci --dir ./relay --relay relay.example.com:4433 --ttl 1h --out ci.cred\n  relay-agent keygen --out agent.key > agent.csr   # on the agent host\n  relay-server issue agent aks-prod --dir ./relay --relay relay.example.com:4433 --csr agent.csr --out agent.cred\n\nEach certificate is recorded in DIR/issued.jsonl (see `relay-server issued`).\nA warning is printed when the name is revoked in DIR/revoked.toml."
     )]
     Issue {
         /// `agent` or `client`.
@@ -71,8 +82,9 @@ enum Command {
         /// The relay directory.
         #[arg(long, env = "RELAY_DIR")]
         dir: PathBuf,
-        /// Relay address (host:port) written into the credential (repeatable).
-        #[arg(long = "relay", required = true)]
+        /// Relay address HOST:PORT written into the credential (repeatable):
+        /// a name given to `init --name`, no scheme, no path.
+        #[arg(long = "relay", value_name = "HOST:PORT", required = true)]
         relay: Vec<String>,
         /// Lifetime [default: 12h for clients, 90d for agents].
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -85,9 +97,18 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// List the certificates `issue` recorded in DIR/issued.jsonl, with their state.
+    #[command(
+        after_help = "Example:\n  relay-server issued --dir ./relay\n\nSTATE is valid, expired, revoked (by name) or revoked (by serial).\nCertificates issued before DIR/issued.jsonl existed are not listed."
+    )]
+    Issued {
+        /// The relay directory.
+        #[arg(long, env = "RELAY_DIR")]
+        dir: PathBuf,
+    },
     /// Run the relay (reads the CA certificate, never the CA key).
     #[command(
-        after_help = "Example:\n  relay-server run --dir ./relay --listen 0.0.0.0:4433\n\nEnvironment:\n  RELAY_RUNTIME=auto|current|multi  auto (default): one thread on machines with up to\n                                    two cores, one per core on bigger ones"
+        after_help = "Examples:\n  relay-server run --dir ./relay --listen 0.0.0.0:4433\n  RUST_LOG=debug relay-server run --dir ./relay --metrics 127.0.0.1:9090\n\nEnvironment:\n  RUST_LOG=info (default)           log filter, e.g. debug or info,relay_server=debug\n  RELAY_RUNTIME=auto|current|multi  auto (default): one thread on machines with up to\n                                    two cores, one per core on bigger ones\n\nSIGHUP reloads policy.toml and revoked.toml at once; SIGTERM or SIGINT\nshuts down gracefully."
     )]
     Run {
         /// The relay directory.
@@ -103,33 +124,66 @@ enum Command {
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         reload_interval: Duration,
         /// Idle timeout of peer connections (a dead peer is dropped after it).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        idle_timeout: Option<Duration>,
+        #[arg(long, default_value_t = humantime::Duration::from(Transport::relay().idle_timeout))]
+        idle_timeout: humantime::Duration,
         /// Stream opens per second allowed per client identity (resets count).
         #[arg(long, default_value_t = 2000)]
         max_open_rate: u32,
         /// Serve /metrics, /healthz and /readyz on this local TCP address
-        /// (e.g. 127.0.0.1:9090; no authentication: keep it private).
+        /// (e.g. 127.0.0.1:9090; no authentication: keep it private) [default: off].
         #[arg(long, value_name = "ADDR")]
         metrics: Option<SocketAddr>,
     },
     /// Revoke an identity (`revoke client alice`) or one certificate (`revoke --serial HEX`).
     #[command(
-        after_help = "Examples:\n  relay-server revoke client alice --dir ./relay\n  relay-server revoke --serial 4f1c0e… --dir ./relay"
+        after_help = "Examples:\n  relay-server revoke client alice --dir ./relay\n  relay-server revoke --serial 4f1c0e… --dir ./relay\n\nA running relay applies it within --reload-interval (or at SIGHUP): new\nstreams are refused and live connections closed. Undo with `unrevoke`."
     )]
     Revoke {
-        /// `agent` or `client`.
-        #[arg(required_unless_present = "serial", requires = "name")]
-        role: Option<Role>,
-        /// The name to revoke.
-        name: Option<Name>,
-        /// Revoke one certificate by serial instead.
-        #[arg(long, conflicts_with_all = ["role", "name"])]
-        serial: Option<String>,
+        #[command(flatten)]
+        target: TargetArgs,
         /// The relay directory.
         #[arg(long, env = "RELAY_DIR")]
         dir: PathBuf,
     },
+    /// Take back a revocation (`unrevoke client alice` or `unrevoke --serial HEX`).
+    #[command(
+        after_help = "Examples:\n  relay-server unrevoke client alice --dir ./relay\n  relay-server unrevoke --serial 4f1c0e… --dir ./relay\n\nRemoves exactly the entry `revoke` wrote with the same arguments; a\nrunning relay accepts the credential again within --reload-interval."
+    )]
+    Unrevoke {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The relay directory.
+        #[arg(long, env = "RELAY_DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// `ROLE NAME` or `--serial HEX`, as `revoke` and `unrevoke` take them.
+#[derive(Debug, clap::Args)]
+struct TargetArgs {
+    /// `agent` or `client`.
+    #[arg(required_unless_present = "serial", requires = "name")]
+    role: Option<Role>,
+    /// The agent's or client's name.
+    name: Option<Name>,
+    /// One certificate, by the serial `issue` printed (colons and upper case accepted).
+    #[arg(long, value_name = "HEX", conflicts_with_all = ["role", "name"])]
+    serial: Option<String>,
+}
+
+impl TargetArgs {
+    fn target(self) -> anyhow::Result<revoke::Target> {
+        Ok(match (self.role, self.name, self.serial) {
+            (_, _, Some(serial)) => revoke::Target::Serial(serial),
+            (Some(role), Some(name), None) => revoke::Target::Identity(role, name),
+            _ => anyhow::bail!("give ROLE NAME (e.g. `client alice`) or --serial HEX"),
+        })
+    }
+}
+
+/// Prints a warning on stderr, where it is seen but not parsed by scripts.
+fn warn(text: &str) {
+    eprintln!("relay-server: warning: {text}");
 }
 
 /// Parses the command line and runs it.
@@ -152,29 +206,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             names,
             ttl,
             force,
-        } => {
-            let init = Init {
-                paths: Paths::from(dir.as_path()),
-                names,
-                ttl,
-                force,
-            };
-            let relay = init.run()?;
-            println!("created relay {relay} in {}", dir.display());
-            println!(
-                "  ca.crt ca.key      the relay's CA (keep ca.key off the relay host: see README)"
-            );
-            println!(
-                "  relay.crt relay.key the relay's server certificate for: {}",
-                init.names.join(", ")
-            );
-            println!("  policy.toml        allows nothing until you add [[allow]] entries");
-            println!(
-                "next: relay-server issue agent NAME --dir {} --relay HOST:PORT",
-                dir.display()
-            );
-            Ok(())
-        }
+        } => init(Init {
+            paths: Paths::from(dir.as_path()),
+            names,
+            ttl,
+            force,
+        }),
         Command::Issue {
             role,
             name,
@@ -187,19 +224,27 @@ fn run(args: Args) -> anyhow::Result<()> {
             let issue = Issue {
                 paths: Paths::from(dir.as_path()),
                 role,
-                name: name.clone(),
+                name,
                 relay,
                 ttl,
                 csr,
             };
-            let (credential, issued) = issue.run()?;
-            let out = out.unwrap_or_else(|| PathBuf::from(format!("{name}.cred")));
-            credential.save(&out)?;
-            println!(
-                "wrote {} for {role}/{name}: serial {}, valid until {}",
-                out.display(),
-                issued.serial,
-                relay_net::cert::rfc3339(issued.not_after)
+            self::issue(&issue, out)
+        }
+        Command::Issued { dir } => {
+            let paths = Paths::from(dir.as_path());
+            let Some(list) = issued::load(&paths.issued())? else {
+                println!(
+                    "{} does not exist yet: nothing was issued from {} since it is kept",
+                    paths.issued().display(),
+                    dir.display()
+                );
+                return Ok(());
+            };
+            let revocations = crate::revocation::Revocations::load(&paths.revoked())?;
+            print!(
+                "{}",
+                issued::table(&list, &revocations, time::OffsetDateTime::now_utc())
             );
             Ok(())
         }
@@ -220,46 +265,90 @@ fn run(args: Args) -> anyhow::Result<()> {
                 config.audit_log = audit_log;
             }
             config.limits.reload_interval = reload_interval;
-            if let Some(t) = idle_timeout {
-                config.transport.idle_timeout = t;
-            }
-            let runtime = relay_net::runtime::build(relay_net::runtime::Flavor::Auto)?;
-            runtime.block_on(async {
-                let relay = crate::Relay::bind(config)?;
-                let shutdown = tokio_util::sync::CancellationToken::new();
-                relay_net::signals::cancel_on_signal(shutdown.clone())?;
-                // One machine-readable line, so scripts (and `relay-client
-                // demo`) can use `--listen 127.0.0.1:0`.
-                println!("relay-server listening on {}", relay.local_addr()?);
-                if let Some(addr) = relay.admin_addr() {
-                    println!("relay-server metrics on http://{addr}/metrics");
-                }
-                relay.run(shutdown).await;
-                Ok(())
-            })
+            config.transport.idle_timeout = idle_timeout.into();
+            serve(config)
         }
-        Command::Revoke {
-            role,
-            name,
-            serial,
-            dir,
-        } => {
+        Command::Revoke { target, dir } => {
             let paths = Paths::from(dir.as_path());
-            let target = match (role, name, serial) {
-                (_, _, Some(serial)) => revoke::Target::Serial(serial),
-                (Some(role), Some(name), None) => revoke::Target::Identity(role, name),
-                _ => anyhow::bail!("give ROLE NAME (e.g. `revoke client alice`) or --serial HEX"),
-            };
-            let what = match &target {
-                revoke::Target::Identity(r, n) => format!("{r}/{n}"),
-                revoke::Target::Serial(s) => format!("certificate {s}"),
-            };
-            if revoke::revoke(&paths, target)? {
-                println!("revoked {what}; a running relay applies it within seconds");
+            let target = target.target()?;
+            if let Some(warning) = revoke::never_issued(&paths, &target) {
+                warn(&warning);
+            }
+            if revoke::revoke(&paths, target.clone())? {
+                println!("revoked {target}; a running relay applies it within seconds");
             } else {
-                println!("{what} was already revoked");
+                println!("{target} was already revoked");
+            }
+            Ok(())
+        }
+        Command::Unrevoke { target, dir } => {
+            let paths = Paths::from(dir.as_path());
+            let target = target.target()?;
+            if !revoke::unrevoke(&paths, &target)? {
+                println!(
+                    "{target} was not revoked in {}: nothing to undo",
+                    paths.revoked().display()
+                );
+                return Ok(());
+            }
+            println!("unrevoked {target}; a running relay accepts it again within seconds");
+            if let revoke::Target::Identity(role, name) = &target {
+                for serial in revoke::still_revoked_by_serial(&paths, *role, name) {
+                    warn(&format!(
+                        "certificate {serial} of {target} stays revoked by serial (`relay-server unrevoke --serial {serial} --dir {}` to undo)",
+                        dir.display()
+                    ));
+                }
             }
             Ok(())
         }
     }
+}
+
+fn init(init: Init) -> anyhow::Result<()> {
+    let relay = init.run()?;
+    let dir = init.paths.dir.display();
+    println!("created relay {relay} in {dir}");
+    println!("  ca.crt ca.key      the relay's CA (keep ca.key off the relay host: see README)");
+    println!(
+        "  relay.crt relay.key the relay's server certificate for: {}",
+        init.names.join(", ")
+    );
+    println!("  policy.toml        allows nothing until you add [[allow]] entries");
+    println!("next: relay-server issue agent NAME --dir {dir} --relay HOST:PORT");
+    Ok(())
+}
+
+fn issue(issue: &Issue, out: Option<PathBuf>) -> anyhow::Result<()> {
+    for warning in issue.warnings() {
+        warn(&warning);
+    }
+    let (credential, issued) = issue.run()?;
+    let (role, name) = (issue.role, &issue.name);
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("{name}.cred")));
+    credential.save(&out)?;
+    println!(
+        "wrote {} for {role}/{name}: serial {}, valid until {}",
+        out.display(),
+        issued.serial,
+        relay_net::cert::rfc3339(issued.not_after)
+    );
+    Ok(())
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let runtime = relay_net::runtime::build(relay_net::runtime::Flavor::Auto)?;
+    runtime.block_on(async {
+        let relay = crate::Relay::bind(config)?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        relay_net::signals::cancel_on_signal(shutdown.clone())?;
+        // One machine-readable line, so scripts (and `relay-client
+        // demo`) can use `--listen 127.0.0.1:0`.
+        println!("relay-server listening on {}", relay.local_addr()?);
+        if let Some(addr) = relay.admin_addr() {
+            println!("relay-server metrics on http://{addr}/metrics");
+        }
+        relay.run(shutdown).await;
+        Ok(())
+    })
 }

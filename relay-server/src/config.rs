@@ -39,6 +39,11 @@ impl Paths {
     pub fn revoked(&self) -> PathBuf {
         self.dir.join("revoked.toml")
     }
+    /// The record of issued certificates, one JSON line each (written by
+    /// `issue`, read by `issued` and `revoke`).
+    pub fn issued(&self) -> PathBuf {
+        self.dir.join("issued.jsonl")
+    }
     /// The key of QUIC stateless resets, kept across restarts (created by
     /// `run` if missing).
     pub fn reset_key(&self) -> PathBuf {

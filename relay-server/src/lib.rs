@@ -20,7 +20,7 @@
 //! A new stream kind is a file in `stream/` and a line in its dispatch; a
 //! new source of identity ends in `conn` as a [`PeerCert`]; a new transport
 //! hands `conn` its connections. Beside them: [`config`], `reload`
-//! (policy/revocation changes), [`cmd`] (init, issue, revoke), [`cli`].
+//! (policy/revocation changes), [`cmd`] (init, issue, issued, revoke, unrevoke), [`cli`].
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -68,19 +68,19 @@ pub enum RelayError {
         err: std::io::Error,
     },
     /// A certificate or key is invalid.
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] relay_net::tls::TlsError),
     /// The relay certificate carries no relay identity.
     #[error("relay certificate: {0}")]
     Cert(#[from] relay_net::cert::CertError),
     /// The policy is invalid.
-    #[error("{0}")]
+    #[error(transparent)]
     Policy(#[from] policy::PolicyError),
     /// The revocation list is invalid.
-    #[error("{0}")]
+    #[error(transparent)]
     Revocation(#[from] revocation::RevocationError),
     /// The audit log cannot be opened.
-    #[error("{0}")]
+    #[error(transparent)]
     Audit(#[from] audit::AuditError),
     /// The UDP address cannot be bound.
     #[error("cannot listen on {addr}: {err}")]
@@ -136,6 +136,7 @@ impl Shared {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .check(peer)
+            .map(|revoked| revoked.to_string())
     }
 }
 
@@ -143,17 +144,7 @@ impl Shared {
 /// it (an unwritable directory) the relay still runs, with a key of its own
 /// that does not survive a restart.
 fn reset_key(path: &std::path::Path) -> Option<[u8; 32]> {
-    let parse = |text: &str| -> Option<[u8; 32]> {
-        let text = text.trim();
-        let bytes: Vec<u8> = (0..text.len())
-            .step_by(2)
-            .filter_map(|i| {
-                text.get(i..i + 2)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-            })
-            .collect();
-        bytes.try_into().ok()
-    };
+    let parse = |text: &str| -> Option<[u8; 32]> { hex::decode(text.trim()).ok()?.try_into().ok() };
     if let Ok(text) = std::fs::read_to_string(path) {
         match parse(&text) {
             Some(key) => return Some(key),
@@ -163,7 +154,7 @@ fn reset_key(path: &std::path::Path) -> Option<[u8; 32]> {
         }
     }
     let key: [u8; 32] = rand::random();
-    match relay_net::fsutil::write_private(path, relay_net::cert::hex(&key).as_bytes()) {
+    match relay_net::fsutil::write_private(path, hex::encode(key).as_bytes()) {
         Ok(()) => Some(key),
         Err(err) => {
             tracing::warn!(path = %path.display(), %err, "cannot keep a stateless-reset key: peers will notice a restart only after their idle timeout");

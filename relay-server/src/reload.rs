@@ -4,7 +4,8 @@
 //! small files once a second is cheaper than it sounds and, unlike inotify,
 //! sees every way a file can be replaced (editors' rename-over, Kubernetes
 //! ConfigMap symlink swaps, network filesystems). A file that fails to parse
-//! is logged and ignored: the previous policy stays in force.
+//! is logged, audited as `policy_rejected` and ignored: the previous policy
+//! stays in force.
 
 use std::sync::Arc;
 
@@ -53,8 +54,11 @@ pub(crate) async fn run(
     }
 }
 
+/// Applies a changed policy file. A file that does not parse is the
+/// operator's mistake, not a peer's: it is audited as its own event,
+/// `policy_rejected`, with the parse error as reason and no error code.
 fn reload_policy(shared: &Shared, paths: &Paths) {
-    let (reason, code) = match Policy::load(&paths.policy()) {
+    let (event, reason) = match Policy::load(&paths.policy()) {
         Ok(policy) => {
             let rules = policy.allow.len();
             shared.set_policy(policy);
@@ -64,7 +68,7 @@ fn reload_policy(shared: &Shared, paths: &Paths) {
                 .get_or_create(&ReasonLabel { reason: "policy" })
                 .inc();
             tracing::info!(rules, "policy reloaded");
-            (format!("{rules} allow rules"), None)
+            (Event::PolicyReload, format!("{rules} allow rules"))
         }
         Err(err) => {
             shared
@@ -75,12 +79,12 @@ fn reload_policy(shared: &Shared, paths: &Paths) {
                 })
                 .inc();
             tracing::warn!(%err, "policy not reloaded; the previous policy stays in force");
-            (err.to_string(), Some(proto::ErrorCode::PROTOCOL_VIOLATION))
+            (Event::PolicyRejected, err.to_string())
         }
     };
     shared
         .audit
-        .record_or_log(AuditEvent::new(Event::PolicyReload).because(code, reason));
+        .record_or_log(AuditEvent::new(event).because(None, reason));
 }
 
 fn reload_revocations(shared: &Shared, paths: &Paths) {
@@ -95,7 +99,9 @@ fn reload_revocations(shared: &Shared, paths: &Paths) {
                     reason: "revocations",
                 })
                 .inc();
-            let closed = shared.conns.close_where(|peer| list.check(peer));
+            let closed = shared
+                .conns
+                .close_where(|peer| list.check(peer).map(|revoked| revoked.to_string()));
             tracing::info!(
                 entries = list.revoked.len(),
                 closed = closed.len(),

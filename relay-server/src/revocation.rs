@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use proto::{Name, Role};
+use proto::{Identity, Name, Role};
 use relay_net::cert::PeerCert;
 use serde::{Deserialize, Serialize};
 
@@ -100,26 +100,80 @@ impl Revocations {
         Ok(list)
     }
 
-    /// Whether `peer` is revoked, with the matching entry described.
-    pub fn check(&self, peer: &PeerCert) -> Option<String> {
+    /// Whether `peer` is revoked: the first entry that names its identity
+    /// or its certificate's serial.
+    pub fn check(&self, peer: &PeerCert) -> Option<RevokedPeer> {
+        self.find(&peer.identity, &peer.serial)
+    }
+
+    /// As [`Revocations::check`], for a certificate known by identity and
+    /// serial (e.g. from the list of issued certificates).
+    pub fn find(&self, identity: &Identity, serial: &str) -> Option<RevokedPeer> {
         self.revoked.iter().find_map(|r| {
-            let by_name = r.role.as_deref() == Some(peer.identity.role.as_str())
-                && r.name.as_deref() == Some(peer.identity.name.as_str());
-            let by_serial = r
+            let by = if names(r, identity.role, &identity.name) {
+                RevokedBy::Name
+            } else if r
                 .serial
                 .as_deref()
-                .is_some_and(|s| normalize_serial(s) == normalize_serial(&peer.serial));
-            (by_name || by_serial).then(|| {
-                if by_name {
-                    format!("{} is revoked", peer.identity)
-                } else {
-                    format!(
-                        "certificate {} of {} is revoked",
-                        peer.serial, peer.identity
-                    )
-                }
+                .is_some_and(|s| normalize_serial(s) == normalize_serial(serial))
+            {
+                RevokedBy::Serial
+            } else {
+                return None;
+            };
+            Some(RevokedPeer {
+                identity: identity.clone(),
+                serial: serial.to_owned(),
+                by,
+                entry: r.clone(),
             })
         })
+    }
+
+    /// The entry revoking every certificate of `role/name`, if there is one.
+    pub fn by_name(&self, role: Role, name: &Name) -> Option<&Revoked> {
+        self.revoked.iter().find(|r| names(r, role, name))
+    }
+}
+
+/// Whether `entry` revokes every certificate of `role/name`.
+fn names(entry: &Revoked, role: Role, name: &Name) -> bool {
+    entry.role.as_deref() == Some(role.as_str()) && entry.name.as_deref() == Some(name.as_str())
+}
+
+/// Which part of a revoked peer's certificate the list named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevokedBy {
+    /// Its role and name: every certificate of the identity.
+    Name,
+    /// Its serial: that one certificate.
+    Serial,
+}
+
+/// A peer found on the revocation list, with the entry that matched it.
+/// `Display` is the reason a refusal or a close carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokedPeer {
+    /// The peer's identity.
+    pub identity: Identity,
+    /// The peer's certificate serial.
+    pub serial: String,
+    /// What the entry named.
+    pub by: RevokedBy,
+    /// The entry of `revoked.toml` (with its `at`).
+    pub entry: Revoked,
+}
+
+impl std::fmt::Display for RevokedPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.by {
+            RevokedBy::Name => write!(f, "{} is revoked", self.identity),
+            RevokedBy::Serial => write!(
+                f,
+                "certificate {} of {} is revoked",
+                self.serial, self.identity
+            ),
+        }
     }
 }
 
@@ -171,6 +225,30 @@ mod tests {
                 Revocations::parse(&format!("[[revoked]]\nserial = \"{written}\"\n"), "r").unwrap();
             assert!(list.check(&peer).is_some(), "{written}");
         }
+    }
+
+    #[test]
+    fn a_match_says_what_it_matched() {
+        let alice = proto::Identity::new(Role::Client, Name::try_from("alice").unwrap());
+        let list = Revocations::parse(
+            "[[revoked]]\nserial = \"0A:1B\"\n[[revoked]]\nrole = \"client\"\nname = \"bob\"\nat = \"2026-01-01T00:00:00Z\"\n",
+            "r",
+        )
+        .unwrap();
+        let by_serial = list.find(&alice, "0a1b").unwrap();
+        assert_eq!(by_serial.by, RevokedBy::Serial);
+        assert_eq!(
+            by_serial.to_string(),
+            "certificate 0a1b of client/alice is revoked"
+        );
+        assert!(list.find(&alice, "0a1c").is_none());
+        let bob = proto::Identity::new(Role::Client, Name::try_from("bob").unwrap());
+        let by_name = list.find(&bob, "ff").unwrap();
+        assert_eq!(by_name.by, RevokedBy::Name);
+        assert_eq!(by_name.entry.at.as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert_eq!(by_name.to_string(), "client/bob is revoked");
+        assert!(list.by_name(Role::Client, &bob.name).is_some());
+        assert!(list.by_name(Role::Agent, &bob.name).is_none());
     }
 
     proptest! {

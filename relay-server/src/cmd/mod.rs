@@ -1,8 +1,10 @@
 //! Administrative commands on the relay directory. `init` and `issue` are
 //! the only code that reads the CA private key, so both can run on a host
 //! that is not the internet-facing relay (README, "Keeping the CA key off
-//! the relay").
+//! the relay"). `issued` is the record `issue` keeps; `revoke` also holds
+//! `unrevoke`.
 
 pub mod init;
 pub mod issue;
+pub mod issued;
 pub mod revoke;
