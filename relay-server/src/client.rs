@@ -74,7 +74,7 @@ pub(crate) async fn serve(
                     }
                 }
                 Err(e) => {
-                    tracing::info!(reason = %relay_net::dial::describe(&e) /* MERGE: describe_peer(&e, Role::Client) */, "client disconnected");
+                    tracing::info!(reason = %relay_net::dial::describe_peer(&e, proto::Role::Client), "client disconnected");
                     return;
                 }
             },
