@@ -76,7 +76,7 @@ pub async fn serve(
         // A grant for a direct path, held while the relay keeps the stream.
         Frame::Grant(g) if peer.identity.role == Role::Relay => {
             span.record("caller", display(&g.caller));
-            span.record("kind", "grant");
+            span.record("kind", display("grant"));
             return grant::hold(&shared, g, send, reader).await;
         }
         // On a direct path the caller is the peer itself, and the relay's
@@ -121,7 +121,7 @@ pub async fn serve(
 /// Records who asked for what in the stream's span.
 fn record(span: &tracing::Span, caller: &Identity, open: &Open) {
     span.record("caller", display(caller));
-    span.record("kind", open.kind.as_str());
+    span.record("kind", display(open.kind.as_str()));
     match &open.kind {
         StreamKind::Socks { dest } => span.record("target", display(dest)),
         _ => span.record("target", display(&open.target)),
