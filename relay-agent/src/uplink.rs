@@ -286,3 +286,56 @@ fn admit_direct(
     let admitting = crate::direct::admit(shared.clone(), relay_addr, relay_name.clone(), incoming);
     direct.spawn(admitting.instrument(span));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed_with(code: ErrorCode) -> RegisterError {
+        RegisterError::Lost(ConnectionError::ApplicationClosed(
+            quinn::ApplicationClose {
+                error_code: code.0.into(),
+                reason: bytes::Bytes::from_static(b"why"),
+            },
+        ))
+    }
+
+    #[test]
+    fn what_cannot_heal_stops_the_agent() {
+        for code in [
+            ErrorCode::UNAUTHORIZED,
+            ErrorCode::REVOKED,
+            ErrorCode::CERT_EXPIRED,
+            ErrorCode::PROTOCOL_VIOLATION,
+        ] {
+            let refused = RegisterError::Refused(Refused::new(code, "no"));
+            assert!(!refused.heals(), "{refused}");
+            assert!(!closed_with(code).heals(), "{code}");
+            assert_eq!(closed_with(code).code(), Some(code));
+        }
+        let credential = RegisterError::Dial(DialError::Credential("expired".into()));
+        assert!(!credential.heals());
+    }
+
+    #[test]
+    fn what_is_transient_is_retried() {
+        for code in [
+            ErrorCode::AGENT_OFFLINE,
+            ErrorCode::LIMIT_EXCEEDED,
+            ErrorCode::GOING_AWAY,
+            ErrorCode::AUDIT_UNAVAILABLE,
+            ErrorCode::UNSUPPORTED,
+            ErrorCode::INTERNAL,
+        ] {
+            assert!(RegisterError::Refused(Refused::new(code, "later")).heals());
+            assert!(closed_with(code).heals(), "{code}");
+        }
+        assert!(RegisterError::Lost(ConnectionError::TimedOut).heals());
+        assert!(RegisterError::UnexpectedFrame(FrameType::GoAway).heals());
+        let unreachable = RegisterError::Dial(DialError::Unreachable {
+            addr: "127.0.0.1:1".into(),
+            reason: "no answer".into(),
+        });
+        assert!(unreachable.heals());
+    }
+}
