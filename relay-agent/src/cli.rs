@@ -50,7 +50,9 @@ pub struct Args {
     /// Target dials in flight at once; more opens are refused until one ends.
     #[arg(long, default_value_t = 256)]
     max_dials: usize,
-    /// Longest wait between attempts to reach the relay.
+    /// Longest wait between attempts to reach the relay. A relay that
+    /// refuses this agent for good (revoked, not authorized) ends it instead,
+    /// with a non-zero exit and what to do.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     max_backoff: Duration,
     /// Idle timeout of the relay connection (a dead relay is noticed after it).
