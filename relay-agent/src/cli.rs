@@ -50,7 +50,9 @@ pub struct Args {
     /// Target dials in flight at once; more opens are refused until one ends.
     #[arg(long, default_value_t = 256)]
     max_dials: usize,
-    /// Longest wait between attempts to reach the relay.
+    /// Longest wait between attempts to reach the relay. A relay that
+    /// refuses this agent for good (revoked, not authorized) ends it instead,
+    /// with a non-zero exit and what to do.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     max_backoff: Duration,
     /// Idle timeout of the relay connection (a dead relay is noticed after it).
@@ -152,6 +154,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     })?;
     let key = args.key.or(file.key);
     let loaded = Credential::load(&credential, key.as_deref())?;
+    // Before anything else: the relay would refuse every registration.
+    crate::error::check_role(&loaded)?;
     let mut allowlist = Allowlist::default();
     for (name, addr) in &file.expose {
         allowlist
@@ -198,7 +202,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         sessions.shell = shell;
     }
     if let Some(user) = args.shell_user.or(file.shell_user) {
-        sessions.user = crate::sessions::RunAs::lookup(&user)?;
+        sessions.user = crate::session::RunAs::lookup(&user)?;
     }
     sessions.env = file.shell_env.into_iter().chain(args.shell_env).collect();
     sessions.record_dir = args.record_dir.or(file.record_dir);
@@ -220,7 +224,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let shutdown = tokio_util::sync::CancellationToken::new();
         relay_net::signals::cancel_on_signal(shutdown.clone())?;
         tracing::info!(identity = %config.credential.cert.identity, "agent starting");
-        crate::Agent::new(config).run(shutdown).await;
+        crate::Agent::new(config).try_run(shutdown).await?;
         Ok(())
     })
 }

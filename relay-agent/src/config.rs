@@ -8,7 +8,7 @@
 //! db = "db.internal:5432"
 //! ```
 //!
-//! Sessions (see [`crate::sessions`]) take the same keys as the flags:
+//! Sessions (see [`crate::session`]) take the same keys as the flags:
 //! `allow-shell`, `shell`, `shell-user`, `shell-env`, `record-dir`,
 //! `record-fail-open`. SOCKS (see [`crate::socks`]): `allow-socks` and
 //! `socks-host`, lists of the flags' values.
@@ -22,7 +22,7 @@ use relay_net::endpoint::Transport;
 use serde::Deserialize;
 
 use crate::allowlist::Allowlist;
-use crate::sessions::Sessions;
+use crate::session::Sessions;
 
 /// Exponential backoff between re-dials, with full jitter.
 #[derive(Clone, Debug)]

@@ -1,111 +1,30 @@
 //! Direct paths (end-to-end mode): clients connect to this agent's own QUIC
 //! endpoint through the relay, which forwards their datagrams without
-//! decrypting them. The relay decides who may, with a [`Grant`] it holds
-//! open on a stream; here each direct connection is admitted, and each of
-//! its opens checked, against the grants of the client's identity.
+//! decrypting them. The relay decides who may, with the grants it holds
+//! open ([`crate::grants`]). Here each direct connection is only
+//! *admitted*: it must come through the relay's address, from a client of
+//! our relay that holds a live grant. An admitted connection is served like
+//! the relay's ([`crate::connection`]; each open is checked against the
+//! grant in [`crate::stream`]) until the client's last grant is withdrawn.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use proto::{Accepted, ErrorCode, Grant, Identity, Name, Open, Role, StreamKind};
+use proto::{ErrorCode, Name, Role};
 use relay_net::cert::PeerCert;
-use relay_net::framed::{write_frame, FrameReader};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 
-use crate::stream::StreamContext;
+use crate::connection::{self, ConnectionEnd};
+use crate::shared::Shared;
 
-/// The grants the relay holds open, by client identity.
-#[derive(Debug)]
-pub struct Grants {
-    live: Mutex<HashMap<Identity, Vec<(u64, Grant)>>>,
-    next: AtomicU64,
-    /// Bumped whenever a grant comes or goes.
-    changes: watch::Sender<u64>,
-}
+/// How long a direct handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-impl Default for Grants {
-    fn default() -> Self {
-        Grants {
-            live: Mutex::default(),
-            next: AtomicU64::new(0),
-            changes: watch::channel(0).0,
-        }
-    }
-}
-
-impl Grants {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Identity, Vec<(u64, Grant)>>> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether any grant for `caller` is live.
-    pub fn holds(&self, caller: &Identity) -> bool {
-        self.lock().get(caller).is_some_and(|g| !g.is_empty())
-    }
-
-    /// Whether a live grant lets `caller` make `open`.
-    pub fn allows(&self, caller: &Identity, open: &Open) -> bool {
-        let live = self.lock();
-        let Some(grants) = live.get(caller) else {
-            return false;
-        };
-        grants.iter().any(|(_, g)| match &open.kind {
-            StreamKind::Tcp => g.targets.contains(&open.target),
-            kind => g.sessions.contains(kind.capability()),
-        })
-    }
-
-    fn insert(&self, grant: Grant) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock()
-            .entry(grant.caller.clone())
-            .or_default()
-            .push((id, grant));
-        self.changes.send_modify(|v| *v += 1);
-        id
-    }
-
-    fn remove(&self, caller: &Identity, id: u64) {
-        let mut live = self.lock();
-        if let Some(list) = live.get_mut(caller) {
-            list.retain(|(i, _)| *i != id);
-            if list.is_empty() {
-                live.remove(caller);
-            }
-        }
-        drop(live);
-        self.changes.send_modify(|v| *v += 1);
-    }
-}
-
-/// Holds a `Grant` from the relay until the relay ends its stream.
-pub async fn hold(
-    ctx: &StreamContext,
-    grant: Grant,
-    mut send: quinn::SendStream,
-    mut reader: FrameReader,
-) {
-    let caller = grant.caller.clone();
-    let id = ctx.grants.insert(grant);
-    tracing::info!(%caller, "direct path granted");
-    if write_frame(&mut send, Accepted).await.is_ok() {
-        // Nothing more is sent on a grant stream: its end is the withdrawal.
-        let _ = reader.read().await;
-    }
-    ctx.grants.remove(&caller, id);
-    tracing::info!(%caller, "direct path withdrawn");
-}
-
-/// Serves one direct connection: only from the relay's address (every
-/// direct datagram comes through it), only a client of our relay with a
-/// live grant; its streams are served like the relay's, checked against the
-/// grant; it is closed once the client's last grant is withdrawn.
-pub async fn serve(
-    ctx: Arc<StreamContext>,
+/// Admits one incoming direct connection and serves it until it ends or
+/// the relay withdraws the client's last grant. Runs in a `direct` span
+/// whose `caller` it records.
+pub async fn admit(
+    shared: Arc<Shared>,
     relay: SocketAddr,
     relay_name: Name,
     incoming: quinn::Incoming,
@@ -114,7 +33,7 @@ pub async fn serve(
         tracing::debug!(remote = %incoming.remote_address(), "direct handshake not through the relay: ignored");
         return incoming.ignore();
     }
-    let conn = match tokio::time::timeout(Duration::from_secs(10), incoming).await {
+    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => return tracing::debug!(err = %e, "direct handshake failed"),
         Err(_) => return tracing::debug!("direct handshake timed out"),
@@ -127,34 +46,32 @@ pub async fn serve(
         Ok(peer) => peer,
         Err(e) => return refuse(e.to_string()),
     };
+    tracing::Span::current().record("caller", tracing::field::display(&peer.identity));
     if peer.identity.role != Role::Client || peer.relay != relay_name {
         return refuse(format!("{} may not connect directly", peer.identity));
     }
-    let mut changes = ctx.grants.changes.subscribe();
-    if !ctx.grants.holds(&peer.identity) {
+    // Subscribed before the check, so a withdrawal right after it is seen.
+    let mut changes = shared.grants.subscribe();
+    if !shared.grants.holds(&peer.identity) {
         return refuse(format!("no grant from the relay for {}", peer.identity));
     }
     tracing::info!(caller = %peer.identity, "direct connection");
-    let peer = Arc::new(peer);
-    let mut streams = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = conn.accept_bi() => match accepted {
-                Ok((send, recv)) => {
-                    streams.spawn(crate::stream::serve(ctx.clone(), peer.clone(), send, recv));
-                }
-                Err(e) => {
-                    tracing::info!(caller = %peer.identity, reason = %relay_net::dial::describe(&e), "direct connection ended");
-                    break;
-                }
-            },
-            changed = changes.changed() => {
-                if changed.is_err() || !ctx.grants.holds(&peer.identity) {
-                    conn.close(ErrorCode::PATH_WITHDRAWN.0.into(), b"the relay withdrew the grant");
-                    break;
-                }
-            }
-            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+    let caller = peer.identity.clone();
+    let withdrawn =
+        async { while changes.changed().await.is_ok() && shared.grants.holds(&caller) {} };
+    // The streams of a closed connection end with it: nothing to drain.
+    let (end, _streams) = connection::serve(&shared, &conn, Arc::new(peer), withdrawn).await;
+    match end {
+        ConnectionEnd::Closed(e) => {
+            // The peer here is the client (in the span), not the relay:
+            // quinn's own words do not blame the relay.
+            tracing::info!(reason = %e, "direct connection ended");
+        }
+        ConnectionEnd::Stopped(()) => {
+            conn.close(
+                ErrorCode::PATH_WITHDRAWN.0.into(),
+                b"the relay withdrew the grant",
+            );
         }
     }
 }

@@ -1,40 +1,57 @@
 //! `relay-agent`: runs inside the private network, dials **out** to the
 //! relay (one connection to every relay address in its credential), and
 //! serves the streams the relay forwards to it, but only to the targets in
-//! its own [`allowlist::Allowlist`].
-//!
-//! Layout: [`config`], [`allowlist`] (what is exposed), [`session`] (one
-//! relay connection: register, serve), [`stream`] (one forwarded stream:
-//! checks, [`dial`], splice), [`sessions`] (shell and command sessions, off
-//! unless `--allow-shell`: [`shell`] on a PTY, [`exec`] without one,
-//! [`record`]ed in asciicast v2), [`socks`] (SOCKS destinations: rules,
-//! resolution, checks; off unless `--allow-socks`), [`bench`] (the built-in
-//! benchmark target), [`direct`] (clients' direct paths through the relay,
-//! with the relay's grants), [`cli`]. The agent never listens on a port (only the
+//! its own [`allowlist::Allowlist`]. It never listens on a port (only the
 //! separate, hidden `relay-agent bench-server` benchmark baseline does).
+//!
+//! Layout, top-down along a forwarded connection:
+//!
+//! - [`Agent`] (here) keeps one [`uplink`] per relay address, re-dialling
+//!   with backoff, and stops on an [`error::AgentError`] retrying cannot heal.
+//! - [`uplink`]: one connection to one relay: register, then serve it.
+//! - [`connection`]: serve one connection (the relay's, or a direct one):
+//!   a task per stream, in a span naming it.
+//! - [`direct`]: only *admits* clients' direct connections (end-to-end
+//!   mode) against the relay's live [`grants`], then hands them to
+//!   [`connection`].
+//! - [`stream`]: one stream: its first frame, who is asking, then its kind
+//!   in a file of its own ([`stream::tcp`], [`stream::socks`],
+//!   [`stream::shell_exec`], [`stream::bench`], [`stream::grant`]).
+//! - What the kinds use: [`allowlist`] (what is exposed), [`socks`] (SOCKS
+//!   rules, resolution, checks; off unless `--allow-socks`), [`session`]
+//!   (shell and command sessions, off unless `--allow-shell`:
+//!   [`session::shell`] on a PTY, [`session::exec`] without one,
+//!   [`session::record`]ed in asciicast v2), [`bench`] (the built-in
+//!   benchmark target).
+//! - [`shared`]: the state all of them read; [`config`], [`cli`],
+//!   [`metrics`].
+//!
+//! No module imports one that imports it back.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub mod allowlist;
 pub mod bench;
 pub mod cli;
 pub mod config;
-pub mod dial;
+pub mod connection;
 pub mod direct;
-pub mod exec;
+pub mod error;
+pub mod grants;
 pub mod metrics;
-pub mod record;
 pub mod session;
-pub mod sessions;
-pub mod shell;
+pub mod shared;
 pub mod socks;
 pub mod stream;
+pub mod uplink;
 
 pub use config::Config;
+pub use error::AgentError;
 
 /// A configured agent.
 #[derive(Debug)]
@@ -65,9 +82,27 @@ impl Agent {
         self.registered.subscribe()
     }
 
-    /// Keeps a registered connection to every relay address until `shutdown`.
+    /// Keeps a registered connection to every relay address until
+    /// `shutdown`, or until an error that retrying cannot heal, which it
+    /// logs (see [`Agent::try_run`] to get it).
     pub async fn run(self, shutdown: CancellationToken) {
-        let ctx = Arc::new(stream::StreamContext {
+        if let Err(e) = self.try_run(shutdown).await {
+            tracing::error!(err = %e, "agent stopped");
+        }
+    }
+
+    /// As [`Agent::run`], but hands back the error that stopped it.
+    ///
+    /// # Errors
+    /// A credential that is not an agent's, or unusable; a relay refusing
+    /// this agent for good (revoked, unauthorized, ...): see
+    /// [`uplink::RegisterError::heals`]. The other relays' connections are
+    /// shut down cleanly first.
+    pub async fn try_run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
+        error::check_role(&self.config.credential)?;
+        // Cancelled on shutdown, or by the first error that cannot heal.
+        let stop = shutdown.child_token();
+        let shared = Arc::new(shared::Shared {
             me: self.config.credential.cert.identity.clone(),
             allowlist: self.config.allowlist.clone(),
             dial_timeout: self.config.dial_timeout,
@@ -76,7 +111,7 @@ impl Agent {
             dials: Arc::new(tokio::sync::Semaphore::new(self.config.max_dials)),
             sessions: self.config.sessions.clone(),
             socks: self.config.socks.clone(),
-            grants: direct::Grants::default(),
+            grants: grants::Grants::default(),
         });
         if let Some(listener) = self
             .config
@@ -94,7 +129,7 @@ impl Agent {
                     tokio::spawn(relay_net::admin::serve(
                         listener,
                         Arc::new(admin),
-                        shutdown.clone(),
+                        stop.clone(),
                     ));
                 }
                 Err(err) => tracing::error!(%err, "admin endpoint unavailable"),
@@ -102,36 +137,44 @@ impl Agent {
         }
         let agent = Arc::new(self);
         let mut supervisors = tokio::task::JoinSet::new();
-        supervisors.spawn(warn_before_expiry(
-            agent.config.credential.cert.clone(),
-            shutdown.clone(),
-        ));
+        let expiry = warn_before_expiry(agent.config.credential.cert.clone(), stop.clone());
+        supervisors.spawn(async move {
+            expiry.await;
+            Ok(())
+        });
         for addr in agent.config.credential.credential.relay.clone() {
-            supervisors.spawn(supervise(
-                agent.clone(),
-                ctx.clone(),
-                addr,
-                shutdown.clone(),
-            ));
+            let span = tracing::info_span!("uplink", relay = %addr);
+            let supervising = supervise(agent.clone(), shared.clone(), addr, stop.clone());
+            supervisors.spawn(supervising.instrument(span));
         }
-        while supervisors.join_next().await.is_some() {}
+        let mut stopped = Ok(());
+        while let Some(joined) = supervisors.join_next().await {
+            if let Ok(Err(e)) = joined {
+                stop.cancel();
+                if stopped.is_ok() {
+                    stopped = Err(e);
+                }
+            }
+        }
+        stopped
     }
 }
 
 /// Dial, register, serve; on loss re-dial with exponential backoff and full
-/// jitter, reset after a successful registration.
+/// jitter, reset after a successful registration. Returns on `shutdown`, or
+/// with the first registration error that cannot heal.
 async fn supervise(
     agent: Arc<Agent>,
-    ctx: Arc<stream::StreamContext>,
+    shared: Arc<shared::Shared>,
     addr: String,
     shutdown: CancellationToken,
-) {
+) -> Result<(), AgentError> {
     let backoff = &agent.config.backoff;
     let mut delay = backoff.initial;
     let mut ever_up = false;
     loop {
         let mut was_up = false;
-        let result = session::run(&agent.config, &ctx, &addr, &shutdown, || {
+        let result = uplink::run(&agent.config, &shared, &addr, &shutdown, || {
             was_up = true;
             agent.registered.send_modify(|n| *n += 1);
             agent.metrics.registered.inc();
@@ -146,11 +189,15 @@ async fn supervise(
             delay = backoff.initial;
         }
         let wait = match result {
-            Ok(session::Ended::Shutdown) => return,
-            Ok(session::Ended::GoAway(after)) => after + jitter(after),
-            Ok(session::Ended::Lost(reason)) => {
+            Ok(uplink::UplinkEnd::Shutdown) => return Ok(()),
+            Ok(uplink::UplinkEnd::GoAway(after)) => after + jitter(after),
+            Ok(uplink::UplinkEnd::Lost(reason)) => {
                 tracing::warn!(%addr, %reason, "lost the relay; re-dialling");
                 Duration::ZERO
+            }
+            Err(e) if !e.heals() => {
+                let identity = &agent.config.credential.cert.identity;
+                return Err(AgentError::registration(&addr, identity, e));
             }
             Err(e) => {
                 let wait = jitter(delay);
@@ -161,7 +208,7 @@ async fn supervise(
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return Ok(()),
         }
     }
 }

@@ -740,7 +740,7 @@ async fn sessions_run_as_the_configured_user() -> anyhow::Result<()> {
         // Switching users needs root; CI runs as root.
         return Ok(());
     }
-    let nobody = relay_agent::sessions::RunAs::lookup("nobody")?;
+    let nobody = relay_agent::session::RunAs::lookup("nobody")?;
     assert!(nobody.switch);
     let uid = nobody.uid;
     let relay = TestRelay::start(ALLOW_SESSIONS).await;

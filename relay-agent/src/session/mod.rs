@@ -1,6 +1,8 @@
 //! Shell and command sessions: what they may do (off unless `--allow-shell`),
-//! whom they run as, their clean environment, and the frame plumbing that
-//! [`exec`](crate::exec) and [`shell`](crate::shell) share.
+//! whom they run as, their clean environment, and the process plumbing that
+//! [`exec`] (a command without a terminal) and [`shell`] (on a PTY,
+//! [`record`]ed when asked) share. "Session" in this crate means only these;
+//! the agent's connection to a relay is its [`uplink`](crate::uplink).
 //!
 //! A session runs as the agent's OS user, or as `--shell-user` (an agent
 //! running as root drops to it), in a **clean environment**: only the
@@ -12,7 +14,37 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nix::unistd::User;
 use proto::Identity;
+
+pub mod exec;
+pub mod record;
+pub mod shell;
+
+/// How a shell or command session ended, for the agent's log.
+#[derive(Debug)]
+pub struct SessionSummary {
+    /// The program's exit, if it was seen.
+    pub exit: Option<proto::Exit>,
+    /// Bytes of stdin delivered.
+    pub bytes_in: u64,
+    /// Bytes of output sent (or `None` if the client went away).
+    pub bytes_out: Option<u64>,
+    /// Whether the client went away before the end.
+    pub client_gone: bool,
+}
+
+impl SessionSummary {
+    /// A session whose client was gone before it started.
+    pub fn client_gone() -> SessionSummary {
+        SessionSummary {
+            exit: None,
+            bytes_in: 0,
+            bytes_out: None,
+            client_gone: true,
+        }
+    }
+}
 
 /// The agent's variables a session inherits when they are set (locale, time
 /// zone and search path; nothing that names a secret).
@@ -52,27 +84,26 @@ pub struct UserError {
 }
 
 impl RunAs {
-    /// The user the agent runs as (from `/etc/passwd` by uid; `$HOME` and a
-    /// numeric name if it has no entry, as in a container with a random uid).
+    /// The user the agent runs as, from the system's user database by uid
+    /// (`$HOME` and a numeric name if it has no entry, as in a container
+    /// with a random uid).
     pub fn current() -> RunAs {
-        let uid = rustix::process::getuid().as_raw();
-        let gid = rustix::process::getgid().as_raw();
-        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-        let found = parse_passwd(&passwd).find(|u| u.uid == uid);
-        match found {
-            Some(user) => user,
-            None => RunAs {
+        let uid = nix::unistd::getuid();
+        match User::from_uid(uid) {
+            Ok(Some(user)) => RunAs::of(user, false),
+            _ => RunAs {
                 name: uid.to_string(),
-                uid,
-                gid,
+                uid: uid.as_raw(),
+                gid: nix::unistd::getgid().as_raw(),
                 home: std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from),
                 switch: false,
             },
         }
     }
 
-    /// `--shell-user NAME`: looked up in `/etc/passwd`. Switching needs the
-    /// agent to run as root (or as that user already).
+    /// `--shell-user NAME`: looked up through libc (`getpwnam`), so users
+    /// from NSS sources (LDAP, sssd) count as well as `/etc/passwd`.
+    /// Switching needs the agent to run as root (or as that user already).
     ///
     /// # Errors
     /// If there is no such user, or the agent is not allowed to switch to it.
@@ -81,37 +112,28 @@ impl RunAs {
             user: name.to_owned(),
             reason,
         };
-        let passwd = std::fs::read_to_string("/etc/passwd")
-            .map_err(|e| fail(format!("cannot read /etc/passwd: {e}")))?;
-        let mut user = parse_passwd(&passwd)
-            .find(|u| u.name == name)
-            .ok_or_else(|| fail("no such user in /etc/passwd".into()))?;
-        let me = rustix::process::getuid().as_raw();
-        if me != 0 && me != user.uid {
+        let user = User::from_name(name)
+            .map_err(|e| fail(format!("cannot look the user up: {e}")))?
+            .ok_or_else(|| fail("no such user".into()))?;
+        let me = nix::unistd::getuid();
+        if !me.is_root() && me != user.uid {
             return Err(fail(format!(
                 "the agent runs as uid {me}, and only root can start sessions as another user"
             )));
         }
-        user.switch = me != user.uid;
-        Ok(user)
+        let switch = me != user.uid;
+        Ok(RunAs::of(user, switch))
     }
-}
 
-/// The entries of a passwd file; malformed lines are skipped.
-fn parse_passwd(text: &str) -> impl Iterator<Item = RunAs> + '_ {
-    text.lines().filter_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        let [name, _, uid, gid, _, home, ..] = fields[..] else {
-            return None;
-        };
-        Some(RunAs {
-            name: name.to_owned(),
-            uid: uid.parse().ok()?,
-            gid: gid.parse().ok()?,
-            home: PathBuf::from(home),
-            switch: false,
-        })
-    })
+    fn of(user: User, switch: bool) -> RunAs {
+        RunAs {
+            name: user.name,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            home: user.dir,
+            switch,
+        }
+    }
 }
 
 /// Shell and command sessions on this agent. Off by default.
@@ -279,14 +301,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn passwd_lines() {
-        let users: Vec<RunAs> =
-            parse_passwd("root:x:0:0:root:/root:/bin/bash\nbroken\nops:x:1000:100::/home/ops:\n")
-                .collect();
-        assert_eq!(users.len(), 2);
-        assert_eq!(users[1].name, "ops");
-        assert_eq!((users[1].uid, users[1].gid), (1000, 100));
-        assert_eq!(users[1].home, PathBuf::from("/home/ops"));
+    fn users_come_from_the_system_database() {
+        let me = RunAs::current();
+        assert_eq!(me.uid, nix::unistd::getuid().as_raw());
+        assert!(!me.switch);
+        // root is in every user database; as another user the agent may
+        // not switch to it.
+        match RunAs::lookup("root") {
+            Ok(root) => {
+                assert_eq!((root.uid, root.name.as_str()), (0, "root"));
+                assert_eq!(root.switch, me.uid != 0);
+            }
+            Err(e) => {
+                assert_ne!(me.uid, 0, "{e}");
+                assert!(e.to_string().contains("only root can"), "{e}");
+            }
+        }
+        let e = RunAs::lookup("no-such-user-x7").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "shell user \"no-such-user-x7\": no such user"
+        );
     }
 
     #[test]

@@ -19,9 +19,8 @@ use relay_net::framed::{refuse, send_data, send_frames, write_frame, FrameReader
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::exec::Ended;
-use crate::record::{Header, Recorder};
-use crate::sessions::{self, Sessions};
+use crate::session::record::{Header, Recorder};
+use crate::session::{self, SessionSummary, Sessions};
 
 /// `TERM` when the client sends none.
 pub const DEFAULT_TERM: &str = "xterm-256color";
@@ -61,7 +60,7 @@ pub async fn run(
     req: Request<'_>,
     mut send: quinn::SendStream,
     mut reader: FrameReader,
-) -> Ended {
+) -> SessionSummary {
     let refused = |code, message: String| Refused::new(code, message);
     let term = if req.term.is_empty() {
         DEFAULT_TERM
@@ -70,12 +69,7 @@ pub async fn run(
     };
     let shell = sessions.shell.display().to_string();
     let program = req.argv.first().map_or(shell.as_str(), String::as_str);
-    let gone = Ended {
-        exit: None,
-        bytes_in: 0,
-        bytes_out: None,
-        client_gone: true,
-    };
+    let gone = SessionSummary::client_gone();
     let recorder = match &sessions.record_dir {
         None => None,
         Some(dir) => {
@@ -120,7 +114,7 @@ pub async fn run(
     };
     let (pty, mut child) = started;
     if write_frame(&mut send, Accepted).await.is_err() {
-        let _ = sessions::hang_up(&mut child).await;
+        let _ = session::hang_up(&mut child).await;
         return gone;
     }
     let recorder: SharedRecorder = Arc::new(Mutex::new(recorder));
@@ -149,7 +143,7 @@ pub async fn run(
                         let _ = rec.resize(r.cols, r.rows);
                     }
                 }
-                Ok(Some(Frame::Signal(s))) => sessions::deliver(pid, &s),
+                Ok(Some(Frame::Signal(s))) => session::deliver(pid, &s),
                 // The client's stdin ended (piped input): what a person
                 // types for that, Ctrl-D, so `cat` or a shell reading the
                 // terminal sees end of input and the session can end.
@@ -167,7 +161,7 @@ pub async fn run(
     };
     let (status, client_gone) = tokio::select! {
         status = child.wait() => (status.ok(), false),
-        () = input => (sessions::hang_up(&mut child).await, true),
+        () = input => (session::hang_up(&mut child).await, true),
     };
     // The PTY reports EOF (EIO) once every process holding it is gone.
     let abort = output.abort_handle();
@@ -179,13 +173,13 @@ pub async fn run(
             tracing::error!(err = %e, "session recording incomplete");
         }
     }
-    let exit = status.map(sessions::exit_of);
+    let exit = status.map(session::exit_of);
     if let Some(exit) = exit {
         let _ = tx.send(exit.into()).await;
     }
     drop(tx);
     let bytes_out = writer.await.ok().and_then(Result::ok);
-    Ended {
+    SessionSummary {
         exit,
         bytes_in,
         bytes_out,

@@ -22,20 +22,7 @@ use relay_net::framed::{send_data, send_frames, write_frame, FrameReader};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::sessions::{self, Sessions};
-
-/// How a session ended, for the agent's log.
-#[derive(Debug)]
-pub struct Ended {
-    /// The program's exit, if it was seen.
-    pub exit: Option<proto::Exit>,
-    /// Bytes of stdin delivered.
-    pub bytes_in: u64,
-    /// Bytes of output sent (or `None` if the client went away).
-    pub bytes_out: Option<u64>,
-    /// Whether the client went away before the end.
-    pub client_gone: bool,
-}
+use crate::session::{self, SessionSummary, Sessions};
 
 /// Runs `argv` for `caller` and serves the stream until the program has
 /// ended and its output is delivered (or the client is gone).
@@ -45,7 +32,7 @@ pub async fn run(
     argv: &[String],
     mut send: quinn::SendStream,
     mut reader: FrameReader,
-) -> Ended {
+) -> SessionSummary {
     let started = Instant::now();
     let (program, args) = match argv.split_first() {
         Some(split) => split,
@@ -60,12 +47,7 @@ pub async fn run(
         .process_group(0);
     let spawned = cmd.spawn();
     if write_frame(&mut send, Accepted).await.is_err() {
-        return Ended {
-            exit: None,
-            bytes_in: 0,
-            bytes_out: None,
-            client_gone: true,
-        };
+        return SessionSummary::client_gone();
     }
     let (tx, rx) = mpsc::channel::<Frame>(16);
     let writer = tokio::spawn(send_frames(send, rx));
@@ -84,7 +66,7 @@ pub async fn run(
             let _ = tx.send(proto::Exit::Code(code).into()).await;
             drop(tx);
             let bytes_out = writer.await.ok().and_then(Result::ok);
-            return Ended {
+            return SessionSummary {
                 exit: Some(proto::Exit::Code(code)),
                 bytes_in: 0,
                 bytes_out,
@@ -117,7 +99,7 @@ pub async fn run(
                     }
                 }
                 Ok(Some(Frame::Eof(e))) if e.channel == Channel::Stdin => stdin = None,
-                Ok(Some(Frame::Signal(s))) => sessions::deliver(pid, &s),
+                Ok(Some(Frame::Signal(s))) => session::deliver(pid, &s),
                 Ok(Some(Frame::Resize(_))) => {}
                 Ok(Some(other)) => {
                     tracing::warn!(frame = %other.frame_type(), "unexpected frame in a session");
@@ -131,19 +113,19 @@ pub async fn run(
     };
     let (status, client_gone) = tokio::select! {
         status = child.wait() => (status.ok(), false),
-        () = input => (sessions::hang_up(&mut child).await, true),
+        () = input => (session::hang_up(&mut child).await, true),
     };
     for pump in [stdout, stderr].into_iter().flatten() {
         let _ = pump.await;
     }
-    let exit = status.map(sessions::exit_of);
+    let exit = status.map(session::exit_of);
     if let Some(exit) = exit {
         let _ = tx.send(exit.into()).await;
     }
     drop(tx);
     let bytes_out = writer.await.ok().and_then(Result::ok);
     tracing::debug!(elapsed = ?started.elapsed(), "exec ended");
-    Ended {
+    SessionSummary {
         exit,
         bytes_in,
         bytes_out,

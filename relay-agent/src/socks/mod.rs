@@ -16,210 +16,69 @@
 //! 3. Exactly the checked addresses are dialled (no re-resolution, so DNS
 //!    rebinding between check and dial is impossible).
 //!
-//! Rules: `HOST:PORT`, `CIDR:PORT`, `IP:PORT`, with `*` for any port; IPv6
-//! in brackets (`[fd00::/8]:443`). A `HOST` rule matches the requested name
-//! exactly (ASCII case-insensitive), not its subdomains.
+//! The rule syntax is in [`rules`]; resolving and dialling in [`resolve`].
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use proto::{Destination, Domain, ErrorCode, Host, Refused};
-use tokio::net::TcpStream;
+use ipnet::IpNet;
+use proto::Domain;
 
-/// An IP network: an address with its host bits zero and a prefix length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Net {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub mod resolve;
+pub mod rules;
 
-impl Net {
-    const fn v4(a: [u8; 4], prefix: u8) -> Net {
-        Net {
-            addr: IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])),
-            prefix,
-        }
-    }
-
-    const fn v6(segments: [u16; 8], prefix: u8) -> Net {
-        let [a, b, c, d, e, f, g, h] = segments;
-        Net {
-            addr: IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h)),
-            prefix,
-        }
-    }
-
-    fn bits(ip: IpAddr) -> (u128, u8) {
-        match ip {
-            IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
-            IpAddr::V6(v6) => (u128::from(v6), 128),
-        }
-    }
-
-    fn mask(prefix: u8, width: u8) -> u128 {
-        let all = if width == 32 {
-            u128::from(u32::MAX)
-        } else {
-            u128::MAX
-        };
-        if prefix == 0 {
-            0
-        } else {
-            all & !((1u128 << (width - prefix)) - 1)
-        }
-    }
-
-    /// Whether `ip` is in this network (an IPv4 network never contains an
-    /// IPv6 address: callers unmap `::ffff:a.b.c.d` first).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let (net, width) = Net::bits(self.addr);
-        let (ip, ip_width) = Net::bits(ip);
-        width == ip_width && ip & Net::mask(self.prefix, width) == net
-    }
-
-    /// Whether every address of `self` is in `outer`.
-    pub fn within(&self, outer: &Net) -> bool {
-        self.prefix >= outer.prefix && outer.contains(self.addr)
-    }
-}
-
-impl std::str::FromStr for Net {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Net, String> {
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{addr:?} is not an IP address"))?;
-        let width = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => width,
-            Some(p) => p
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= width)
-                .ok_or_else(|| format!("invalid prefix length /{p}"))?,
-        };
-        let (bits, _) = Net::bits(addr);
-        if bits & !Net::mask(prefix, width) != 0 {
-            return Err(format!(
-                "{s} has host bits set (the network of {addr}/{prefix} starts lower)"
-            ));
-        }
-        Ok(Net { addr, prefix })
-    }
-}
-
-impl fmt::Display for Net {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-/// What a rule matches: a host name or a network.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RuleHost {
-    /// A host name, matched exactly against the requested name.
-    Name(Domain),
-    /// A network (a single address is a /32 or /128).
-    Net(Net),
-}
-
-/// One `--allow-socks` rule.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rule {
-    /// Which hosts.
-    pub host: RuleHost,
-    /// Which port; `None` for `*`.
-    pub port: Option<u16>,
-}
-
-impl Rule {
-    fn port_matches(&self, port: u16) -> bool {
-        self.port.is_none_or(|p| p == port)
-    }
-}
-
-impl std::str::FromStr for Rule {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Rule, String> {
-        let (host, port) = s
-            .rsplit_once(':')
-            .ok_or("missing :PORT (or :* for any port)")?;
-        let port = match port {
-            "*" => None,
-            p => match p.parse::<u16>() {
-                Ok(0) | Err(_) => return Err(format!("invalid port {p:?}")),
-                Ok(p) => Some(p),
-            },
-        };
-        let host = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-            RuleHost::Net(v6.parse()?)
-        } else if host.contains(':') {
-            return Err("put an IPv6 address or network in brackets: [fd00::/8]:443".into());
-        } else if host.contains('/') || host.parse::<IpAddr>().is_ok() {
-            let net: Net = host.parse()?;
-            if !net.addr.is_ipv4() {
-                return Err("put an IPv6 address or network in brackets".into());
-            }
-            RuleHost::Net(net)
-        } else {
-            RuleHost::Name(Domain::try_from(host).map_err(|e| e.to_string())?)
-        };
-        Ok(Rule { host, port })
-    }
-}
-
-impl fmt::Display for Rule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.host {
-            RuleHost::Name(d) => write!(f, "{d}")?,
-            RuleHost::Net(n) if n.addr.is_ipv6() => write!(f, "[{n}]")?,
-            RuleHost::Net(n) => write!(f, "{n}")?,
-        }
-        match self.port {
-            Some(p) => write!(f, ":{p}"),
-            None => f.write_str(":*"),
-        }
-    }
-}
+pub use resolve::dial;
+pub use rules::{Rule, RuleHost};
 
 /// Address ranges refused unless a rule inside the range lists them, with
 /// what they are (for the refusal message). Nested ranges are listed
 /// smallest first: the metadata address needs its own rule even when
 /// link-local is allowed.
-const DENIED: &[(Net, &str)] = &[
+const DENIED: &[(IpNet, &str)] = &[
     (
-        Net::v4([169, 254, 169, 254], 32),
+        v4(Ipv4Addr::new(169, 254, 169, 254), 32),
         "the cloud metadata address",
     ),
     (
-        Net::v6([0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254], 128),
+        v6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254), 128),
         "the cloud metadata address",
     ),
-    (Net::v4([127, 0, 0, 0], 8), "a loopback address"),
-    (Net::v6([0, 0, 0, 0, 0, 0, 0, 1], 128), "a loopback address"),
-    (Net::v4([169, 254, 0, 0], 16), "a link-local address"),
+    (v4(Ipv4Addr::new(127, 0, 0, 0), 8), "a loopback address"),
     (
-        Net::v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),
+        v6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 1), 128),
+        "a loopback address",
+    ),
+    (
+        v4(Ipv4Addr::new(169, 254, 0, 0), 16),
         "a link-local address",
     ),
-    (Net::v4([0, 0, 0, 0], 8), "an unspecified address"),
     (
-        Net::v6([0, 0, 0, 0, 0, 0, 0, 0], 128),
+        v6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10),
+        "a link-local address",
+    ),
+    (v4(Ipv4Addr::new(0, 0, 0, 0), 8), "an unspecified address"),
+    (
+        v6(Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 0), 128),
         "an unspecified address",
     ),
-    (Net::v4([224, 0, 0, 0], 4), "a multicast address"),
+    (v4(Ipv4Addr::new(224, 0, 0, 0), 4), "a multicast address"),
     (
-        Net::v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),
+        v6(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8),
         "a multicast address",
     ),
-    (Net::v4([255, 255, 255, 255], 32), "the broadcast address"),
+    (
+        v4(Ipv4Addr::new(255, 255, 255, 255), 32),
+        "the broadcast address",
+    ),
 ];
+
+const fn v4(addr: Ipv4Addr, prefix: u8) -> IpNet {
+    IpNet::new_assert(IpAddr::V4(addr), prefix)
+}
+
+const fn v6(addr: Ipv6Addr, prefix: u8) -> IpNet {
+    IpNet::new_assert(IpAddr::V6(addr), prefix)
+}
 
 /// `::ffff:a.b.c.d` is `a.b.c.d`: checked and dialled as IPv4, so a mapped
 /// address cannot slip past an IPv4 rule or deny entry.
@@ -326,17 +185,17 @@ impl Socks {
         let rules = || self.rules.iter().filter(|r| r.port_matches(port));
         let covered = rules().any(|r| match &r.host {
             RuleHost::Name(n) => name.is_some_and(|d| n.matches(d.as_str())),
-            RuleHost::Net(n) => n.contains(ip),
+            RuleHost::Net(n) => n.contains(&ip),
         });
         if !covered {
             return Err(format!("no --allow-socks rule covers {ip} port {port}"));
         }
-        let Some((range, what)) = DENIED.iter().find(|(net, _)| net.contains(ip)) else {
+        let Some((range, what)) = DENIED.iter().find(|(net, _)| net.contains(&ip)) else {
             return Ok(());
         };
         // Only a network rule inside the denied range lists it explicitly.
         let listed = rules().any(|r| match &r.host {
-            RuleHost::Net(n) => n.contains(ip) && n.within(range),
+            RuleHost::Net(n) => n.contains(&ip) && range.contains(n),
             RuleHost::Name(_) => false,
         });
         if listed {
@@ -351,58 +210,6 @@ impl Socks {
             "{ip} is {what}, refused unless a rule lists it explicitly (e.g. {example})"
         ))
     }
-
-    /// Resolves `dest` (once) and returns the addresses that pass
-    /// [`Socks::check`], in resolver order.
-    ///
-    /// # Errors
-    /// `TARGET_NOT_EXPOSED` when no address may be dialled (the message
-    /// says why), `TARGET_UNREACHABLE` when the name does not resolve,
-    /// `TARGET_TIMEOUT` when resolving takes longer than `timeout`.
-    pub async fn resolve(
-        &self,
-        agent: &str,
-        dest: &Destination,
-        timeout: Duration,
-    ) -> Result<Vec<SocketAddr>, Refused> {
-        let not_allowed = |why: String| {
-            Refused::new(
-                ErrorCode::TARGET_NOT_EXPOSED,
-                format!("agent {agent} does not allow SOCKS to {dest}: {why}"),
-            )
-        };
-        let (name, ips) = match &dest.host {
-            Host::Ip(ip) => (None, vec![*ip]),
-            Host::Domain(d) => {
-                if !self.may_cover(d, dest.port) {
-                    return Err(not_allowed(format!(
-                        "no --allow-socks rule covers {d} port {}",
-                        dest.port
-                    )));
-                }
-                let ips = match self.hosts.get(&key(d.as_str())) {
-                    Some(ips) => ips.clone(),
-                    None => lookup(agent, d, dest.port, timeout).await?,
-                };
-                (Some(d), ips)
-            }
-        };
-        let mut allowed = Vec::new();
-        let mut first_denial = None;
-        for ip in ips {
-            match self.check(name, ip, dest.port) {
-                Ok(()) => allowed.push(SocketAddr::new(unmap(ip), dest.port)),
-                Err(why) => {
-                    first_denial.get_or_insert(why);
-                }
-            }
-        }
-        if allowed.is_empty() {
-            let why = first_denial.unwrap_or_else(|| "it resolves to no address".into());
-            return Err(not_allowed(why));
-        }
-        Ok(allowed)
-    }
 }
 
 /// The host map's key: lowercase, no trailing dot.
@@ -410,73 +217,13 @@ fn key(name: &str) -> String {
     name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
 }
 
-async fn lookup(
-    agent: &str,
-    domain: &Domain,
-    port: u16,
-    timeout: Duration,
-) -> Result<Vec<IpAddr>, Refused> {
-    match tokio::time::timeout(timeout, tokio::net::lookup_host((domain.as_str(), port))).await {
-        Ok(Ok(addrs)) => Ok(addrs.map(|a| a.ip()).collect()),
-        Ok(Err(e)) => Err(Refused::new(
-            ErrorCode::TARGET_UNREACHABLE,
-            format!("agent {agent} cannot resolve {domain}: {e}"),
-        )),
-        Err(_) => Err(Refused::new(
-            ErrorCode::TARGET_TIMEOUT,
-            format!("agent {agent} could not resolve {domain} within {timeout:?}"),
-        )),
-    }
-}
-
-/// Dials the checked addresses in order until one answers, all within
-/// `timeout`.
-///
-/// # Errors
-/// `TARGET_TIMEOUT`, `TARGET_REFUSED` or `TARGET_UNREACHABLE` of the last
-/// address tried, naming the destination.
-pub async fn dial(
-    dest: &Destination,
-    addrs: &[SocketAddr],
-    timeout: Duration,
-) -> Result<TcpStream, Refused> {
-    let attempt = async {
-        let mut last = None;
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(tcp) => return Ok(tcp),
-                Err(e) => last = Some((*addr, e)),
-            }
-        }
-        Err(last)
-    };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(tcp)) => Ok(tcp),
-        Err(_) => Err(Refused::new(
-            ErrorCode::TARGET_TIMEOUT,
-            format!("{dest} did not answer within {timeout:?}"),
-        )),
-        Ok(Err(Some((addr, e)))) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            Err(Refused::new(
-                ErrorCode::TARGET_REFUSED,
-                format!("{dest} ({addr}) refused the connection"),
-            ))
-        }
-        Ok(Err(Some((addr, e)))) => Err(Refused::new(
-            ErrorCode::TARGET_UNREACHABLE,
-            format!("{dest} ({addr}) unreachable: {e}"),
-        )),
-        Ok(Err(None)) => Err(Refused::new(
-            ErrorCode::TARGET_UNREACHABLE,
-            format!("{dest} has no address to dial"),
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use proto::{Destination, ErrorCode, Host};
+    use std::net::SocketAddr;
+    use std::time::Duration;
 
     fn socks(rules: &str) -> Socks {
         let mut s = Socks::default();
@@ -619,9 +366,9 @@ mod tests {
             let s = socks(&format!("{base}/{len}:*"));
             let probe_ip = IpAddr::V4(Ipv4Addr::from(probe));
             let inside = probe & mask == net & mask;
-            let rule = Net { addr: IpAddr::V4(base), prefix: len };
-            let denied = DENIED.iter().find(|(n, _)| n.contains(probe_ip));
-            let expect = inside && denied.is_none_or(|(range, _)| rule.within(range));
+            let rule = IpNet::new_assert(IpAddr::V4(base), len);
+            let denied = DENIED.iter().find(|(n, _)| n.contains(&probe_ip));
+            let expect = inside && denied.is_none_or(|(range, _)| range.contains(&rule));
             prop_assert_eq!(s.check(None, probe_ip, 1).is_ok(), expect);
         }
 
