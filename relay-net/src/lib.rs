@@ -7,6 +7,7 @@
 //! - [`dial`]: reaching the relay, with failures a person can act on;
 //! - [`direct`]: connection IDs and the relay socket of direct paths;
 //! - [`framed`]: frames at the start of a stream, early data kept;
+//! - [`answer`]: reading the `Accepted`/`Refused` answer to an `Open` or `Grant`;
 //! - [`splice`]: copying both ways with finish/reset mirrored;
 //! - [`bench`]: the benchmark service (sink, source, echo) on any splice ends.
 //!
@@ -19,6 +20,8 @@
 
 #[cfg(feature = "net")]
 pub mod admin;
+#[cfg(feature = "net")]
+pub mod answer;
 #[cfg(feature = "net")]
 pub mod bench;
 pub mod cert;
