@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use proto::socks5::{Greeting, Reply, ReplyCode, Request, Socks5Error, NO_AUTH};
-use proto::{AgentName, Destination, ErrorCode, Open, StreamKind, TargetName};
+use proto::{AgentName, Destination, ErrorCode, Open, StreamKind};
 use relay_net::splice::{splice, tcp_halves};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -29,13 +29,15 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `Open` of a SOCKS stream to `dest` through `agent`; its target only
 /// names the kind, as with sessions.
+///
+/// # Errors
+/// None in practice: the kind's name is a valid target name.
 pub fn open(agent: &AgentName, dest: Destination) -> Result<Open, OpenError> {
-    let target = TargetName::try_from("socks")
-        .map_err(|e| OpenError::Stream(format!("target name: {e}")))?;
+    let kind = StreamKind::Socks { dest };
     Ok(Open {
         agent: agent.clone(),
-        target,
-        kind: StreamKind::Socks { dest },
+        target: crate::kind_target(&kind)?,
+        kind,
     })
 }
 
@@ -131,7 +133,7 @@ pub async fn one(client: Arc<Client>, mut tcp: TcpStream, agent: AgentName) {
             let code = match &e {
                 OpenError::Refused(r) => r.code,
                 OpenError::Dial(_) => ErrorCode::AGENT_OFFLINE,
-                OpenError::Stream(_) => ErrorCode::INTERNAL,
+                _ => ErrorCode::INTERNAL,
             };
             let reply = ReplyCode::from_error(code);
             tracing::warn!(%dest, %agent, code = %code, socks_reply = reply.0, err = %e, "socks connect refused");
