@@ -95,6 +95,8 @@ pub async fn run(check: bool, end_to_end: bool) -> anyhow::Result<ExitCode> {
         shutdown.cancel();
         return Ok(ExitCode::SUCCESS);
     }
+    // Before the hints: whoever acts on them may stop the demo at once.
+    relay_net::signals::cancel_on_signal(shutdown.clone())?;
     println!("\nTry it:");
     println!("  curl http://{local}/");
     let me = crate::local::current_program();
@@ -105,7 +107,6 @@ pub async fn run(check: bool, end_to_end: bool) -> anyhow::Result<ExitCode> {
     );
     println!("Relay directory (CA, policy.toml, audit.jsonl): {d}");
     println!("Press Ctrl-C to stop; everything is removed on exit.");
-    relay_net::signals::cancel_on_signal(shutdown.clone())?;
     shutdown.cancelled().await;
     Ok(ExitCode::SUCCESS)
 }
