@@ -30,7 +30,9 @@ async fn a_slow_direct_path_to_one_agent_does_not_hold_up_another() -> anyhow::R
     let proxy = ChaosProxy::start(relay.addr, 12).await;
     let slow_credential = credential_via(&relay, Role::Agent, "slow", proxy.addr);
     let slow = relay
-        .agent_with("slow", &[("echo", echo)], |c| c.credential = slow_credential)
+        .agent_with("slow", &[("echo", echo)], |c| {
+            c.credential = slow_credential
+        })
         .await;
     let client = Arc::new(relay.client("ci").end_to_end(true));
     guard("relay connection", client.connection()).await?;
