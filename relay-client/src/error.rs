@@ -218,6 +218,13 @@ fn connection_text(side: Side, reason: &ConnectionError) -> String {
                 format!("closed by {side}: {code}: {why}")
             }
         }
+        // The relay's TLS alerts (it does not trust our certificate, it was
+        // revoked or expired) have words in `dial`.
+        ConnectionError::ConnectionClosed(_) | ConnectionError::TransportError(_)
+            if side == Side::Relay =>
+        {
+            relay_net::dial::describe(reason)
+        }
         ConnectionError::ConnectionClosed(close) => {
             format!("{side} aborted the connection: {close}")
         }
