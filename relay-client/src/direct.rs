@@ -57,7 +57,7 @@ pub enum NoPath {
     #[error("no answer from the relay: {0}")]
     Answer(#[from] FrameError),
     /// The relay answered something else than `Path` or `Refused`.
-    #[error("the relay answered {0:?}")]
+    #[error("the relay answered {0}")]
     Unexpected(proto::FrameType),
     /// The relay answered a prefix without the routable (high) bit.
     #[error("the relay answered an unroutable prefix")]

@@ -8,7 +8,7 @@ use proto::{ErrorCode, Refused};
 use quinn::ConnectionError;
 use relay_net::answer::AnswerError;
 use relay_net::dial::DialError;
-use relay_net::framed::{FrameError, SendError};
+use relay_net::framed::FrameError;
 
 /// Why a stream could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -77,8 +77,6 @@ pub enum Cause {
     Frame(FrameError),
     /// The answer to `Open` was neither `Accepted` nor `Refused`.
     Answer(AnswerError),
-    /// The frame writer of a shell or command stream failed.
-    Send(SendError),
     /// The agent's program stream ended without an exit status.
     NoExit,
     /// The agent sent a frame that has no place there.
@@ -150,12 +148,11 @@ impl StreamError {
         let side = self.side;
         match &self.cause {
             Cause::Connection(reason) => connection_text(side, reason),
-            Cause::Write(e) | Cause::Send(SendError::Write(e)) => write_text(side, e),
+            Cause::Write(e) => write_text(side, e),
             Cause::Frame(e) | Cause::Answer(AnswerError::Read(e)) => frame_text(side, e),
             Cause::Answer(e) => format!("{side} {e}"),
-            Cause::Send(e) => format!("{side}: {e}"),
             Cause::NoExit => format!("{side} ended the session without an exit status"),
-            Cause::Unexpected(t) => format!("unexpected {t:?} from {side}"),
+            Cause::Unexpected(t) => format!("unexpected {t} from {side}"),
             Cause::HungUp(why) => (*why).to_owned(),
         }
     }
@@ -166,7 +163,6 @@ fn side_of(peer: Side, cause: &Cause) -> Side {
     match cause {
         Cause::Connection(ConnectionError::LocallyClosed)
         | Cause::Write(quinn::WriteError::ClosedStream | quinn::WriteError::ZeroRttRejected)
-        | Cause::Send(SendError::Finished)
         | Cause::HungUp(_) => Side::Local,
         _ => peer,
     }

@@ -15,7 +15,7 @@ pub enum AnswerError {
     #[error("{0}")]
     Refused(Refused),
     /// The peer answered with a frame that is not an answer.
-    #[error("answered with {0:?} instead of Accepted or Refused")]
+    #[error("answered {0} instead of Accepted or Refused")]
     Unexpected(FrameType),
     /// The peer finished the stream without answering.
     #[error("ended the stream without an answer")]
@@ -62,5 +62,32 @@ pub async fn read_answer(
         Some(Frame::Refused(refused)) => Err(AnswerError::Refused(refused)),
         Some(other) => Err(AnswerError::Unexpected(other.frame_type())),
         None => Err(AnswerError::NoAnswer),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_case_has_its_code_and_words() {
+        let refused = AnswerError::Refused(Refused::new(ErrorCode::TARGET_REFUSED, "no"));
+        assert_eq!(refused.code(), ErrorCode::TARGET_REFUSED);
+        let odd = AnswerError::Unexpected(FrameType::List);
+        assert_eq!(odd.code(), ErrorCode::PROTOCOL_VIOLATION);
+        assert_eq!(
+            odd.to_string(),
+            format!(
+                "answered {} instead of Accepted or Refused",
+                FrameType::List
+            )
+        );
+        assert_eq!(AnswerError::NoAnswer.code(), ErrorCode::PROTOCOL_VIOLATION);
+        assert_eq!(
+            AnswerError::NoAnswer.to_string(),
+            "ended the stream without an answer"
+        );
+        let late = AnswerError::Read(FrameError::Timeout(Duration::from_secs(3)));
+        assert_eq!(late.code(), ErrorCode::LIMIT_EXCEEDED);
     }
 }
