@@ -119,7 +119,10 @@ async fn run_inner(client: Arc<Client>, with: With) -> anyhow::Result<u8> {
         }
     };
     shutdown.cancel();
-    let _ = forward.await;
+    if let Ok(Err(e)) = forward.await {
+        // CMD saw its connections refused from then on; this is why.
+        eprintln!("relay-client: the forward stopped while {program} ran: {e}");
+    }
     client.close().await;
     drop(temp);
     Ok(exit_status(status))
