@@ -141,7 +141,7 @@ enum Command {
     /// A local SOCKS5 proxy (CONNECT, no auth) whose connections leave
     /// from AGENT; domain names are resolved by the agent.
     #[command(
-        after_help = "Examples:\n  relay-client --credential alice.cred socks 127.0.0.1:1080 aks-prod\n  curl --socks5-hostname 127.0.0.1:1080 https://kube.internal/version\n\nThe agent must run with --allow-socks RULES and the relay policy must have\n`socks = true` for you; socks checks that at start (as `list` shows) and\nexits with the reason if not. Refusals get SOCKS reply codes (0x02 not\nallowed, 0x03 agent offline, 0x04 unreachable, 0x05 refused, 0x06 timeout)."
+        after_help = "Examples:\n  relay-client --credential alice.cred socks 127.0.0.1:1080 aks-prod\n  curl --socks5-hostname 127.0.0.1:1080 https://kube.internal/version\n\nThe agent must run with --allow-socks RULES and the relay policy must have\n`socks = true` for you; socks checks that at start (as `list` shows) and\nexits with the reason if not, and exits with status 1 once its credential\nhas expired. Refusals get SOCKS reply codes (0x02 not\nallowed, 0x03 agent offline, 0x04 unreachable, 0x05 refused, 0x06 timeout)."
     )]
     Socks {
         /// Local address: ADDR:PORT or a port on 127.0.0.1.
@@ -351,9 +351,16 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("socks5 proxy on {} -> {agent}", listener.local_addr()?);
             let shutdown = tokio_util::sync::CancellationToken::new();
             relay_net::signals::cancel_on_signal(shutdown.clone())?;
-            crate::cmd::socks::run(client.clone(), listener, agent.clone(), shutdown).await;
+            let stopped =
+                crate::cmd::socks::run(client.clone(), listener, agent.clone(), shutdown).await;
             client.close().await;
-            Ok(ExitCode::SUCCESS)
+            match stopped {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("relay-client: socks stopped: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::With {
             dest,

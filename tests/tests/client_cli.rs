@@ -149,6 +149,43 @@ async fn a_forward_stops_once_its_credential_has_expired() -> anyhow::Result<()>
     Ok(())
 }
 
+/// The same for `socks`: the local client gets a SOCKS failure reply, then
+/// the proxy stops with the reason.
+#[tokio::test]
+async fn a_socks_proxy_stops_once_its_credential_has_expired() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    relay_tests::trace_init();
+    let relay = TestRelay::start(ALLOW_ALL).await;
+    let mut loaded = Credential::load(&relay.issue(Role::Client, "ci"), None)?;
+    loaded.cert.not_after = loaded.cert.not_before;
+    let client = Arc::new(Client::new(loaded));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let socks = tokio::spawn(relay_client::cmd::socks::run(
+        client,
+        listener,
+        "edge".parse()?,
+        shutdown.clone(),
+    ));
+    let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.write_all(&[5, 1, 0]).await?;
+    let mut method = [0u8; 2];
+    guard("method", tcp.read_exact(&mut method)).await?;
+    assert_eq!(method, [5, 0]);
+    tcp.write_all(&[5, 1, 0, 1, 127, 0, 0, 1, 0, 80]).await?;
+    let mut reply = [0u8; 10];
+    guard("reply", tcp.read_exact(&mut reply)).await?;
+    assert_ne!(reply[1], 0, "the connect succeeded: {reply:?}");
+    match guard("socks stops", socks).await? {
+        Err(e) => assert!(e.is_permanent() && e.to_string().contains("expired"), "{e}"),
+        Ok(()) => panic!("the proxy ended without the reason"),
+    }
+    assert!(shutdown.is_cancelled());
+    relay.shutdown().await;
+    Ok(())
+}
+
 /// A copy of `relay-client` alone in a folder, and a folder for PATH.
 struct Lone {
     _dir: tempfile::TempDir,

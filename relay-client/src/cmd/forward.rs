@@ -7,7 +7,7 @@
 //! stops on one that cannot (the credential expired): it says so once and
 //! [`run`] returns it, instead of failing every connection the same way.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use relay_net::splice::{splice, tcp_halves, End};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,30 +30,11 @@ pub async fn run(
 ) -> Result<(), OpenError> {
     let local = listener.local_addr().ok();
     tracing::debug!(?local, %dest, "forwarding");
-    let fatal: Arc<Mutex<Option<OpenError>>> = Arc::default();
-    crate::listen::serve_each(listener, shutdown.clone(), |tcp, peer| {
+    crate::listen::serve_until_permanent(listener, shutdown, |tcp, peer| {
         let span = tracing::debug_span!("stream", %peer, %dest);
-        let (client, dest, fatal, shutdown) = (
-            client.clone(),
-            dest.clone(),
-            fatal.clone(),
-            shutdown.clone(),
-        );
-        async move {
-            if let Err(e) = one(client, tcp, dest).await {
-                let mut slot = fatal.lock().unwrap_or_else(PoisonError::into_inner);
-                slot.get_or_insert(e);
-                shutdown.cancel();
-            }
-        }
-        .instrument(span)
+        one(client.clone(), tcp, dest.clone()).instrument(span)
     })
-    .await;
-    let fatal = fatal.lock().unwrap_or_else(PoisonError::into_inner).take();
-    match fatal {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    .await
 }
 
 /// Forwards one accepted connection; a refusal is logged with its message
