@@ -13,7 +13,8 @@
 //! [`stream`] a stream whose answer is read in front of its data, [`error`]
 //! what failed and on which side, [`kube`] the kubeconfig rewriting,
 //! [`direct`] end-to-end mode ([`direct::DirectPaths`], one per client),
-//! [`local`] the programs run on loopback by `demo` and `bench --local`.
+//! [`listen`] the accept loop of `forward` and `socks`, [`local`] the
+//! programs run on loopback by `demo` and `bench --local`.
 
 use std::time::Duration;
 
