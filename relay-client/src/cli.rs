@@ -10,7 +10,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use relay_net::credential::Credential;
 
-use crate::{Client, Destination};
+use crate::program::ProgramOutcome;
+use crate::{AgentTarget, Client};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -25,11 +26,39 @@ Examples:
   relay-client --credential ci.cred run aks-prod -- kubectl get pods -A
   relay-client --credential alice.cred socks 127.0.0.1:1080 aks-prod   # SOCKS5, names resolved by the agent
   relay-client --credential ci.cred with aks-prod/kube-api -- kubectl apply -f deploy.yaml
-  relay-client --credential alice.cred kubeconfig aks-prod/kube-api --kubeconfig ~/.kube/config
+  relay-client --credential alice.cred kubeconfig aks-prod/kube-api --out ~/.kube/config
   relay-client demo                       # a whole relay + agent + forward on loopback
-  relay-client bench --local              # how fast is it? (relay + agent on loopback)";
+  relay-client bench --local              # how fast is it? (relay + agent on loopback)
 
-/// Reach targets behind a relay-agent: local port forwards, stdio streams.
+Logs go to stderr; RUST_LOG chooses what is logged (default: info), e.g.
+  RUST_LOG=debug relay-client ...   or   RUST_LOG=relay_client=debug,quinn=warn relay-client ...
+--log-format json makes them one JSON object per line.";
+
+/// The help of `keygen`, written out: the global flags (credential,
+/// relay, end-to-end mode) do not apply to it, and clap would list them.
+const KEYGEN_HELP: &str = "\
+{about-with-newline}
+{usage-heading} {usage}
+
+Options:
+      --out <OUT>                Where to write the private key (mode 0600)
+      --log-format <LOG_FORMAT>  Log format on stderr [default: text] [possible values: text, json]
+  -h, --help                     Print help{after-help}";
+
+/// The help of `demo`, written out: it makes its own credentials, so only
+/// `--end-to-end` of the global flags applies.
+const DEMO_HELP: &str = "\
+{about-with-newline}
+{usage-heading} {usage}
+
+Options:
+      --check                    Exit after checking that bytes go through, instead of waiting for Ctrl-C
+      --end-to-end               Run the demo's forward in end-to-end mode (the relay forwards packets it cannot decrypt)
+      --log-format <LOG_FORMAT>  Log format on stderr [default: text] [possible values: text, json]
+  -h, --help                     Print help{after-help}";
+
+/// Reach what a relay-agent exposes: local port forwards, stdin/stdout
+/// streams, a SOCKS5 proxy, interactive shells and remote commands.
 #[derive(Debug, Parser)]
 #[command(name = "relay-client", version, after_help = EXAMPLES)]
 pub struct Args {
@@ -66,7 +95,7 @@ enum LogFormat {
 enum Command {
     /// Listen locally; each connection is forwarded to AGENT/TARGET.
     #[command(
-        after_help = "Examples:\n  relay-client --credential alice.cred forward 127.0.0.1:16443 aks-prod/kube-api\n  relay-client --credential alice.cred forward 16443 aks-prod/kube-api 15432 aks-prod/db"
+        after_help = "Examples:\n  relay-client --credential alice.cred forward 127.0.0.1:16443 aks-prod/kube-api\n  relay-client --credential alice.cred forward 16443 aks-prod/kube-api 15432 aks-prod/db\n\nBefore listening it checks that each AGENT/TARGET is online and allowed\nfor this credential (as `list` shows) and exits with the reason if not.\nWhile running, a connection that cannot be forwarded is reset and the\nreason logged. Once the credential has expired (or cannot be used any\nmore) forward says so once and exits with status 1: renew the credential\nand start it again."
     )]
     Forward {
         /// Pairs of LOCAL AGENT/TARGET; LOCAL is ADDR:PORT or a port on 127.0.0.1.
@@ -74,9 +103,12 @@ enum Command {
         pairs: Vec<String>,
     },
     /// Pipe stdin/stdout to AGENT/TARGET (e.g. as an ssh ProxyCommand).
+    #[command(
+        after_help = "Examples:\n  relay-client --credential alice.cred connect aks-prod/db < query.bin\n  ssh -o ProxyCommand='relay-client --credential alice.cred connect aks-prod/ssh' admin@node\n\nExits 0 when both directions ended cleanly; with the relay's or agent's\nreason and status 1 when the stream was refused or failed."
+    )]
     Connect {
         /// AGENT/TARGET.
-        dest: Destination,
+        dest: AgentTarget,
     },
     /// Interactive shell (or a program on a terminal) on AGENT's host.
     #[command(
@@ -109,7 +141,7 @@ enum Command {
     /// A local SOCKS5 proxy (CONNECT, no auth) whose connections leave
     /// from AGENT; domain names are resolved by the agent.
     #[command(
-        after_help = "Examples:\n  relay-client --credential alice.cred socks 127.0.0.1:1080 aks-prod\n  curl --socks5-hostname 127.0.0.1:1080 https://kube.internal/version\n\nThe agent must run with --allow-socks RULES and the relay policy must have\n`socks = true` for you. Refusals get SOCKS reply codes (0x02 not allowed,\n0x03 agent offline, 0x04 unreachable, 0x05 refused, 0x06 timeout)."
+        after_help = "Examples:\n  relay-client --credential alice.cred socks 127.0.0.1:1080 aks-prod\n  curl --socks5-hostname 127.0.0.1:1080 https://kube.internal/version\n\nThe agent must run with --allow-socks RULES and the relay policy must have\n`socks = true` for you; socks checks that at start (as `list` shows) and\nexits with the reason if not, and exits with status 1 once its credential\nhas expired. Refusals get SOCKS reply codes (0x02 not\nallowed, 0x03 agent offline, 0x04 unreachable, 0x05 refused, 0x06 timeout)."
     )]
     Socks {
         /// Local address: ADDR:PORT or a port on 127.0.0.1.
@@ -121,15 +153,15 @@ enum Command {
     /// (RELAY_FORWARD_ADDR, RELAY_FORWARD_PORT) and, if a kubeconfig is in
     /// play, KUBECONFIG set to a temporary one through the forward.
     #[command(
-        after_help = "Examples:\n  relay-client --credential ci.cred with aks-prod/kube-api -- kubectl apply -f deploy.yaml\n  relay-client with aks-prod/db -- sh -c 'psql -h 127.0.0.1 -p $RELAY_FORWARD_PORT'\n\nThe temporary kubeconfig copies the current context (or --context) with\nserver https://RELAY_FORWARD_ADDR and tls-server-name set to the real API\nhost, so certificate checks stay on. Exits with CMD's status (128+N if\nkilled by signal N); 255 if the forward cannot be set up."
+        after_help = "Examples:\n  relay-client --credential ci.cred with aks-prod/kube-api -- kubectl apply -f deploy.yaml\n  relay-client with aks-prod/db -- sh -c 'psql -h 127.0.0.1 -p $RELAY_FORWARD_PORT'\n\nThe temporary kubeconfig copies the current context (or --context) with\nserver https://RELAY_FORWARD_ADDR and tls-server-name set to the real API\nhost, so certificate checks stay on. --kubeconfig and --context mean what\nthey mean to kubectl (and to `relay-client kubeconfig`): the file and the\ncontext to read. Exits with CMD's status (128+N if\nkilled by signal N); 255 if the forward cannot be set up."
     )]
     With {
         /// AGENT/TARGET.
-        dest: Destination,
-        /// Kubeconfig to rewrite [default: KUBECONFIG, else ~/.kube/config if present].
+        dest: AgentTarget,
+        /// Kubeconfig to read [default: KUBECONFIG, else ~/.kube/config if present].
         #[arg(long, value_name = "FILE")]
         kubeconfig: Option<PathBuf>,
-        /// Kubeconfig context to use [default: the current one].
+        /// Kubeconfig context to copy [default: the current one].
         #[arg(long, value_name = "NAME")]
         context: Option<String>,
         /// Do not touch KUBECONFIG (for targets that are not a Kubernetes API).
@@ -142,20 +174,23 @@ enum Command {
     /// Write (or print) a kubeconfig context that reaches the current
     /// context's cluster through the relay.
     #[command(
-        after_help = "Examples:\n  relay-client kubeconfig aks-prod/kube-api                       # print, via socks 127.0.0.1:1080\n  relay-client kubeconfig aks-prod/kube-api --kubeconfig ~/.kube/config --context aks-prod-relay\n  relay-client kubeconfig aks-prod/kube-api --forward 127.0.0.1:16443\n\nRoute socks: keep `relay-client socks 127.0.0.1:1080 AGENT` running; the\ncluster keeps its server URL and gets proxy-url: socks5://.... Route\nforward: keep `relay-client forward 127.0.0.1:16443 AGENT/TARGET` running;\nthe server becomes https://127.0.0.1:16443 with tls-server-name set."
+        after_help = "Examples:\n  relay-client kubeconfig aks-prod/kube-api                       # print, via socks 127.0.0.1:1080\n  relay-client kubeconfig aks-prod/kube-api --out ~/.kube/config --name aks-prod-relay\n  relay-client kubeconfig aks-prod/kube-api --context aks-prod --forward 127.0.0.1:16443\n\n--kubeconfig and --context mean what they mean to kubectl (and to\n`relay-client with`): the file and the context to read. (Earlier versions\nused --kubeconfig for the output, now --out, and --context for the new\ncontext's name, now --name; --from-context still works as --context.)\n\nRoute socks: keep `relay-client socks 127.0.0.1:1080 AGENT` running; the\ncluster keeps its server URL and gets proxy-url: socks5://.... Route\nforward: keep `relay-client forward 127.0.0.1:16443 AGENT/TARGET` running;\nthe server becomes https://127.0.0.1:16443 with tls-server-name set."
     )]
     Kubeconfig {
         /// AGENT/TARGET of the API server.
-        dest: Destination,
-        /// Merge the context into FILE (created if missing) instead of printing.
+        dest: AgentTarget,
+        /// Kubeconfig to read [default: KUBECONFIG, else ~/.kube/config if present].
         #[arg(long, value_name = "FILE")]
         kubeconfig: Option<PathBuf>,
+        /// Kubeconfig context to copy [default: the current one].
+        #[arg(long, value_name = "NAME", alias = "from-context")]
+        context: Option<String>,
+        /// Merge the new context into FILE (created if missing) instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
         /// Name of the new context [default: relay-AGENT].
         #[arg(long, value_name = "NAME")]
-        context: Option<String>,
-        /// Copy the cluster of this context [default: the current one].
-        #[arg(long, value_name = "NAME")]
-        from_context: Option<String>,
+        name: Option<String>,
         /// Route through `relay-client socks` on ADDR [default: 127.0.0.1:1080].
         #[arg(long, value_name = "ADDR", conflicts_with = "forward")]
         socks: Option<String>,
@@ -164,8 +199,15 @@ enum Command {
         forward: Option<String>,
     },
     /// List the agents online, the targets this credential may reach and the sessions (shell, run, socks) it may open.
+    #[command(
+        after_help = "Examples:\n  relay-client --credential alice.cred list\n\n  AGENT     INSTANCES  SESSIONS           TARGETS\n  aks-prod  2          shell, run, socks  db, kube-api\n\nAn agent the policy lets you reach but that is offline shows 0 instances."
+    )]
     List,
     /// Make a private key and print a CSR for it (the key never leaves this host).
+    #[command(
+        help_template = KEYGEN_HELP,
+        after_help = "Examples:\n  relay-client keygen --out alice.key > alice.csr\n  # the relay operator: relay-server issue client alice --csr alice.csr --out alice.cred\n  relay-client --credential alice.cred --key alice.key list"
+    )]
     Keygen {
         /// Where to write the private key (mode 0600).
         #[arg(long)]
@@ -179,6 +221,10 @@ enum Command {
     #[command(hide = true)]
     BenchQuicServer(crate::cmd::bench::QuicServerArgs),
     /// Run a whole relay, agent and forward on loopback with a throwaway CA.
+    #[command(
+        help_template = DEMO_HELP,
+        after_help = "Examples:\n  relay-client demo\n  relay-client --end-to-end demo --check\n\nrelay-server and relay-agent are taken from RELAY_SERVER_BIN and\nRELAY_AGENT_BIN if set, else from beside this program, else from PATH."
+    )]
     Demo {
         /// Exit after checking that bytes go through, instead of waiting for Ctrl-C.
         #[arg(long)]
@@ -226,6 +272,7 @@ fn client(args: &Args) -> anyhow::Result<Client> {
         anyhow::anyhow!("give --credential FILE (from `relay-server issue client NAME`)")
     })?;
     let loaded = Credential::load(path, args.key.as_deref())?;
+    crate::check_role(&loaded)?;
     Ok(Client::new(loaded)
         .with_connect_timeout(args.connect_timeout)
         .end_to_end(args.end_to_end))
@@ -238,15 +285,21 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("forward takes pairs: LOCAL AGENT/TARGET [LOCAL AGENT/TARGET ...]");
             }
             let client = Arc::new(client(&args)?);
-            // Reach the relay once up front so a bad credential or an
-            // unreachable relay is reported now, not at the first connection.
-            client.connection().await?;
+            let mut dests = Vec::new();
+            for pair in pairs.chunks(2) {
+                let local = parse_local(&pair[0])?;
+                let dest: AgentTarget = pair[1].parse().map_err(|e: String| anyhow::anyhow!(e))?;
+                // Reach the relay and check the target up front (as `with`
+                // does) so a bad credential, an unreachable relay or a target
+                // the policy does not allow is reported now, not as a reset
+                // of every connection.
+                crate::cmd::reach::ensure_target(&client, &dest).await?;
+                dests.push((local, dest));
+            }
             let shutdown = tokio_util::sync::CancellationToken::new();
             relay_net::signals::cancel_on_signal(shutdown.clone())?;
             let mut forwards = tokio::task::JoinSet::new();
-            for pair in pairs.chunks(2) {
-                let local = parse_local(&pair[0])?;
-                let dest: Destination = pair[1].parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            for (local, dest) in dests {
                 let listener = tokio::net::TcpListener::bind(local)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen on {local}: {e}"))?;
@@ -258,9 +311,20 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     shutdown.clone(),
                 ));
             }
-            while forwards.join_next().await.is_some() {}
+            let mut stopped = None;
+            while let Some(done) = forwards.join_next().await {
+                if let Ok(Err(e)) = done {
+                    stopped.get_or_insert(e);
+                }
+            }
             client.close().await;
-            Ok(ExitCode::SUCCESS)
+            match stopped {
+                None => Ok(ExitCode::SUCCESS),
+                Some(e) => {
+                    eprintln!("relay-client: forward stopped: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::Connect { dest } => {
             let client = client(&args)?;
@@ -279,7 +343,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Socks { listen, agent } => {
             let client = Arc::new(client(&args)?);
-            client.connection().await?;
+            crate::cmd::reach::ensure_socks(&client, agent).await?;
             let local = parse_local(listen)?;
             let listener = tokio::net::TcpListener::bind(local)
                 .await
@@ -287,9 +351,16 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("socks5 proxy on {} -> {agent}", listener.local_addr()?);
             let shutdown = tokio_util::sync::CancellationToken::new();
             relay_net::signals::cancel_on_signal(shutdown.clone())?;
-            crate::cmd::socks::run(client.clone(), listener, agent.clone(), shutdown).await;
+            let stopped =
+                crate::cmd::socks::run(client.clone(), listener, agent.clone(), shutdown).await;
             client.close().await;
-            Ok(ExitCode::SUCCESS)
+            match stopped {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("relay-client: socks stopped: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
         Command::With {
             dest,
@@ -312,7 +383,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             dest,
             kubeconfig,
             context,
-            from_context,
+            out,
+            name,
             socks,
             forward,
         } => {
@@ -325,7 +397,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 dest: dest.clone(),
                 kubeconfig: kubeconfig.clone(),
                 context: context.clone(),
-                from_context: from_context.clone(),
+                out: out.clone(),
+                name: name.clone(),
                 route,
             };
             crate::cmd::kubeconfig::run(k, &mut std::io::stdout()).await?;
@@ -353,17 +426,23 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// ssh) with a message when the session could not be opened or was lost.
 async fn session_exit(
     client: &Client,
-    result: Result<crate::session::Ending, crate::OpenError>,
+    result: Result<ProgramOutcome, crate::OpenError>,
 ) -> ExitCode {
     let status = match result {
-        Ok(ending) => {
-            if let crate::session::Ending::Lost(reason) = &ending {
-                eprintln!(
-                    "relay-client: session lost: {}",
-                    client.explain(reason.clone()).await
-                );
+        Ok(outcome) => {
+            if let ProgramOutcome::Lost(lost) = &outcome {
+                // The relay connection's close, if it closed, is the part a
+                // person can act on (revoked); our own hang-up is ours.
+                let relay = match lost.cause {
+                    crate::Cause::HungUp(_) => None,
+                    _ => client.relay_lost().await,
+                };
+                match relay {
+                    Some(relay) => eprintln!("relay-client: session lost: {relay}"),
+                    None => eprintln!("relay-client: session lost: {lost}"),
+                }
             }
-            ending.status()
+            outcome.status()
         }
         Err(e) => {
             eprintln!("relay-client: {e}");

@@ -9,18 +9,18 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use proto::CidPrefix;
-use proto::{AgentName, Direct, Frame, Role};
-use relay_net::cert::PeerCert;
+use proto::{AgentName, CidPrefix, Direct, Frame, Identity, Role};
+use relay_net::cert::{CertError, PeerCert};
 use relay_net::credential::Loaded;
 use relay_net::endpoint::Transport;
-use relay_net::framed::{write_frame, FrameReader};
+use relay_net::framed::{write_frame, FrameError, FrameReader};
+use relay_net::tls::TlsError;
 
 /// How long a direct handshake may take before the relay path is used.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long the relay path is used without asking again after a direct
 /// path could not be had: an open must not pay a failed attempt each time.
@@ -40,10 +40,53 @@ pub struct Via<'a> {
     pub transport: &'a Transport,
 }
 
+/// Why there is no direct path to an agent (the relay path is used).
+#[derive(Debug, thiserror::Error)]
+pub enum NoPath {
+    /// The `Direct` stream to the relay could not be opened.
+    #[error("cannot ask the relay: {0}")]
+    Ask(#[from] quinn::ConnectionError),
+    /// The `Direct` frame could not be sent.
+    #[error("cannot ask the relay: {0}")]
+    Send(#[from] quinn::WriteError),
+    /// The relay (or the agent behind it) refused the path.
+    #[error("{0}")]
+    Refused(proto::Refused),
+    /// The relay's answer did not arrive or could not be read.
+    #[error("no answer from the relay: {0}")]
+    Answer(#[from] FrameError),
+    /// The relay answered something else than `Path` or `Refused`.
+    #[error("the relay answered {0}")]
+    Unexpected(proto::FrameType),
+    /// Our credential does not make a TLS configuration.
+    #[error("credential: {0}")]
+    Tls(#[from] TlsError),
+    /// quinn would not start the handshake.
+    #[error("cannot start the direct handshake: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    /// The handshake with the agent failed.
+    #[error("direct handshake: {0}")]
+    Handshake(quinn::ConnectionError),
+    /// The handshake with the agent did not complete in time.
+    #[error("no direct handshake within {0:?}")]
+    Timeout(Duration),
+    /// The peer's certificate could not be read.
+    #[error("the direct path's certificate: {0}")]
+    Certificate(#[from] CertError),
+    /// Someone else than the agent asked for answered.
+    #[error("the direct path answered as {found}, not agent {asked}")]
+    WrongPeer {
+        /// The agent asked for.
+        asked: AgentName,
+        /// Who answered.
+        found: Identity,
+    },
+}
+
 /// A direct path: the connection, and the watch on the `Direct` stream
 /// whose life is the grant's (it ends when this is dropped).
 #[derive(Debug)]
-struct DirectPath {
+pub struct DirectPath {
     conn: quinn::Connection,
     _lease: tokio::sync::oneshot::Sender<()>,
 }
@@ -68,119 +111,145 @@ async fn hold_lease(
     drop(send);
 }
 
-/// The direct paths of one client, by agent.
+/// The state of the path to one agent.
 #[derive(Debug, Default)]
-pub struct Paths {
-    by_agent: HashMap<AgentName, DirectPath>,
-    /// When a path to an agent last could not be had.
-    failed: HashMap<AgentName, std::time::Instant>,
+pub enum PathState {
+    /// None yet, or the last one was lost: ask on the next open.
+    #[default]
+    Unknown,
+    /// Up.
+    Live(DirectPath),
+    /// Could not be had at this instant: use the relay path for a while.
+    Failed(Instant),
 }
 
-impl Paths {
-    /// Closes every direct path.
-    pub fn close(&mut self) {
-        self.by_agent.clear();
-    }
-
-    /// Whether a path to `agent` failed so recently that the relay path
-    /// should be used without asking.
-    pub fn resting(&self, agent: &AgentName) -> bool {
-        self.failed
-            .get(agent)
-            .is_some_and(|t| t.elapsed() < RETRY_AFTER)
-    }
-
-    /// The live direct connection to `agent`, if there is one.
-    pub fn live(&mut self, agent: &AgentName) -> Option<quinn::Connection> {
-        match self.by_agent.get(agent) {
-            Some(path) if path.conn.close_reason().is_none() => Some(path.conn.clone()),
-            Some(_) => {
-                self.by_agent.remove(agent);
+impl PathState {
+    /// The live direct connection, if there is one (a lost one is forgotten).
+    pub fn live(&mut self) -> Option<quinn::Connection> {
+        match self {
+            PathState::Live(path) if path.conn.close_reason().is_none() => Some(path.conn.clone()),
+            PathState::Live(_) => {
+                *self = PathState::Unknown;
                 None
             }
-            None => None,
+            _ => None,
         }
     }
 
-    /// Asks the relay for a path to `agent` and connects through it.
+    /// Whether the path failed so recently that the relay path should be
+    /// used without asking.
+    pub fn resting(&self) -> bool {
+        matches!(self, PathState::Failed(at) if at.elapsed() < RETRY_AFTER)
+    }
+
+    /// Asks the relay for a path to `agent` and connects through it; the
+    /// outcome is kept (the path, or when it failed).
     ///
     /// # Errors
-    /// Why there is no path (refused, agent too old, handshake failed), in
-    /// words for a log line; the caller falls back to the relay path.
+    /// Why there is no path (refused, agent too old, handshake failed); the
+    /// caller falls back to the relay path.
     pub async fn open(
         &mut self,
         agent: &AgentName,
         via: Via<'_>,
-    ) -> Result<quinn::Connection, String> {
-        let opened = self.connect(agent, via).await;
-        match &opened {
-            Ok(_) => self.failed.remove(agent),
-            Err(_) => self.failed.insert(agent.clone(), std::time::Instant::now()),
-        };
-        opened
+    ) -> Result<quinn::Connection, NoPath> {
+        match connect(agent, via).await {
+            Ok(path) => {
+                let conn = path.conn.clone();
+                *self = PathState::Live(path);
+                Ok(conn)
+            }
+            Err(e) => {
+                *self = PathState::Failed(Instant::now());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// One agent's entry: its own lock, so setting up the path to one agent
+/// (up to twice [`HANDSHAKE_TIMEOUT`]) holds up only opens to that agent.
+pub type AgentPath = Arc<tokio::sync::Mutex<PathState>>;
+
+/// The direct paths of one client, by agent. The map's own lock is held
+/// only to find or add an entry, never across an await.
+#[derive(Debug, Default)]
+pub struct DirectPaths {
+    by_agent: Mutex<HashMap<AgentName, AgentPath>>,
+}
+
+impl DirectPaths {
+    /// The entry of `agent` (created empty on first use). Lock it to use or
+    /// set up its path.
+    pub fn entry(&self, agent: &AgentName) -> AgentPath {
+        // A panic elsewhere while the map was held leaves it consistent:
+        // it holds only finished inserts.
+        let mut map = self.by_agent.lock().unwrap_or_else(PoisonError::into_inner);
+        map.entry(agent.clone()).or_default().clone()
     }
 
-    async fn connect(
-        &mut self,
-        agent: &AgentName,
-        via: Via<'_>,
-    ) -> Result<quinn::Connection, String> {
-        let (mut send, recv) = via.relay.open_bi().await.map_err(|e| e.to_string())?;
-        let ask = Direct {
-            agent: agent.clone(),
-            prefix: via.prefix,
+    /// Closes every direct path (those being set up close when their
+    /// set-up ends, as nothing keeps them).
+    pub fn close(&self) {
+        let drained: Vec<AgentPath> = {
+            let mut map = self.by_agent.lock().unwrap_or_else(PoisonError::into_inner);
+            map.drain().map(|(_, path)| path).collect()
         };
-        write_frame(&mut send, ask)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut reader = FrameReader::new(recv);
-        let agent_prefix = match reader.expect(HANDSHAKE_TIMEOUT).await {
-            Ok(Frame::Path(path)) => path.prefix,
-            Ok(Frame::Refused(r)) => return Err(r.to_string()),
-            Ok(other) => return Err(format!("the relay answered {}", other.frame_type())),
-            Err(e) => return Err(e.to_string()),
-        };
-        let cred = via.credential;
-        let tls = relay_net::tls::direct_client_config(
-            &cred.credential.certificate,
-            cred.key_pem(),
-            &cred.credential.ca,
-        )
-        .map_err(|e| e.to_string())?;
-        let config = relay_net::endpoint::direct_client(Arc::new(tls), via.transport, agent_prefix);
-        let connecting = via
-            .endpoint
-            .connect_with(config, via.relay.remote_address(), "relay-agent")
-            .map_err(|e| e.to_string())?;
-        let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(format!("direct handshake: {e}")),
-            Err(_) => return Err(format!("no direct handshake within {HANDSHAKE_TIMEOUT:?}")),
-        };
-        let peer = PeerCert::of_connection(&conn).map_err(|e| e.to_string())?;
-        if peer.identity.role != Role::Agent
-            || peer.identity.name != *agent.as_name()
-            || peer.relay != cred.cert.relay
-        {
-            conn.close(
-                proto::ErrorCode::UNAUTHORIZED.0.into(),
-                b"not the agent asked for",
-            );
-            return Err(format!(
-                "the direct path answered as {}, not agent {agent}",
-                peer.identity
-            ));
+        for path in drained {
+            if let Ok(mut state) = path.try_lock() {
+                *state = PathState::Unknown;
+            }
         }
-        tracing::info!(%agent, "direct path up");
-        let (lease, dropped) = tokio::sync::oneshot::channel();
-        tokio::spawn(hold_lease(send, reader, conn.clone(), dropped));
-        self.by_agent.insert(
-            agent.clone(),
-            DirectPath {
-                conn: conn.clone(),
-                _lease: lease,
-            },
-        );
-        Ok(conn)
     }
+}
+
+async fn connect(agent: &AgentName, via: Via<'_>) -> Result<DirectPath, NoPath> {
+    let (mut send, recv) = via.relay.open_bi().await?;
+    let ask = Direct {
+        agent: agent.clone(),
+        prefix: via.prefix,
+    };
+    write_frame(&mut send, ask).await?;
+    let mut reader = FrameReader::new(recv);
+    let agent_prefix = match reader.expect(HANDSHAKE_TIMEOUT).await? {
+        Frame::Path(path) => path.prefix,
+        Frame::Refused(r) => return Err(NoPath::Refused(r)),
+        other => return Err(NoPath::Unexpected(other.frame_type())),
+    };
+    let cred = via.credential;
+    let tls = relay_net::tls::direct_client_config(
+        &cred.credential.certificate,
+        cred.key_pem(),
+        &cred.credential.ca,
+    )?;
+    let config = relay_net::endpoint::direct_client(Arc::new(tls), via.transport, agent_prefix);
+    let connecting =
+        via.endpoint
+            .connect_with(config, via.relay.remote_address(), "relay-agent")?;
+    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return Err(NoPath::Handshake(e)),
+        Err(_) => return Err(NoPath::Timeout(HANDSHAKE_TIMEOUT)),
+    };
+    let peer = PeerCert::of_connection(&conn)?;
+    if peer.identity.role != Role::Agent
+        || peer.identity.name != *agent.as_name()
+        || peer.relay != cred.cert.relay
+    {
+        conn.close(
+            proto::ErrorCode::UNAUTHORIZED.0.into(),
+            b"not the agent asked for",
+        );
+        return Err(NoPath::WrongPeer {
+            asked: agent.clone(),
+            found: peer.identity,
+        });
+    }
+    tracing::info!(%agent, "direct path up");
+    let (lease, dropped) = tokio::sync::oneshot::channel();
+    tokio::spawn(hold_lease(send, reader, conn.clone(), dropped));
+    Ok(DirectPath {
+        conn,
+        _lease: lease,
+    })
 }

@@ -1,20 +1,27 @@
 //! `relay-client`: the operator's and CI job's end of the tunnel.
 //!
 //! A [`Client`] holds one QUIC connection to the relay (re-dialled when it
-//! is lost) and opens one stream per forwarded connection. Commands live in
-//! [`cmd`]: `forward` (local port), `connect` (stdin/stdout, for ssh
-//! ProxyCommand), `shell` (interactive terminal on the agent), `run` (a
-//! remote command in a pipeline), `socks` (a local SOCKS5 proxy whose
-//! connections leave from an agent), `with` (run a command with a forward
-//! and a kubeconfig for it), `kubeconfig`, `list`, `demo`, `bench` (its
-//! measurements: [`bench`]); [`session`] is the part `shell` and `run`
-//! share, [`kube`] the kubeconfig rewriting, [`direct`] end-to-end mode.
+//! is lost) and opens one stream per forwarded connection, to an
+//! [`AgentTarget`] (`agent/target`). Commands live in [`cmd`]: `forward`
+//! (local port), `connect` (stdin/stdout, for ssh ProxyCommand), `shell`
+//! (interactive terminal on the agent), `run` (a remote command in a
+//! pipeline), `socks` (a local SOCKS5 proxy whose connections leave from an
+//! agent), `with` (run a command with a forward and a kubeconfig for it),
+//! `kubeconfig`, `list`, `demo`, `bench` (its measurements: [`bench`]).
+//!
+//! Around them: [`program`] is the frame pump `shell` and `run` share,
+//! [`stream`] a stream whose answer is read in front of its data, [`error`]
+//! what failed and on which side, [`kube`] the kubeconfig rewriting,
+//! [`direct`] end-to-end mode ([`direct::DirectPaths`], one per client),
+//! [`listen`] the accept loop of `forward` and `socks`, [`local`] the
+//! programs run on loopback by `demo` and `bench --local`.
 
 use std::time::Duration;
 
-use proto::{AgentInfo, AgentName, Frame, List, Open, Refused, StreamKind, TargetName};
+use proto::{AgentInfo, AgentName, Frame, List, Open, Role, StreamKind, TargetName};
+use relay_net::answer::{read_answer, AnswerError};
 use relay_net::credential::Loaded;
-use relay_net::dial::{describe, dial, DialError, RelayConn};
+use relay_net::dial::{dial, DialError, RelayConn};
 use relay_net::endpoint::Transport;
 use relay_net::framed::{write_frame, FrameReader};
 use tokio::sync::Mutex;
@@ -23,62 +30,108 @@ pub mod bench;
 pub mod cli;
 pub mod cmd;
 pub mod direct;
+pub mod error;
 pub mod kube;
 pub mod listen;
 pub mod local;
-pub mod session;
+pub mod program;
 pub mod stream;
 
-/// Why a stream could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// The relay could not be reached.
-    #[error(transparent)]
-    Dial(#[from] DialError),
-    /// The relay or the agent refused the open.
-    #[error("{0}")]
-    Refused(Refused),
-    /// The stream failed (connection lost).
-    #[error("{0}")]
-    Stream(String),
-}
+pub use error::{Cause, OpenError, Side, StreamError};
 
-/// `agent/target`, as the commands take it.
+/// `agent/target`, as the commands take it: a target an agent exposes by
+/// name (not [`proto::Destination`], the host and port a SOCKS stream asks
+/// an agent to dial).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Destination {
+pub struct AgentTarget {
     /// The agent.
     pub agent: AgentName,
     /// The target it exposes.
     pub target: TargetName,
 }
 
-impl std::str::FromStr for Destination {
+impl std::str::FromStr for AgentTarget {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let (agent, target) = s
             .split_once('/')
             .ok_or_else(|| format!("{s:?} is not AGENT/TARGET (e.g. aks-prod/kube-api)"))?;
-        Ok(Destination {
+        Ok(AgentTarget {
             agent: agent.parse().map_err(|e| format!("agent: {e}"))?,
             target: target.parse().map_err(|e| format!("target: {e}"))?,
         })
     }
 }
 
-impl std::fmt::Display for Destination {
+impl std::fmt::Display for AgentTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.agent, self.target)
     }
 }
 
-impl Destination {
-    /// The `Open` frame for a TCP stream to this destination.
+impl AgentTarget {
+    /// The `Open` frame for a TCP stream to this target.
     pub fn open(&self) -> Open {
         Open {
             agent: self.agent.clone(),
             target: self.target.clone(),
             kind: StreamKind::Tcp,
         }
+    }
+}
+
+/// A credential of the wrong role for this program.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{path}: this is {role} credential ({identity}); relay-client needs a client credential: \
+     relay-server issue client {name}",
+    path = .path.display(),
+    role = match .identity.role { Role::Agent => "an agent", _ => "a relay" },
+    name = .identity.name
+)]
+pub struct WrongRole {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Whose it is.
+    pub identity: proto::Identity,
+}
+
+/// Checks that `loaded` is a client credential: an agent's would reach the
+/// relay and then fail with a protocol error nobody can act on.
+///
+/// # Errors
+/// [`WrongRole`], naming the command that issues the right one.
+pub fn check_role(loaded: &Loaded) -> Result<(), WrongRole> {
+    if loaded.cert.identity.role == Role::Client {
+        return Ok(());
+    }
+    Err(WrongRole {
+        path: loaded.path.clone(),
+        identity: loaded.cert.identity.clone(),
+    })
+}
+
+/// The connection a stream to an agent travels on, and who is at its
+/// other end (so a failure names the right side).
+#[derive(Clone, Debug)]
+pub struct Carrier {
+    /// The QUIC connection.
+    pub conn: quinn::Connection,
+    /// [`Side::Relay`], or [`Side::Agent`] for a direct path.
+    pub peer: Side,
+}
+
+impl Carrier {
+    fn relay(conn: quinn::Connection) -> Carrier {
+        Carrier {
+            conn,
+            peer: Side::Relay,
+        }
+    }
+
+    /// A failure of a stream on this connection, as a [`StreamError`].
+    pub fn failed(&self, cause: Cause) -> StreamError {
+        StreamError::on(&self.conn, self.peer, cause)
     }
 }
 
@@ -92,7 +145,7 @@ pub struct Client {
     connect_timeout: Duration,
     conn: Mutex<Option<RelayConn>>,
     /// `Some` in end-to-end mode: the direct paths, by agent.
-    direct: Option<Mutex<direct::Paths>>,
+    direct: Option<direct::DirectPaths>,
 }
 
 impl Client {
@@ -111,7 +164,7 @@ impl Client {
     /// the agent itself, which the relay forwards without decrypting; where
     /// the relay or agent cannot offer one, the relay path is used.
     pub fn end_to_end(mut self, on: bool) -> Client {
-        self.direct = on.then(|| Mutex::new(direct::Paths::default()));
+        self.direct = on.then(direct::DirectPaths::default);
         self
     }
 
@@ -131,7 +184,8 @@ impl Client {
             match rc.conn.close_reason() {
                 None => return Ok(rc.conn.clone()),
                 Some(reason) => {
-                    tracing::info!(reason = %describe(&reason), "relay connection lost; re-dialling")
+                    let lost = StreamError::connection(Side::Relay, reason);
+                    tracing::info!(reason = %lost, "relay connection lost; re-dialling");
                 }
             }
         }
@@ -143,27 +197,32 @@ impl Client {
 
     /// The connection that carries streams to `agent`: in end-to-end mode
     /// its direct path (set up on first use, again once lost), else (or if
-    /// there can be none) the relay connection.
+    /// there can be none) the relay connection. Setting up the path to one
+    /// agent holds up only opens to that agent.
     ///
     /// # Errors
     /// If the relay cannot be reached.
-    pub async fn connection_to(&self, agent: &AgentName) -> Result<quinn::Connection, DialError> {
+    pub async fn connection_to(&self, agent: &AgentName) -> Result<Carrier, DialError> {
         let Some(paths) = &self.direct else {
-            return self.connection().await;
+            return Ok(Carrier::relay(self.connection().await?));
         };
-        let mut paths = paths.lock().await;
-        if let Some(conn) = paths.live(agent) {
-            return Ok(conn);
-        }
-        if paths.resting(agent) {
-            return self.connection().await;
+        let entry = paths.entry(agent);
+        let mut path = entry.lock().await;
+        if let Some(conn) = path.live() {
+            return Ok(Carrier {
+                conn,
+                peer: Side::Agent,
+            });
         }
         let relay = self.connection().await?;
+        if path.resting() {
+            return Ok(Carrier::relay(relay));
+        }
         let (endpoint, prefix) = {
             let slot = self.conn.lock().await;
             match slot.as_ref() {
                 Some(rc) => (rc.endpoint.clone(), rc.prefix),
-                None => return Ok(relay),
+                None => return Ok(Carrier::relay(relay)),
             }
         };
         let via = direct::Via {
@@ -173,11 +232,14 @@ impl Client {
             credential: &self.credential,
             transport: &self.transport,
         };
-        match paths.open(agent, via).await {
-            Ok(conn) => Ok(conn),
+        match path.open(agent, via).await {
+            Ok(conn) => Ok(Carrier {
+                conn,
+                peer: Side::Agent,
+            }),
             Err(reason) => {
                 tracing::warn!(%agent, %reason, "no direct path; using the relay path (asking again in 30 s)");
-                Ok(relay)
+                Ok(Carrier::relay(relay))
             }
         }
     }
@@ -191,22 +253,46 @@ impl Client {
         &self,
         open: Open,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), OpenError> {
-        let conn = self.connection_to(&open.agent).await?;
-        let (mut send, recv) = conn
+        let (send, recv, _) = self.open_carried(open).await?;
+        Ok((send, recv))
+    }
+
+    /// Opens a stream and writes `Open`; the answer is read in front of the
+    /// first byte from the agent ([`stream::Answered`]), so data can follow
+    /// at once.
+    ///
+    /// # Errors
+    /// If the relay cannot be reached or the connection fails.
+    pub async fn open_early(
+        &self,
+        open: Open,
+    ) -> Result<(quinn::SendStream, stream::Answered), OpenError> {
+        let (send, recv, carrier) = self.open_carried(open).await?;
+        Ok((send, stream::Answered::with_peer(recv, carrier.peer)))
+    }
+
+    /// As [`Client::open_raw`], also naming the connection it went on.
+    async fn open_carried(
+        &self,
+        open: Open,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream, Carrier), OpenError> {
+        let carrier = self.connection_to(&open.agent).await?;
+        let (mut send, recv) = carrier
+            .conn
             .open_bi()
             .await
-            .map_err(|e| OpenError::Stream(describe(&e)))?;
+            .map_err(|e| StreamError::connection(carrier.peer, e))?;
         if let Err(e) = write_frame(&mut send, open).await {
-            return Err(OpenError::Stream(self.explain(e.to_string()).await));
+            return Err(carrier.failed(Cause::Write(e)).into());
         }
-        Ok((send, recv))
+        Ok((send, recv, carrier))
     }
 
     /// Opens a stream to `dest` and waits for the agent's answer.
     ///
     /// # Errors
     /// A refusal (with the relay's or agent's message) or a failure.
-    pub async fn open(&self, dest: &Destination) -> Result<stream::Opened, OpenError> {
+    pub async fn open(&self, dest: &AgentTarget) -> Result<stream::Opened, OpenError> {
         self.open_with(dest.open()).await
     }
 
@@ -216,28 +302,29 @@ impl Client {
     /// # Errors
     /// A refusal (with the relay's or agent's message) or a failure.
     pub async fn open_with(&self, open: Open) -> Result<stream::Opened, OpenError> {
-        let (send, recv) = self.open_raw(open).await?;
+        let (send, reader, _) = self.open_answered(open).await?;
+        let (recv, early) = reader.into_parts();
+        Ok(stream::Opened { send, recv, early })
+    }
+
+    /// Sends `open` and reads the answer: the stream, with what came behind
+    /// `Accepted` still in the reader.
+    async fn open_answered(
+        &self,
+        open: Open,
+    ) -> Result<(quinn::SendStream, FrameReader, Carrier), OpenError> {
+        let (send, recv, carrier) = self.open_carried(open).await?;
         let mut reader = FrameReader::new(recv);
-        match reader.read().await {
-            Ok(Some(Frame::Accepted(_))) => {
-                let (recv, early) = reader.into_parts();
-                Ok(stream::Opened { send, recv, early })
-            }
-            Ok(Some(Frame::Refused(r))) => Err(OpenError::Refused(r)),
-            Ok(Some(other)) => Err(OpenError::Stream(format!(
-                "unexpected {} from the relay",
-                other.frame_type()
-            ))),
-            Ok(None) => Err(OpenError::Stream(
-                "the relay closed the stream without an answer".into(),
-            )),
-            Err(e) => Err(OpenError::Stream(self.explain(e.to_string()).await)),
+        match read_answer(&mut reader, None).await {
+            Ok(_) => Ok((send, reader, carrier)),
+            Err(AnswerError::Refused(r)) => Err(OpenError::Refused(r)),
+            Err(e) => Err(carrier.failed(Cause::Answer(e)).into()),
         }
     }
 
     /// Opens a `Shell` or `Exec` session on `agent` and waits until the
-    /// agent has started it. Returns the stream, with the agent's frames
-    /// that arrived behind `Accepted` still buffered in the reader.
+    /// agent has started its program. Returns the stream, with the agent's
+    /// frames that arrived behind `Accepted` still buffered in the reader.
     ///
     /// # Errors
     /// A refusal (policy, agent without `--allow-shell`, …) or a failure.
@@ -246,28 +333,21 @@ impl Client {
         agent: &AgentName,
         kind: StreamKind,
     ) -> Result<(quinn::SendStream, FrameReader), OpenError> {
-        // Sessions dial nothing: the target only names the kind (proto `Open`).
-        let target = TargetName::try_from(kind.as_str())
-            .map_err(|e| OpenError::Stream(format!("target name: {e}")))?;
-        let open = Open {
-            agent: agent.clone(),
-            target,
-            kind,
-        };
-        let (send, recv) = self.open_raw(open).await?;
-        let mut reader = FrameReader::new(recv);
-        match reader.read().await {
-            Ok(Some(Frame::Accepted(_))) => Ok((send, reader)),
-            Ok(Some(Frame::Refused(r))) => Err(OpenError::Refused(r)),
-            Ok(Some(other)) => Err(OpenError::Stream(format!(
-                "unexpected {} from the relay",
-                other.frame_type()
-            ))),
-            Ok(None) => Err(OpenError::Stream(
-                "the relay closed the stream without an answer".into(),
-            )),
-            Err(e) => Err(OpenError::Stream(self.explain(e.to_string()).await)),
-        }
+        let (send, reader, _) = self.open_answered(session_open(agent, kind)?).await?;
+        Ok((send, reader))
+    }
+
+    /// As [`Client::open_session`], with the frame pump started.
+    ///
+    /// # Errors
+    /// A refusal or a failure.
+    pub async fn open_program(
+        &self,
+        agent: &AgentName,
+        kind: StreamKind,
+    ) -> Result<program::RemoteProgram, OpenError> {
+        let (send, reader, carrier) = self.open_answered(session_open(agent, kind)?).await?;
+        Ok(program::RemoteProgram::new(send, reader, carrier.peer))
     }
 
     /// Agents this client may reach, with their targets.
@@ -275,15 +355,15 @@ impl Client {
     /// # Errors
     /// If the relay cannot be reached or the answer is malformed.
     pub async fn list(&self) -> Result<Vec<AgentInfo>, OpenError> {
-        let (mut send, recv) = {
-            let conn = self.connection().await?;
-            conn.open_bi()
-                .await
-                .map_err(|e| OpenError::Stream(describe(&e)))?
-        };
+        let relay = Carrier::relay(self.connection().await?);
+        let (mut send, recv) = relay
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| StreamError::connection(Side::Relay, e))?;
         write_frame(&mut send, List)
             .await
-            .map_err(|e| OpenError::Stream(e.to_string()))?;
+            .map_err(|e| relay.failed(Cause::Write(e)))?;
         let _ = send.finish();
         let mut reader = FrameReader::new(recv);
         let mut agents = Vec::new();
@@ -292,35 +372,48 @@ impl Client {
                 Ok(Some(Frame::AgentInfo(info))) => agents.push(info),
                 Ok(Some(Frame::Refused(r))) => return Err(OpenError::Refused(r)),
                 Ok(Some(other)) => {
-                    return Err(OpenError::Stream(format!(
-                        "unexpected {}",
-                        other.frame_type()
-                    )))
+                    return Err(relay.failed(Cause::Unexpected(other.frame_type())).into())
                 }
                 Ok(None) => return Ok(agents),
-                Err(e) => return Err(OpenError::Stream(self.explain(e.to_string()).await)),
+                Err(e) => return Err(relay.failed(Cause::Frame(e)).into()),
             }
         }
     }
 
-    /// A stream error, with the connection's close reason if it was closed
-    /// (e.g. revoked): that is the part a person can act on.
-    pub async fn explain(&self, err: String) -> String {
+    /// Why the relay connection is gone, if it is: the part of a stream's
+    /// failure a person can act on (revoked, relay shutting down).
+    pub async fn relay_lost(&self) -> Option<StreamError> {
         let slot = self.conn.lock().await;
-        match slot.as_ref().and_then(|rc| rc.conn.close_reason()) {
-            Some(reason) => describe(&reason),
-            None => err,
-        }
+        let reason = slot.as_ref()?.conn.close_reason()?;
+        Some(StreamError::connection(Side::Relay, reason))
     }
 
     /// Closes the connection cleanly (after streams are done).
     pub async fn close(&self) {
         if let Some(paths) = &self.direct {
-            paths.lock().await.close();
+            paths.close();
         }
         if let Some(rc) = self.conn.lock().await.take() {
             rc.conn.close(0u32.into(), b"client done");
             let _ = tokio::time::timeout(Duration::from_secs(1), rc.endpoint.wait_idle()).await;
         }
     }
+}
+
+/// The `Open` of a shell or exec session on `agent`.
+fn session_open(agent: &AgentName, kind: StreamKind) -> Result<Open, proto::NameError> {
+    Ok(Open {
+        agent: agent.clone(),
+        target: kind_target(&kind)?,
+        kind,
+    })
+}
+
+/// The target of a stream kind that dials nothing by target name (`Shell`,
+/// `Exec`, `Socks`): the kind's own name (proto `Open`).
+///
+/// # Errors
+/// None for the kinds proto defines (their names are valid names).
+pub fn kind_target(kind: &StreamKind) -> Result<TargetName, proto::NameError> {
+    TargetName::try_from(kind.as_str())
 }

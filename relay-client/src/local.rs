@@ -22,40 +22,84 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// The binaries next to the running executable (as `cargo build` lays
-    /// them out), each overridable with `RELAY_SERVER_BIN` /
-    /// `RELAY_AGENT_BIN` (the test harness builds them under other names).
+    /// `relay-server` and `relay-agent`, each from its environment variable
+    /// (`RELAY_SERVER_BIN`, `RELAY_AGENT_BIN`: the test harness builds them
+    /// under other names), else beside the running executable (as `cargo
+    /// build` and most installs lay them out), else on `PATH`.
     ///
     /// # Errors
-    /// If they are not there.
-    pub fn beside_current_exe() -> anyhow::Result<Binaries> {
-        let bins = Binaries {
+    /// [`NotFound`], naming where it looked.
+    pub fn find() -> Result<Binaries, NotFound> {
+        Ok(Binaries {
             server: locate("RELAY_SERVER_BIN", "relay-server")?,
             agent: locate("RELAY_AGENT_BIN", "relay-agent")?,
-        };
-        for bin in [&bins.server, &bins.agent] {
-            if !bin.exists() {
-                anyhow::bail!(
-                    "{} not found: build all three programs first with `cargo build --release`",
-                    bin.display()
-                );
-            }
-        }
-        Ok(bins)
+        })
     }
 }
 
-/// `$env` if set, else `name` next to the running executable.
+/// A program that `relay-client` starts is nowhere it looked.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{name} not found: looked {looked}; build or install all three programs \
+     (`cargo build --release` puts them side by side), or set {env} to its path"
+)]
+pub struct NotFound {
+    /// The program.
+    pub name: &'static str,
+    /// The variable that would name it.
+    pub env: &'static str,
+    /// Where it looked, in words.
+    pub looked: String,
+}
+
+/// `$env` if set, else `name` beside the running executable, else `name`
+/// on `PATH`.
 ///
 /// # Errors
-/// If the running executable's path is unknown.
-pub fn locate(env: &str, name: &str) -> anyhow::Result<PathBuf> {
+/// [`NotFound`], naming the folder beside us and the `PATH` searched.
+pub fn locate(env: &'static str, name: &'static str) -> Result<PathBuf, NotFound> {
     if let Some(path) = std::env::var_os(env) {
         return Ok(PathBuf::from(path));
     }
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("executable has no folder")?;
-    Ok(dir.join(name))
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf));
+    if let Some(found) = beside
+        .as_ref()
+        .map(|dir| dir.join(name))
+        .filter(|p| p.is_file())
+    {
+        return Ok(found);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if let Some(found) = std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+    {
+        return Ok(found);
+    }
+    let beside = match beside {
+        Some(dir) => format!("beside this program (in {})", dir.display()),
+        None => "beside this program (its folder is unknown)".to_owned(),
+    };
+    let path = path.to_string_lossy();
+    let on_path = if path.is_empty() {
+        "on PATH (empty)".to_owned()
+    } else {
+        format!("on PATH ({path})")
+    };
+    Err(NotFound {
+        name,
+        env,
+        looked: format!("{beside} and {on_path}"),
+    })
+}
+
+/// How this program was started, for commands it prints: its own path.
+pub fn current_program() -> String {
+    std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "relay-client".to_owned())
 }
 
 /// Starts `relay-agent bench-server --listen 127.0.0.1:0` (the direct-TCP

@@ -2,9 +2,12 @@
 //! read in front of the first downstream byte.
 
 use bytes::Bytes;
-use proto::{ErrorCode, Frame};
+use proto::ErrorCode;
+use relay_net::answer::{read_answer, AnswerError};
 use relay_net::framed::FrameReader;
 use relay_net::splice::{read_one, ChunkRead, Failure};
+
+use crate::Side;
 
 /// An accepted stream.
 #[derive(Debug)]
@@ -23,6 +26,8 @@ pub struct Opened {
 #[derive(Debug)]
 pub struct Answered {
     state: State,
+    /// Who answers: the relay, or the agent on a direct path.
+    peer: Side,
 }
 
 #[derive(Debug)]
@@ -33,10 +38,16 @@ enum State {
 }
 
 impl Answered {
-    /// Wraps the receive half of a stream that has just sent `Open`.
+    /// Wraps the receive half of a stream that has just sent `Open` to the relay.
     pub fn new(recv: quinn::RecvStream) -> Answered {
+        Answered::with_peer(recv, Side::Relay)
+    }
+
+    /// As [`Answered::new`], for a stream whose other end is `peer`.
+    pub fn with_peer(recv: quinn::RecvStream, peer: Side) -> Answered {
         Answered {
             state: State::Waiting(FrameReader::new(recv)),
+            peer,
         }
     }
 }
@@ -44,9 +55,8 @@ impl Answered {
 impl ChunkRead for Answered {
     async fn read_chunk(&mut self) -> Result<Option<Bytes>, Failure> {
         if let State::Waiting(reader) = &mut self.state {
-            let failure = Failure::new;
-            match reader.read().await {
-                Ok(Some(Frame::Accepted(_))) => {
+            match read_answer(reader, None).await {
+                Ok(_) => {
                     let State::Waiting(reader) = std::mem::replace(&mut self.state, State::Done)
                     else {
                         unreachable!("matched Waiting above")
@@ -57,20 +67,14 @@ impl ChunkRead for Answered {
                         return Ok(Some(early));
                     }
                 }
-                Ok(Some(Frame::Refused(r))) => return Err(failure(r.code, r.message)),
-                Ok(Some(other)) => {
-                    return Err(failure(
-                        ErrorCode::PROTOCOL_VIOLATION,
-                        format!("unexpected {} from the relay", other.frame_type()),
-                    ))
+                Err(AnswerError::Refused(r)) => return Err(Failure::new(r.code, r.message)),
+                Err(e) => {
+                    let reason = crate::StreamError {
+                        side: self.peer,
+                        cause: crate::Cause::Answer(e),
+                    };
+                    return Err(Failure::new(reason.code(), reason.to_string()));
                 }
-                Ok(None) => {
-                    return Err(failure(
-                        ErrorCode::PROTOCOL_VIOLATION,
-                        "the relay closed the stream without an answer".into(),
-                    ))
-                }
-                Err(e) => return Err(failure(e.code(), e.to_string())),
             }
         }
         match &mut self.state {

@@ -110,6 +110,17 @@ pub async fn refuse(send: &mut SendStream, recv: &mut RecvStream, refused: proto
     let _ = recv.stop(code.0.into());
 }
 
+/// Why [`send_frames`] stopped before every frame was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// A write failed: the peer stopped the stream or the connection is gone.
+    #[error("stream failed: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// The stream was already finished or reset (by this side).
+    #[error("the stream was already closed by this side")]
+    Finished,
+}
+
 /// Queued frames are coalesced into writes of about this size.
 const BATCH: usize = 256 * 1024;
 
@@ -126,11 +137,11 @@ const FINISH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Returns the `Data` payload bytes written.
 ///
 /// # Errors
-/// The stream failed (peer gone, stopped or reset): a description.
+/// The stream failed (peer gone, stopped or reset), as quinn reported it.
 pub async fn send_frames(
     mut send: SendStream,
     mut rx: mpsc::Receiver<Frame>,
-) -> Result<u64, String> {
+) -> Result<u64, SendError> {
     let mut bytes = 0u64;
     let mut buf = BytesMut::new();
     while let Some(frame) = rx.recv().await {
@@ -144,11 +155,9 @@ pub async fn send_frames(
                 next = rx.try_recv().ok();
             }
         }
-        send.write_chunk(buf.split().freeze())
-            .await
-            .map_err(|e| e.to_string())?;
+        send.write_chunk(buf.split().freeze()).await?;
     }
-    send.finish().map_err(|e| e.to_string())?;
+    send.finish().map_err(|_| SendError::Finished)?;
     let _ = tokio::time::timeout(FINISH_WAIT, send.stopped()).await;
     Ok(bytes)
 }

@@ -8,6 +8,7 @@
 //! - [`gone`]: why a connection ended, naming the peer that ended it;
 //! - [`direct`]: connection IDs and the relay socket of direct paths;
 //! - [`framed`]: frames at the start of a stream, early data kept;
+//! - [`answer`]: reading the `Accepted`/`Refused` answer to an `Open` or `Grant`;
 //! - [`splice`]: copying both ways with finish/reset mirrored;
 //! - [`bench`](mod@bench): the benchmark service (sink, source, echo) on any splice ends;
 //! - [`admin`]: the `/metrics`, `/healthz` and `/readyz` endpoint;
@@ -24,6 +25,8 @@
 
 #[cfg(feature = "net")]
 pub mod admin;
+#[cfg(feature = "net")]
+pub mod answer;
 #[cfg(feature = "net")]
 pub mod bench;
 pub mod cert;

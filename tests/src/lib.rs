@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use relay_client::Destination;
+pub use relay_client::AgentTarget as Destination;
 
 pub mod chaos;
 

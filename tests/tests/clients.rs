@@ -421,7 +421,7 @@ async fn kubectl_and_curl_through_socks_with_names_resolved_by_the_agent() -> an
                 "aks-prod/kube-api",
                 "--socks",
                 &addr_s,
-                "--kubeconfig",
+                "--out",
                 &out_s,
             ],
             &[("KUBECONFIG", source.as_path())],

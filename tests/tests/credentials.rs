@@ -6,7 +6,7 @@ use std::process::Stdio;
 
 use anyhow::Context;
 use proto::{Name, Role};
-use relay_client::{Client, Destination, OpenError};
+use relay_client::{AgentTarget as Destination, Client, OpenError};
 use relay_net::credential::{Credential, CredentialError};
 use relay_server::cmd::issue::Issue;
 use relay_server::cmd::revoke::{revoke, Target};

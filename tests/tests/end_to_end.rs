@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use proto::{ErrorCode, Role};
-use relay_client::{Destination, OpenError};
+use relay_client::{AgentTarget as Destination, OpenError};
 use relay_tests::{guard, read_n, tcp_echo, TestRelay, ALLOW_ALL};
 use tokio::io::AsyncWriteExt;
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use proto::Role;
 use rand::{RngCore, SeedableRng};
-use relay_client::{Client, Destination};
+use relay_client::{AgentTarget as Destination, Client};
 use relay_tests::chaos::ChaosProxy;
 use relay_tests::{credential_via, guard, hashing_sink, tcp_echo, TestRelay, ALLOW_ALL};
 use sha2::{Digest, Sha256};

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use proto::{ErrorCode, Role};
-use relay_client::{Destination, OpenError};
+use relay_client::{AgentTarget as Destination, OpenError};
 use relay_tests::{guard, read_n, tcp_echo, TestRelay, ALLOW_ALL};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use proto::{ErrorCode, Role};
-use relay_client::{Client, Destination, OpenError};
+use relay_client::{AgentTarget as Destination, Client, OpenError};
 use relay_net::credential::Credential;
 use relay_net::endpoint::Transport;
 use relay_tests::{guard, tcp_echo, TestRelay, ALLOW_ALL};

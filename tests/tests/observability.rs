@@ -2,7 +2,7 @@
 //! relay and the agent, and exactly one audit event per open, refusal and
 //! close of a scripted scenario.
 
-use relay_client::Destination;
+use relay_client::AgentTarget as Destination;
 use relay_tests::{guard, http_get, read_n, tcp_echo, TestRelay};
 
 const POLICY: &str = "[[allow]]\nclient = \"alice\"\nagent = \"edge\"\ntargets = [\"echo\"]\n";

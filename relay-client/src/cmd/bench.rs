@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::bench::{measure, peak_rss_kib, BenchPath, CpuMeter, Measurements, Options, Progress};
 use crate::local::{locate, start_bench_server, Binaries, LocalRelay};
-use crate::{Client, Destination};
+use crate::{AgentTarget, Client};
 
 /// `relay-client bench` options.
 #[derive(Debug, clap::Args)]
@@ -427,7 +427,7 @@ async fn measure_all(
                 .context("no agent online exposes `bench` to this credential: start one with `relay-agent --expose-bench` and allow target `bench` in the relay policy, or pass --agent NAME")?
         }
     };
-    let dest = Destination {
+    let dest = AgentTarget {
         agent,
         target: TargetName::try_from(BENCH_TARGET).map_err(|e| anyhow::anyhow!("{e}"))?,
     };
@@ -497,7 +497,7 @@ async fn measure_all(
 const BENCH_TARGET: &str = "bench";
 
 async fn local(opts: &Options, end_to_end: bool, progress: &Progress) -> anyhow::Result<Report> {
-    let bins = Binaries::beside_current_exe()?;
+    let bins = Binaries::find()?;
     eprintln!("bench: starting relay-server and relay-agent --expose-bench on 127.0.0.1 ...");
     // No open-rate limit in the way: the open test measures the tunnel, and
     // any `--opens` must work on a throwaway relay.
@@ -510,7 +510,7 @@ async fn local(opts: &Options, end_to_end: bool, progress: &Progress) -> anyhow:
     let (server, direct_addr) = start_bench_server(&bins.agent).await?;
     let client =
         Arc::new(Client::new(Credential::load(&client_cred, None)?).end_to_end(end_to_end));
-    let dest: Destination = "bench-agent/bench"
+    let dest: AgentTarget = "bench-agent/bench"
         .parse()
         .map_err(|e: String| anyhow::anyhow!(e))?;
     let path = BenchPath::Tunnel {

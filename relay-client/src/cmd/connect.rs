@@ -3,16 +3,14 @@
 
 use relay_net::splice::{splice, End, Failure, IoRead, IoWrite};
 
-use crate::stream::Answered;
-use crate::{Client, Destination, OpenError};
+use crate::{AgentTarget, Client, OpenError};
 
 /// Pipes stdin/stdout through one stream until both directions end.
 ///
 /// # Errors
 /// The refusal or failure, with its message.
-pub async fn run(client: &Client, dest: &Destination) -> Result<(), OpenError> {
-    let (mut send, recv) = client.open_raw(dest.open()).await?;
-    let mut recv = Answered::new(recv);
+pub async fn run(client: &Client, dest: &AgentTarget) -> Result<(), OpenError> {
+    let (mut send, mut recv) = client.open_early(dest.open()).await?;
     let mut stdin = IoRead::new(tokio::io::stdin());
     let mut stdout = IoWrite::new(tokio::io::stdout());
     let outcome = splice(
@@ -25,14 +23,18 @@ pub async fn run(client: &Client, dest: &Destination) -> Result<(), OpenError> {
     )
     .await;
     let failure = match (&outcome.backward.end, outcome.failure()) {
-        (End::ReadFailed(Failure { code, reason, .. }), _) if outcome.backward.bytes == 0 => {
-            Some(format!("{dest}: {}", client.explain(reason.clone()).await)).map(|m| (*code, m))
-        }
-        (_, Some(f)) => Some((
-            f.code,
-            format!("{dest}: {}", client.explain(f.reason.clone()).await),
-        )),
+        (End::ReadFailed(f), _) if outcome.backward.bytes == 0 => Some(f),
+        (_, Some(f)) => Some(f),
         (_, None) => None,
+    };
+    let failure = match failure {
+        // The relay connection's close, if it closed, is the part a person
+        // can act on (revoked, relay shutting down).
+        Some(Failure { code, reason, .. }) => Some(match client.relay_lost().await {
+            Some(lost) => (*code, format!("{dest}: {lost}")),
+            None => (*code, format!("{dest}: {reason}")),
+        }),
+        None => None,
     };
     client.close().await;
     match failure {

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::local::{Binaries, LocalRelay};
-use crate::{Client, Destination};
+use crate::{AgentTarget, Client};
 
 const PAGE: &str = "hello from behind the relay-agent\n";
 
@@ -42,7 +42,7 @@ async fn hello_target() -> anyhow::Result<std::net::SocketAddr> {
 /// # Errors
 /// If any part fails to start.
 pub async fn run(check: bool, end_to_end: bool) -> anyhow::Result<ExitCode> {
-    let bins = Binaries::beside_current_exe()?;
+    let bins = Binaries::find()?;
     eprintln!("demo: starting a relay, an agent and a forward on 127.0.0.1 ...");
     let policy = "[[allow]]\nclient = \"demo\"\nagent = \"demo-agent\"\ntargets = [\"hello\"]\n";
     let relay = LocalRelay::start(&bins, policy, &[]).await?;
@@ -56,7 +56,7 @@ pub async fn run(check: bool, end_to_end: bool) -> anyhow::Result<ExitCode> {
         Arc::new(Client::new(Credential::load(&client_cred, None)?).end_to_end(end_to_end));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let local = listener.local_addr()?;
-    let dest: Destination = "demo-agent/hello"
+    let dest: AgentTarget = "demo-agent/hello"
         .parse()
         .map_err(|e: String| anyhow::anyhow!(e))?;
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -95,18 +95,18 @@ pub async fn run(check: bool, end_to_end: bool) -> anyhow::Result<ExitCode> {
         shutdown.cancel();
         return Ok(ExitCode::SUCCESS);
     }
+    // Before the hints: whoever acts on them may stop the demo at once.
+    relay_net::signals::cancel_on_signal(shutdown.clone())?;
     println!("\nTry it:");
     println!("  curl http://{local}/");
-    println!("  target/release/relay-client --credential {d}/client-demo.cred list");
+    let me = crate::local::current_program();
+    println!("  {me} --credential {d}/client-demo.cred list");
+    println!("  {me} --credential {d}/client-demo.cred connect demo-agent/hello");
     println!(
-        "  target/release/relay-client --credential {d}/client-demo.cred connect demo-agent/hello"
-    );
-    println!(
-        "  target/release/relay-client --credential {d}/client-demo.cred --end-to-end forward 18080 demo-agent/hello"
+        "  {me} --credential {d}/client-demo.cred --end-to-end forward 18080 demo-agent/hello"
     );
     println!("Relay directory (CA, policy.toml, audit.jsonl): {d}");
     println!("Press Ctrl-C to stop; everything is removed on exit.");
-    relay_net::signals::cancel_on_signal(shutdown.clone())?;
     shutdown.cancelled().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! `relay-client kubeconfig AGENT/TARGET`: a kubeconfig context that
-//! reaches the cluster of the current context through the relay, printed
-//! or merged into `--kubeconfig FILE`. Two routes (see [`crate::kube`]):
+//! reaches the cluster of a context (`--kubeconfig FILE`, `--context NAME`:
+//! read, as kubectl means them) through the relay, printed or merged into
+//! `--out FILE`. Two routes (see [`crate::kube`]):
 //! `--socks ADDR` (default `127.0.0.1:1080`, for a running `relay-client
 //! socks ADDR AGENT`: server URL and TLS name unchanged, the agent resolves
 //! the name) or `--forward ADDR` (for a running `relay-client forward ADDR
@@ -10,20 +11,22 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::kube::{self, KubeError, Route};
-use crate::Destination;
+use crate::AgentTarget;
 
 /// What `kubeconfig` was asked to do.
 #[derive(Debug)]
 pub struct Kubeconfig {
     /// The API server's target (its agent names the context).
-    pub dest: Destination,
-    /// Merge the context into this file (created if missing) instead of
-    /// printing; also read the source cluster from it if it exists.
+    pub dest: AgentTarget,
+    /// The kubeconfig to read (default: `KUBECONFIG`, `~/.kube/config`).
     pub kubeconfig: Option<PathBuf>,
-    /// The new context's name (default `relay-AGENT`).
-    pub context: Option<String>,
     /// The context whose cluster to copy (default: the current one).
-    pub from_context: Option<String>,
+    pub context: Option<String>,
+    /// Merge the new context into this file (created if missing) instead
+    /// of printing it.
+    pub out: Option<PathBuf>,
+    /// The new context's name (default `relay-AGENT`).
+    pub name: Option<String>,
     /// The route.
     pub route: Route,
 }
@@ -34,18 +37,15 @@ pub struct Kubeconfig {
 /// If there is no kubeconfig to copy from, kubectl is missing, or the file
 /// cannot be written.
 pub async fn run(k: Kubeconfig, out: &mut impl std::io::Write) -> Result<(), KubeError> {
-    let existing = k.kubeconfig.as_deref().filter(|p| p.exists());
-    let source = kube::source(existing).ok_or_else(|| {
+    let source = kube::source(k.kubeconfig.as_deref()).ok_or_else(|| {
         KubeError::Invalid(
             "no kubeconfig to copy the cluster from (set KUBECONFIG, or fetch credentials first, e.g. `az aks get-credentials`)".into(),
         )
     })?;
-    let view = kube::view(&source, k.from_context.as_deref()).await?;
-    let name = k
-        .context
-        .unwrap_or_else(|| format!("relay-{}", k.dest.agent));
+    let view = kube::view(&source, k.context.as_deref()).await?;
+    let name = k.name.unwrap_or_else(|| format!("relay-{}", k.dest.agent));
     let config = kube::rewrite(view, &k.route, &name)?;
-    let Some(path) = k.kubeconfig else {
+    let Some(path) = k.out else {
         let text =
             serde_json::to_string_pretty(&config).map_err(|e| KubeError::Invalid(e.to_string()))?;
         let _ = writeln!(out, "{text}");

@@ -6,14 +6,14 @@
 use proto::{AgentName, StreamKind};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::session::{feed_stdin, Ending, Session};
+use crate::program::{feed_stdin, ProgramOutcome};
 use crate::{Client, OpenError};
 
 /// After this many SIGINTs the client stops waiting for a program that
 /// ignores them: it hangs up (the agent sends SIGHUP, then SIGKILL).
 const GIVE_UP_AFTER: usize = 3;
 
-/// Runs `argv` on `agent`; returns how the session ended.
+/// Runs `argv` on `agent`; returns how its stream ended.
 ///
 /// # Errors
 /// If the session cannot be opened (refused, relay unreachable).
@@ -21,22 +21,24 @@ pub async fn run(
     client: &Client,
     agent: &AgentName,
     argv: Vec<String>,
-) -> Result<Ending, OpenError> {
-    let (send, reader) = client
-        .open_session(agent, StreamKind::Exec { argv })
+) -> Result<ProgramOutcome, OpenError> {
+    let mut program = client
+        .open_program(agent, StreamKind::Exec { argv })
         .await?;
-    let mut session = Session::new(send, reader);
-    let stdin = tokio::spawn(feed_stdin(tokio::io::stdin(), session.tx.clone()));
-    let (signals, mut given_up) = forward_signals(session.tx.clone())
-        .map_err(|e| OpenError::Stream(format!("cannot handle signals: {e}")))?;
+    let stdin = tokio::spawn(feed_stdin(tokio::io::stdin(), program.tx.clone()));
+    let (signals, mut given_up) =
+        forward_signals(program.tx.clone()).map_err(|err| OpenError::Local {
+            what: "signal handling",
+            err,
+        })?;
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
-    let ending = tokio::select! {
-        ending = session.output(&mut stdout, &mut stderr) => ending,
-        _ = given_up.recv() => Ending::Exit(proto::Exit::Signal(proto::Signal::INT)),
+    let outcome = tokio::select! {
+        outcome = program.output(&mut stdout, &mut stderr) => outcome,
+        _ = given_up.recv() => ProgramOutcome::Exit(proto::Exit::Signal(proto::Signal::INT)),
     };
-    session.close(&ending, &[stdin, signals]).await;
-    Ok(ending)
+    program.close(&outcome, &[stdin, signals]).await;
+    Ok(outcome)
 }
 
 /// Forwards our signals as `Signal` frames. The receiver yields once the

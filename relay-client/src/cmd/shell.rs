@@ -12,8 +12,8 @@ use proto::{AgentName, Resize, StreamKind};
 use rustix::termios::{self, OptionalActions, Termios};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::session::{feed_stdin, Ending, Session};
-use crate::{Client, OpenError};
+use crate::program::{feed_stdin, ProgramOutcome};
+use crate::{Client, OpenError, StreamError};
 
 /// Keeps our terminal in raw mode while alive; restores the saved settings
 /// when dropped, and from a panic hook should we panic in between.
@@ -85,7 +85,7 @@ pub async fn run(
     client: &Client,
     agent: &AgentName,
     argv: Vec<String>,
-) -> Result<Ending, OpenError> {
+) -> Result<ProgramOutcome, OpenError> {
     let (cols, rows) = window_size();
     let kind = StreamKind::Shell {
         term: term(),
@@ -93,17 +93,19 @@ pub async fn run(
         rows,
         argv,
     };
-    let (send, reader) = client.open_session(agent, kind).await?;
-    let local = |e: std::io::Error| OpenError::Stream(format!("terminal: {e}"));
+    let mut program = client.open_program(agent, kind).await?;
+    let local = |err: std::io::Error| OpenError::Local {
+        what: "the terminal",
+        err,
+    };
     let mut winch = signal(SignalKind::window_change()).map_err(local)?;
     let mut term_sig = signal(SignalKind::terminate()).map_err(local)?;
     let mut hup = signal(SignalKind::hangup()).map_err(local)?;
     let mut int = signal(SignalKind::interrupt()).map_err(local)?;
     let raw = RawMode::enter().map_err(local)?;
-    let mut session = Session::new(send, reader);
-    let stdin = tokio::spawn(feed_stdin(tokio::io::stdin(), session.tx.clone()));
+    let stdin = tokio::spawn(feed_stdin(tokio::io::stdin(), program.tx.clone()));
     let resizes = {
-        let tx = session.tx.clone();
+        let tx = program.tx.clone();
         tokio::spawn(async move {
             while winch.recv().await.is_some() {
                 let (cols, rows) = window_size();
@@ -116,7 +118,7 @@ pub async fn run(
     let interrupts = {
         // With the terminal raw, Ctrl-C is a byte; a SIGINT comes from
         // elsewhere (`kill -INT`) and is passed on like `run` does.
-        let tx = session.tx.clone();
+        let tx = program.tx.clone();
         tokio::spawn(async move {
             while int.recv().await.is_some() {
                 let signal = proto::Signal {
@@ -130,12 +132,12 @@ pub async fn run(
     };
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
-    let ending = tokio::select! {
-        ending = session.output(&mut stdout, &mut stderr) => ending,
-        _ = term_sig.recv() => Ending::Lost("terminated (SIGTERM): session hung up".into()),
-        _ = hup.recv() => Ending::Lost("our terminal hung up (SIGHUP)".into()),
+    let outcome = tokio::select! {
+        outcome = program.output(&mut stdout, &mut stderr) => outcome,
+        _ = term_sig.recv() => ProgramOutcome::Lost(StreamError::hung_up("terminated (SIGTERM): session hung up")),
+        _ = hup.recv() => ProgramOutcome::Lost(StreamError::hung_up("our terminal hung up (SIGHUP)")),
     };
-    session.close(&ending, &[stdin, resizes, interrupts]).await;
+    program.close(&outcome, &[stdin, resizes, interrupts]).await;
     drop(raw);
-    Ok(ending)
+    Ok(outcome)
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use proto::socks5::{Greeting, Reply, ReplyCode, Request, Socks5Error, NO_AUTH};
-use proto::{AgentName, Destination, ErrorCode, Open, StreamKind, TargetName};
+use proto::{AgentName, Destination, ErrorCode, Open, StreamKind};
 use relay_net::splice::{splice, tcp_halves};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -29,31 +29,37 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `Open` of a SOCKS stream to `dest` through `agent`; its target only
 /// names the kind, as with sessions.
+///
+/// # Errors
+/// None in practice: the kind's name is a valid target name.
 pub fn open(agent: &AgentName, dest: Destination) -> Result<Open, OpenError> {
-    let target = TargetName::try_from("socks")
-        .map_err(|e| OpenError::Stream(format!("target name: {e}")))?;
+    let kind = StreamKind::Socks { dest };
     Ok(Open {
         agent: agent.clone(),
-        target,
-        kind: StreamKind::Socks { dest },
+        target: crate::kind_target(&kind)?,
+        kind,
     })
 }
 
 /// Accepts on `listener` until `shutdown`; every connection is one SOCKS
-/// session through `agent`.
+/// session through `agent`. As `forward`, it stops on an error that trying
+/// again cannot heal (an expired credential), cancelling `shutdown`.
+///
+/// # Errors
+/// The first permanent error ([`OpenError::is_permanent`]).
 pub async fn run(
     client: Arc<Client>,
     listener: TcpListener,
     agent: AgentName,
     shutdown: CancellationToken,
-) {
+) -> Result<(), OpenError> {
     let local = listener.local_addr().ok();
     tracing::info!(?local, %agent, "socks proxy");
-    crate::listen::serve_each(listener, shutdown, |tcp, peer| {
+    crate::listen::serve_until_permanent(listener, shutdown, |tcp, peer| {
         let span = tracing::debug_span!("socks", %peer, %agent);
         one(client.clone(), tcp, agent.clone()).instrument(span)
     })
-    .await;
+    .await
 }
 
 /// Reads from `tcp` into `buf` until `decode` yields a value.
@@ -109,16 +115,24 @@ async fn handshake(tcp: &mut TcpStream) -> Result<(Destination, BytesMut), Hands
 }
 
 /// Serves one local SOCKS connection.
-pub async fn one(client: Arc<Client>, mut tcp: TcpStream, agent: AgentName) {
+///
+/// # Errors
+/// Only a permanent error (the local client gets its SOCKS reply all the
+/// same); every other failure is logged here.
+pub async fn one(
+    client: Arc<Client>,
+    mut tcp: TcpStream,
+    agent: AgentName,
+) -> Result<(), OpenError> {
     let (dest, pending) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut tcp)).await {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => {
             tracing::info!(err = %e, "socks handshake failed");
-            return;
+            return Ok(());
         }
         Err(_) => {
             tracing::info!("socks handshake timed out");
-            return;
+            return Ok(());
         }
     };
     let opened = match open(&agent, dest.clone()) {
@@ -131,13 +145,16 @@ pub async fn one(client: Arc<Client>, mut tcp: TcpStream, agent: AgentName) {
             let code = match &e {
                 OpenError::Refused(r) => r.code,
                 OpenError::Dial(_) => ErrorCode::AGENT_OFFLINE,
-                OpenError::Stream(_) => ErrorCode::INTERNAL,
+                _ => ErrorCode::INTERNAL,
             };
             let reply = ReplyCode::from_error(code);
-            tracing::warn!(%dest, %agent, code = %code, socks_reply = reply.0, err = %e, "socks connect refused");
             let _ = tcp.write_all(&Reply::new(reply).encode()).await;
             let _ = tcp.shutdown().await;
-            return;
+            if e.is_permanent() {
+                return Err(e);
+            }
+            tracing::warn!(%dest, %agent, code = %code, socks_reply = reply.0, err = %e, "socks connect refused");
+            return Ok(());
         }
     };
     if tcp
@@ -147,7 +164,7 @@ pub async fn one(client: Arc<Client>, mut tcp: TcpStream, agent: AgentName) {
     {
         let mut send = opened.send;
         let _ = send.reset(ErrorCode::STREAM_ABORTED.0.into());
-        return;
+        return Ok(());
     }
     tracing::debug!(%dest, "socks connected");
     let crate::stream::Opened {
@@ -173,4 +190,5 @@ pub async fn one(client: Arc<Client>, mut tcp: TcpStream, agent: AgentName) {
             "socks connection closed"
         ),
     }
+    Ok(())
 }

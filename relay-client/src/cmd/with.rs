@@ -16,13 +16,13 @@ use rustix::process::{kill_process, Pid, Signal};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::kube::{self, Route};
-use crate::{Client, Destination};
+use crate::{AgentTarget, Client};
 
 /// What `with` was asked to do.
 #[derive(Debug)]
 pub struct With {
     /// The target to forward to.
-    pub dest: Destination,
+    pub dest: AgentTarget,
     /// The kubeconfig to rewrite (default: `KUBECONFIG`, `~/.kube/config`).
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use (default: the current one).
@@ -54,7 +54,7 @@ async fn run_inner(client: Arc<Client>, with: With) -> anyhow::Result<u8> {
     // Reach the relay and check the target first: a bad credential, an
     // agent offline or a target not granted fails here with the reason,
     // not as a connection reset inside CMD.
-    ensure_reachable(&client, &with.dest).await?;
+    super::reach::ensure_target(&client, &with.dest).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -119,37 +119,13 @@ async fn run_inner(client: Arc<Client>, with: With) -> anyhow::Result<u8> {
         }
     };
     shutdown.cancel();
-    let _ = forward.await;
+    if let Ok(Err(e)) = forward.await {
+        // CMD saw its connections refused from then on; this is why.
+        eprintln!("relay-client: the forward stopped while {program} ran: {e}");
+    }
     client.close().await;
     drop(temp);
     Ok(exit_status(status))
-}
-
-/// Whether the relay lists DEST for this credential (`relay-client list`:
-/// online agents, and the targets each exposes that the policy grants).
-async fn ensure_reachable(client: &Client, dest: &Destination) -> anyhow::Result<()> {
-    let agents = client.list().await?;
-    let Some(agent) = agents.iter().find(|a| a.agent == dest.agent) else {
-        anyhow::bail!(
-            "agent {} is not online, or this credential may not reach it \
-             (`relay-client list` shows what it can reach)",
-            dest.agent
-        );
-    };
-    if !agent.targets.contains(&dest.target) {
-        let offered: Vec<String> = agent.targets.iter().map(ToString::to_string).collect();
-        anyhow::bail!(
-            "agent {} does not offer target {} to this credential (it offers: {})",
-            dest.agent,
-            dest.target,
-            if offered.is_empty() {
-                "nothing".to_owned()
-            } else {
-                offered.join(", ")
-            }
-        );
-    }
-    Ok(())
 }
 
 /// The shell convention: the exit code, or 128+N for a signal N.

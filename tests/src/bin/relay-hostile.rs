@@ -451,7 +451,7 @@ async fn worker(args: &Args) -> anyhow::Result<()> {
             let conn = client.connection().await?;
             let open = proto::Frame::from(
                 "edge/echo"
-                    .parse::<relay_client::Destination>()
+                    .parse::<relay_client::AgentTarget>()
                     .map_err(anyhow::Error::msg)?
                     .open(),
             )

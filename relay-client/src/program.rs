@@ -1,76 +1,84 @@
-//! The client's half of a `Shell` or `Exec` session, shared by
-//! [`cmd::shell`](crate::cmd::shell) and [`cmd::run`](crate::cmd::run):
-//! one writer task fed by a bounded queue (stdin, signals, resizes), and a
-//! reader of the agent's frames (output, end of output, exit status).
+//! The client's half of a program on the agent (a `Shell` or `Exec`
+//! stream), shared by [`cmd::shell`](crate::cmd::shell) and
+//! [`cmd::run`](crate::cmd::run): one writer task fed by a bounded queue
+//! (stdin, signals, resizes), and a reader of the agent's frames (output,
+//! end of output, exit status).
 
 use bytes::{Bytes, BytesMut};
 use proto::{Channel, Eof, Exit, Frame};
-use relay_net::framed::{send_data, send_frames, FrameReader};
+use relay_net::framed::{send_data, send_frames, FrameReader, SendError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// An accepted session stream.
+use crate::{Cause, Side, StreamError};
+
+/// An accepted `Shell` or `Exec` stream: the remote program's input and output.
 #[derive(Debug)]
-pub struct Session {
+pub struct RemoteProgram {
     /// Frames toward the agent.
     pub tx: mpsc::Sender<Frame>,
     /// The agent's frames.
     pub reader: FrameReader,
-    writer: JoinHandle<Result<u64, String>>,
+    writer: JoinHandle<Result<u64, SendError>>,
+    /// The stream's other end: the relay, or the agent on a direct path.
+    peer: Side,
 }
 
-/// How a session ended.
+/// How the remote program's stream ended for us.
 #[derive(Debug)]
-pub enum Ending {
+pub enum ProgramOutcome {
     /// The program ended with this status.
     Exit(Exit),
-    /// The session failed (relay or agent lost, stream reset): a description.
-    Lost(String),
+    /// The stream failed (relay or agent lost, stream reset) or we hung up.
+    Lost(StreamError),
     /// Our own stdout is closed (`| head`): nobody reads the output any more.
     OutputClosed,
 }
 
-impl Ending {
+impl ProgramOutcome {
     /// The process exit status for the client: the remote's status (128 + N
     /// for a signal, as a shell reports it), 141 (SIGPIPE) when our output
-    /// was closed, 255 for a lost session (as ssh does).
+    /// was closed, 255 for a lost stream (as ssh does).
     pub fn status(&self) -> u8 {
         match self {
-            Ending::Exit(exit) => (exit.shell_status() & 0xff) as u8,
-            Ending::OutputClosed => 141,
-            Ending::Lost(_) => 255,
+            ProgramOutcome::Exit(exit) => (exit.shell_status() & 0xff) as u8,
+            ProgramOutcome::OutputClosed => 141,
+            ProgramOutcome::Lost(_) => 255,
         }
     }
 }
 
-impl Session {
-    /// Starts the writer of an accepted stream.
-    pub fn new(send: quinn::SendStream, reader: FrameReader) -> Session {
+impl RemoteProgram {
+    /// Starts the writer of an accepted stream whose other end is `peer`.
+    pub fn new(send: quinn::SendStream, reader: FrameReader, peer: Side) -> RemoteProgram {
         let (tx, rx) = mpsc::channel(16);
         let writer = tokio::spawn(send_frames(send, rx));
-        Session { tx, reader, writer }
+        RemoteProgram {
+            tx,
+            reader,
+            writer,
+            peer,
+        }
     }
 
     /// Copies the agent's output to `stdout` and `stderr` until `Exit`.
     ///
     /// # Cancel safety
     /// Not cancel safe: output read but not yet written would be lost. Race
-    /// it only against events that end the session.
+    /// it only against events that end the program's stream.
     pub async fn output(
         &mut self,
         stdout: &mut (impl AsyncWrite + Unpin),
         stderr: &mut (impl AsyncWrite + Unpin),
-    ) -> Ending {
+    ) -> ProgramOutcome {
+        let peer = self.peer;
+        let lost = |cause| ProgramOutcome::Lost(StreamError { side: peer, cause });
         loop {
             let frame = match self.reader.read().await {
                 Ok(Some(frame)) => frame,
-                Ok(None) => {
-                    return Ending::Lost(
-                        "the agent ended the session without an exit status".into(),
-                    )
-                }
-                Err(e) => return Ending::Lost(e.to_string()),
+                Ok(None) => return lost(Cause::NoExit),
+                Err(e) => return lost(Cause::Frame(e)),
             };
             let written = match frame {
                 Frame::Data(d) if d.channel == Channel::Stdout => write(stdout, &d.bytes).await,
@@ -83,31 +91,26 @@ impl Session {
                 Frame::Exit(exit) => {
                     let _ = stdout.flush().await;
                     let _ = stderr.flush().await;
-                    return Ending::Exit(exit);
+                    return ProgramOutcome::Exit(exit);
                 }
-                other => {
-                    return Ending::Lost(format!(
-                        "unexpected {} from the agent",
-                        other.frame_type()
-                    ))
-                }
+                other => return lost(Cause::Unexpected(other.frame_type())),
             };
             if written.is_err() {
-                return Ending::OutputClosed;
+                return ProgramOutcome::OutputClosed;
             }
         }
     }
 
-    /// Ends the session from our side. After `Exit`, the stream is finished
+    /// Ends the stream from our side. After `Exit`, the stream is finished
     /// cleanly (once the writer's queue is empty); otherwise it is reset, so
     /// the agent hangs up the program.
-    pub async fn close(self, ending: &Ending, feeders: &[JoinHandle<()>]) {
+    pub async fn close(self, outcome: &ProgramOutcome, feeders: &[JoinHandle<()>]) {
         for feeder in feeders {
             feeder.abort();
         }
         drop(self.tx);
-        match ending {
-            Ending::Exit(_) => {
+        match outcome {
+            ProgramOutcome::Exit(_) => {
                 let _ = self.writer.await;
             }
             _ => {
