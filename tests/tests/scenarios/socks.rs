@@ -272,7 +272,8 @@ fn metadata_and_private_ranges_are_refused_in_a_private_netns() {
     let status = std::process::Command::new("unshare")
         .args(["-rn", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
         .arg(exe)
-        .args(["--exact", "netns_body", "--ignored", "--nocapture"])
+        .args(["--exact", &crate::inner_test(module_path!(), "netns_body")])
+        .args(["--ignored", "--nocapture"])
         .env(INSIDE, "1")
         .status()
         .expect("run unshare");
