@@ -4,10 +4,11 @@
 //! `cargo test -p relay-tests --test scenarios MODULE::` (say `lifecycle::`).
 //!
 //! The scenarios share this process, so none changes process-wide state
-//! (the environment, the working directory, signal handlers). Those that
-//! need a private network namespace (`netns`, one test of `socks`) re-run
-//! this binary inside one, asking for their own test by its full path
-//! ([`inner_test`]).
+//! (the environment, the working directory, signal handlers): the lint
+//! configuration in `tests/clippy.toml` bans `std::env::set_var` and the
+//! sleeps. Those that need a private network namespace (`netns`, one test
+//! of `socks`) re-run this binary inside one, asking for their own test by
+//! its full path ([`inner_test`]).
 
 mod advisories;
 mod bench;

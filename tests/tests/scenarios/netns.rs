@@ -193,6 +193,8 @@ async fn in_namespace() -> anyhow::Result<()> {
                         .await?;
                     }
                     tokio::spawn(async {
+                        #[allow(clippy::disallowed_methods)]
+                        // the fault itself: a partition this long
                         tokio::time::sleep(Duration::from_secs(2)).await;
                         nft(&["flush", "chain", "inet", TABLE, "partition"]).await
                     });
