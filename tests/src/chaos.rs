@@ -84,6 +84,7 @@ fn forward(socket: &Arc<UdpSocket>, faults: &Faults, data: Vec<u8>, to: Option<S
     } else {
         // The delay simulates the network; it synchronises nothing.
         tokio::spawn(async move {
+            #[allow(clippy::disallowed_methods)] // the fault itself: a slow link
             tokio::time::sleep(delay).await;
             send.await;
         });
@@ -136,6 +137,7 @@ impl ChaosProxy {
         self.partition(true);
         let faults = self.faults.clone();
         tokio::spawn(async move {
+            #[allow(clippy::disallowed_methods)] // the fault itself: a partition this long
             tokio::time::sleep(length).await;
             faults.partitioned.store(false, Ordering::Relaxed);
         });

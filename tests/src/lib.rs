@@ -2,17 +2,18 @@
 //! ephemeral ports, with a throwaway CA minted in a temporary directory.
 //!
 //! In-process parts ([`TestRelay`], [`TestRelay::agent`], [`TestRelay::client`])
-//! run the library code of the three programs; [`bins`] gives the paths of
-//! the programs themselves for tests that need a separate process (one to
-//! kill with SIGKILL, say). Nothing here sleeps to synchronise: it waits on
-//! watch channels, bound ports and log lines, under a hang guard.
+//! run the library code of the three programs; [`launch`] starts the
+//! programs themselves (paths from [`programs!`]) for tests that need a
+//! separate process (one to kill with SIGKILL, say). Nothing here sleeps to
+//! synchronise: it waits on watch channels, bound ports and log lines,
+//! under a hang guard (`tests/clippy.toml` bans the sleeps).
 
 // A harness failure is a test failure: panicking with a message is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use proto::{Name, Role};
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 pub use relay_client::AgentTarget as Destination;
 
 pub mod chaos;
+pub mod launch;
 
 /// The hang guard of every wait in the harness: generous, as CI machines
 /// are small, and never a pacing device.
@@ -249,10 +251,7 @@ impl TestRelay {
 
     /// The audit log's events, parsed.
     pub fn audit_events(&self) -> Vec<serde_json::Value> {
-        let text = std::fs::read_to_string(self.paths().audit()).unwrap_or_default();
-        text.lines()
-            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
-            .collect()
+        audit_in(self.dir.path())
     }
 
     /// Shuts the relay down cleanly (GoAway, drain, close) and keeps its directory.
@@ -472,22 +471,27 @@ pub async fn connect(addr: SocketAddr) -> TcpStream {
     TcpStream::connect(addr).await.expect("connect to forward")
 }
 
-/// The programs, built by cargo for this test package. A macro, because
-/// cargo sets `CARGO_BIN_EXE_*` only when compiling the integration tests.
-#[macro_export]
-macro_rules! bins {
-    () => {
-        relay_client::local::Binaries {
-            server: std::path::PathBuf::from(env!("CARGO_BIN_EXE_test-relay-server")),
-            agent: std::path::PathBuf::from(env!("CARGO_BIN_EXE_test-relay-agent")),
-        }
-    };
+/// The audit events in the relay directory `dir` (of a running relay, a
+/// stopped one or a relay process), parsed; none if there is no log yet.
+///
+/// # Panics
+/// If a line is not JSON (the audit log is one JSON object per line).
+pub fn audit_in(dir: &Path) -> Vec<serde_json::Value> {
+    let file = Paths::from(dir).audit();
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{}: not a JSON line ({e}): {l}", file.display()))
+        })
+        .collect()
 }
 
-/// The `relay-client` program built for this test package.
-#[macro_export]
-macro_rules! client_bin {
-    () => {
-        std::path::PathBuf::from(env!("CARGO_BIN_EXE_test-relay-client"))
-    };
+/// `agent/target` as a client destination.
+///
+/// # Panics
+/// If `s` is not one (tests write them literally).
+pub fn dest(s: &str) -> Destination {
+    s.parse()
+        .unwrap_or_else(|e| panic!("destination {s:?}: {e}"))
 }

@@ -28,6 +28,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use relay_client::Client;
 use relay_net::credential::Credential;
 use relay_tests::chaos::ChaosProxy;
+use relay_tests::launch::{self, Process, Programs, RelayProcess};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -83,93 +84,27 @@ impl Args {
 // ---------------------------------------------------------------------------
 // A deployment of the real programs
 
-/// `relay-server run` as a child process, its directory and addresses.
-struct Relay {
-    dir: tempfile::TempDir,
-    bins: PathBuf,
-    addr: SocketAddr,
-    metrics: SocketAddr,
-    child: Child,
+/// `relay-server run --metrics 127.0.0.1:0` with [`POLICY`], as a child
+/// process (killed on drop).
+async fn start_relay(programs: &Programs) -> anyhow::Result<RelayProcess> {
+    RelayProcess::start(programs, POLICY, &["--metrics", "127.0.0.1:0"]).await
 }
 
-impl Relay {
-    async fn start(bins: &Path, extra: &[&str]) -> anyhow::Result<Relay> {
-        let dir = tempfile::tempdir()?;
-        let server = bins.join("relay-server");
-        let status = Command::new(&server)
-            .args(["init", "--name", "127.0.0.1", "--dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .status()
-            .await
-            .with_context(|| format!("run {}", server.display()))?;
-        anyhow::ensure!(status.success(), "relay-server init failed");
-        std::fs::write(dir.path().join("policy.toml"), POLICY)?;
-        let mut child = Command::new(&server)
-            .args(["run", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
-            .args(extra)
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdout = child.stdout.take().context("relay stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let (mut addr, mut metrics) = (None, None);
-        tokio::time::timeout(Duration::from_secs(20), async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(a) = line.strip_prefix("relay-server listening on ") {
-                    addr = Some(a.parse::<SocketAddr>()?);
-                }
-                if let Some(a) = line.strip_prefix("relay-server metrics on http://") {
-                    metrics = Some(a.trim_end_matches("/metrics").parse::<SocketAddr>()?);
-                }
-                if addr.is_some() && metrics.is_some() {
-                    return anyhow::Ok(());
-                }
-            }
-            bail!("relay-server exited before listening")
-        })
-        .await
-        .context("relay-server did not start in 20 s")??;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Relay {
-            dir,
-            bins: bins.to_owned(),
-            addr: addr.context("no address")?,
-            metrics: metrics.context("no metrics address")?,
-            child,
-        })
-    }
-
-    fn pid(&self) -> anyhow::Result<u32> {
-        self.child.id().context("relay-server exited")
-    }
-
-    /// `relay-server issue ROLE NAME --relay VIA`; returns the file.
-    async fn issue(&self, role: &str, name: &str, via: SocketAddr) -> anyhow::Result<PathBuf> {
-        let out = self.dir.path().join(format!("{role}-{name}.cred"));
-        let status = Command::new(self.bins.join("relay-server"))
-            .args(["issue", role, name, "--relay", &via.to_string(), "--dir"])
-            .arg(self.dir.path())
-            .arg("--out")
-            .arg(&out)
-            .stdout(Stdio::null())
-            .status()
-            .await?;
-        anyhow::ensure!(status.success(), "relay-server issue {role} {name} failed");
-        Ok(out)
-    }
-
-    async fn metrics(&self) -> anyhow::Result<String> {
-        scrape(self.metrics).await
-    }
+/// The relay's metrics, as text.
+async fn relay_metrics(relay: &RelayProcess) -> anyhow::Result<String> {
+    scrape(relay.metrics.context("relay started without --metrics")?).await
 }
 
-/// `relay-agent` as a child process, registered.
-async fn start_agent(bins: &Path, credential: &Path, args: &[String]) -> anyhow::Result<Child> {
-    relay_client::local::start_agent(&bins.join("relay-agent"), credential, args).await
+/// `relay-agent` as a child process (killed on drop), registered. Its log
+/// is drained and dropped: a soak runs for minutes.
+async fn start_agent(
+    programs: &Programs,
+    credential: &Path,
+    args: &[String],
+) -> anyhow::Result<Process> {
+    let mut agent = launch::agent(programs, credential, args).await?;
+    agent.forget_lines();
+    Ok(agent)
 }
 
 /// A free loopback TCP port (bound, then released for a child to bind).
@@ -312,20 +247,20 @@ struct Row {
 }
 
 async fn flood(args: &Args) -> anyhow::Result<()> {
-    let bins = args.path("bins")?;
+    let programs = Programs::in_dir(&args.path("bins")?);
     let samples: usize = args.num("samples", 3000)?;
     let idle: usize = args.num("idle", 500)?;
     let seconds: u64 = args.num("seconds", 8)?;
 
-    let relay = Relay::start(&bins, &[]).await?;
+    let relay = start_relay(&programs).await?;
     let echo = relay_tests::tcp_echo().await;
-    let agent_cred = relay.issue("agent", "edge", relay.addr).await?;
-    let _agent = start_agent(&bins, &agent_cred, &[format!("--expose=echo={echo}")]).await?;
-    let client_cred = relay.issue("client", "pinger", relay.addr).await?;
+    let agent_cred = relay.issue("agent", "edge").await?;
+    let _agent = start_agent(&programs, &agent_cred, &[format!("--expose=echo={echo}")]).await?;
+    let client_cred = relay.issue("client", "pinger").await?;
     let client = Arc::new(Client::new(Credential::load(&client_cred, None)?));
     let (fwd, _stop) = relay_tests::forward(client.clone(), "edge/echo").await;
-    let flooder = relay.issue("client", "flooder", relay.addr).await?;
-    let pid = relay.pid()?;
+    let flooder = relay.issue("client", "flooder").await?;
+    let pid = relay.process.pid()?;
 
     let mut rows = Vec::new();
     let mut record = |phase: &str, rtts: &[u64], note: String| -> anyhow::Result<()> {
@@ -360,11 +295,11 @@ async fn flood(args: &Args) -> anyhow::Result<()> {
     };
 
     // 1. Open/reset flood (Rapid Reset): as fast as one client can.
-    let before = relay.metrics().await?;
+    let before = relay_metrics(&relay).await?;
     let (child, _, summary) = spawn_worker("open-reset", &common(&[])).await?;
     let rtts = ping_pong(fwd, samples).await?;
     let sent = finish_worker(child, summary).await?;
-    let after = relay.metrics().await?;
+    let after = relay_metrics(&relay).await?;
     let limited = metric_sum(&after, "relay_limit_hits_total")
         - metric_sum(&before, "relay_limit_hits_total");
     let opened =
@@ -380,7 +315,7 @@ async fn flood(args: &Args) -> anyhow::Result<()> {
     let (child, ready, summary) =
         spawn_worker("idle", &common(&["--count".into(), idle.to_string()])).await?;
     let (rss_idle, _) = memory_kib(pid)?;
-    let conns = metric_sum(&relay.metrics().await?, "relay_connections");
+    let conns = metric_sum(&relay_metrics(&relay).await?, "relay_connections");
     let rtts = ping_pong(fwd, samples).await?;
     let per_conn = (rss_idle.saturating_sub(rss_before_idle)) as f64 / idle.max(1) as f64;
     record(
@@ -490,6 +425,7 @@ async fn worker(args: &Args) -> anyhow::Result<()> {
                 "{count} idle peers connected in {:.1} s",
                 started.elapsed().as_secs_f64()
             );
+            #[allow(clippy::disallowed_methods)] // the flood's length: idle until its deadline
             tokio::time::sleep_until(deadline.into()).await;
             drop(conns);
             endpoint.close(0u32.into(), b"done");
@@ -601,19 +537,19 @@ async fn client_process(
 }
 
 async fn soak(args: &Args) -> anyhow::Result<()> {
-    let bins = args.path("bins")?;
+    let programs = Programs::in_dir(&args.path("bins")?);
     let minutes: f64 = args.num("minutes", 10.0)?;
     let csv_path = args.path("csv")?;
     let total = Duration::from_secs_f64(minutes * 60.0);
     let loss: f64 = args.num("loss", 0.02)?;
 
-    let relay = Relay::start(&bins, &[]).await?;
+    let relay = start_relay(&programs).await?;
     let proxy = Arc::new(ChaosProxy::start(relay.addr, 0x50a4).await);
     let sink = relay_tests::hashing_sink().await;
-    let agent_cred = relay.issue("agent", "edge", proxy.addr).await?;
+    let agent_cred = relay.issue_via("agent", "edge", proxy.addr).await?;
     let agent_metrics = free_port()?;
     let agent = start_agent(
-        &bins,
+        &programs,
         &agent_cred,
         &[
             format!("--expose=sink={sink}"),
@@ -625,12 +561,12 @@ async fn soak(args: &Args) -> anyhow::Result<()> {
         ],
     )
     .await?;
-    let agent_pid = agent.id().context("relay-agent exited")?;
-    let relay_pid = relay.pid()?;
-    let client_cred = relay.issue("client", "soak", proxy.addr).await?;
+    let agent_pid = agent.pid()?;
+    let relay_pid = relay.process.pid()?;
+    let client_cred = relay.issue_via("client", "soak", proxy.addr).await?;
     let client = Arc::new(Client::new(Credential::load(&client_cred, None)?));
     let (fwd, stop_fwd) = relay_tests::forward(client.clone(), "edge/sink").await;
-    let client_bin = bins.join("relay-client");
+    let client_bin = programs.client.clone();
 
     let forwards = Arc::new(Tally::default());
     let connects = Arc::new(Tally::default());
@@ -708,12 +644,14 @@ async fn soak(args: &Args) -> anyhow::Result<()> {
             let start = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 let at = start + Duration::from_secs(minute * 60 + 30);
+                #[allow(clippy::disallowed_methods)] // the fault schedule: 30 s into each minute
                 tokio::time::sleep_until(at.into()).await;
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
                 let length = if minute % 3 == 1 { 5 } else { 2 };
                 proxy.partition(true);
+                #[allow(clippy::disallowed_methods)] // the fault itself: a partition this long
                 tokio::time::sleep(Duration::from_secs(length)).await;
                 proxy.partition(false);
                 partitions.push((minute * 60 + 30, length));
@@ -766,7 +704,7 @@ async fn soak(args: &Args) -> anyhow::Result<()> {
     while start.elapsed() < total {
         tick.tick().await;
         let s = sample()?;
-        let relay_streams = metric_sum(&relay.metrics().await?, "relay_streams_open");
+        let relay_streams = metric_sum(&relay_metrics(&relay).await?, "relay_streams_open");
         let agent_streams = match scrape(agent_metrics).await {
             Ok(text) => metric_sum(&text, "agent_streams_open"),
             Err(_) => f64::NAN,
@@ -793,16 +731,18 @@ async fn soak(args: &Args) -> anyhow::Result<()> {
     client.close().await;
     let drained = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            let text = relay.metrics().await?;
+            let text = relay_metrics(&relay).await?;
             if metric_sum(&text, "relay_streams_open") == 0.0 {
                 return anyhow::Ok(());
             }
+            // The relay is another process: its metrics endpoint can only be polled.
+            #[allow(clippy::disallowed_methods)]
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     })
     .await;
     let s = sample()?;
-    let relay_streams = metric_sum(&relay.metrics().await?, "relay_streams_open");
+    let relay_streams = metric_sum(&relay_metrics(&relay).await?, "relay_streams_open");
     let agent_streams = metric_sum(&scrape(agent_metrics).await?, "agent_streams_open");
     line(&mut csv, s, relay_streams, agent_streams);
     std::fs::write(&csv_path, &csv)?;

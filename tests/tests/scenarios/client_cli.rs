@@ -15,7 +15,7 @@ use tokio::process::Command;
 
 /// Runs `relay-client ARGS` to its end; returns its output.
 async fn client(args: &[&str]) -> anyhow::Result<Output> {
-    let mut cmd = Command::new(relay_tests::client_bin!());
+    let mut cmd = Command::new(relay_tests::programs!().client);
     cmd.args(args).kill_on_drop(true);
     Ok(guard("relay-client", cmd.output()).await?)
 }
@@ -200,7 +200,7 @@ fn lone_client() -> anyhow::Result<Lone> {
     std::fs::create_dir(&alone)?;
     std::fs::create_dir(&path_dir)?;
     let program = alone.join("relay-client");
-    std::fs::copy(relay_tests::client_bin!(), &program)?;
+    std::fs::copy(relay_tests::programs!().client, &program)?;
     Ok(Lone {
         _dir: dir,
         program,
@@ -240,7 +240,7 @@ async fn demo_alone_in_a_folder_says_where_it_looked() -> anyhow::Result<()> {
 #[tokio::test]
 async fn demo_finds_its_programs_on_path_and_prints_its_own() -> anyhow::Result<()> {
     let lone = lone_client()?;
-    let bins = relay_tests::bins!();
+    let bins = relay_tests::programs!();
     std::os::unix::fs::symlink(&bins.server, lone.path_dir.join("relay-server"))?;
     std::os::unix::fs::symlink(&bins.agent, lone.path_dir.join("relay-agent"))?;
     let mut cmd = demo_command(&lone.program, &lone.path_dir);

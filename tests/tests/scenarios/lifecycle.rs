@@ -4,18 +4,16 @@
 //! handle a signal (SIGTERM).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use proto::{ErrorCode, Role};
-use relay_client::{AgentTarget as Destination, OpenError};
-use relay_tests::{guard, read_n, tcp_echo, TestRelay, ALLOW_ALL};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use relay_client::OpenError;
+use relay_tests::launch::{self, Process, RelayProcess};
+use relay_tests::{audit_in, dest, guard, read_n, tcp_echo, TestRelay, ALLOW_ALL};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
 
 /// A payload that is not all one byte, so a reordering or a loss shows.
 fn pattern(len: usize) -> Vec<u8> {
@@ -75,44 +73,20 @@ async fn assert_fails_without_echo(fwd: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends SIGTERM to a child process (`unsafe` is forbidden, so no libc::kill).
-fn sigterm(child: &Child) -> anyhow::Result<()> {
-    let pid = child.id().context("child already reaped")?;
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .context("run kill")?;
-    anyhow::ensure!(status.success(), "kill -TERM {pid} failed: {status}");
-    Ok(())
-}
-
 /// SIGTERM, then the exit status, which must be success.
-async fn terminate_cleanly(what: &str, mut child: Child) -> anyhow::Result<()> {
-    sigterm(&child)?;
-    let status = guard(what, child.wait()).await.context("wait for child")?;
+async fn terminate_cleanly(what: &str, process: Process) -> anyhow::Result<()> {
+    let status = process.terminate().await.context(what.to_owned())?;
     anyhow::ensure!(status.success(), "{what}: exit status {status}");
     Ok(())
 }
 
-fn dest(s: &str) -> anyhow::Result<Destination> {
-    s.parse().map_err(anyhow::Error::msg)
-}
-
 /// The refusal of an open that must be refused.
 async fn refusal(client: &relay_client::Client, to: &str) -> anyhow::Result<proto::Refused> {
-    match guard("open", client.open(&dest(to)?)).await {
+    match guard("open", client.open(&dest(to))).await {
         Err(OpenError::Refused(r)) => Ok(r),
         Err(e) => anyhow::bail!("open {to}: expected a refusal, got error {e}"),
         Ok(_) => anyhow::bail!("open {to}: expected a refusal, it was accepted"),
     }
-}
-
-/// The audit log of a relay directory, parsed.
-fn audit_in(dir: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
-    let text = std::fs::read_to_string(dir.join("audit.jsonl")).context("audit log")?;
-    text.lines()
-        .map(|l| serde_json::from_str(l).context("audit line is JSON"))
-        .collect()
 }
 
 fn events<'a>(
@@ -134,20 +108,20 @@ fn agent_args(echo: SocketAddr, extra: &[&str]) -> Vec<String> {
 #[tokio::test]
 async fn agent_killed_and_restarted_same_forward_works_again() -> anyhow::Result<()> {
     relay_tests::trace_init();
-    let bins = relay_tests::bins!();
+    let programs = relay_tests::programs!();
     let echo = tcp_echo().await;
     let relay = TestRelay::start(ALLOW_ALL).await;
     let cred = relay.issue(Role::Agent, "edge");
     let args = agent_args(echo, &["--idle-timeout=1s"]);
-    let mut agent = relay_client::local::start_agent(&bins.agent, &cred, &args).await?;
+    let mut agent = launch::agent(&programs, &cred, &args).await?;
     relay.wait_instances("edge", 1).await;
     let client = Arc::new(relay.client("ci"));
     let (fwd, stop_fwd) = relay_tests::forward(client.clone(), "edge/echo").await;
     echo_through(fwd, &pattern(32 * 1024)).await?;
 
     // SIGKILL: no QUIC close; the relay must notice through the idle timeout.
-    agent.start_kill()?;
-    let status = guard("killed agent exit", agent.wait()).await?;
+    agent.kill()?;
+    let status = agent.wait().await?;
     assert!(!status.success(), "a killed agent cannot exit cleanly");
     relay.wait_instances("edge", 0).await;
 
@@ -164,7 +138,7 @@ async fn agent_killed_and_restarted_same_forward_works_again() -> anyhow::Result
     assert_eq!(offline, 2, "one audited AGENT_OFFLINE refusal per open");
 
     // Same program, same arguments: the same forward and client work again.
-    let agent = relay_client::local::start_agent(&bins.agent, &cred, &args).await?;
+    let agent = launch::agent(&programs, &cred, &args).await?;
     relay.wait_instances("edge", 1).await;
     echo_through(fwd, &pattern(32 * 1024 + 7)).await?;
 
@@ -195,7 +169,7 @@ async fn relay_restarted_agent_reregisters_by_itself() -> anyhow::Result<()> {
 
     let addr = relay.addr;
     let dir = relay.stop().await;
-    let audit = audit_in(dir.path())?;
+    let audit = audit_in(dir.path());
     assert!(
         events(&audit, "unregister", "agent/edge").any(|e| e["reason"] == "relay shutting down"),
         "the clean shutdown did not GoAway the agent: {audit:?}"
@@ -223,12 +197,11 @@ async fn relay_restarted_agent_reregisters_by_itself() -> anyhow::Result<()> {
 #[tokio::test]
 async fn relay_restarted_agent_process_reregisters_by_itself() -> anyhow::Result<()> {
     relay_tests::trace_init();
-    let bins = relay_tests::bins!();
+    let programs = relay_tests::programs!();
     let echo = tcp_echo().await;
     let relay = TestRelay::start(ALLOW_ALL).await;
     let cred = relay.issue(Role::Agent, "edge");
-    let agent =
-        relay_client::local::start_agent(&bins.agent, &cred, &agent_args(echo, &[])).await?;
+    let agent = launch::agent(&programs, &cred, &agent_args(echo, &[])).await?;
     relay.wait_instances("edge", 1).await;
 
     let addr = relay.addr;
@@ -249,61 +222,14 @@ async fn relay_restarted_agent_process_reregisters_by_itself() -> anyhow::Result
     Ok(())
 }
 
-/// `relay-agent` as a child process whose log lines the test reads (the
-/// harness's `start_agent` keeps them to itself).
-struct AgentProcess {
-    child: Child,
-    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
-}
-
-impl AgentProcess {
-    fn spawn(bin: &Path, credential: &Path, args: &[String]) -> anyhow::Result<AgentProcess> {
-        let mut child = Command::new(bin)
-            .arg("--credential")
-            .arg(credential)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("spawn relay-agent")?;
-        let stderr = child.stderr.take().context("relay-agent stderr")?;
-        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut stderr = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = stderr.next_line().await {
-                if verbose() {
-                    eprintln!("[agent] {line}");
-                }
-                let _ = tx.send(line);
-            }
-        });
-        Ok(AgentProcess { child, lines })
-    }
-
-    /// The next log line that contains one of `any`.
-    async fn line_with(&mut self, any: &[&str]) -> anyhow::Result<String> {
-        guard("relay-agent log line", async {
-            while let Some(line) = self.lines.recv().await {
-                if any.iter().any(|s| line.contains(s)) {
-                    return Ok(line);
-                }
-            }
-            anyhow::bail!("relay-agent exited before logging any of {any:?}")
-        })
-        .await
-    }
-}
-
 #[tokio::test]
 async fn relay_shutdown_sends_goaway_to_agents() -> anyhow::Result<()> {
     relay_tests::trace_init();
-    let bins = relay_tests::bins!();
+    let programs = relay_tests::programs!();
     let echo = tcp_echo().await;
     let relay = TestRelay::start(ALLOW_ALL).await;
     let cred = relay.issue(Role::Agent, "edge");
-    let mut agent = AgentProcess::spawn(&bins.agent, &cred, &agent_args(echo, &[]))?;
-    agent.line_with(&["registered with relay"]).await?;
+    let mut agent = launch::agent(&programs, &cred, &agent_args(echo, &[])).await?;
     relay.wait_instances("edge", 1).await;
 
     let addr = relay.addr;
@@ -314,7 +240,7 @@ async fn relay_shutdown_sends_goaway_to_agents() -> anyhow::Result<()> {
         .await?;
     let relay2 = TestRelay::run_in(dir, addr, |_| {}).await;
     relay2.wait_instances("edge", 1).await;
-    terminate_cleanly("relay-agent after SIGTERM", agent.child).await?;
+    terminate_cleanly("relay-agent after SIGTERM", agent).await?;
     relay2.shutdown().await;
     assert!(
         line.contains("relay is going away"),
@@ -326,7 +252,7 @@ async fn relay_shutdown_sends_goaway_to_agents() -> anyhow::Result<()> {
 #[tokio::test]
 async fn sigterm_while_dialling_exits_promptly() -> anyhow::Result<()> {
     relay_tests::trace_init();
-    let bins = relay_tests::bins!();
+    let programs = relay_tests::programs!();
     let echo = tcp_echo().await;
     let relay = TestRelay::start(ALLOW_ALL).await;
     // A "relay" that never answers: a loopback UDP socket nobody serves.
@@ -342,16 +268,16 @@ async fn sigterm_while_dialling_exits_promptly() -> anyhow::Result<()> {
     .run()?;
     let cred = relay.dir.path().join("agent-edge-unanswered.cred");
     credential.save(&cred)?;
-    let mut agent = AgentProcess::spawn(&bins.agent, &cred, &agent_args(echo, &[]))?;
+    let mut agent = launch::spawn_agent(&programs, &cred, &agent_args(echo, &[]))?;
     // Two Initial packets: the dial is under way (and, a retransmission
     // later, the signal handler is surely installed).
     let mut buf = [0u8; 2048];
     for _ in 0..2 {
         guard("agent's Initial packet", hole.recv_from(&mut buf)).await?;
     }
-    sigterm(&agent.child)?;
+    agent.sigterm()?;
     // Far below the 10 s handshake deadline the dial would otherwise run out.
-    let exited = tokio::time::timeout(Duration::from_secs(5), agent.child.wait()).await;
+    let exited = tokio::time::timeout(Duration::from_secs(5), agent.wait()).await;
     relay.shutdown().await;
     let status = exited
         .context("relay-agent still dialling 5 s after SIGTERM")?
@@ -375,7 +301,7 @@ async fn revoking_a_live_client_closes_it_and_refuses_new_streams() -> anyhow::R
     echo_check(&mut live_alice, b"alice before").await?;
     let mut live_bob = relay_tests::connect(fwd_bob).await;
     echo_check(&mut live_bob, b"bob before").await?;
-    let mut open_stream = alice.open(&dest("edge/echo")?).await?;
+    let mut open_stream = alice.open(&dest("edge/echo")).await?;
 
     relay.revoke(Role::Client, "alice").await;
 
@@ -398,7 +324,7 @@ async fn revoking_a_live_client_closes_it_and_refuses_new_streams() -> anyhow::R
         "revoked connection still delivers: {read:?}"
     );
     // And she cannot open anything, with a message that says why.
-    let err = match guard("open after revocation", alice.open(&dest("edge/echo")?)).await {
+    let err = match guard("open after revocation", alice.open(&dest("edge/echo"))).await {
         Ok(_) => panic!("a revoked client opened a stream"),
         Err(e) => e,
     };
@@ -500,91 +426,15 @@ async fn policy_reload_applies_without_restart() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `relay-server init` + `run --listen 127.0.0.1:0` as a child process
-/// whose pid we know (`LocalRelay` keeps its child private).
-struct ServerProcess {
-    dir: tempfile::TempDir,
-    addr: SocketAddr,
-    child: Child,
-}
-
-impl ServerProcess {
-    async fn start(bin: &Path, policy: &str) -> anyhow::Result<ServerProcess> {
-        let dir = tempfile::tempdir()?;
-        let status = Command::new(bin)
-            .args(["init", "--name", "127.0.0.1", "--dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .status()
-            .await
-            .context("run relay-server init")?;
-        anyhow::ensure!(status.success(), "relay-server init: {status}");
-        relay_net::fsutil::write_public(&dir.path().join("policy.toml"), policy.as_bytes())?;
-        let mut child = Command::new(bin)
-            .args(["run", "--listen", "127.0.0.1:0", "--dir"])
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(child_stderr())
-            .kill_on_drop(true)
-            .spawn()
-            .context("spawn relay-server run")?;
-        let stdout = child.stdout.take().context("relay-server stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = guard("relay-server listening line", async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(addr) = line.strip_prefix("relay-server listening on ") {
-                    return Ok(addr.parse::<SocketAddr>()?);
-                }
-            }
-            anyhow::bail!("relay-server exited before listening")
-        })
-        .await?;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(ServerProcess { dir, addr, child })
-    }
-
-    async fn issue(&self, bin: &Path, role: &str, name: &str) -> anyhow::Result<PathBuf> {
-        let out = self.dir.path().join(format!("{role}-{name}.cred"));
-        let status = Command::new(bin)
-            .args(["issue", role, name, "--relay", &self.addr.to_string()])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .arg("--out")
-            .arg(&out)
-            .stdout(Stdio::null())
-            .status()
-            .await
-            .context("run relay-server issue")?;
-        anyhow::ensure!(
-            status.success(),
-            "relay-server issue {role} {name}: {status}"
-        );
-        Ok(out)
-    }
-}
-
-fn verbose() -> bool {
-    std::env::var_os("RUST_LOG").is_some()
-}
-
-fn child_stderr() -> Stdio {
-    if verbose() {
-        Stdio::inherit()
-    } else {
-        Stdio::null()
-    }
-}
-
 #[tokio::test]
 async fn sigterm_shuts_programs_down_cleanly() -> anyhow::Result<()> {
     relay_tests::trace_init();
-    let bins = relay_tests::bins!();
+    let programs = relay_tests::programs!();
     let echo = tcp_echo().await;
-    let server = ServerProcess::start(&bins.server, ALLOW_ALL).await?;
-    let agent_cred = server.issue(&bins.server, "agent", "edge").await?;
-    let client_cred = server.issue(&bins.server, "client", "ci").await?;
-    let agent =
-        relay_client::local::start_agent(&bins.agent, &agent_cred, &agent_args(echo, &[])).await?;
+    let server = RelayProcess::start(&programs, ALLOW_ALL, &[]).await?;
+    let agent_cred = server.issue("agent", "edge").await?;
+    let client_cred = server.issue("client", "ci").await?;
+    let agent = launch::agent(&programs, &agent_cred, &agent_args(echo, &[])).await?;
 
     // Everything works end to end before the signals.
     let loaded = relay_net::credential::Credential::load(&client_cred, None)?;
@@ -595,11 +445,14 @@ async fn sigterm_shuts_programs_down_cleanly() -> anyhow::Result<()> {
     client.close().await;
 
     terminate_cleanly("relay-agent after SIGTERM", agent).await?;
-    let ServerProcess { dir, child, .. } = server;
-    terminate_cleanly("relay-server after SIGTERM", child).await?;
+    let (status, dir) = server.terminate().await?;
+    anyhow::ensure!(
+        status.success(),
+        "relay-server after SIGTERM: exit status {status}"
+    );
 
     // The relay saw the agent come and go.
-    let audit = audit_in(dir.path())?;
+    let audit = audit_in(dir.path());
     assert!(
         events(&audit, "register", "agent/edge").next().is_some(),
         "{audit:?}"
@@ -618,35 +471,7 @@ async fn forward_binary_end_to_end() -> anyhow::Result<()> {
     let relay = TestRelay::start(ALLOW_ALL).await;
     let agent = relay.agent("edge", &[("echo", echo)]).await;
     let cred = relay.issue(Role::Client, "ci");
-    let mut child = Command::new(relay_tests::client_bin!())
-        .arg("--credential")
-        .arg(&cred)
-        .args(["forward", "127.0.0.1:0", "edge/echo"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stderr = child.stderr.take().context("relay-client stderr")?;
-    let mut lines = BufReader::new(stderr).lines();
-    let fwd = guard("relay-client forwarding line", async {
-        while let Some(line) = lines.next_line().await? {
-            if let Some(rest) = line.strip_prefix("forwarding ") {
-                let (local, to) = rest.split_once(" -> ").context("LOCAL -> DEST")?;
-                anyhow::ensure!(to == "edge/echo", "wrong destination: {line}");
-                return Ok(local.parse::<SocketAddr>()?);
-            }
-        }
-        anyhow::bail!("relay-client exited before forwarding")
-    })
-    .await?;
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if verbose() {
-                eprintln!("[relay-client] {line}");
-            }
-        }
-    });
+    let (child, fwd) = launch::forward(&relay_tests::programs!(), &cred, "edge/echo").await?;
     assert!(fwd.ip().is_loopback(), "forward not on loopback: {fwd}");
     assert_ne!(fwd.port(), 0, "forward port not reported");
 
@@ -663,11 +488,11 @@ async fn forward_binary_end_to_end() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_misspelt_runtime_stops_the_program_with_the_choices() -> anyhow::Result<()> {
-    let bins = relay_tests::bins!();
+    let programs = relay_tests::programs!();
     let dir = tempfile::tempdir()?;
     let out = guard(
         "relay-server with RELAY_RUNTIME=muti",
-        tokio::process::Command::new(&bins.server)
+        tokio::process::Command::new(&programs.server)
             .args(["run", "--listen", "127.0.0.1:0", "--dir"])
             .arg(dir.path())
             .env("RELAY_RUNTIME", "muti")

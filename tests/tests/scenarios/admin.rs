@@ -16,7 +16,7 @@ use tokio::process::Command;
 
 /// Runs `relay-server ARGS --dir DIR`; returns its output whatever the status.
 async fn server(dir: &Path, args: &[&str]) -> anyhow::Result<Output> {
-    let bins = relay_tests::bins!();
+    let bins = relay_tests::programs!();
     let out = guard(
         "relay-server command",
         Command::new(&bins.server)
@@ -222,7 +222,7 @@ async fn a_broken_policy_at_start_is_reported_once() -> anyhow::Result<()> {
 /// top-level help documents RUST_LOG.
 #[tokio::test]
 async fn every_subcommand_has_a_headline_and_examples() -> anyhow::Result<()> {
-    let bins = relay_tests::bins!();
+    let bins = relay_tests::programs!();
     let help = |args: Vec<&'static str>| {
         let bin = bins.server.clone();
         async move {

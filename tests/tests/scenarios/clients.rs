@@ -14,7 +14,7 @@ use std::process::{Output, Stdio};
 use std::sync::Arc;
 
 use proto::Role;
-use relay_tests::{guard, TestRelay};
+use relay_tests::{guard, launch, TestRelay};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Whether `program` is on `PATH` (or is an existing absolute path).
@@ -206,7 +206,7 @@ async fn kubectl_through_with_verifies_the_api_name() -> anyhow::Result<()> {
     .await;
     let agent = relay.agent("aks-prod", &[("kube-api", api.addr)]).await;
     let cred = relay.issue(Role::Client, "ci");
-    let client = relay_tests::client_bin!();
+    let client = relay_tests::programs!().client;
     let cred_s = cred.to_string_lossy().into_owned();
     let with = |cmd: &'static [&'static str]| {
         let mut args = vec![
@@ -282,7 +282,7 @@ async fn with_fails_before_the_command_when_the_target_is_out_of_reach() -> anyh
         .await;
     let cred = relay.issue(Role::Client, "ci");
     let cred = cred.to_string_lossy();
-    let client = relay_tests::client_bin!();
+    let client = relay_tests::programs!().client;
     let with = |dest| {
         [
             "--credential",
@@ -318,39 +318,6 @@ async fn with_fails_before_the_command_when_the_target_is_out_of_reach() -> anyh
     Ok(())
 }
 
-/// Starts `relay-client socks 127.0.0.1:0 AGENT`; returns the process and
-/// its address (from its "socks5 proxy on ADDR" line).
-async fn socks_process(
-    cred: &Path,
-    agent: &str,
-) -> anyhow::Result<(tokio::process::Child, SocketAddr)> {
-    let mut child = tokio::process::Command::new(relay_tests::client_bin!())
-        .arg("--credential")
-        .arg(cred)
-        .args(["socks", "127.0.0.1:0", agent])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("stderr"))?;
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = guard("socks proxy start", async {
-        while let Some(line) = lines.next_line().await? {
-            if let Some(rest) = line.strip_prefix("socks5 proxy on ") {
-                let addr = rest.split_whitespace().next().unwrap_or("");
-                return Ok(addr.parse::<SocketAddr>()?);
-            }
-        }
-        anyhow::bail!("relay-client socks exited before listening")
-    })
-    .await?;
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((child, addr))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_and_curl_through_socks_with_names_resolved_by_the_agent() -> anyhow::Result<()> {
     relay_tests::trace_init();
@@ -379,7 +346,7 @@ async fn kubectl_and_curl_through_socks_with_names_resolved_by_the_agent() -> an
         })
         .await;
     let cred = relay.issue(Role::Client, "alice");
-    let (mut proxy, addr) = socks_process(&cred, "aks-prod").await?;
+    let (mut proxy, addr) = launch::socks(&relay_tests::programs!(), &cred, "aks-prod").await?;
     let addr_s = addr.to_string();
 
     if have_curl {
@@ -413,7 +380,7 @@ async fn kubectl_and_curl_through_socks_with_names_resolved_by_the_agent() -> an
         let out_s = out_file.to_string_lossy().into_owned();
         let made = run(
             tmp.path(),
-            &relay_tests::client_bin!(),
+            &relay_tests::programs!().client,
             &[
                 "--credential",
                 &cred_s,
@@ -453,14 +420,16 @@ async fn kubectl_and_curl_through_socks_with_names_resolved_by_the_agent() -> an
         assert_kube_version(&raw, &version)?;
     }
 
-    let _ = proxy.start_kill();
+    let _ = proxy.kill();
     let _ = proxy.wait().await;
     agent.shutdown().await;
     let dir = relay.stop().await;
-    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl"))?;
+    let audit = relay_tests::audit_in(dir.path());
     assert!(
-        audit.contains(&format!("\"destination\":\"{API_NAME}:{port}\"")),
-        "{audit}"
+        audit
+            .iter()
+            .any(|e| e["destination"] == format!("{API_NAME}:{port}")),
+        "{audit:?}"
     );
     Ok(())
 }
@@ -549,7 +518,7 @@ async fn openssh_through_connect_as_proxy_command() -> anyhow::Result<()> {
         .to_owned();
     let proxy = format!(
         "ProxyCommand={} --credential {} connect edge/ssh",
-        relay_tests::client_bin!().display(),
+        relay_tests::programs!().client.display(),
         cred.display()
     );
     let key = dir.join("user_key").to_string_lossy().into_owned();

@@ -15,7 +15,7 @@ use tokio::process::Command;
 
 /// Runs `relay-agent` with `credential` until it exits on its own.
 async fn run_agent_to_exit(credential: &Path) -> anyhow::Result<Output> {
-    let bins = relay_tests::bins!();
+    let bins = relay_tests::programs!();
     let run = Command::new(&bins.agent)
         .arg("--credential")
         .arg(credential)
@@ -139,7 +139,7 @@ async fn a_streams_log_lines_name_caller_agent_target_and_stream() -> anyhow::Re
     let closed = closed_port().await;
     let relay = TestRelay::start(ALLOW_ALL).await;
     let credential = relay.issue(Role::Agent, "edge");
-    let bins = relay_tests::bins!();
+    let bins = relay_tests::programs!();
     let mut agent = Command::new(&bins.agent)
         .arg("--credential")
         .arg(&credential)

@@ -176,7 +176,7 @@ async fn bench_target_rejects_a_bad_header() -> anyhow::Result<()> {
         .agent_with("edge", &[], |c| c.allowlist.add_bench().unwrap())
         .await;
     let client = relay.client("ci");
-    let dest: relay_tests::Destination = "edge/bench".parse().unwrap();
+    let dest = relay_tests::dest("edge/bench");
     let (mut send, recv) = client.open_raw(dest.open()).await?;
     // Mode 7 does not exist: the agent resets the stream (protocol
     // violation). The reset may overtake `Accepted`, so the relay may
@@ -215,8 +215,8 @@ async fn bench_target_rejects_a_bad_header() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn bench_local_binary_prints_json() -> anyhow::Result<()> {
-    let bins = relay_tests::bins!();
-    let mut cmd = tokio::process::Command::new(relay_tests::client_bin!());
+    let programs = relay_tests::programs!();
+    let mut cmd = tokio::process::Command::new(&programs.client);
     cmd.args([
         "bench",
         "--local",
@@ -232,8 +232,8 @@ async fn bench_local_binary_prints_json() -> anyhow::Result<()> {
         "--opens",
         "10000",
     ])
-    .env("RELAY_SERVER_BIN", &bins.server)
-    .env("RELAY_AGENT_BIN", &bins.agent)
+    .env("RELAY_SERVER_BIN", &programs.server)
+    .env("RELAY_AGENT_BIN", &programs.agent)
     .env_remove("RUST_LOG")
     .kill_on_drop(true);
     let out = guard("relay-client bench --local", cmd.output()).await?;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use proto::socks5::{Greeting, Reply, ReplyCode, Request, NO_AUTH};
 use proto::{Destination, Host};
-use relay_tests::{closed_port, guard, tcp_echo, TestRelay};
+use relay_tests::{audit_in, closed_port, guard, tcp_echo, TestRelay};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -138,7 +138,7 @@ async fn socks_connects_to_allowed_destinations_by_address_and_by_name() -> anyh
     stop.cancel();
     agent.shutdown().await;
     let dir = relay.stop().await;
-    let events = audit_of(dir.path());
+    let events = audit_in(dir.path());
     let open = events
         .iter()
         .find(|e| e["event"] == "open" && e["kind"] == "socks")
@@ -150,13 +150,6 @@ async fn socks_connects_to_allowed_destinations_by_address_and_by_name() -> anyh
         .iter()
         .any(|e| e["event"] == "open" && e["destination"] == format!("localhost:{}", echo.port())));
     Ok(())
-}
-
-fn audit_of(dir: &std::path::Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,7 +202,7 @@ async fn socks_refusals_give_socks_codes_and_audit_events() -> anyhow::Result<()
     agent.shutdown().await;
     plain.shutdown().await;
     let dir = relay.stop().await;
-    let events = audit_of(dir.path());
+    let events = audit_in(dir.path());
     let e = refusal(&events, &format!("127.0.0.1:{}", p + 1));
     assert_eq!(e["code"], "TARGET_NOT_EXPOSED");
     assert!(
@@ -272,7 +265,8 @@ fn metadata_and_private_ranges_are_refused_in_a_private_netns() {
     let status = std::process::Command::new("unshare")
         .args(["-rn", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
         .arg(exe)
-        .args(["--exact", "netns_body", "--ignored", "--nocapture"])
+        .args(["--exact", &crate::inner_test(module_path!(), "netns_body")])
+        .args(["--ignored", "--nocapture"])
         .env(INSIDE, "1")
         .status()
         .expect("run unshare");
@@ -314,7 +308,7 @@ async fn netns_body() -> anyhow::Result<()> {
     stop.cancel();
     agent.shutdown().await;
     let dir = relay.stop().await;
-    let events = audit_of(dir.path());
+    let events = audit_in(dir.path());
     let e = refusal(&events, "169.254.169.254:80");
     assert_eq!(e["code"], "TARGET_NOT_EXPOSED");
     assert!(

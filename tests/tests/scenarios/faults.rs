@@ -5,24 +5,18 @@
 //! process, so everything stays on loopback. The same loss and partition,
 //! made by nftables in a private network namespace, are in `netns.rs`.
 
-// Helpers panic with a message: in a test that is a failure, as intended.
-#![allow(clippy::expect_used)]
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use proto::Role;
 use rand::{RngCore, SeedableRng};
-use relay_client::{AgentTarget as Destination, Client};
+use relay_client::Client;
 use relay_tests::chaos::ChaosProxy;
-use relay_tests::{credential_via, guard, hashing_sink, tcp_echo, TestRelay, ALLOW_ALL};
+use relay_tests::launch;
+use relay_tests::{credential_via, dest, guard, hashing_sink, tcp_echo, TestRelay, ALLOW_ALL};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-fn dest(s: &str) -> Destination {
-    s.parse().expect("destination")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loss_and_a_partition_during_64_mib_end_byte_exact() -> anyhow::Result<()> {
@@ -189,14 +183,14 @@ async fn relay_restart_mid_transfer_is_an_error_not_a_truncation() -> anyhow::Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_killed_mid_transfer_is_an_error_not_a_truncation() -> anyhow::Result<()> {
     relay_tests::trace_init();
-    let bins = relay_tests::bins!();
+    let programs = relay_tests::programs!();
     let sink = hashing_sink().await;
     let relay = TestRelay::start(ALLOW_ALL).await;
     let cred = relay.issue(Role::Agent, "edge");
     // A real process, so SIGKILL leaves no QUIC close behind: the relay
     // learns of the death from the idle timeout only.
     let args = vec![format!("--expose=sink={sink}"), "--idle-timeout=1s".into()];
-    let mut agent = relay_client::local::start_agent(&bins.agent, &cred, &args).await?;
+    let mut agent = launch::agent(&programs, &cred, &args).await?;
     relay.wait_instances("edge", 1).await;
     let client = Arc::new(relay.client("ci"));
     let (fwd, stop_fwd) = relay_tests::forward(client.clone(), "edge/sink").await;
@@ -210,7 +204,7 @@ async fn agent_killed_mid_transfer_is_an_error_not_a_truncation() -> anyhow::Res
         for (i, chunk) in data.chunks(1 << 20).enumerate() {
             if i == 8 {
                 // 8 MiB in: the agent dies without a word.
-                agent.start_kill()?;
+                agent.kill()?;
             }
             if let Err(e) = w.write_all(chunk).await {
                 return anyhow::Ok(Some(e));
@@ -240,12 +234,12 @@ async fn agent_killed_mid_transfer_is_an_error_not_a_truncation() -> anyhow::Res
     );
     assert!(sent < data.len(), "all 64 MiB went into a dead agent");
     drop(tcp);
-    let status = guard("killed agent exit", agent.wait()).await?;
+    let status = agent.wait().await?;
     assert!(!status.success(), "a killed agent cannot exit cleanly");
     relay.wait_instances("edge", 0).await;
 
     // The same program restarted: the same forward is byte-exact again.
-    let _agent = relay_client::local::start_agent(&bins.agent, &cred, &args).await?;
+    let _agent = launch::agent(&programs, &cred, &args).await?;
     relay.wait_instances("edge", 1).await;
     let mut tcp = TcpStream::connect(fwd).await?;
     let (mut r, mut w) = tcp.split();

@@ -7,7 +7,7 @@ use std::process::{ExitStatus, Stdio};
 
 use proto::{ErrorCode, Refused, Role, StreamKind};
 use relay_client::OpenError;
-use relay_tests::{allow_sessions, guard, TestRelay, ALLOW_ALL, ALLOW_SESSIONS};
+use relay_tests::{allow_sessions, audit_in, guard, TestRelay, ALLOW_ALL, ALLOW_SESSIONS};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -20,7 +20,7 @@ struct Ran {
 
 /// A `relay-client` command with a credential, its output piped.
 fn client_command(credential: &Path, args: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(relay_tests::client_bin!());
+    let mut cmd = tokio::process::Command::new(relay_tests::programs!().client);
     cmd.arg("--credential")
         .arg(credential)
         .args(args)
@@ -101,7 +101,7 @@ async fn run_is_byte_exact_with_large_stdin_and_stdout() -> anyhow::Result<()> {
     assert!(ran.stderr.is_empty(), "{}", ran.stderr);
     agent.shutdown().await;
     let dir = relay.stop().await;
-    let events = audit_of(dir.path())?;
+    let events = audit_in(dir.path());
     let close = events
         .iter()
         .find(|e| e["event"] == "close" && e["kind"] == "exec")
@@ -316,7 +316,7 @@ async fn sessions_are_refused_unless_both_sides_allow_them() -> anyhow::Result<(
     assert!(ran.status.success(), "{}", ran.stderr);
     agent.shutdown().await;
     let dir = relay.stop().await;
-    let events = audit_of(dir.path())?;
+    let events = audit_in(dir.path());
     assert!(
         events.iter().any(|e| e["event"] == "refused"
             && e["kind"] == "exec"
@@ -326,14 +326,6 @@ async fn sessions_are_refused_unless_both_sides_allow_them() -> anyhow::Result<(
         "{events:?}"
     );
     Ok(())
-}
-
-/// The relay's audit events in `dir`.
-fn audit_of(dir: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
-    let text = std::fs::read_to_string(dir.join("audit.jsonl"))?;
-    text.lines()
-        .map(|l| serde_json::from_str(l).map_err(Into::into))
-        .collect()
 }
 
 // ---- interactive: the real `relay-client shell` on a PTY made by the test ----
@@ -363,7 +355,7 @@ impl Term {
     ) -> anyhow::Result<(Term, tokio::process::Child)> {
         let (pty, pts) = pty_process::open()?;
         pty.resize(pty_process::Size::new(24, 80))?;
-        let mut cmd = tokio::process::Command::new(relay_tests::client_bin!());
+        let mut cmd = tokio::process::Command::new(relay_tests::programs!().client);
         cmd.arg("--credential")
             .arg(credential)
             .args(["shell", agent])

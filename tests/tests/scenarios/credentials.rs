@@ -6,11 +6,11 @@ use std::process::Stdio;
 
 use anyhow::Context;
 use proto::{Name, Role};
-use relay_client::{AgentTarget as Destination, Client, OpenError};
+use relay_client::{Client, OpenError};
 use relay_net::credential::{Credential, CredentialError};
 use relay_server::cmd::issue::Issue;
 use relay_server::cmd::revoke::{revoke, Target};
-use relay_tests::{guard, read_n, tcp_echo, TestRelay, ALLOW_ALL};
+use relay_tests::{dest, guard, launch, read_n, tcp_echo, TestRelay, ALLOW_ALL};
 use tokio::process::Command;
 
 async fn run_ok(cmd: &mut Command) -> anyhow::Result<std::process::Output> {
@@ -26,7 +26,7 @@ async fn run_ok(cmd: &mut Command) -> anyhow::Result<std::process::Output> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keygen_csr_issue_and_run_keep_the_key_on_its_host() -> anyhow::Result<()> {
     relay_tests::trace_init();
-    let bins = relay_tests::bins!();
+    let programs = relay_tests::programs!();
     let echo = tcp_echo().await;
     let relay = TestRelay::start(ALLOW_ALL).await;
     let host = tempfile::tempdir()?;
@@ -36,7 +36,7 @@ async fn keygen_csr_issue_and_run_keep_the_key_on_its_host() -> anyhow::Result<(
 
     // On the agent host: a key (0600) and a CSR on stdout.
     let out = run_ok(
-        Command::new(&bins.agent)
+        Command::new(&programs.agent)
             .arg("keygen")
             .arg("--out")
             .arg(&key),
@@ -49,7 +49,7 @@ async fn keygen_csr_issue_and_run_keep_the_key_on_its_host() -> anyhow::Result<(
 
     // On the admin machine: sign the CSR.
     run_ok(
-        Command::new(&bins.server)
+        Command::new(&programs.server)
             .args([
                 "issue",
                 "agent",
@@ -82,16 +82,15 @@ async fn keygen_csr_issue_and_run_keep_the_key_on_its_host() -> anyhow::Result<(
         format!("--key={}", key.display()),
         format!("--expose=echo={echo}"),
     ];
-    let mut agent = relay_client::local::start_agent(&bins.agent, &cred, &args).await?;
+    let mut agent = launch::agent(&programs, &cred, &args).await?;
     let client = relay.client("ci");
-    let dest: Destination = "edge/echo".parse().map_err(anyhow::Error::msg)?;
-    let mut opened = client.open(&dest).await?;
+    let mut opened = client.open(&dest("edge/echo")).await?;
     opened.send.write_all(b"signed from a csr").await?;
     opened.send.finish()?;
     let echoed = guard("echo", read_n(&mut opened.recv, 17)).await?;
     assert_eq!(echoed, b"signed from a csr");
 
-    agent.start_kill()?;
+    agent.kill()?;
     agent.wait().await?;
     client.close().await;
     relay.shutdown().await;
@@ -134,7 +133,7 @@ async fn revoking_one_serial_leaves_other_certificates_of_the_name() -> anyhow::
     assert!(revoke(&relay.paths(), Target::Serial(pasted))?);
     guard("revocation reload", reloads.changed()).await?;
 
-    let dest: Destination = "edge/echo".parse().map_err(anyhow::Error::msg)?;
+    let dest = dest("edge/echo");
     let revoked = Client::new(Credential::load(&laptop, None)?);
     let err = revoked
         .open(&dest)

@@ -2,14 +2,9 @@
 //! relay and the agent, and exactly one audit event per open, refusal and
 //! close of a scripted scenario.
 
-use relay_client::AgentTarget as Destination;
-use relay_tests::{guard, http_get, read_n, tcp_echo, TestRelay};
+use relay_tests::{audit_in, dest, guard, http_get, read_n, tcp_echo, TestRelay};
 
 const POLICY: &str = "[[allow]]\nclient = \"alice\"\nagent = \"edge\"\ntargets = [\"echo\"]\n";
-
-fn dest(s: &str) -> anyhow::Result<Destination> {
-    s.parse().map_err(anyhow::Error::msg)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_readiness_and_audit_for_a_scripted_scenario() -> anyhow::Result<()> {
@@ -31,7 +26,7 @@ async fn metrics_health_readiness_and_audit_for_a_scripted_scenario() -> anyhow:
 
     // Scenario: one stream that works, one refused by policy.
     let alice = relay.client("alice");
-    let mut ok = alice.open(&dest("edge/echo")?).await?;
+    let mut ok = alice.open(&dest("edge/echo")).await?;
     ok.send.write_all(b"hello").await?;
     ok.send.finish()?;
     assert_eq!(guard("echo", read_n(&mut ok.recv, 5)).await?, b"hello");
@@ -39,7 +34,7 @@ async fn metrics_health_readiness_and_audit_for_a_scripted_scenario() -> anyhow:
     // them), are counted too: they travel to the agent with the `Open`.
     let conn = alice.connection().await?;
     let (mut send, recv) = conn.open_bi().await?;
-    let mut head = proto::Frame::from(dest("edge/echo")?.open())
+    let mut head = proto::Frame::from(dest("edge/echo").open())
         .to_bytes()
         .to_vec();
     head.extend_from_slice(b"early bytes");
@@ -61,7 +56,7 @@ async fn metrics_health_readiness_and_audit_for_a_scripted_scenario() -> anyhow:
     assert_eq!(echoed, b"early bytes");
     let bob = relay.client("bob");
     let refused = bob
-        .open(&dest("edge/echo")?)
+        .open(&dest("edge/echo"))
         .await
         .err()
         .map(|e| e.to_string());
@@ -109,28 +104,28 @@ async fn metrics_health_readiness_and_audit_for_a_scripted_scenario() -> anyhow:
 
     // Exactly one event per open, refusal and close (the relay has stopped,
     // so every event is written).
-    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl"))?;
-    let events: Vec<serde_json::Value> = audit
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?;
+    let events = audit_in(dir.path());
     let count = |e: &str| events.iter().filter(|v| v["event"] == e).count();
-    assert_eq!(count("open"), 2, "{audit}");
-    assert_eq!(count("close"), 2, "{audit}");
-    assert_eq!(count("refused"), 1, "{audit}");
-    assert_eq!(count("register"), 1, "{audit}");
-    assert_eq!(count("unregister"), 1, "{audit}");
+    assert_eq!(count("open"), 2, "{events:?}");
+    assert_eq!(count("close"), 2, "{events:?}");
+    assert_eq!(count("refused"), 1, "{events:?}");
+    assert_eq!(count("register"), 1, "{events:?}");
+    assert_eq!(count("unregister"), 1, "{events:?}");
     let closes: Vec<_> = events.iter().filter(|v| v["event"] == "close").collect();
     assert!(
         closes.iter().all(|c| c["peer"] == "client/alice"),
-        "{audit}"
+        "{events:?}"
     );
     let mut sizes: Vec<_> = closes
         .iter()
         .map(|c| (c["bytes_up"].as_u64(), c["bytes_down"].as_u64()))
         .collect();
     sizes.sort();
-    assert_eq!(sizes, [(Some(5), Some(5)), (Some(11), Some(11))], "{audit}");
+    assert_eq!(
+        sizes,
+        [(Some(5), Some(5)), (Some(11), Some(11))],
+        "{events:?}"
+    );
     let refusal = events
         .iter()
         .find(|v| v["event"] == "refused")

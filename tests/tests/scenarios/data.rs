@@ -12,7 +12,7 @@ use proto::{Capabilities, Frame, Role};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use relay_net::framed::FrameReader;
-use relay_tests::{allow_sessions, guard, read_n, tcp_echo, Destination, TestRelay, ALLOW_ALL};
+use relay_tests::{allow_sessions, dest, guard, read_n, tcp_echo, TestRelay, ALLOW_ALL};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -321,7 +321,7 @@ async fn early_data_rides_behind_open() -> anyhow::Result<()> {
     let relay = TestRelay::start(ALLOW_ALL).await;
     let agent = relay.agent("edge", &[("echo", echo)]).await;
     let client = relay.client("ci");
-    let dest: Destination = "edge/echo".parse().map_err(anyhow::Error::msg)?;
+    let dest = dest("edge/echo");
     let payload = random_bytes(256 * 1024);
 
     let (mut send, recv) = guard("open", client.open_raw(dest.open())).await?;
@@ -467,7 +467,7 @@ async fn run_connect(
     dest: &str,
     stdin: Option<Vec<u8>>,
 ) -> anyhow::Result<(std::process::ExitStatus, Vec<u8>, String)> {
-    let mut child = tokio::process::Command::new(relay_tests::client_bin!())
+    let mut child = tokio::process::Command::new(relay_tests::programs!().client)
         .arg("--credential")
         .arg(credential)
         .args(["connect", dest])

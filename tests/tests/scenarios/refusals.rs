@@ -19,16 +19,11 @@ use relay_net::dial::{describe, DialError};
 use relay_net::endpoint::Transport;
 use relay_net::framed::FrameReader;
 use relay_net::pki::{Ca, Issued, KeySource};
-use relay_tests::{closed_port, guard, read_n, tcp_echo, Destination, TestRelay, ALLOW_ALL};
-
-/// `agent/target`.
-fn dest(s: &str) -> anyhow::Result<Destination> {
-    s.parse().map_err(anyhow::Error::msg)
-}
+use relay_tests::{audit_in, closed_port, dest, guard, read_n, tcp_echo, TestRelay, ALLOW_ALL};
 
 /// Opens `to` and expects a `Refused` from the relay or the agent.
 async fn refused(client: &Client, to: &str) -> anyhow::Result<Refused> {
-    match guard("open", client.open(&dest(to)?)).await {
+    match guard("open", client.open(&dest(to))).await {
         Err(OpenError::Refused(r)) => Ok(r),
         Err(e) => panic!("open {to}: expected a refusal, got {e:?}"),
         Ok(_) => panic!("open {to}: expected a refusal, got a stream"),
@@ -37,7 +32,7 @@ async fn refused(client: &Client, to: &str) -> anyhow::Result<Refused> {
 
 /// Opens `to`, sends a few bytes and checks they come back.
 async fn echoes(client: &Client, to: &str) -> anyhow::Result<()> {
-    let mut s = guard("open", client.open(&dest(to)?)).await?;
+    let mut s = guard("open", client.open(&dest(to))).await?;
     s.send.write_all(b"ping").await?;
     assert_eq!(guard("echo", read_n(&mut s.recv, 4)).await?, b"ping");
     s.send.finish()?;
@@ -76,16 +71,6 @@ fn save_and_load(relay: &TestRelay, credential: &Credential, file: &str) -> anyh
     let path = relay.dir.path().join(file);
     credential.save(&path)?;
     Ok(Credential::load(&path, None)?)
-}
-
-/// The audit events of a stopped relay's directory: every connection task
-/// has finished, so everything it was going to log is there.
-fn audit_of(dir: &tempfile::TempDir) -> anyhow::Result<Vec<serde_json::Value>> {
-    let text = std::fs::read_to_string(dir.path().join("audit.jsonl"))?;
-    Ok(text
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?)
 }
 
 fn auth_failures(events: &[serde_json::Value]) -> Vec<&serde_json::Value> {
@@ -229,7 +214,7 @@ async fn expired_credential_is_refused_before_dialing() -> anyhow::Result<()> {
     };
     let loaded = save_and_load(&relay, &credential, "client-late-expired.cred")?;
     let client = Client::new(loaded);
-    match guard("open", client.open(&dest("edge/echo")?)).await {
+    match guard("open", client.open(&dest("edge/echo"))).await {
         Err(OpenError::Dial(DialError::Credential(msg))) => {
             assert!(msg.contains("expired"), "{msg}");
             assert!(msg.contains("client/late"), "{msg}");
@@ -239,7 +224,7 @@ async fn expired_credential_is_refused_before_dialing() -> anyhow::Result<()> {
     }
     let dir = relay.stop().await;
     // Refused before dialing: the relay never saw a handshake.
-    let events = audit_of(&dir)?;
+    let events = audit_in(dir.path());
     assert!(auth_failures(&events).is_empty(), "{events:?}");
     Ok(())
 }
@@ -274,7 +259,7 @@ async fn expired_certificate_is_rejected_by_the_relay() -> anyhow::Result<()> {
     }
     endpoint.close(0u32.into(), b"");
     let dir = relay.stop().await;
-    let events = audit_of(&dir)?;
+    let events = audit_in(dir.path());
     let failed = auth_failures(&events);
     assert_eq!(failed.len(), 1, "{events:?}");
     assert_eq!(failed[0]["code"], "UNAUTHORIZED", "{events:?}");
@@ -292,7 +277,7 @@ async fn revoked_client_is_refused_at_connect() -> anyhow::Result<()> {
     let agent = relay.agent("edge", &[("echo", echo)]).await;
     let mallory = relay.client("mallory");
     relay.revoke(Role::Client, "mallory").await;
-    let err = match guard("open", mallory.open(&dest("edge/echo")?)).await {
+    let err = match guard("open", mallory.open(&dest("edge/echo"))).await {
         Err(e @ (OpenError::Dial(_) | OpenError::Stream(_))) => e,
         Err(e) => panic!("expected the connection to be refused, got {e:?}"),
         Ok(_) => panic!("a revoked client opened a stream"),
@@ -307,7 +292,7 @@ async fn revoked_client_is_refused_at_connect() -> anyhow::Result<()> {
     mallory.close().await;
     agent.shutdown().await;
     let dir = relay.stop().await;
-    let events = audit_of(&dir)?;
+    let events = audit_in(dir.path());
     assert!(
         auth_failures(&events)
             .iter()
@@ -332,7 +317,7 @@ async fn open_with_foreign_certificate(a: &TestRelay, b: &TestRelay) -> anyhow::
         ..foreign_credential(a, b)?
     };
     let client = Client::new(save_and_load(a, &mixed, "client-alice-mixed.cred")?);
-    let err = match guard("open", client.open(&dest("edge/echo")?)).await {
+    let err = match guard("open", client.open(&dest("edge/echo"))).await {
         Err(e @ (OpenError::Dial(_) | OpenError::Stream(_))) => e,
         Err(e) => panic!("expected the connection to be refused, got {e:?}"),
         Ok(_) => panic!("a certificate of another CA opened a stream"),
@@ -353,7 +338,7 @@ async fn credential_from_another_ca_is_refused() -> anyhow::Result<()> {
         &foreign_credential(&a, &b)?,
         "client-alice-to-a.cred",
     )?);
-    match guard("open", client.open(&dest("edge/echo")?)).await {
+    match guard("open", client.open(&dest("edge/echo"))).await {
         Err(OpenError::Dial(e)) => {
             let text = e.to_string();
             assert!(text.contains("not trusted"), "{text} ({e:?})");
@@ -373,7 +358,7 @@ async fn credential_from_another_ca_is_refused() -> anyhow::Result<()> {
 
     b.shutdown().await;
     let dir = a.stop().await;
-    let events = audit_of(&dir)?;
+    let events = audit_in(dir.path());
     let failed = auth_failures(&events);
     // One handshake aborted by our client, one rejected by the relay.
     assert_eq!(failed.len(), 2, "{events:?}");
@@ -421,7 +406,7 @@ async fn relay_unreachable() -> anyhow::Result<()> {
     credential.relay = vec![mute.local_addr()?.to_string()];
     let loaded = save_and_load(&relay, &credential, "client-ci-mute.cred")?;
     let client = Client::new(loaded).with_connect_timeout(Duration::from_millis(500));
-    match guard("open", client.open(&dest("edge/echo")?)).await {
+    match guard("open", client.open(&dest("edge/echo"))).await {
         Err(OpenError::Dial(e @ DialError::Unreachable { .. })) => {
             let text = e.to_string();
             assert!(text.contains("no answer"), "{text}");
@@ -490,7 +475,7 @@ async fn client_may_not_send_forwarded() -> anyhow::Result<()> {
     let (mut send, recv) = conn.open_bi().await?;
     let forged = Frame::from(Forwarded {
         caller: Identity::new(Role::Client, Name::try_from("admin")?),
-        open: dest("edge/echo")?.open(),
+        open: dest("edge/echo").open(),
     });
     send.write_all(&forged.to_bytes()).await?;
     let mut reader = FrameReader::new(recv);
@@ -555,7 +540,7 @@ async fn agent_certificate_cannot_act_as_client() -> anyhow::Result<()> {
     // The agent's credential in a client's hands.
     let impostor = Client::new(relay.credential(Role::Agent, "edge"));
     let conn = guard("connect", impostor.connection()).await?;
-    let err = match guard("open", impostor.open(&dest("edge/echo")?)).await {
+    let err = match guard("open", impostor.open(&dest("edge/echo"))).await {
         Err(e) => e,
         Ok(_) => panic!("an agent certificate opened a client stream"),
     };

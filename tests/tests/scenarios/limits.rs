@@ -6,17 +6,13 @@
 use std::time::Duration;
 
 use proto::{ErrorCode, Role};
-use relay_client::{AgentTarget as Destination, Client, OpenError};
+use relay_client::{Client, OpenError};
 use relay_net::credential::Credential;
 use relay_net::endpoint::Transport;
-use relay_tests::{guard, tcp_echo, TestRelay, ALLOW_ALL};
-
-fn dest(s: &str) -> anyhow::Result<Destination> {
-    s.parse().map_err(anyhow::Error::msg)
-}
+use relay_tests::{dest, guard, tcp_echo, TestRelay, ALLOW_ALL};
 
 async fn echoes(client: &Client, to: &str) -> anyhow::Result<()> {
-    let mut s = client.open(&dest(to)?).await?;
+    let mut s = client.open(&dest(to)).await?;
     s.send.write_all(b"ok").await?;
     s.send.finish()?;
     let mut back = Vec::new();
@@ -47,7 +43,7 @@ async fn open_and_reset_flood_is_cut_off_and_others_keep_working() -> anyhow::Re
     let mut limited = 0;
     for _ in 0..50 {
         let (mut send, recv) = conn.open_bi().await?;
-        let open = proto::Frame::from(dest("edge/echo")?.open());
+        let open = proto::Frame::from(dest("edge/echo").open());
         send.write_all(&open.to_bytes()).await?;
         let mut reader = relay_net::framed::FrameReader::new(recv);
         match guard("answer", reader.read()).await {
@@ -70,7 +66,7 @@ async fn open_and_reset_flood_is_cut_off_and_others_keep_working() -> anyhow::Re
         let Ok((mut send, _recv)) = conn.open_bi().await else {
             break;
         };
-        let open = proto::Frame::from(dest("edge/echo")?.open());
+        let open = proto::Frame::from(dest("edge/echo").open());
         if send.write_all(&open.to_bytes()).await.is_err() {
             break;
         }
@@ -189,11 +185,7 @@ async fn dials_in_flight_per_agent_are_bounded() -> anyhow::Result<()> {
         let client = client.clone();
         async move {
             client
-                .open(
-                    &"edge/silent"
-                        .parse::<Destination>()
-                        .map_err(anyhow::Error::msg)?,
-                )
+                .open(&dest("edge/silent"))
                 .await
                 .map(|_| ())
                 .map_err(anyhow::Error::from)
@@ -203,11 +195,7 @@ async fn dials_in_flight_per_agent_are_bounded() -> anyhow::Result<()> {
         let client = client.clone();
         async move {
             client
-                .open(
-                    &"edge/silent"
-                        .parse::<Destination>()
-                        .map_err(anyhow::Error::msg)?,
-                )
+                .open(&dest("edge/silent"))
                 .await
                 .map(|_| ())
                 .map_err(anyhow::Error::from)

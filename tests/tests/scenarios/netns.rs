@@ -65,9 +65,10 @@ async fn nftables_loss_and_partition_in_a_private_namespace_end_byte_exact() -> 
             "-rn",
             "sh",
             "-c",
-            r#"ip link set lo up && exec "$0" --exact in_namespace --ignored --nocapture --test-threads=1"#,
+            r#"ip link set lo up && exec "$0" --exact "$1" --ignored --nocapture --test-threads=1"#,
         ])
         .arg(&exe)
+        .arg(crate::inner_test(module_path!(), "in_namespace"))
         .env(INNER, "1")
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -192,6 +193,8 @@ async fn in_namespace() -> anyhow::Result<()> {
                         .await?;
                     }
                     tokio::spawn(async {
+                        #[allow(clippy::disallowed_methods)]
+                        // the fault itself: a partition this long
                         tokio::time::sleep(Duration::from_secs(2)).await;
                         nft(&["flush", "chain", "inet", TABLE, "partition"]).await
                     });

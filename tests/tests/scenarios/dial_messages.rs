@@ -92,7 +92,7 @@ async fn relay_not_answering_says_to_check_it_and_udp() -> anyhow::Result<()> {
 #[tokio::test]
 async fn key_of_another_csr_stops_the_agent_at_start() -> anyhow::Result<()> {
     relay_tests::trace_init();
-    let bins = relay_tests::bins!();
+    let bins = relay_tests::programs!();
     let relay = TestRelay::start(ALLOW_ALL).await;
     let host = tempfile::tempdir()?;
     let (right_key, csr) = relay_net::pki::keygen("relay agent")?;

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use proto::{ErrorCode, Role};
-use relay_client::{AgentTarget as Destination, OpenError};
-use relay_tests::{guard, read_n, tcp_echo, TestRelay, ALLOW_ALL};
+use relay_client::OpenError;
+use relay_tests::{dest, guard, read_n, tcp_echo, TestRelay, ALLOW_ALL};
 use tokio::io::AsyncWriteExt;
 
 fn events(relay: &TestRelay, name: &str) -> usize {
@@ -19,7 +19,7 @@ fn events(relay: &TestRelay, name: &str) -> usize {
 
 /// A stream to `edge/echo` that has echoed one byte: the path is up.
 async fn echoing(client: &relay_client::Client) -> anyhow::Result<relay_client::stream::Opened> {
-    let dest: Destination = "edge/echo".parse().map_err(anyhow::Error::msg)?;
+    let dest = dest("edge/echo");
     let mut opened = guard("open", client.open(&dest)).await?;
     opened.send.write_all(b"x").await?;
     let mut one = [0u8; 1];
@@ -69,7 +69,7 @@ async fn the_agent_holds_the_client_to_the_grant() -> anyhow::Result<()> {
         .agent("edge", &[("echo", echo), ("secret", echo)])
         .await;
     let client = relay.client("ci").end_to_end(true);
-    let allowed: Destination = "edge/echo".parse().map_err(anyhow::Error::msg)?;
+    let allowed = dest("edge/echo");
     let mut opened = guard("open echo", client.open(&allowed)).await?;
     opened.send.write_all(b"hi").await?;
     let mut buf = [0u8; 2];
@@ -77,7 +77,7 @@ async fn the_agent_holds_the_client_to_the_grant() -> anyhow::Result<()> {
     assert_eq!(&buf, b"hi");
     // On the same direct connection, a target outside the grant is refused
     // by the agent itself.
-    let other: Destination = "edge/secret".parse().map_err(anyhow::Error::msg)?;
+    let other = dest("edge/secret");
     match guard("open secret", client.open(&other)).await {
         Err(OpenError::Refused(r)) => {
             assert_eq!(r.code, ErrorCode::UNAUTHORIZED);
@@ -108,7 +108,7 @@ async fn revocation_cuts_the_direct_path() -> anyhow::Result<()> {
         ended.is_err(),
         "the stream outlived the revocation: {ended:?}"
     );
-    let dest: Destination = "edge/echo".parse().map_err(anyhow::Error::msg)?;
+    let dest = dest("edge/echo");
     assert!(guard("reopen", client.open(&dest)).await.is_err());
     agent.shutdown().await;
     relay.shutdown().await;
@@ -176,7 +176,7 @@ async fn without_a_path_the_client_uses_the_relay_path_and_does_not_keep_asking(
     let relay = TestRelay::start(policy).await;
     let agent = relay.agent("edge", &[("echo", echo)]).await;
     let client = relay.client("ci").end_to_end(true);
-    let dest: Destination = "edge/echo".parse().map_err(anyhow::Error::msg)?;
+    let dest = dest("edge/echo");
     for _ in 0..2 {
         match guard("open", client.open(&dest)).await {
             Err(OpenError::Refused(r)) => {
@@ -201,11 +201,11 @@ async fn without_a_path_the_client_uses_the_relay_path_and_does_not_keep_asking(
 
 #[tokio::test]
 async fn the_demo_runs_end_to_end_across_processes() -> anyhow::Result<()> {
-    let bins = relay_tests::bins!();
-    let mut cmd = tokio::process::Command::new(relay_tests::client_bin!());
+    let programs = relay_tests::programs!();
+    let mut cmd = tokio::process::Command::new(&programs.client);
     cmd.args(["--end-to-end", "demo", "--check"])
-        .env("RELAY_SERVER_BIN", &bins.server)
-        .env("RELAY_AGENT_BIN", &bins.agent)
+        .env("RELAY_SERVER_BIN", &programs.server)
+        .env("RELAY_AGENT_BIN", &programs.agent)
         .env("RUST_LOG", "info")
         .kill_on_drop(true);
     let out = guard("relay-client --end-to-end demo --check", cmd.output()).await?;

@@ -1,0 +1,51 @@
+//! A relay that crashes (SIGKILL: no CONNECTION_CLOSE, no GoAway) and comes
+//! back on the same address: thanks to the stateless-reset key it keeps in
+//! its directory, agents learn at once that their connection is gone and
+//! re-register, instead of waiting out their idle timeout.
+
+use std::time::Duration;
+
+use relay_agent::allowlist::Allowlist;
+use relay_net::credential::Credential;
+use relay_tests::launch::RelayProcess;
+use relay_tests::{guard, tcp_echo, ALLOW_ALL};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_learns_of_a_relay_crash_by_stateless_reset() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let programs = relay_tests::programs!();
+    let relay = RelayProcess::start(&programs, ALLOW_ALL, &[]).await?;
+    assert!(
+        relay.dir.path().join("reset.key").exists(),
+        "run keeps a stateless-reset key"
+    );
+    let cred_path = relay.issue("agent", "edge").await?;
+    let mut allowlist = Allowlist::default();
+    allowlist
+        .add("echo", &tcp_echo().await.to_string())
+        .map_err(anyhow::Error::msg)?;
+    let mut config = relay_agent::Config::new(Credential::load(&cred_path, None)?, allowlist);
+    // An idle timeout far beyond the hang guard: only a stateless reset can
+    // tell the agent in time that the relay lost its connection.
+    config.transport.idle_timeout = Duration::from_secs(120);
+    config.transport.keep_alive = Some(Duration::from_millis(300));
+    config.backoff.initial = Duration::from_millis(50);
+    config.backoff.max = Duration::from_millis(200);
+    let agent = relay_agent::Agent::new(config);
+    let mut registered = agent.registered();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(agent.run(shutdown.clone()));
+    guard("first registration", registered.wait_for(|n| *n == 1)).await?;
+
+    // Crash: no close, no GoAway. Then the same relay comes back.
+    let addr = relay.addr.to_string();
+    let dir = relay.crash().await?;
+    let relay = RelayProcess::run_in(&programs, dir, &addr, &[]).await?;
+    guard("agent notices the crash", registered.wait_for(|n| *n == 0)).await?;
+    guard("agent re-registers", registered.wait_for(|n| *n == 1)).await?;
+
+    shutdown.cancel();
+    guard("agent stops", task).await?;
+    relay.crash().await?;
+    Ok(())
+}
