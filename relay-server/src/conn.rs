@@ -124,7 +124,7 @@ pub(crate) async fn serve(
         return reject("revoked", ErrorCode::REVOKED, reason, Some(&peer));
     }
     let _entry = shared.conns.insert(&peer, &conn);
-    let _live = crate::metrics::GaugeGuard::new(&shared.metrics.connections.get_or_create(
+    let _live = relay_net::admin::GaugeGuard::new(&shared.metrics.connections.get_or_create(
         &crate::metrics::RoleLabel {
             role: peer.identity.role.as_str().to_owned(),
         },

@@ -72,7 +72,7 @@ pub(crate) async fn serve(
         register.capabilities,
         register.prefix,
     );
-    let _counted = crate::metrics::GaugeGuard::new(&shared.metrics.agents);
+    let _counted = relay_net::admin::GaugeGuard::new(&shared.metrics.agents);
     let registered = Registered {
         version: PROTOCOL_VERSION,
         capabilities: register.capabilities,

@@ -129,21 +129,3 @@ impl Metrics {
             .inc();
     }
 }
-
-/// Increments a gauge while alive.
-#[derive(Debug)]
-pub struct GaugeGuard(Gauge);
-
-impl GaugeGuard {
-    /// Increments `gauge` until the guard drops.
-    pub fn new(gauge: &Gauge) -> GaugeGuard {
-        gauge.inc();
-        GaugeGuard(gauge.clone())
-    }
-}
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}

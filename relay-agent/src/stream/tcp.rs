@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use proto::{Accepted, ErrorCode, Refused, StreamKind, TargetName};
+use relay_net::admin::GaugeGuard;
 use relay_net::framed::{write_frame, FrameReader};
 use relay_net::splice::{splice, tcp_halves};
 use tokio::net::TcpStream;
@@ -90,7 +91,7 @@ pub async fn accept_and_splice(
             kind: kind.as_str().to_owned(),
         })
         .inc();
-    let _open = OpenStreamGauge::inc(&m.streams_open);
+    let _open = GaugeGuard::new(&m.streams_open);
     let (mut recv, early) = reader.into_parts();
     let (mut tcp_read, mut tcp_write) = tcp_halves(tcp);
     let outcome = splice(
@@ -111,24 +112,5 @@ pub async fn accept_and_splice(
         Some(f) => {
             tracing::debug!(up = outcome.forward.bytes, down = outcome.backward.bytes, err = %f, "stream failed")
         }
-    }
-}
-
-/// Counts one open stream in a gauge: incremented when made, decremented
-/// when dropped, so every way out of a splice (including a panic or an
-/// aborted task) gives the count back. The relay's `GaugeGuard` is the same
-/// helper.
-struct OpenStreamGauge<'a>(&'a prometheus_client::metrics::gauge::Gauge);
-
-impl<'a> OpenStreamGauge<'a> {
-    fn inc(gauge: &'a prometheus_client::metrics::gauge::Gauge) -> Self {
-        gauge.inc();
-        OpenStreamGauge(gauge)
-    }
-}
-
-impl Drop for OpenStreamGauge<'_> {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }

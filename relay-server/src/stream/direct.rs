@@ -14,7 +14,8 @@
 use std::time::Instant;
 
 use proto::CidPrefix;
-use proto::{Accepted, AgentName, Direct, ErrorCode, Frame, Grant, Path, Refused};
+use proto::{Accepted, AgentName, Direct, ErrorCode, Grant, Path, Refused};
+use relay_net::answer::{read_answer, AnswerError};
 use relay_net::cert::PeerCert;
 use relay_net::framed::{refuse, write_frame, FrameReader};
 
@@ -171,12 +172,13 @@ async fn offer(
         return Err(None);
     }
     let mut agent_recv = FrameReader::new(agent_recv);
-    let refused = match agent_recv.expect(shared.limits.answer_timeout).await {
-        Ok(Frame::Accepted(Accepted)) => return Ok((agent_send, agent_recv)),
-        Ok(Frame::Refused(r)) => r,
-        Ok(other) => Refused::new(
+    let within = Some(shared.limits.answer_timeout);
+    let refused = match read_answer(&mut agent_recv, within).await {
+        Ok(Accepted) => return Ok((agent_send, agent_recv)),
+        Err(AnswerError::Refused(r)) => r,
+        Err(AnswerError::Unexpected(frame)) => Refused::new(
             ErrorCode::INTERNAL,
-            format!("agent {agent} answered {}", other.frame_type()),
+            format!("agent {agent} answered {frame}"),
         ),
         Err(e) => Refused::new(
             ErrorCode::AGENT_OFFLINE,

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use proto::{ErrorCode, Forwarded, Frame, Open, Refused};
+use relay_net::answer::{read_answer, AnswerError};
 use relay_net::cert::PeerCert;
 use relay_net::framed::{refuse, write_frame, FrameError, FrameReader};
 use relay_net::splice::splice;
@@ -56,7 +57,8 @@ pub(super) async fn serve(
         kind: open.kind.as_str().to_owned(),
     };
     shared.metrics.streams.get_or_create(&kind).inc();
-    let _open = crate::metrics::GaugeGuard::new(&shared.metrics.streams_open.get_or_create(&kind));
+    let _open =
+        relay_net::admin::GaugeGuard::new(&shared.metrics.streams_open.get_or_create(&kind));
     let mut event = AuditEvent {
         event: Event::Close,
         ..event
@@ -123,21 +125,18 @@ async fn answer(
     agent_recv: quinn::RecvStream,
 ) -> Result<(proto::Accepted, quinn::SendStream, FrameReader), Refused> {
     let mut agent = FrameReader::new(agent_recv);
-    let (reset, refused) = match agent.expect(shared.limits.answer_timeout).await {
-        Ok(Frame::Accepted(accepted)) => return Ok((accepted, agent_send, agent)),
-        Ok(Frame::Refused(r)) => (None, r),
-        Ok(other) => (
+    let within = Some(shared.limits.answer_timeout);
+    let (reset, refused) = match read_answer(&mut agent, within).await {
+        Ok(accepted) => return Ok((accepted, agent_send, agent)),
+        Err(AnswerError::Refused(r)) => (None, r),
+        Err(AnswerError::Unexpected(frame)) => (
             Some(ErrorCode::PROTOCOL_VIOLATION),
             Refused::new(
                 ErrorCode::INTERNAL,
-                format!(
-                    "agent {} answered with {:?}",
-                    open.agent,
-                    other.frame_type()
-                ),
+                format!("agent {} answered with {frame:?}", open.agent),
             ),
         ),
-        Err(FrameError::Timeout(t)) => (
+        Err(AnswerError::Read(FrameError::Timeout(t))) => (
             Some(ErrorCode::TARGET_TIMEOUT),
             Refused::new(
                 ErrorCode::TARGET_TIMEOUT,
