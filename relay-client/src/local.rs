@@ -1,6 +1,7 @@
 //! A whole deployment on loopback, as separate processes exactly as in
 //! production: a throwaway relay directory, `relay-server run`, agents.
-//! Used by `relay-client demo` and by the end-to-end tests.
+//! What `relay-client demo` and `bench --local` need of it; the tests have
+//! their own launcher (`tests/src/launch.rs`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -221,15 +222,6 @@ impl LocalRelay {
         Ok(out)
     }
 
-    /// Replaces the policy file (the relay reloads it within a second).
-    ///
-    /// # Errors
-    /// If the file cannot be written.
-    pub fn write_policy(&self, text: &str) -> anyhow::Result<()> {
-        relay_net::fsutil::write_public(&self.dir.path().join("policy.toml"), text.as_bytes())?;
-        Ok(())
-    }
-
     /// The relay process's id (while it runs).
     pub fn pid(&self) -> Option<u32> {
         self.relay.id()
@@ -254,7 +246,7 @@ impl LocalRelay {
 ///
 /// # Errors
 /// If it exits or does not register in time.
-pub async fn start_agent(bin: &Path, credential: &Path, args: &[String]) -> anyhow::Result<Child> {
+async fn start_agent(bin: &Path, credential: &Path, args: &[String]) -> anyhow::Result<Child> {
     let mut child = Command::new(bin)
         .arg("--credential")
         .arg(credential)
