@@ -244,6 +244,14 @@ fn bench_server(listen: std::net::SocketAddr) -> anyhow::Result<()> {
     })
 }
 
+/// `relay-agent keygen`: the key stays here, the CSR goes to the relay's operator.
 fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
-    relay_net::pki::keygen_command(out, proto::Role::Agent).map_err(|e| anyhow::anyhow!(e))
+    let csr = relay_net::pki::new_key_file(out, proto::Role::Agent)?;
+    print!("{csr}");
+    eprintln!(
+        "wrote {}; send the CSR above to the relay's operator for `relay-server issue agent NAME --csr FILE`, then start the agent with `--key {}`",
+        out.display(),
+        out.display()
+    );
+    Ok(())
 }

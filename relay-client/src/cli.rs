@@ -410,8 +410,14 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { out } => {
-            relay_net::pki::keygen_command(out, proto::Role::Client)
-                .map_err(|e| anyhow::anyhow!(e))?;
+            // The key stays here; the CSR goes to the relay's operator.
+            let csr = relay_net::pki::new_key_file(out, proto::Role::Client)?;
+            print!("{csr}");
+            eprintln!(
+                "wrote {}; send the CSR above to the relay's operator for `relay-server issue client NAME --csr FILE`, then use the credential with `--key {}`",
+                out.display(),
+                out.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { check } => crate::cmd::demo::run(*check, args.end_to_end).await,

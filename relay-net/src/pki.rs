@@ -298,24 +298,35 @@ pub fn keygen(subject: &str) -> Result<(String, String), PkiError> {
     Ok((key.serialize_pem(), csr.pem()?))
 }
 
-/// `keygen` of the agent and the client: writes a new private key to `out`
-/// (mode 0600), prints the CSR on stdout and says on stderr where it goes.
+/// Makes a key pair for a `role` credential, writes the private key to
+/// `out` (mode 0600, never readable by others) and gives the CSR to hand
+/// to the relay's operator: the agent's and the client's `keygen`.
 ///
 /// # Errors
 /// If the key cannot be made or written.
-pub fn keygen_command(
-    out: &std::path::Path,
-    role: Role,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub fn new_key_file(out: &std::path::Path, role: Role) -> Result<String, KeyFileError> {
     let (key, csr) = keygen(&format!("relay {role}"))?;
-    crate::fsutil::write_private(out, key.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-    print!("{csr}");
-    eprintln!(
-        "wrote {}; the CSR above goes to `relay-server issue {role} NAME --csr FILE`",
-        out.display()
-    );
-    Ok(())
+    crate::fsutil::write_private(out, key.as_bytes()).map_err(|err| KeyFileError::Write {
+        path: out.display().to_string(),
+        err,
+    })?;
+    Ok(csr)
+}
+
+/// Why [`new_key_file`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// The key or the CSR could not be made.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// The key file could not be written.
+    #[error("cannot write {path}: {err}")]
+    Write {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        err: std::io::Error,
+    },
 }
 
 fn set_validity(params: &mut CertificateParams, ttl: Duration) -> Result<OffsetDateTime, PkiError> {

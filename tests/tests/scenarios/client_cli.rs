@@ -340,3 +340,49 @@ async fn help_says_what_applies() -> anyhow::Result<()> {
     assert!(old.status.success(), "{}", stderr(&old));
     Ok(())
 }
+
+/// `keygen` keeps the key on this host (0600), prints the CSR for the
+/// relay's operator, and says which command takes it and how to use the
+/// key after; the CSR becomes a credential that works with that key.
+#[tokio::test]
+async fn keygen_writes_a_private_key_and_says_what_to_do_with_the_csr() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("alice.key");
+    let out = client(&["keygen", "--out", &key.to_string_lossy()]).await?;
+    assert!(out.status.success(), "{out:?}");
+    let csr = stdout(&out);
+    assert!(
+        csr.starts_with("-----BEGIN CERTIFICATE REQUEST-----"),
+        "{csr}"
+    );
+    let mode = std::fs::metadata(&key)?.permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let hint = stderr(&out);
+    assert!(
+        hint.contains("relay-server issue client NAME --csr FILE")
+            && hint.contains(&format!("--key {}", key.display())),
+        "{hint}"
+    );
+    // The operator issues from the CSR; the credential loads with the key.
+    let relay = TestRelay::start(ALLOW_ALL).await;
+    let csr_file = dir.path().join("alice.csr");
+    std::fs::write(&csr_file, &csr)?;
+    let cred = dir.path().join("alice.cred");
+    let paths = relay.paths();
+    let issue = Command::new(relay_tests::programs!().server)
+        .args(["issue", "client", "alice", "--csr"])
+        .arg(&csr_file)
+        .arg("--out")
+        .arg(&cred)
+        .arg("--dir")
+        .arg(&paths.dir)
+        .args(["--relay", "127.0.0.1:4433"])
+        .output();
+    let issued = guard("issue", issue).await?;
+    assert!(issued.status.success(), "{issued:?}");
+    let loaded = Credential::load(&cred, Some(&key))?;
+    assert_eq!(loaded.cert.identity.to_string(), "client/alice");
+    relay.shutdown().await;
+    Ok(())
+}
