@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     /// The bytes are not a valid frame.
-    #[error("{0}")]
+    #[error(transparent)]
     Decode(#[from] DecodeError),
     /// The stream ended before a whole frame arrived.
     #[error("stream ended before a complete frame")]
