@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use proto::{Capabilities, Frame, Role};
 use rand::rngs::StdRng;
-use rand::{RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 use relay_net::framed::FrameReader;
 use relay_tests::{allow_sessions, dest, guard, read_n, tcp_echo, TestRelay, ALLOW_ALL};
 use sha2::{Digest, Sha256};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto::Role;
-use rand::{RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 use relay_client::Client;
 use relay_tests::chaos::ChaosProxy;
 use relay_tests::launch;

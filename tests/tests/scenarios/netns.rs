@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use rand::{RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 use relay_tests::{hashing_sink, TestRelay, ALLOW_ALL};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

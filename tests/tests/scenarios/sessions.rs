@@ -93,7 +93,7 @@ async fn run_is_byte_exact_with_large_stdin_and_stdout() -> anyhow::Result<()> {
     let agent = relay.agent_with("edge", &[], allow_sessions).await;
     let cred = relay.issue(Role::Client, "ci");
     let mut data = vec![0u8; 32 << 20];
-    rand::Rng::fill(&mut rand::rng(), &mut data[..]);
+    rand::RngExt::fill(&mut rand::rng(), &mut data[..]);
     let ran = run(&cred, "edge", &["cat"], data.clone()).await?;
     assert!(ran.status.success(), "{:?} {}", ran.status, ran.stderr);
     assert_eq!(ran.stdout.len(), data.len());
