@@ -19,7 +19,13 @@ Examples:
   relay-agent --credential agent.cred --allow-socks kube.internal:443 --socks-host kube.internal=10.0.0.1
   relay-agent --credential agent.cred --allow-shell --record-dir /var/log/relay-sessions
   relay-agent --credential agent.cred --allow-shell --shell /bin/bash --shell-user ops --shell-env KUBECONFIG
-  relay-agent keygen --out agent.key > agent.csr     # then: relay-server issue agent NAME --csr agent.csr";
+  relay-agent keygen --out agent.key > agent.csr     # then: relay-server issue agent NAME --csr agent.csr
+
+Environment:
+  RELAY_CREDENTIAL, RELAY_KEY  instead of --credential, --key
+  RUST_LOG       log filter on stderr [default: info], e.g. RUST_LOG=debug or
+                 RUST_LOG=info,relay_agent=debug (tracing EnvFilter syntax)
+  RELAY_RUNTIME  auto|current|multi [default: current]";
 
 /// Runs inside the private network: dials out to the relay and serves the
 /// targets it exposes. It never listens on a port.

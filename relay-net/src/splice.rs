@@ -297,10 +297,7 @@ fn connection_lost(e: &quinn::ConnectionError) -> Failure {
     }
     .filter(|code| *code != ErrorCode::NO_ERROR)
     .unwrap_or(ErrorCode::STREAM_ABORTED);
-    Failure::new(
-        code,
-        format!("connection lost: {e}"),
-    )
+    Failure::new(code, format!("connection lost: {e}"))
 }
 
 fn read_failure(e: quinn::ReadError) -> Failure {

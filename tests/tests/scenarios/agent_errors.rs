@@ -178,3 +178,22 @@ async fn a_streams_log_lines_name_caller_agent_target_and_stream() -> anyhow::Re
     relay.shutdown().await;
     Ok(())
 }
+
+/// `relay-agent --help` ends with examples and the environment it reads,
+/// `RUST_LOG` among them, and shows its defaults.
+#[tokio::test]
+async fn help_shows_examples_environment_and_defaults() -> anyhow::Result<()> {
+    let out = guard(
+        "relay-agent --help",
+        Command::new(relay_tests::programs!().agent)
+            .arg("--help")
+            .output(),
+    )
+    .await?;
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in ["Examples:", "RUST_LOG", "RELAY_RUNTIME", "[default: 10s]"] {
+        assert!(help.contains(needle), "no {needle:?} in: {help}");
+    }
+    Ok(())
+}
