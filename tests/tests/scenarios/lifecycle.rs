@@ -508,3 +508,40 @@ async fn a_misspelt_runtime_stops_the_program_with_the_choices() -> anyhow::Resu
     );
     Ok(())
 }
+
+/// `relay-server run 2>&1 | head -2`, then SIGTERM: the reader of the log
+/// is gone, so every log line fails to write. The relay must still shut
+/// down (a failed log write used to panic the signal task before it could
+/// cancel, and only SIGKILL ended the process).
+#[tokio::test]
+async fn sigterm_with_a_closed_log_pipe_still_shuts_down() -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let programs = relay_tests::programs!();
+    let dir = launch::relay_dir(&programs, ALLOW_ALL).await?;
+    let mut relay = tokio::process::Command::new(&programs.server)
+        .args(["run", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stderr = relay.stderr.take().context("stderr")?;
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    // Read until the relay says it listens, then close our end, as `head` does.
+    loop {
+        let line = guard("log line", lines.next_line()).await?;
+        let line = line.context("relay exited before listening")?;
+        if line.contains("relay listening") {
+            break;
+        }
+    }
+    drop(lines);
+    let pid = relay.id().context("relay pid")?;
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid)?).context("pid 0")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+    let status = guard("relay exits after SIGTERM", relay.wait()).await?;
+    assert!(status.success(), "{status}");
+    Ok(())
+}
