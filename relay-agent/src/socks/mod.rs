@@ -9,6 +9,7 @@
 //!    from `--socks-host`), never by the client.
 //! 2. Every resolved address is checked against the rules *and* a built-in
 //!    deny list (loopback, link-local with the cloud metadata addresses,
+//!    the metadata addresses of Azure, Alibaba and Oracle Cloud, NAT64,
 //!    unspecified, multicast, broadcast). A denied address passes only if a
 //!    CIDR rule lies *inside* its denied range (`127.0.0.1/32:8080`,
 //!    `169.254.169.254/32:80`), so a broad `0.0.0.0/0:*` or a name rule
@@ -42,6 +43,28 @@ const DENIED: &[(IpNet, &str)] = &[
     (
         v6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254), 128),
         "the cloud metadata address",
+    ),
+    (
+        v4(Ipv4Addr::new(168, 63, 129, 16), 32),
+        "Azure's platform address (WireServer)",
+    ),
+    (
+        v4(Ipv4Addr::new(100, 100, 100, 200), 32),
+        "Alibaba Cloud's metadata address",
+    ),
+    (
+        v4(Ipv4Addr::new(192, 0, 0, 192), 32),
+        "Oracle Cloud's metadata address",
+    ),
+    // An IPv4 address behind a NAT64 translator (RFC 6052, RFC 8215): it
+    // would reach, say, the metadata address without looking like it.
+    (
+        v6(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0), 96),
+        "a NAT64 address (an IPv4 address behind a translator)",
+    ),
+    (
+        v6(Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48),
+        "a NAT64 address (an IPv4 address behind a translator)",
     ),
     (v4(Ipv4Addr::new(127, 0, 0, 0), 8), "a loopback address"),
     (
@@ -301,6 +324,11 @@ mod tests {
             "255.255.255.255",
             "::ffff:169.254.169.254",
             "::ffff:127.0.0.1",
+            "168.63.129.16",
+            "100.100.100.200",
+            "192.0.0.192",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a9fe:a9fe",
         ] {
             let why = broad
                 .check(Some(&d("kube.internal")), ip(addr), 80)
