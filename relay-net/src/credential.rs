@@ -144,6 +144,8 @@ impl Credential {
                 })
             })
             .transpose()?;
+        #[cfg(feature = "net")]
+        warn_if_others_can_read(key_file.unwrap_or(path));
         Credential::parse_with_key(&text, path, key.map(|k| (k, key_file.unwrap_or(path))))
     }
 
@@ -226,6 +228,25 @@ impl Loaded {
             ));
         }
         Ok(())
+    }
+}
+
+/// Warns when the file holding a private key can be read by other users:
+/// the key is used all the same (refusing would break a deployment on a
+/// mere chmod), but whoever can read it can act as this identity.
+#[cfg(feature = "net")]
+fn warn_if_others_can_read(key_file: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(key_file) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            "{} holds a private key and can be read by other users (mode {mode:o}): anyone who can read it can act as this identity; chmod 600 {}",
+            key_file.display(),
+            key_file.display()
+        );
     }
 }
 

@@ -386,3 +386,27 @@ async fn keygen_writes_a_private_key_and_says_what_to_do_with_the_csr() -> anyho
     relay.shutdown().await;
     Ok(())
 }
+
+/// A credential file other users can read (mode 0644) holds a private key:
+/// the client still uses it, and says once how to close the hole.
+#[tokio::test]
+async fn a_credential_readable_by_others_is_named_with_the_fix() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let relay = TestRelay::start(ALLOW_ALL).await;
+    let cred = relay.issue(Role::Client, "alice");
+    std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o644))?;
+    let out = client(&["--credential", &cred.to_string_lossy(), "list"]).await?;
+    assert!(out.status.success(), "{out:?}");
+    let text = stderr(&out);
+    assert!(
+        text.contains("can be read by other users (mode 644)")
+            && text.contains(&format!("chmod 600 {}", cred.display())),
+        "{text}"
+    );
+    // A private file says nothing of the kind.
+    std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o600))?;
+    let quiet = client(&["--credential", &cred.to_string_lossy(), "list"]).await?;
+    assert!(!stderr(&quiet).contains("other users"), "{quiet:?}");
+    relay.shutdown().await;
+    Ok(())
+}
