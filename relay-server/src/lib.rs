@@ -126,6 +126,14 @@ impl Shared {
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
     }
 
+    /// The revocation list in force.
+    fn revocations(&self) -> Arc<Revocations> {
+        self.revocations
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn set_revocations(&self, list: Arc<Revocations>) {
         *self.revocations.write().unwrap_or_else(|p| p.into_inner()) = list;
     }

@@ -5,7 +5,8 @@
 //! sees every way a file can be replaced (editors' rename-over, Kubernetes
 //! ConfigMap symlink swaps, network filesystems). A file that fails to parse
 //! is logged, audited as `policy_rejected` and ignored: the previous policy
-//! stays in force.
+//! stays in force. A revocation list that fails to parse, or vanishes or is
+//! emptied while revocations are in force, is ignored the same way.
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use crate::audit::{AuditEvent, Event};
 use crate::config::Paths;
 use crate::metrics::ReasonLabel;
 use crate::policy::Policy;
-use crate::revocation::Revocations;
+use crate::revocation::{RevocationError, Revocations};
 use crate::Shared;
 
 /// Watches the files until `shutdown`.
@@ -87,8 +88,37 @@ fn reload_policy(shared: &Shared, paths: &Paths) {
         .record_or_log(AuditEvent::new(event).because(None, reason));
 }
 
+/// Fails closed on a revocation list that vanished or was emptied while
+/// revocations are in force: a deleted, truncated-to-nothing or half-copied
+/// file must not quietly readmit every revoked certificate. Clearing the
+/// list takes an explicit `revoked = []` (or `relay-server unrevoke`).
+fn not_emptied(
+    shared: &Shared,
+    paths: &Paths,
+    list: Revocations,
+) -> Result<Revocations, RevocationError> {
+    let in_force = shared.revocations().revoked.len();
+    if !list.revoked.is_empty() || in_force == 0 {
+        return Ok(list);
+    }
+    let path = paths.revoked();
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let explicit = text
+        .parse::<toml::Table>()
+        .is_ok_and(|table| table.contains_key("revoked"));
+    if explicit {
+        return Ok(list);
+    }
+    Err(RevocationError {
+        path: path.display().to_string(),
+        reason: format!(
+            "the file is missing or empty while {in_force} revocations are in force; write `revoked = []` to clear them"
+        ),
+    })
+}
+
 fn reload_revocations(shared: &Shared, paths: &Paths) {
-    match Revocations::load(&paths.revoked()) {
+    match Revocations::load(&paths.revoked()).and_then(|list| not_emptied(shared, paths, list)) {
         Ok(list) => {
             let list = Arc::new(list);
             shared.set_revocations(list.clone());

@@ -569,3 +569,52 @@ async fn agent_certificate_cannot_act_as_client() -> anyhow::Result<()> {
     relay.shutdown().await;
     Ok(())
 }
+
+/// A revocation list that vanishes or is emptied while revocations are in
+/// force (deleted, truncated to nothing, half copied) does not readmit the
+/// revoked: the relay keeps the list in force until one says
+/// `revoked = []` (what `unrevoke` of the last entry writes).
+#[tokio::test]
+async fn a_vanished_or_emptied_revocation_list_fails_closed() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let echo = tcp_echo().await;
+    let mut relay = TestRelay::start(ALLOW_ALL).await;
+    let agent = relay.agent("edge", &[("db", echo)]).await;
+    relay.revoke(Role::Client, "bob").await;
+    let mut reloads = relay.reloads();
+    let path = relay.paths().revoked();
+    let bob_is_refused = || async {
+        let bob = relay.client("bob");
+        let refused = bob
+            .open(&dest("edge/db"))
+            .await
+            .is_err_and(|e| e.to_string().contains("revoked"));
+        bob.close().await;
+        anyhow::Ok(refused)
+    };
+    assert!(bob_is_refused().await?);
+    for (what, text) in [
+        ("deleted", None),
+        ("emptied", Some("")),
+        ("comment only", Some("# revoked\n")),
+    ] {
+        reloads.borrow_and_update();
+        match text {
+            None => std::fs::remove_file(&path)?,
+            Some(text) => std::fs::write(&path, text)?,
+        }
+        guard("reload", reloads.changed()).await?;
+        assert!(bob_is_refused().await?, "{what}: bob was readmitted");
+    }
+    reloads.borrow_and_update();
+    let target = relay_server::cmd::revoke::Target::Identity(Role::Client, Name::try_from("bob")?);
+    std::fs::write(&path, "")?;
+    relay_server::cmd::revoke::revoke(&relay.paths(), target.clone())?;
+    relay_server::cmd::revoke::unrevoke(&relay.paths(), &target)?;
+    assert!(std::fs::read_to_string(&path)?.contains("revoked = []"));
+    guard("reload", reloads.changed()).await?;
+    echoes(&relay.client("bob"), "edge/db").await?;
+    agent.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
