@@ -50,20 +50,41 @@ pub(crate) fn open(
         .filter(|i| i.capabilities.contains(needed))
         .collect();
     if able.is_empty() {
-        let flag = match open.kind {
-            StreamKind::Shell { .. } | StreamKind::Exec { .. } => "--allow-shell",
-            StreamKind::Socks { .. } => "--allow-socks",
-            StreamKind::Tcp => "the flag that enables them",
-        };
-        return Err(Refused::new(
-            ErrorCode::UNSUPPORTED,
-            format!(
-                "agent {agent} does not offer {} sessions (it runs without {flag})",
-                open.kind
-            ),
-        ));
+        return Err(unsupported(open));
+    }
+    // A pool of same-named agents may expose different targets: a TCP open
+    // goes only to the instances that expose its target, never to one that
+    // would refuse it.
+    if let StreamKind::Tcp = open.kind {
+        let exposing: Vec<_> = able
+            .into_iter()
+            .filter(|i| i.targets.contains(&open.target))
+            .collect();
+        if exposing.is_empty() {
+            return Err(Refused::new(
+                ErrorCode::TARGET_NOT_EXPOSED,
+                format!("agent {agent} does not expose target {}", open.target),
+            ));
+        }
+        return Ok(exposing);
     }
     Ok(able)
+}
+
+/// The refusal for a kind no instance of the agent serves.
+fn unsupported(open: &Open) -> Refused {
+    let flag = match open.kind {
+        StreamKind::Shell { .. } | StreamKind::Exec { .. } => "--allow-shell",
+        StreamKind::Socks { .. } => "--allow-socks",
+        StreamKind::Tcp => "the flag that enables them",
+    };
+    Refused::new(
+        ErrorCode::UNSUPPORTED,
+        format!(
+            "agent {} does not offer {} sessions (it runs without {flag})",
+            open.agent, open.kind
+        ),
+    )
 }
 
 /// Why the policy refuses `open`. When no `[[allow]]` entry for the client

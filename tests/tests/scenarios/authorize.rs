@@ -58,3 +58,40 @@ async fn an_agent_the_policy_does_not_name_is_unknown_or_not_allowed() -> anyhow
     relay.shutdown().await;
     Ok(())
 }
+
+/// Two agents with one name form a pool; when they expose different
+/// targets, each open goes to an instance that exposes its target (it used
+/// to alternate between the two and fail every other time).
+#[tokio::test]
+async fn a_pool_routes_each_target_to_an_instance_that_exposes_it() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let echo = tcp_echo().await;
+    let relay = TestRelay::start(relay_tests::ALLOW_ALL).await;
+    let db = relay.agent("pool", &[("db", echo)]).await;
+    let web = relay.agent("pool", &[("web", echo)]).await;
+    relay.wait_instances("pool", 2).await;
+    let client = relay.client("ci");
+    // Each target twice in a row: the pool's round robin moves on at every
+    // open, so an open that ignored the target would fail one of the two.
+    for round in 0..4 {
+        for to in ["pool/db", "pool/db", "pool/web", "pool/web"] {
+            let mut s = guard("open", client.open(&relay_tests::dest(to))).await?;
+            s.send.write_all(b"x").await?;
+            s.send.finish()?;
+            let back = guard("echo", s.recv.read_to_end(64)).await?;
+            assert_eq!(back, b"x", "{to}, round {round}");
+        }
+    }
+    match guard("open", client.open(&relay_tests::dest("pool/ssh"))).await {
+        Err(OpenError::Refused(r)) => {
+            assert_eq!(r.code, ErrorCode::TARGET_NOT_EXPOSED, "{r}");
+            assert!(r.message.contains("does not expose target ssh"), "{r}");
+        }
+        other => panic!("pool/ssh: expected a refusal, got {other:?}"),
+    }
+    client.close().await;
+    db.shutdown().await;
+    web.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
