@@ -85,7 +85,7 @@ fn forward(socket: &Arc<UdpSocket>, faults: &Faults, data: Vec<u8>, to: Option<S
         // The delay simulates the network; it synchronises nothing.
         tokio::spawn(async move {
             #[allow(clippy::disallowed_methods)] // the fault itself: a slow link
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(delay).await; // sleep-ok: the injected link delay
             send.await;
         });
     }
@@ -138,7 +138,7 @@ impl ChaosProxy {
         let faults = self.faults.clone();
         tokio::spawn(async move {
             #[allow(clippy::disallowed_methods)] // the fault itself: a partition this long
-            tokio::time::sleep(length).await;
+            tokio::time::sleep(length).await; // sleep-ok: the injected partition's length
             faults.partitioned.store(false, Ordering::Relaxed);
         });
     }

@@ -426,7 +426,7 @@ async fn worker(args: &Args) -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64()
             );
             #[allow(clippy::disallowed_methods)] // the flood's length: idle until its deadline
-            tokio::time::sleep_until(deadline.into()).await;
+            tokio::time::sleep_until(deadline.into()).await; // sleep-ok: the flood's length, idle until its deadline
             drop(conns);
             endpoint.close(0u32.into(), b"done");
         }
@@ -645,14 +645,14 @@ async fn soak(args: &Args) -> anyhow::Result<()> {
             while !stop.load(Ordering::Relaxed) {
                 let at = start + Duration::from_secs(minute * 60 + 30);
                 #[allow(clippy::disallowed_methods)] // the fault schedule: 30 s into each minute
-                tokio::time::sleep_until(at.into()).await;
+                tokio::time::sleep_until(at.into()).await; // sleep-ok: the fault schedule, 30 s into each minute
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
                 let length = if minute % 3 == 1 { 5 } else { 2 };
                 proxy.partition(true);
                 #[allow(clippy::disallowed_methods)] // the fault itself: a partition this long
-                tokio::time::sleep(Duration::from_secs(length)).await;
+                tokio::time::sleep(Duration::from_secs(length)).await; // sleep-ok: the injected partition's length
                 proxy.partition(false);
                 partitions.push((minute * 60 + 30, length));
                 minute += 1;
@@ -737,7 +737,7 @@ async fn soak(args: &Args) -> anyhow::Result<()> {
             }
             // The relay is another process: its metrics endpoint can only be polled.
             #[allow(clippy::disallowed_methods)]
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await; // sleep-ok: poll interval of another process's /metrics, under a 30 s timeout
         }
     })
     .await;

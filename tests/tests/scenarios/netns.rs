@@ -195,7 +195,7 @@ async fn in_namespace() -> anyhow::Result<()> {
                     tokio::spawn(async {
                         #[allow(clippy::disallowed_methods)]
                         // the fault itself: a partition this long
-                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        tokio::time::sleep(Duration::from_secs(2)).await; // sleep-ok: the injected partition's length
                         nft(&["flush", "chain", "inet", TABLE, "partition"]).await
                     });
                 }
