@@ -57,8 +57,8 @@ pub struct Args {
     #[arg(long, default_value_t = 256)]
     max_dials: usize,
     /// Longest wait between attempts to reach the relay. A relay that
-    /// refuses this agent for good (revoked, not authorized) ends it instead,
-    /// with a non-zero exit and what to do.
+    /// refuses this agent for good (revoked, not authorized) is not retried;
+    /// once every relay has, the agent exits non-zero and says what to do.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     max_backoff: Duration,
     /// Idle timeout of the relay connection (a dead relay is noticed after it).

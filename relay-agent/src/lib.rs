@@ -96,11 +96,12 @@ impl Agent {
     /// # Errors
     /// A credential that is not an agent's, or unusable; a relay refusing
     /// this agent for good (revoked, unauthorized, ...): see
-    /// [`uplink::RegisterError::heals`]. The other relays' connections are
-    /// shut down cleanly first.
+    /// [`uplink::RegisterError::heals`]. With several relays, each such
+    /// refusal stops only that relay's uplink; the agent stops when every
+    /// relay has refused it (the first error is returned).
     pub async fn try_run(self, shutdown: CancellationToken) -> Result<(), AgentError> {
         error::check_role(&self.config.credential)?;
-        // Cancelled on shutdown, or by the first error that cannot heal.
+        // Cancelled on shutdown, or once every relay has refused us for good.
         let stop = shutdown.child_token();
         let shared = Arc::new(shared::Shared {
             me: self.config.credential.cert.identity.clone(),
@@ -142,15 +143,24 @@ impl Agent {
             expiry.await;
             Ok(())
         });
-        for addr in agent.config.credential.credential.relay.clone() {
+        let relays = agent.config.credential.credential.relay.clone();
+        let mut serving = relays.len();
+        for addr in relays {
             let span = tracing::info_span!("uplink", relay = %addr);
             let supervising = supervise(agent.clone(), shared.clone(), addr, stop.clone());
             supervisors.spawn(supervising.instrument(span));
         }
+        // One relay that refuses this agent for good stops only its own
+        // uplink: the others keep serving. The agent stops once none is left.
         let mut stopped = Ok(());
         while let Some(joined) = supervisors.join_next().await {
             if let Ok(Err(e)) = joined {
-                stop.cancel();
+                serving = serving.saturating_sub(1);
+                if serving > 0 {
+                    tracing::error!(err = %e, "this relay will not take the agent; serving through the others");
+                } else {
+                    stop.cancel();
+                }
                 if stopped.is_ok() {
                     stopped = Err(e);
                 }
