@@ -28,11 +28,21 @@ pub struct Transport {
     pub keep_alive: Option<Duration>,
     /// Bidirectional streams the peer may have open toward us at once.
     pub max_bidi_streams: u32,
-    /// Per-stream receive window (bytes): caps one stream at window / RTT.
+    /// Per-stream receive window (bytes): caps one stream at window / RTT,
+    /// and is the most a stalled stream holds in our memory.
+    ///
+    /// There is no connection-wide receive window below the sum of the
+    /// stream windows: one relay connection carries the streams of many
+    /// clients, and a finite connection window let a few streams that no one
+    /// reads take all of its credit, stalling every other client's stream
+    /// (issue #13). Memory is bounded instead by streams × this window, and
+    /// streams by the caps per identity (docs/ARCHITECTURE.md "What one
+    /// identity can hold").
     pub stream_window: u32,
-    /// Per-connection receive window (bytes). Kept at 16× the stream window,
-    /// so a few stalled forwarded connections cannot starve the others.
-    pub connection_window: u32,
+    /// Bytes sent but not yet acknowledged, over all streams of a
+    /// connection. A stalled reader acknowledges what its window admitted,
+    /// so this limits only data in flight, never what stalls.
+    pub send_window: u32,
     /// Upper bound of path MTU discovery (UDP payload bytes). Packets start
     /// at 1200 bytes and grow only as far as probes prove the path carries
     /// them, so a high bound is safe on any network; it only pays where the
@@ -77,7 +87,7 @@ impl Transport {
             keep_alive: Some(Duration::from_secs(10)),
             max_bidi_streams: 16_384,
             stream_window: 2 << 20,
-            connection_window: 32 << 20,
+            send_window: 32 << 20,
             mtu_upper_bound: default_mtu_bound(),
         }
     }
@@ -108,8 +118,9 @@ impl Transport {
         t.max_concurrent_bidi_streams(VarInt::from_u32(self.max_bidi_streams));
         t.max_concurrent_uni_streams(VarInt::from_u32(0));
         t.stream_receive_window(VarInt::from_u32(self.stream_window));
-        t.receive_window(VarInt::from_u32(self.connection_window));
-        t.send_window(u64::from(self.connection_window));
+        // Not binding: see `stream_window`.
+        t.receive_window(VarInt::MAX);
+        t.send_window(u64::from(self.send_window));
         t.datagram_receive_buffer_size(None);
         if let Some(threshold) = ack_frequency_threshold() {
             // Ask the peer to acknowledge every `threshold` ack-eliciting

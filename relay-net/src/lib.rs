@@ -14,7 +14,8 @@
 //! - [`admin`]: the `/metrics`, `/healthz` and `/readyz` endpoint;
 //! - [`logging`], [`runtime`], [`signals`]: what each program's `main` sets up
 //!   (log format and `RUST_LOG`, tokio runtime, SIGINT/SIGTERM);
-//! - [`pem`], [`fsutil`]: PEM blocks, and private files created 0600.
+//! - [`pem`], [`fsutil`]: PEM blocks, and private files created 0600;
+//! - [`quota`]: a cap per identity on what it holds at once.
 //!
 //! Nothing here knows which program it runs in: policy, registry and
 //! allowlist live in the programs themselves.
@@ -47,6 +48,7 @@ pub mod logging;
 pub mod pem;
 #[cfg(feature = "net")]
 pub mod pki;
+pub mod quota;
 #[cfg(feature = "net")]
 pub mod runtime;
 #[cfg(feature = "net")]

@@ -11,7 +11,7 @@ use proto::{Name, Role};
 use relay_net::endpoint::Transport;
 
 use crate::cmd::{init::Init, issue::Issue, issued, revoke};
-use crate::config::{Config, Paths};
+use crate::config::{Config, Limits, Paths};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -129,6 +129,10 @@ enum Command {
         /// Stream opens per second allowed per client identity (resets count).
         #[arg(long, default_value_t = 2000)]
         max_open_rate: u32,
+        /// Streams one client identity may have open at once (over all its
+        /// connections); each holds at most 2 MiB per direction on the relay.
+        #[arg(long, default_value_t = Limits::default().streams_per_client)]
+        max_streams_per_client: u32,
         /// Serve /metrics, /healthz and /readyz on this local TCP address
         /// (e.g. 127.0.0.1:9090; no authentication: keep it private) [default: off].
         #[arg(long, value_name = "ADDR")]
@@ -256,11 +260,13 @@ fn run(args: Args) -> anyhow::Result<()> {
             idle_timeout,
             metrics,
             max_open_rate,
+            max_streams_per_client,
         } => {
             let mut config = Config::new(&dir, listen);
             config.metrics = metrics;
             config.limits.open_rate = max_open_rate;
             config.limits.open_burst = max_open_rate.saturating_mul(2);
+            config.limits.streams_per_client = max_streams_per_client;
             if let Some(audit_log) = audit_log {
                 config.audit_log = audit_log;
             }

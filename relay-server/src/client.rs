@@ -63,11 +63,21 @@ pub(crate) async fn serve(
                     );
                     streams.spawn(async move { refuse(&mut send, &mut recv, refused).await });
                 }
-                Ok((send, recv)) => {
+                Ok((mut send, mut recv)) => {
+                    let Some(held) = shared.client_streams.try_hold(&peer.identity.name) else {
+                        let refused = over_streams(shared, peer, conn);
+                        streams.spawn(async move { refuse(&mut send, &mut recv, refused).await });
+                        continue;
+                    };
                     // Filled in from the first frame, so every line of the stream
                     // says what it is for (stream::serve).
                     let span = tracing::debug_span!("stream", id = send.id().index(), agent = tracing::field::Empty, target = tracing::field::Empty, kind = tracing::field::Empty);
-                    streams.spawn(crate::stream::serve(shared.clone(), peer.clone(), conn.clone(), send, recv).instrument(span));
+                    let stream = crate::stream::serve(shared.clone(), peer.clone(), conn.clone(), send, recv);
+                    streams.spawn(async move {
+                        // The identity's slot is given back when the stream ends.
+                        let _held = held;
+                        stream.await;
+                    }.instrument(span));
                     if streams.len() as u64 * 4 >= u64::from(allowed) * 3 && allowed < max_streams {
                         allowed = allowed.saturating_mul(2).min(max_streams);
                         conn.set_max_concurrent_bi_streams(allowed.into());
@@ -85,6 +95,28 @@ pub(crate) async fn serve(
     // Shutting down: live streams get the grace period to finish.
     let drain = async { while streams.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(shared.limits.shutdown_grace, drain).await;
+}
+
+/// The refusal of a stream past the identity's cap on open streams,
+/// counted and audited.
+fn over_streams(
+    shared: &std::sync::Arc<Shared>,
+    peer: &PeerCert,
+    conn: &quinn::Connection,
+) -> Refused {
+    shared.metrics.limit_hit("client_streams");
+    shared.metrics.refused(ErrorCode::LIMIT_EXCEEDED);
+    let message = format!(
+        "client {} already has {} streams open through this relay, its limit \
+         (relay-server run --max-streams-per-client); close some and try again",
+        peer.identity.name,
+        shared.client_streams.cap()
+    );
+    let refused = Refused::new(ErrorCode::LIMIT_EXCEEDED, message);
+    shared.audit.record_or_log(
+        AuditEvent::of_peer(Event::Refused, peer, Some(conn.remote_address())).refused(&refused),
+    );
+    refused
 }
 
 /// Streams a client may open at first; raised as it uses them.

@@ -80,6 +80,11 @@ pub struct Limits {
     /// Streams a client may have open at once on one connection (a forward
     /// of thousands of idle connections must fit).
     pub client_streams: u32,
+    /// Streams one client identity may have open at once over all its
+    /// connections. With the stream window this bounds what one identity's
+    /// stalled streams hold on the relay (docs/ARCHITECTURE.md "What one
+    /// identity can hold").
+    pub streams_per_client: u32,
     /// Streams a peer may open before its role is known.
     pub unauthenticated_streams: u32,
     /// Stream opens per second per client identity, resets included (the
@@ -98,6 +103,7 @@ impl Default for Limits {
             reload_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(5),
             client_streams: 16_384,
+            streams_per_client: 1_024,
             unauthenticated_streams: 8,
             open_rate: 2_000,
             open_burst: 4_000,

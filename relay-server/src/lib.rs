@@ -105,6 +105,8 @@ pub(crate) struct Shared {
     metrics: Arc<metrics::Metrics>,
     /// Opens per second per client identity.
     open_limiter: governor::DefaultKeyedRateLimiter<Name>,
+    /// Streams open at once per client identity.
+    client_streams: relay_net::quota::Quota<Name>,
     /// Live client connections, so tests and tools can wait on them.
     clients: tokio::sync::watch::Sender<usize>,
     /// Bumped after every reload attempt of policy or revocations.
@@ -248,6 +250,7 @@ impl Relay {
             clients: tokio::sync::watch::channel(0).0,
             metrics,
             open_limiter,
+            client_streams: relay_net::quota::Quota::new(config.limits.streams_per_client as usize),
             direct: routes,
         });
         Ok(Relay {

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Round-trip latency of a well-behaved client under floods, and the relay's
-# memory: figures, not a pass/fail test (docs/RELIABILITY.md has a run).
+# memory; then what another identity sees while one stalls many streams
+# (relay path and direct paths): figures, not a pass/fail test
+# (docs/RELIABILITY.md has a run).
 #
 #   tests/scripts/flood.sh [--samples 3000] [--idle 500] [--seconds 8] [--junk-pps 50000]
+#                          [--streams 64] [--mib 64]
 #
 # Release build of the real programs; relay, agent and flooders are separate
 # processes on 127.0.0.1, all children of relay-hostile, all bounded in time
@@ -10,4 +13,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release --quiet
-exec target/release/relay-hostile flood --bins target/release "$@"
+target/release/relay-hostile flood --bins target/release "$@"
+exec target/release/relay-hostile stall --bins target/release "$@"

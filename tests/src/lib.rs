@@ -352,6 +352,46 @@ pub async fn hashing_sink() -> SocketAddr {
     addr
 }
 
+/// A TCP target on 127.0.0.1:0 that writes to each connection without end
+/// and never reads it: a peer that pushes data at someone who stalls. What
+/// it has written in all is on the returned channel, for tests to wait on.
+pub async fn firehose() -> (SocketAddr, tokio::sync::watch::Receiver<u64>) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind firehose");
+    let addr = listener.local_addr().expect("firehose addr");
+    let (total, written) = tokio::sync::watch::channel(0u64);
+    let total = std::sync::Arc::new(total);
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let total = total.clone();
+            tokio::spawn(async move {
+                let chunk = vec![7u8; 64 << 10];
+                while tcp.write_all(&chunk).await.is_ok() {
+                    total.send_modify(|t| *t += chunk.len() as u64);
+                }
+            });
+        }
+    });
+    (addr, written)
+}
+
+/// A TCP target on 127.0.0.1:0 that accepts each connection and holds it
+/// without ever reading: a target that stops reading.
+pub async fn black_hole() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind black hole");
+    let addr = listener.local_addr().expect("black hole addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    addr
+}
+
 /// A credential for `role/name` of `relay` that dials the relay at `via`
 /// (a [`chaos::ChaosProxy`], say) instead of its real address.
 pub fn credential_via(relay: &TestRelay, role: Role, name: &str, via: SocketAddr) -> Loaded {

@@ -23,6 +23,7 @@ mod credentials;
 mod data;
 mod dial_messages;
 mod end_to_end;
+mod fairness;
 mod faults;
 mod lifecycle;
 mod limits;

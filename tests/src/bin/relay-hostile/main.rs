@@ -6,6 +6,9 @@
 //! relay-hostile flood --bins DIR [--samples N] [--idle N] [--seconds S]
 //!     round-trip p50/p99 of a well-behaved client through a forward,
 //!     unloaded and under each flood, with the relay's RSS and peak RSS
+//! relay-hostile stall --bins DIR [--streams 64] [--samples 300] [--mib 64]
+//!     another identity's open + echo and transfer while one identity
+//!     stalls many streams, through the relay and on direct paths
 //! relay-hostile soak --bins DIR --minutes M --csv FILE
 //!     forwards, `connect`s and `run` sessions busy through loss and
 //!     partitions; RSS, fds and live streams of relay and agent every 5 s;
@@ -34,6 +37,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
+mod stall;
+
 const POLICY: &str =
     "[[allow]]\nclient = \"*\"\nagent = \"*\"\ntargets = [\"*\"]\nshell = true\nrun = true\n";
 
@@ -43,9 +48,10 @@ async fn main() {
     let result = match args.first().map(String::as_str) {
         Some("flood") => flood(&Args(args[1..].to_vec())).await,
         Some("soak") => soak(&Args(args[1..].to_vec())).await,
+        Some("stall") => stall::stall(&Args(args[1..].to_vec())).await,
         Some("worker") => worker(&Args(args[1..].to_vec())).await,
         _ => Err(anyhow::anyhow!(
-            "usage: relay-hostile flood|soak --bins DIR [options] (see the source's doc)"
+            "usage: relay-hostile flood|stall|soak --bins DIR [options] (see the source's doc)"
         )),
     };
     if let Err(e) = result {
