@@ -20,6 +20,7 @@ use proto::Identity;
 pub mod exec;
 pub mod record;
 pub mod shell;
+pub mod tree;
 
 /// How a shell or command session ended, for the agent's log.
 #[derive(Debug)]
@@ -274,15 +275,14 @@ pub fn deliver(pid: Option<u32>, signal: &proto::Signal) {
     }
 }
 
-/// Ends a program whose client is gone: SIGHUP to its group (as a terminal
-/// hang-up would), then SIGKILL after [`HANGUP_GRACE`].
-pub async fn hang_up(child: &mut tokio::process::Child) -> Option<std::process::ExitStatus> {
-    let pid = child.id();
-    signal_group(pid, rustix::process::Signal::HUP);
-    if let Ok(Ok(status)) = tokio::time::timeout(HANGUP_GRACE, child.wait()).await {
-        return Some(status);
-    }
-    signal_group(pid, rustix::process::Signal::KILL);
+/// Ends a program whose client is gone: SIGHUP to its whole tree (as a
+/// terminal hang-up would), up to [`HANGUP_GRACE`] for all of it to exit,
+/// then SIGKILL to what is left; reaps the program.
+pub async fn hang_up(
+    child: &mut tokio::process::Child,
+    tree: &mut tree::Tree,
+) -> Option<std::process::ExitStatus> {
+    tree.end(HANGUP_GRACE).await;
     child.wait().await.ok()
 }
 

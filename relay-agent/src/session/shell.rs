@@ -6,9 +6,16 @@
 //! client frames ─▶ Data(stdin) → PTY (Ctrl-C is a byte: the line discipline
 //!                  turns it into SIGINT for the foreground job),
 //!                  Resize → PTY size (+ "r" event), Signal → the session
-//! PTY output ─▶ Data(stdout) (+ "o" event) … program exit ─▶ Exit, finish
-//! client gone ─▶ SIGHUP (a terminal hang-up), then SIGKILL
+//! PTY output ─▶ "o" event, then Data(stdout) … program exit ─▶ output
+//!               drained (up to DRAIN), the session's tree ended, Exit, finish
+//! client gone ─▶ SIGHUP (a terminal hang-up), then SIGKILL, to the tree
+//! recording fails ─▶ SIGKILL to the tree, a message, Exit(255)
 //! ```
+//!
+//! Output is recorded **before** it is sent: with a required recording, a
+//! chunk that cannot be recorded never reaches the client, and the session
+//! ends at once with every process it started (`session::tree`), so no
+//! keystroke reaches an unrecorded session.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,7 +26,8 @@ use relay_net::framed::{refuse, send_data, send_frames, write_frame, FrameReader
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::session::record::{Header, Recorder};
+use crate::session::record::{Header, RecordError, Recorder};
+use crate::session::tree::{self, Tree};
 use crate::session::{self, SessionSummary, Sessions};
 
 /// `TERM` when the client sends none.
@@ -27,8 +35,13 @@ pub const DEFAULT_TERM: &str = "xterm-256color";
 
 /// After the program exits, how long output still coming from the PTY
 /// (written by the program just before it ended) is awaited; a background
-/// job that keeps the terminal open does not hold the session.
+/// job that keeps the terminal open does not hold the session (it is ended
+/// with the session's tree).
 const DRAIN: Duration = Duration::from_secs(1);
+
+/// The exit status a session ended for a failed recording reports, as the
+/// client's own failures do.
+const RECORDING_FAILED: i32 = 255;
 
 /// The terminal's end-of-input character (VEOF, Ctrl-D).
 const CTRL_D: u8 = 0x04;
@@ -113,22 +126,28 @@ pub async fn run(
         }
     };
     let (pty, mut child) = started;
+    let pid = child.id();
+    // From here on, every way out of this function ends the session's tree.
+    let mut tree = Tree::new(pid);
     if write_frame(&mut send, Accepted).await.is_err() {
-        let _ = session::hang_up(&mut child).await;
+        let _ = session::hang_up(&mut child, &mut tree).await;
         return gone;
     }
     let recorder: SharedRecorder = Arc::new(Mutex::new(recorder));
+    let fail_open = sessions.record_fail_open;
     let (tx, rx) = mpsc::channel::<Frame>(16);
     let writer = tokio::spawn(send_frames(send, rx));
     let (pty_read, mut pty_write) = pty.into_split();
+    let (failed_tx, mut failed) = tokio::sync::oneshot::channel();
     let output = tokio::spawn(pump(
         pty_read,
         tx.clone(),
         recorder.clone(),
-        sessions.record_fail_open,
+        fail_open,
+        failed_tx,
     ));
-    let pid = child.id();
     let mut bytes_in = 0u64;
+    // Ends with `Some` when recording a resize failed (and must not).
     let input = async {
         loop {
             match reader.read().await {
@@ -139,8 +158,21 @@ pub async fn run(
                 }
                 Ok(Some(Frame::Resize(r))) => {
                     let _ = pty_write.resize(pty_process::Size::new(r.rows, r.cols));
-                    if let Some(rec) = lock(&recorder).as_mut() {
-                        let _ = rec.resize(r.cols, r.rows);
+                    let failure = {
+                        let mut rec = lock(&recorder);
+                        let failure = rec
+                            .as_mut()
+                            .and_then(|rec| rec.resize(r.cols, r.rows).err());
+                        if failure.is_some() && fail_open {
+                            *rec = None;
+                        }
+                        failure
+                    };
+                    if let Some(e) = failure {
+                        if !fail_open {
+                            return Some(e);
+                        }
+                        tracing::error!(err = %e, "session recording failed (--record-fail-open)");
                     }
                 }
                 Ok(Some(Frame::Signal(s))) => session::deliver(pid, &s),
@@ -153,27 +185,65 @@ pub async fn run(
                 Ok(Some(Frame::Eof(_))) => {}
                 Ok(Some(other)) => {
                     tracing::warn!(frame = %other.frame_type(), "unexpected frame in a session");
-                    return;
+                    return None;
                 }
-                Ok(None) | Err(_) => return,
+                Ok(None) | Err(_) => return None,
             }
         }
     };
-    let (status, client_gone) = tokio::select! {
-        status = child.wait() => (status.ok(), false),
-        () = input => (session::hang_up(&mut child).await, true),
+    let mut record_failed = None;
+    let client_gone = tokio::select! {
+        () = tree::exited(&mut child) => false,
+        Ok(e) = &mut failed => {
+            record_failed = Some(e);
+            false
+        }
+        gone = input => match gone {
+            Some(e) => {
+                record_failed = Some(e);
+                false
+            }
+            None => {
+                session::hang_up(&mut child, &mut tree).await;
+                true
+            }
+        },
     };
     // The PTY reports EOF (EIO) once every process holding it is gone.
     let abort = output.abort_handle();
-    if tokio::time::timeout(DRAIN, output).await.is_err() {
-        abort.abort();
+    if record_failed.is_none() {
+        if tokio::time::timeout(DRAIN, output).await.is_err() {
+            abort.abort();
+        }
+        // Output drained meanwhile may have failed to record.
+        record_failed = failed.try_recv().ok();
     }
+    match &record_failed {
+        // Fail closed: nothing of the session may go on unrecorded.
+        Some(_) => {
+            abort.abort();
+            tree.kill();
+        }
+        None => tree.end(tree::TREE_GRACE).await,
+    }
+    let status = child.wait().await.ok();
     if let Some(rec) = lock(&recorder).as_mut() {
         if let Err(e) = rec.finish() {
             tracing::error!(err = %e, "session recording incomplete");
         }
     }
-    let exit = status.map(session::exit_of);
+    let exit = match record_failed {
+        Some(e) => {
+            tracing::error!(err = %e, "session recording failed: session ended");
+            let msg = format!(
+                "\r\nrelay-agent: {e}; the session is ended and its processes are killed \
+                 (recording is required)\r\n"
+            );
+            send_data(&tx, Channel::Stdout, msg.into()).await;
+            Some(proto::Exit::Code(RECORDING_FAILED))
+        }
+        None => status.map(session::exit_of),
+    };
     if let Some(exit) = exit {
         let _ = tx.send(exit.into()).await;
     }
@@ -220,13 +290,15 @@ fn spawn(
     Ok((pty, child))
 }
 
-/// Sends the PTY's output as `Data(stdout)` frames and records it. When a
-/// required recording fails, the session is ended (fail closed).
+/// Records the PTY's output, then sends it as `Data(stdout)` frames. When
+/// a required recording fails, the chunk is not sent, the error goes to
+/// `failed` and the pump stops (the session is ended by [`run`]).
 async fn pump(
     mut pty: pty_process::OwnedReadPty,
     tx: mpsc::Sender<Frame>,
     recorder: SharedRecorder,
     fail_open: bool,
+    failed: tokio::sync::oneshot::Sender<RecordError>,
 ) {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     loop {
@@ -236,24 +308,23 @@ async fn pump(
             Ok(0) | Err(_) => return,
             Ok(_) => {
                 let chunk = buf.split().freeze();
-                let failed = lock(&recorder)
-                    .as_mut()
-                    .and_then(|rec| rec.output(&chunk).err());
-                if !send_data(&tx, Channel::Stdout, chunk).await {
-                    return;
-                }
-                if let Some(e) = failed {
-                    tracing::error!(err = %e, "session recording failed");
-                    if fail_open {
-                        *lock(&recorder) = None;
-                    } else {
-                        let msg = format!(
-                            "\r\nrelay-agent: {e}; ending the session (recording is required)\r\n"
-                        );
-                        send_data(&tx, Channel::Stdout, msg.into()).await;
-                        let _ = tx.send(proto::Exit::Code(255).into()).await;
+                let failure = {
+                    let mut rec = lock(&recorder);
+                    let failure = rec.as_mut().and_then(|r| r.output(&chunk).err());
+                    if failure.is_some() && fail_open {
+                        *rec = None;
+                    }
+                    failure
+                };
+                if let Some(e) = failure {
+                    if !fail_open {
+                        let _ = failed.send(e);
                         return;
                     }
+                    tracing::error!(err = %e, "session recording failed (--record-fail-open)");
+                }
+                if !send_data(&tx, Channel::Stdout, chunk).await {
+                    return;
                 }
             }
         }

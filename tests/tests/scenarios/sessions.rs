@@ -11,6 +11,8 @@ use relay_tests::{allow_sessions, audit_in, guard, TestRelay, ALLOW_ALL, ALLOW_S
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod ends;
+
 /// Output of one `relay-client run`.
 struct Ran {
     status: ExitStatus,
@@ -400,8 +402,9 @@ impl Term {
         }
     }
 
-    /// Reads until `what` appears; consumes the output up to its end.
-    async fn expect(&mut self, what: &str) -> anyhow::Result<()> {
+    /// Reads until `what` appears; consumes the output up to its end and
+    /// returns it.
+    async fn expect(&mut self, what: &str) -> anyhow::Result<String> {
         let found = tokio::time::timeout(relay_tests::GUARD, async {
             let mut buf = [0u8; 4096];
             loop {
@@ -410,8 +413,8 @@ impl Term {
                     .windows(what.len())
                     .position(|w| w == what.as_bytes())
                 {
-                    self.seen.drain(..at + what.len());
-                    return Ok(());
+                    let upto: Vec<u8> = self.seen.drain(..at + what.len()).collect();
+                    return Ok(String::from_utf8_lossy(&upto).into_owned());
                 }
                 let n = self.pty.read(&mut buf).await?;
                 anyhow::ensure!(n > 0, "terminal closed");
