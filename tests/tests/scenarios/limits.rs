@@ -475,3 +475,71 @@ async fn streams_per_caller_are_capped_and_given_back() -> anyhow::Result<()> {
     relay.shutdown().await;
     Ok(())
 }
+
+/// #13 item 7: every failed handshake used to write an `auth_failed` line,
+/// so a loop of bad handshakes could fill the disk (and fail-closed audit
+/// then refuses everyone). Now a window writes at most 10 per source
+/// address, and one `auth_failed_suppressed` line counts the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_handshakes_write_a_bounded_number_of_audit_lines() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    const TRIES: u64 = 200;
+    let relay = TestRelay::start_with(ALLOW_ALL, |c| {
+        c.limits.auth_failed_window = Duration::from_secs(2);
+    })
+    .await;
+    // A client certificate of another relay's CA, aimed at this relay.
+    let other = TestRelay::start(ALLOW_ALL).await;
+    let cred = relay_tests::credential_via(&other, Role::Client, "mallory", relay.addr);
+    let tls = std::sync::Arc::new(relay_net::tls::client_config(
+        &cred.credential.certificate,
+        cred.key_pem(),
+        &cred.credential.ca,
+    )?);
+    let endpoint = relay_net::endpoint::client(relay.addr, tls, &Transport::client())?;
+    for _ in 0..TRIES {
+        let attempt = guard("bad handshake", endpoint.connect(relay.addr, "127.0.0.1")?).await;
+        anyhow::ensure!(attempt.is_err(), "a foreign certificate was accepted");
+    }
+    // Every failure is accounted for: written, or counted once its window ends.
+    let audit = guard("every failure accounted for", async {
+        loop {
+            let events = relay.audit_events();
+            let written = events
+                .iter()
+                .filter(|e| e["event"] == "auth_failed")
+                .count() as u64;
+            let counted: u64 = events
+                .iter()
+                .filter(|e| e["event"] == "auth_failed_suppressed")
+                .filter_map(|e| e["count"].as_u64())
+                .sum();
+            if written + counted >= TRIES {
+                return events;
+            }
+            #[allow(clippy::disallowed_methods)]
+            tokio::time::sleep(Duration::from_millis(50)).await; // sleep-ok: a poll of the audit file until the window ends, under the guard
+        }
+    })
+    .await;
+    let written = audit.iter().filter(|e| e["event"] == "auth_failed").count();
+    let summaries: Vec<_> = audit
+        .iter()
+        .filter(|e| e["event"] == "auth_failed_suppressed")
+        .collect();
+    assert!(!summaries.is_empty(), "no auth_failed_suppressed line");
+    // One source address: at most 10 lines per window, and every window
+    // that wrote 10 and suppressed more has its summary line.
+    assert!(
+        written <= 10 * (summaries.len() + 1),
+        "{written} auth_failed lines for {} windows",
+        summaries.len()
+    );
+    println!(
+        "{TRIES} failed handshakes: {written} auth_failed lines, {} auth_failed_suppressed lines",
+        summaries.len()
+    );
+    other.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
