@@ -56,6 +56,16 @@ pub struct Args {
     /// Target dials in flight at once; more opens are refused until one ends.
     #[arg(long, default_value_t = 256)]
     max_dials: usize,
+    /// Target dials in flight at once per caller (client identity), within
+    /// --max-dials: more wait, within --dial-timeout, for that caller's own
+    /// dials to end, so one caller's unreachable targets cannot take every
+    /// dial from the others.
+    #[arg(long, default_value_t = 32)]
+    max_dials_per_caller: usize,
+    /// Streams (TCP, SOCKS, sessions) open at once per caller; more are
+    /// refused until one ends. A port-forward of hundreds of connections fits.
+    #[arg(long, default_value_t = 1024)]
+    max_streams_per_caller: usize,
     /// Longest wait between attempts to reach the relay. A relay that
     /// refuses this agent for good (revoked, not authorized) is not retried;
     /// once every relay has, the agent exits non-zero and says what to do.
@@ -192,6 +202,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     config.socks = socks;
     config.dial_timeout = args.dial_timeout;
     config.max_dials = args.max_dials.max(1);
+    config.max_dials_per_caller = args.max_dials_per_caller.max(1);
+    config.max_streams_per_caller = args.max_streams_per_caller.max(1);
     config.backoff.max = args.max_backoff;
     config.transport.idle_timeout = args.idle_timeout;
     config.transport.keep_alive = Some(args.idle_timeout / 3);

@@ -60,6 +60,13 @@ pub struct Config {
     /// Target dials in flight at once; more are refused (a relay, or a
     /// client through it, cannot make the agent flood the private network).
     pub max_dials: usize,
+    /// Target dials in flight at once per caller, within `max_dials`; more
+    /// wait for the caller's own dials (so one caller's black-holed
+    /// targets cannot take every dial permit).
+    pub max_dials_per_caller: usize,
+    /// Streams open at once per caller (TCP, SOCKS, sessions); more are
+    /// refused.
+    pub max_streams_per_caller: usize,
     /// How long shutdown waits for live streams.
     pub shutdown_grace: Duration,
     /// The admin endpoint's listener (`/metrics`, `/healthz`, `/readyz`),
@@ -82,6 +89,8 @@ impl Config {
             dial_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
             max_dials: 256,
+            max_dials_per_caller: 32,
+            max_streams_per_caller: 1024,
             shutdown_grace: Duration::from_secs(5),
             metrics: None,
             sessions: Sessions::default(),

@@ -23,7 +23,8 @@
 //!   [`session::shell`] on a PTY, [`session::exec`] without one,
 //!   [`session::record`]ed in asciicast v2), [`bench`] (the built-in
 //!   benchmark target).
-//! - [`shared`]: the state all of them read; [`config`], [`cli`],
+//! - [`shared`]: the state all of them read, with the [`per_caller`]
+//!   limits (dials and streams one caller may hold); [`config`], [`cli`],
 //!   [`metrics`].
 //!
 //! No module imports one that imports it back.
@@ -44,6 +45,7 @@ pub mod direct;
 pub mod error;
 pub mod grants;
 pub mod metrics;
+pub mod per_caller;
 pub mod session;
 pub mod shared;
 pub mod socks;
@@ -110,6 +112,8 @@ impl Agent {
             first_frame_timeout: Duration::from_secs(10),
             metrics: self.metrics.clone(),
             dials: Arc::new(tokio::sync::Semaphore::new(self.config.max_dials)),
+            caller_dials: per_caller::DialQueues::new(self.config.max_dials_per_caller),
+            caller_streams: per_caller::StreamCounts::new(self.config.max_streams_per_caller),
             sessions: self.config.sessions.clone(),
             socks: self.config.socks.clone(),
             grants: grants::Grants::default(),

@@ -32,6 +32,11 @@ pub struct Metrics {
     pub streams: Family<KindLabel, Counter>,
     /// Streams open now.
     pub streams_open: Gauge,
+    /// Target dials in flight now (within `--max-dials`).
+    pub dials_in_flight: Gauge,
+    /// Dials waiting now because their caller has `--max-dials-per-caller`
+    /// in flight.
+    pub dials_waiting: Gauge,
     /// Opens refused by this agent, by code.
     pub refusals: Family<CodeLabel, Counter>,
     /// End of validity of the agent's certificate, seconds since the epoch.
@@ -57,6 +62,16 @@ impl Metrics {
             "streams_open",
             "Streams open now",
             self.streams_open.clone(),
+        );
+        r.register(
+            "dials_in_flight",
+            "Target dials in flight now",
+            self.dials_in_flight.clone(),
+        );
+        r.register(
+            "dials_waiting",
+            "Dials waiting for their caller's earlier dials (--max-dials-per-caller)",
+            self.dials_waiting.clone(),
         );
         r.register(
             "refusals",

@@ -5,11 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto::{ErrorCode, Identity, Refused};
+use relay_net::admin::GaugeGuard;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::allowlist::Allowlist;
 use crate::grants::Grants;
 use crate::metrics::Metrics;
+use crate::per_caller::{CallerDial, DialQueues, StreamCounts, StreamSlot};
 use crate::session::Sessions;
 use crate::socks::Socks;
 
@@ -26,8 +29,12 @@ pub struct Shared {
     pub first_frame_timeout: Duration,
     /// Counters.
     pub metrics: Arc<Metrics>,
-    /// Permits for target dials in flight.
+    /// Permits for target dials in flight, all callers together.
     pub dials: Arc<Semaphore>,
+    /// Dials in flight per caller, within `dials`.
+    pub caller_dials: DialQueues,
+    /// Streams open per caller.
+    pub caller_streams: StreamCounts,
     /// Shell and command sessions.
     pub sessions: Sessions,
     /// SOCKS rules (off when empty).
@@ -37,16 +44,62 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// A permit for one target dial, or the refusal when too many are in flight.
+    /// A permit for one target dial by `caller`: first a place among the
+    /// caller's own dials (waiting, until `deadline`, while it has
+    /// `--max-dials-per-caller` in flight), then one of the agent's
+    /// `--max-dials` (refused at once when they are all taken). Held until
+    /// the dial ends.
     ///
     /// # Errors
-    /// `LIMIT_EXCEEDED` when `--max-dials` dials are under way.
-    pub fn dial_permit(&self) -> Result<OwnedSemaphorePermit, Refused> {
-        self.dials.clone().try_acquire_owned().map_err(|_| {
+    /// `LIMIT_EXCEEDED`, naming the limit and the flag that raises it.
+    pub async fn dial_permit(
+        &self,
+        caller: &Identity,
+        deadline: Instant,
+    ) -> Result<DialPermit, Refused> {
+        let waiting = GaugeGuard::new(&self.metrics.dials_waiting);
+        let mine = self.caller_dials.take(caller, deadline).await;
+        drop(waiting);
+        let Some(mine) = mine else {
+            return Err(Refused::new(
+                ErrorCode::LIMIT_EXCEEDED,
+                format!(
+                    "{caller} kept {} dials in flight on agent {} until the dial deadline, \
+                     the most one caller may have (relay-agent --max-dials-per-caller); \
+                     try again once its slow targets answer",
+                    self.caller_dials.max(),
+                    self.me.name
+                ),
+            ));
+        };
+        let all = self.dials.clone().try_acquire_owned().map_err(|_| {
             Refused::new(
                 ErrorCode::LIMIT_EXCEEDED,
                 format!(
-                    "agent {} has too many dials in flight; try again",
+                    "agent {} has too many dials in flight (relay-agent --max-dials); try again",
+                    self.me.name
+                ),
+            )
+        })?;
+        Ok(DialPermit {
+            _all: all,
+            _mine: mine,
+            _gauge: GaugeGuard::new(&self.metrics.dials_in_flight),
+        })
+    }
+
+    /// A slot for one more stream of `caller`.
+    ///
+    /// # Errors
+    /// `LIMIT_EXCEEDED` when it has `--max-streams-per-caller` open.
+    pub fn stream_slot(&self, caller: &Identity) -> Result<StreamSlot, Refused> {
+        self.caller_streams.try_take(caller).ok_or_else(|| {
+            Refused::new(
+                ErrorCode::LIMIT_EXCEEDED,
+                format!(
+                    "{caller} already has {} streams open on agent {}, the most one caller \
+                     may have (relay-agent --max-streams-per-caller); close one and try again",
+                    self.caller_streams.max(),
                     self.me.name
                 ),
             )
@@ -63,4 +116,13 @@ impl Shared {
         self.metrics.refused(refused.code);
         relay_net::framed::refuse(send, recv, refused).await;
     }
+}
+
+/// One target dial in flight: a permit of the agent's and one of the
+/// caller's, both given back on drop.
+#[derive(Debug)]
+pub struct DialPermit {
+    _all: OwnedSemaphorePermit,
+    _mine: CallerDial,
+    _gauge: GaugeGuard,
 }

@@ -4,11 +4,21 @@
 //! Audit is never silently dropped: [`Audit::record`] returns an error when
 //! the line cannot be written, and the relay refuses new opens then (fail
 //! closed, DESIGN "Identity and trust").
+//!
+//! The one exception is deliberate: failed handshakes cost an attacker
+//! nothing, so `auth_failed` lines are throttled ([`Audit::auth_failed`]):
+//! per window, the first [`AUTH_FAILED_PER_ADDRESS`] per source address and
+//! [`AUTH_FAILED_PER_WINDOW`] in all are written, the rest are counted in
+//! one `auth_failed_suppressed` line when the window ends (the metrics count
+//! every failure). Unthrottled, a loop of bad handshakes could fill the
+//! disk, and a full disk makes fail-closed audit refuse everyone (#13 item 7).
 
+use std::collections::HashMap;
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use proto::{ErrorCode, Open, Refused, StreamKind};
 use relay_net::cert::PeerCert;
@@ -30,6 +40,9 @@ pub enum Event {
     Unregister,
     /// A peer failed the handshake or the identity checks.
     AuthFailed,
+    /// `count` more `auth_failed` events in the window that just ended
+    /// were not written (throttled), only counted.
+    AuthFailedSuppressed,
     /// A live connection was closed because its certificate was revoked.
     Revoked,
     /// The policy file was reloaded.
@@ -90,9 +103,13 @@ pub struct AuditEvent {
     /// Bytes from agent to client.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_down: Option<u64>,
-    /// Duration of a stream, milliseconds.
+    /// Duration of a stream, milliseconds (of the window, for
+    /// `auth_failed_suppressed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// How many events an `auth_failed_suppressed` line stands for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 /// Writes a code by its name (`UNAUTHORIZED`), as the README documents it.
@@ -122,6 +139,7 @@ impl AuditEvent {
             bytes_up: None,
             bytes_down: None,
             duration_ms: None,
+            count: None,
         }
     }
 
@@ -175,40 +193,125 @@ pub struct AuditError {
     pub err: String,
 }
 
-/// An append-only JSON-lines audit log.
+/// `auth_failed` lines written per source address per window.
+pub const AUTH_FAILED_PER_ADDRESS: u32 = 10;
+/// `auth_failed` lines written per window, all sources together.
+pub const AUTH_FAILED_PER_WINDOW: u32 = 100;
+/// The default throttling window of `auth_failed` lines.
+pub const AUTH_FAILED_WINDOW: Duration = Duration::from_secs(60);
+
+/// What the `auth_failed` throttle has let through in the current window.
 #[derive(Debug)]
-pub struct Audit {
+struct Throttle {
+    window: Duration,
+    start: Instant,
+    /// At most [`AUTH_FAILED_PER_WINDOW`] entries: one is added only with
+    /// a line written.
+    per_address: HashMap<IpAddr, u32>,
+    written: u32,
+    suppressed: u64,
+}
+
+impl Throttle {
+    /// Starts a new window if the current one has ended; returns how many
+    /// events the ended window suppressed.
+    fn roll(&mut self, now: Instant) -> u64 {
+        if now.saturating_duration_since(self.start) < self.window {
+            return 0;
+        }
+        self.start = now;
+        self.per_address.clear();
+        self.written = 0;
+        std::mem::take(&mut self.suppressed)
+    }
+
+    /// Whether an event from `from` is written (else it is counted).
+    fn admit(&mut self, from: IpAddr) -> bool {
+        if self.written < AUTH_FAILED_PER_WINDOW {
+            let n = self.per_address.entry(from).or_insert(0);
+            if *n < AUTH_FAILED_PER_ADDRESS {
+                *n += 1;
+                self.written += 1;
+                return true;
+            }
+        }
+        self.suppressed += 1;
+        false
+    }
+}
+
+/// The log file and its state, shared with the thread that ends the
+/// throttle's windows.
+#[derive(Debug)]
+struct Inner {
     path: PathBuf,
     file: Mutex<std::fs::File>,
     failures: prometheus_client::metrics::counter::Counter,
+    throttle: Mutex<Throttle>,
+}
+
+/// An append-only JSON-lines audit log.
+#[derive(Debug)]
+pub struct Audit {
+    inner: Arc<Inner>,
 }
 
 impl Audit {
-    /// Opens (creating, mode 0600) the log for appending.
+    /// Opens (creating, mode 0600) the log for appending, with the default
+    /// `auth_failed` window.
     ///
     /// # Errors
     /// If the file cannot be opened.
     pub fn open(path: &Path) -> Result<Audit, AuditError> {
+        Audit::open_with(path, AUTH_FAILED_WINDOW)
+    }
+
+    /// As [`Audit::open`], with `auth_failed` lines throttled per `window`.
+    /// A thread ends each window (writing its `auth_failed_suppressed`
+    /// line) even when no failure follows; it stops with the log.
+    ///
+    /// # Errors
+    /// If the file cannot be opened or the thread cannot start.
+    pub fn open_with(path: &Path, window: Duration) -> Result<Audit, AuditError> {
         use std::os::unix::fs::OpenOptionsExt;
+        let fail = |err: String| AuditError {
+            path: path.display().to_string(),
+            err,
+        };
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(path)
-            .map_err(|e| AuditError {
-                path: path.display().to_string(),
-                err: e.to_string(),
-            })?;
-        Ok(Audit {
+            .map_err(|e| fail(e.to_string()))?;
+        let window = window.max(Duration::from_millis(10));
+        let inner = Arc::new(Inner {
             path: path.to_owned(),
             file: Mutex::new(file),
             failures: Default::default(),
-        })
+            throttle: Mutex::new(Throttle {
+                window,
+                start: Instant::now(),
+                per_address: HashMap::new(),
+                written: 0,
+                suppressed: 0,
+            }),
+        });
+        let weak: Weak<Inner> = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("audit-windows".into())
+            .spawn(move || loop {
+                std::thread::sleep(window);
+                let Some(inner) = weak.upgrade() else { return };
+                inner.end_window(Instant::now());
+            })
+            .map_err(|e| fail(format!("cannot start its thread: {e}")))?;
+        Ok(Audit { inner })
     }
 
     /// Counts events that could not be written (for the metrics).
     pub fn failure_counter(&self) -> prometheus_client::metrics::counter::Counter {
-        self.failures.clone()
+        self.inner.failures.clone()
     }
 
     /// Appends one event as a single `write` of a whole line, so lines of
@@ -216,7 +319,38 @@ impl Audit {
     ///
     /// # Errors
     /// If the line cannot be written; the caller must fail closed.
-    pub fn record(&self, mut event: AuditEvent) -> Result<(), AuditError> {
+    pub fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
+        self.inner.record(event)
+    }
+
+    /// Records an event whose loss cannot be turned into a refusal (a close,
+    /// an unregistration): the failure is logged as our own fault.
+    pub fn record_or_log(&self, event: AuditEvent) {
+        self.inner.record_or_log(event);
+    }
+
+    /// Records a failed handshake or identity check from `from`, throttled
+    /// (see the module doc): the first lines of a window are written, the
+    /// rest counted in the window's `auth_failed_suppressed` line.
+    pub fn auth_failed(&self, from: IpAddr, event: AuditEvent) {
+        let now = Instant::now();
+        // The ended window's summary goes before this window's first line.
+        self.inner.end_window(now);
+        let admitted = lock(&self.inner.throttle).admit(from);
+        if admitted {
+            self.inner.record_or_log(event);
+        }
+    }
+}
+
+/// Locks `m`; every update under these locks is a single step, so a
+/// poisoned lock still holds consistent state.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    fn record(&self, mut event: AuditEvent) -> Result<(), AuditError> {
         event.time = now_rfc3339();
         let fail = |err: String| {
             self.failures.inc();
@@ -231,11 +365,31 @@ impl Audit {
         file.write_all(&line).map_err(|e| fail(e.to_string()))
     }
 
-    /// Records an event whose loss cannot be turned into a refusal (a close,
-    /// an unregistration): the failure is logged as our own fault.
-    pub fn record_or_log(&self, event: AuditEvent) {
+    fn record_or_log(&self, event: AuditEvent) {
         if let Err(err) = self.record(event) {
             tracing::error!(%err, "audit event lost");
+        }
+    }
+
+    /// Ends the throttle's window if it is over, writing its summary line
+    /// when it suppressed anything.
+    fn end_window(&self, now: Instant) {
+        let (suppressed, window) = {
+            let mut t = lock(&self.throttle);
+            (t.roll(now), t.window)
+        };
+        if suppressed > 0 {
+            let event = AuditEvent {
+                count: Some(suppressed),
+                duration_ms: u64::try_from(window.as_millis()).ok(),
+                reason: Some(format!(
+                    "{suppressed} more failed handshakes in this window were not written: at most \
+                     {AUTH_FAILED_PER_ADDRESS} per source address and {AUTH_FAILED_PER_WINDOW} in \
+                     all are, per window (the metric relay_handshake_failures_total counts all)"
+                )),
+                ..AuditEvent::new(Event::AuthFailedSuppressed)
+            };
+            self.record_or_log(event);
         }
     }
 }
@@ -246,4 +400,36 @@ pub fn now_rfc3339() -> String {
     let now = now.replace_millisecond(now.millisecond()).unwrap_or(now);
     now.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| now.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_admits_per_address_and_in_all_then_counts() {
+        let mut t = Throttle {
+            window: Duration::from_secs(60),
+            start: Instant::now(),
+            per_address: HashMap::new(),
+            written: 0,
+            suppressed: 0,
+        };
+        let one = IpAddr::from([192, 0, 2, 1]);
+        let admitted = (0..50).filter(|_| t.admit(one)).count();
+        assert_eq!(admitted, AUTH_FAILED_PER_ADDRESS as usize);
+        let many = (0..1000u32)
+            .filter(|i| t.admit(IpAddr::from(i.to_be_bytes())))
+            .count();
+        assert_eq!(
+            admitted + many,
+            AUTH_FAILED_PER_WINDOW as usize,
+            "at most the window's total"
+        );
+        assert!(t.per_address.len() <= AUTH_FAILED_PER_WINDOW as usize);
+        assert_eq!(t.roll(t.start), 0, "the window has not ended");
+        let ended = t.start + t.window;
+        assert_eq!(t.roll(ended), 1050 - AUTH_FAILED_PER_WINDOW as u64);
+        assert!(t.admit(one), "a new window admits again");
+    }
 }

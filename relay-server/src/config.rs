@@ -92,6 +92,8 @@ pub struct Limits {
     pub open_rate: u32,
     /// Burst allowance above `open_rate`.
     pub open_burst: u32,
+    /// Window of the `auth_failed` audit throttle (see `audit`).
+    pub auth_failed_window: Duration,
 }
 
 impl Default for Limits {
@@ -107,6 +109,7 @@ impl Default for Limits {
             unauthenticated_streams: 8,
             open_rate: 2_000,
             open_burst: 4_000,
+            auth_failed_window: crate::audit::AUTH_FAILED_WINDOW,
         }
     }
 }

@@ -82,9 +82,10 @@ pub(crate) async fn serve(
                     ..AuditEvent::new(Event::AuthFailed)
                 },
             };
+            // Throttled: bad handshakes cost the peer nothing (audit module doc).
             shared
                 .audit
-                .record_or_log(event.because(Some(code), reason));
+                .auth_failed(remote.ip(), event.because(Some(code), reason));
         };
     let conn = match tokio::time::timeout(shared.limits.handshake_timeout, incoming).await {
         Ok(Ok(conn)) => conn,

@@ -202,7 +202,7 @@ impl Relay {
         let relay_name = PeerCert::from_pem(&cert)?.relay;
         let policy = Policy::load(&paths.policy())?;
         let revocations = Revocations::load(&paths.revoked())?;
-        let audit = Audit::open(&config.audit_log)?;
+        let audit = Audit::open_with(&config.audit_log, config.limits.auth_failed_window)?;
         let metrics = Arc::new(metrics::Metrics {
             audit_failures: audit.failure_counter(),
             ..metrics::Metrics::default()

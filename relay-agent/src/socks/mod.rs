@@ -372,6 +372,37 @@ mod tests {
         assert!(s.add_host("x=not-an-ip").is_err());
     }
 
+    /// #13 item 7: a refusal of a host the caller named never says what
+    /// it resolved to, nor why that address is refused.
+    #[tokio::test]
+    async fn refusals_of_a_named_host_do_not_echo_its_addresses() {
+        let mut s = socks("metadata.internal:80");
+        s.add_host("metadata.internal=169.254.169.254").unwrap();
+        let dest = Destination {
+            host: Host::parse("metadata.internal").unwrap(),
+            port: 80,
+        };
+        let r = s
+            .resolve("edge", &dest, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(r.code, ErrorCode::TARGET_NOT_EXPOSED);
+        assert!(!r.message.contains("169.254"), "{}", r.message);
+        assert!(!r.message.contains("metadata address"), "{}", r.message);
+        assert!(r.message.contains("not allowed"), "{}", r.message);
+        // Named by address, the reason stays: the caller knows the address.
+        let dest = Destination {
+            host: Host::parse("169.254.169.254").unwrap(),
+            port: 80,
+        };
+        let s = socks("0.0.0.0/0:80");
+        let r = s
+            .resolve("edge", &dest, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(r.message.contains("metadata"), "{}", r.message);
+    }
+
     proptest! {
         /// A request matches only rules that cover it: an exact-address
         /// rule allows that address and port and nothing else.

@@ -109,9 +109,18 @@ pub async fn serve(
         }
     };
     record(&span, &caller, &open);
+    // Counted for the whole stream, whatever its kind: one caller cannot
+    // hold more than its share of the agent.
+    let _slot = match shared.stream_slot(&caller) {
+        Ok(slot) => slot,
+        Err(r) => {
+            tracing::warn!(reason = %r.message, "stream refused: per-caller limit");
+            return shared.refuse(&mut send, &mut reader.recv, r).await;
+        }
+    };
     match &open.kind {
-        StreamKind::Tcp => tcp::serve(&shared, &open.target, send, reader).await,
-        StreamKind::Socks { dest } => socks::serve(&shared, dest, send, reader).await,
+        StreamKind::Tcp => tcp::serve(&shared, &caller, &open.target, send, reader).await,
+        StreamKind::Socks { dest } => socks::serve(&shared, &caller, dest, send, reader).await,
         StreamKind::Shell { .. } | StreamKind::Exec { .. } => {
             shell_exec::serve(&shared, &caller, &open.kind, send, reader).await;
         }

@@ -2,14 +2,15 @@
 //! resolves it here, checks every address against its rules and deny list
 //! ([`crate::socks`]), dials only what passed, answers `Accepted`, splices.
 
-use proto::{Destination, ErrorCode, Refused, StreamKind};
+use proto::{Destination, ErrorCode, Identity, Refused, StreamKind};
 use relay_net::framed::FrameReader;
 
 use crate::shared::Shared;
 
-/// Serves a `Socks` open for `dest`.
+/// Serves a `Socks` open for `dest` by `caller`.
 pub async fn serve(
     shared: &Shared,
+    caller: &Identity,
     dest: &Destination,
     mut send: quinn::SendStream,
     mut reader: FrameReader,
@@ -24,16 +25,23 @@ pub async fn serve(
         );
         return shared.refuse(&mut send, &mut reader.recv, r).await;
     }
-    let dialing = match shared.dial_permit() {
+    // One deadline for waiting on the caller's own dials, resolving and
+    // dialling, so the answer comes before the relay's answer timeout.
+    let deadline = tokio::time::Instant::now() + shared.dial_timeout;
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
+    let dialing = match shared.dial_permit(caller, deadline).await {
         Ok(permit) => permit,
-        Err(r) => return shared.refuse(&mut send, &mut reader.recv, r).await,
+        Err(r) => {
+            tracing::warn!(reason = %r.message, "socks dial refused: limit");
+            return shared.refuse(&mut send, &mut reader.recv, r).await;
+        }
     };
     let dialed = match shared
         .socks
-        .resolve(shared.me.name.as_str(), dest, shared.dial_timeout)
+        .resolve(shared.me.name.as_str(), dest, left())
         .await
     {
-        Ok(addrs) => crate::socks::dial(dest, &addrs, shared.dial_timeout).await,
+        Ok(addrs) => crate::socks::dial(dest, &addrs, left()).await,
         Err(r) => Err(r),
     };
     drop(dialing);

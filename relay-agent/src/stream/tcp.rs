@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use proto::{Accepted, ErrorCode, Refused, StreamKind, TargetName};
+use proto::{Accepted, ErrorCode, Identity, Refused, StreamKind, TargetName};
 use relay_net::admin::GaugeGuard;
 use relay_net::framed::{write_frame, FrameReader};
 use relay_net::splice::{splice, tcp_halves};
@@ -16,9 +16,10 @@ use crate::allowlist::Target;
 use crate::metrics::KindLabel;
 use crate::shared::Shared;
 
-/// Serves a `Tcp` open for `target`.
+/// Serves a `Tcp` open for `target` by `caller`.
 pub async fn serve(
     shared: &Shared,
+    caller: &Identity,
     target: &TargetName,
     mut send: quinn::SendStream,
     mut reader: FrameReader,
@@ -35,11 +36,18 @@ pub async fn serve(
             return shared.refuse(&mut send, &mut reader.recv, r).await;
         }
     };
-    let dialing = match shared.dial_permit() {
+    // One deadline for waiting on the caller's own dials and dialling, so
+    // the answer comes before the relay's answer timeout.
+    let deadline = tokio::time::Instant::now() + shared.dial_timeout;
+    let dialing = match shared.dial_permit(caller, deadline).await {
         Ok(permit) => permit,
-        Err(r) => return shared.refuse(&mut send, &mut reader.recv, r).await,
+        Err(r) => {
+            tracing::warn!(reason = %r.message, "dial refused: limit");
+            return shared.refuse(&mut send, &mut reader.recv, r).await;
+        }
     };
-    let dialed = dial(target, addr, shared.dial_timeout).await;
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let dialed = dial(target, addr, left).await;
     drop(dialing);
     let tcp = match dialed {
         Ok(tcp) => tcp,

@@ -335,3 +335,211 @@ async fn clients_that_never_open_a_stream_stay_idle_and_are_dropped_when_silent(
     relay.shutdown().await;
     Ok(())
 }
+
+/// The value of the agent's gauge `name` in a `/metrics` text (0 if absent).
+fn gauge(metrics: &str, name: &str) -> i64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Polls the agent's `/metrics` at `admin` until `want` holds.
+async fn wait_metrics(admin: std::net::SocketAddr, want: impl Fn(&str) -> bool) -> String {
+    guard("agent metrics", async {
+        loop {
+            let (_, metrics) = relay_tests::http_get(admin, "/metrics").await;
+            if want(&metrics) {
+                return metrics;
+            }
+            #[allow(clippy::disallowed_methods)]
+            tokio::time::sleep(Duration::from_millis(10)).await; // sleep-ok: a poll of the agent's gauges, under the guard
+        }
+    })
+    .await
+}
+
+/// A bound listener for an in-process agent's admin endpoint.
+fn admin_listener() -> anyhow::Result<(std::sync::Arc<std::net::TcpListener>, std::net::SocketAddr)>
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    Ok((std::sync::Arc::new(listener), addr))
+}
+
+/// #13 item 5: one caller dialling a target that never answers (SYNs to a
+/// full accept queue are dropped) used to hold every dial permit of the
+/// agent for the whole dial timeout, so every other caller was refused.
+/// Now it holds at most its own `--max-dials-per-caller`; its other dials
+/// wait for its own, and another caller dials at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_callers_black_holed_dials_leave_others_dialling() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let silent = relay_tests::silent_target().await;
+    let echo = tcp_echo().await;
+    let relay = TestRelay::start(ALLOW_ALL).await;
+    let (listener, admin) = admin_listener()?;
+    let agent = relay
+        .agent_with("edge", &[("silent", silent.addr), ("echo", echo)], |c| {
+            c.max_dials = 4;
+            c.max_dials_per_caller = 2;
+            c.dial_timeout = Duration::from_secs(30);
+            c.metrics = Some(listener);
+        })
+        .await;
+    // The hog asks for twice the agent's dials, all at once.
+    let hog = std::sync::Arc::new(relay.client("hog"));
+    let mut stuck = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let hog = hog.clone();
+        stuck.spawn(async move { hog.open(&dest("edge/silent")).await.map(|_| ()) });
+    }
+    // All eight reached the agent: two dialling, six waiting for those.
+    wait_metrics(admin, |m| {
+        gauge(m, "agent_dials_in_flight") == 2 && gauge(m, "agent_dials_waiting") == 6
+    })
+    .await;
+    assert!(stuck.try_join_next().is_none(), "a hog's dial was answered");
+
+    // Another caller is served at once.
+    let started = std::time::Instant::now();
+    echoes(&relay.client("bystander"), "edge/echo").await?;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "bystander took {took:?}");
+
+    stuck.abort_all();
+    hog.close().await;
+    agent.shutdown().await;
+    relay.shutdown().await;
+    drop(silent);
+    Ok(())
+}
+
+/// #13 item 5: one caller may hold `--max-streams-per-caller` streams on
+/// the agent; one more is refused with a message naming the flag, others
+/// are not affected, and a stream that ends gives its slot back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_per_caller_are_capped_and_given_back() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let echo = tcp_echo().await;
+    let relay = TestRelay::start(ALLOW_ALL).await;
+    let agent = relay
+        .agent_with("edge", &[("echo", echo)], |c| c.max_streams_per_caller = 3)
+        .await;
+    let hog = relay.client("hog");
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = hog.open(&dest("edge/echo")).await?;
+        s.send.write_all(b"x").await?;
+        guard("echo", relay_tests::read_n(&mut s.recv, 1)).await?;
+        held.push(s);
+    }
+    match hog.open(&dest("edge/echo")).await {
+        Err(OpenError::Refused(r)) => {
+            assert_eq!(r.code, ErrorCode::LIMIT_EXCEEDED, "{r:?}");
+            assert!(r.message.contains("--max-streams-per-caller"), "{r:?}");
+            assert!(r.message.contains("client/hog"), "{r:?}");
+        }
+        Ok(_) => anyhow::bail!("a 4th stream of the same caller was accepted"),
+        Err(other) => anyhow::bail!("expected a refusal, got {other:?}"),
+    }
+    echoes(&relay.client("bystander"), "edge/echo").await?;
+
+    // Ending one stream gives its slot back (the agent may still be
+    // finishing it when the echo ends here: retry, bounded).
+    let mut done = held.pop().ok_or_else(|| anyhow::anyhow!("no stream"))?;
+    done.send.finish()?;
+    let mut rest = Vec::new();
+    guard(
+        "stream end",
+        tokio::io::AsyncReadExt::read_to_end(&mut done.recv, &mut rest),
+    )
+    .await?;
+    guard("slot given back", async {
+        loop {
+            match echoes(&hog, "edge/echo").await {
+                Ok(()) => return,
+                Err(e) if e.to_string().contains("--max-streams-per-caller") => {
+                    tokio::task::yield_now().await
+                }
+                Err(e) => panic!("reopen failed: {e:#}"),
+            }
+        }
+    })
+    .await;
+
+    drop(held);
+    hog.close().await;
+    agent.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
+
+/// #13 item 7: every failed handshake used to write an `auth_failed` line,
+/// so a loop of bad handshakes could fill the disk (and fail-closed audit
+/// then refuses everyone). Now a window writes at most 10 per source
+/// address, and one `auth_failed_suppressed` line counts the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_handshakes_write_a_bounded_number_of_audit_lines() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    const TRIES: u64 = 200;
+    let relay = TestRelay::start_with(ALLOW_ALL, |c| {
+        c.limits.auth_failed_window = Duration::from_secs(2);
+    })
+    .await;
+    // A client certificate of another relay's CA, aimed at this relay.
+    let other = TestRelay::start(ALLOW_ALL).await;
+    let cred = relay_tests::credential_via(&other, Role::Client, "mallory", relay.addr);
+    let tls = std::sync::Arc::new(relay_net::tls::client_config(
+        &cred.credential.certificate,
+        cred.key_pem(),
+        &cred.credential.ca,
+    )?);
+    let endpoint = relay_net::endpoint::client(relay.addr, tls, &Transport::client())?;
+    for _ in 0..TRIES {
+        let attempt = guard("bad handshake", endpoint.connect(relay.addr, "127.0.0.1")?).await;
+        anyhow::ensure!(attempt.is_err(), "a foreign certificate was accepted");
+    }
+    // Every failure is accounted for: written, or counted once its window ends.
+    let audit = guard("every failure accounted for", async {
+        loop {
+            let events = relay.audit_events();
+            let written = events
+                .iter()
+                .filter(|e| e["event"] == "auth_failed")
+                .count() as u64;
+            let counted: u64 = events
+                .iter()
+                .filter(|e| e["event"] == "auth_failed_suppressed")
+                .filter_map(|e| e["count"].as_u64())
+                .sum();
+            if written + counted >= TRIES {
+                return events;
+            }
+            #[allow(clippy::disallowed_methods)]
+            tokio::time::sleep(Duration::from_millis(50)).await; // sleep-ok: a poll of the audit file until the window ends, under the guard
+        }
+    })
+    .await;
+    let written = audit.iter().filter(|e| e["event"] == "auth_failed").count();
+    let summaries: Vec<_> = audit
+        .iter()
+        .filter(|e| e["event"] == "auth_failed_suppressed")
+        .collect();
+    assert!(!summaries.is_empty(), "no auth_failed_suppressed line");
+    // One source address: at most 10 lines per window, and every window
+    // that wrote 10 and suppressed more has its summary line.
+    assert!(
+        written <= 10 * (summaries.len() + 1),
+        "{written} auth_failed lines for {} windows",
+        summaries.len()
+    );
+    println!(
+        "{TRIES} failed handshakes: {written} auth_failed lines, {} auth_failed_suppressed lines",
+        summaries.len()
+    );
+    other.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! Per-caller limits of the agent: how many streams and dials one caller
+//! may hold at once, so one caller's slow targets cannot starve another's
+//! (#13: one SOCKS client dialling a black-holed range used to hold every
+//! permit of the agent's one dial semaphore for the whole dial timeout).
+//!
+//! The caller is the identity the relay names in `Forwarded`, or the client
+//! itself on a direct path ([`crate::stream`]). Both tables are maps keyed
+//! by identity whose entry lives only while that caller holds (or waits
+//! for) something: counts are given back by `Drop`, and an entry is removed
+//! when its count falls to zero, so a stream that ends in any way (an
+//! error, a reset, a cancelled future) cannot leak one, and the maps never
+//! hold more entries than there are callers with something in flight.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use proto::Identity;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// Locks a table; a panic elsewhere while it was held leaves consistent
+/// counts (every update is a single step), so poisoning is ignored.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Streams open per caller, at most `max` each. One over the cap is
+/// refused at once: waiting would hold the QUIC stream anyway.
+#[derive(Debug)]
+pub struct StreamCounts {
+    max: usize,
+    held: Arc<Mutex<HashMap<Identity, usize>>>,
+}
+
+/// One open stream of one caller, counted until dropped.
+#[derive(Debug)]
+pub struct StreamSlot {
+    held: Arc<Mutex<HashMap<Identity, usize>>>,
+    caller: Identity,
+}
+
+impl StreamCounts {
+    /// At most `max` (at least 1) streams per caller.
+    pub fn new(max: usize) -> StreamCounts {
+        StreamCounts {
+            max: max.max(1),
+            held: Arc::default(),
+        }
+    }
+
+    /// The cap.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A slot for one more stream of `caller`, or `None` at the cap.
+    pub fn try_take(&self, caller: &Identity) -> Option<StreamSlot> {
+        let mut held = lock(&self.held);
+        match held.get_mut(caller) {
+            Some(n) if *n >= self.max => return None,
+            Some(n) => *n += 1,
+            None => {
+                held.insert(caller.clone(), 1);
+            }
+        }
+        Some(StreamSlot {
+            held: self.held.clone(),
+            caller: caller.clone(),
+        })
+    }
+
+    /// Streams `caller` holds now.
+    pub fn held(&self, caller: &Identity) -> usize {
+        lock(&self.held).get(caller).copied().unwrap_or(0)
+    }
+
+    /// Callers holding at least one stream (the table's size).
+    pub fn callers(&self) -> usize {
+        lock(&self.held).len()
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut held = lock(&self.held);
+        if let Some(n) = held.get_mut(&self.caller) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&self.caller);
+            }
+        }
+    }
+}
+
+/// Dials in flight per caller, at most `max` each. Unlike streams, a dial
+/// over the cap *waits* (until the dial's deadline) for one of the same
+/// caller's dials to end: a port-forward that opens hundreds of quick
+/// connections at once must not see refusals just because the agent's one
+/// thread has not yet noticed the first connects complete. Only the caller
+/// over its cap waits; others dial at once.
+#[derive(Debug)]
+pub struct DialQueues {
+    max: usize,
+    queues: Arc<Mutex<HashMap<Identity, Queue>>>,
+}
+
+#[derive(Debug)]
+struct Queue {
+    permits: Arc<Semaphore>,
+    /// Dials of this caller holding or waiting for a permit.
+    users: usize,
+}
+
+/// A caller's place in its queue, waiting or dialling; left on drop.
+#[derive(Debug)]
+struct Place {
+    queues: Arc<Mutex<HashMap<Identity, Queue>>>,
+    caller: Identity,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut queues = lock(&self.queues);
+        if let Some(q) = queues.get_mut(&self.caller) {
+            q.users = q.users.saturating_sub(1);
+            if q.users == 0 {
+                queues.remove(&self.caller);
+            }
+        }
+    }
+}
+
+/// One dial of one caller in flight, until dropped.
+#[derive(Debug)]
+pub struct CallerDial {
+    _permit: OwnedSemaphorePermit,
+    _place: Place,
+}
+
+impl DialQueues {
+    /// At most `max` (at least 1) dials in flight per caller.
+    pub fn new(max: usize) -> DialQueues {
+        DialQueues {
+            max: max.max(1),
+            queues: Arc::default(),
+        }
+    }
+
+    /// The cap.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Waits until `caller` has fewer than `max` dials in flight, or
+    /// `deadline` passes (`None`).
+    ///
+    /// # Cancel safety
+    /// Dropping the future leaves the queue: nothing is held.
+    pub async fn take(&self, caller: &Identity, deadline: Instant) -> Option<CallerDial> {
+        let (place, permits) = {
+            let mut queues = lock(&self.queues);
+            let q = queues.entry(caller.clone()).or_insert_with(|| Queue {
+                permits: Arc::new(Semaphore::new(self.max)),
+                users: 0,
+            });
+            q.users += 1;
+            let place = Place {
+                queues: self.queues.clone(),
+                caller: caller.clone(),
+            };
+            (place, q.permits.clone())
+        };
+        // The semaphore is never closed: an error cannot happen.
+        match tokio::time::timeout_at(deadline, permits.acquire_owned()).await {
+            Ok(Ok(permit)) => Some(CallerDial {
+                _permit: permit,
+                _place: place,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Callers with a dial in flight or waiting (the table's size).
+    pub fn callers(&self) -> usize {
+        lock(&self.queues).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn who(name: &str) -> Identity {
+        Identity {
+            role: proto::Role::Client,
+            name: name.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn streams_are_capped_per_caller_and_the_table_empties() {
+        let counts = StreamCounts::new(2);
+        let (a, b) = (who("a"), who("b"));
+        let a1 = counts.try_take(&a).unwrap();
+        let a2 = counts.try_take(&a).unwrap();
+        assert!(counts.try_take(&a).is_none(), "a is at its cap");
+        let b1 = counts.try_take(&b).unwrap();
+        assert_eq!((counts.held(&a), counts.held(&b)), (2, 1));
+        drop(a1);
+        let a3 = counts.try_take(&a).unwrap();
+        drop((a2, a3, b1));
+        assert_eq!(counts.callers(), 0, "no entry left at zero");
+    }
+
+    #[tokio::test]
+    async fn dials_over_the_cap_wait_for_the_same_callers_dials_only() {
+        let dials = Arc::new(DialQueues::new(1));
+        let (a, b) = (who("a"), who("b"));
+        let later = || Instant::now() + Duration::from_secs(10);
+        let held = dials.take(&a, later()).await.unwrap();
+        // b is not held up by a.
+        let other = dials.take(&b, later()).await.unwrap();
+        // A second dial of a waits until the first ends...
+        let waiting = tokio::spawn({
+            let (dials, a) = (dials.clone(), a.clone());
+            async move { dials.take(&a, later()).await.map(drop).is_some() }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(held);
+        assert!(waiting.await.unwrap());
+        // ... or until its deadline.
+        let again = dials.take(&a, later()).await.unwrap();
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert!(dials.take(&a, soon).await.is_none());
+        // A cancelled wait leaves nothing behind.
+        let cancelled = tokio::time::timeout(Duration::from_millis(20), dials.take(&a, later()));
+        assert!(cancelled.await.is_err());
+        drop((again, other));
+        assert_eq!(dials.callers(), 0, "no entry left at zero");
+    }
+}
