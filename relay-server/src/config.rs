@@ -87,6 +87,10 @@ pub struct Limits {
     pub open_rate: u32,
     /// Burst allowance above `open_rate`.
     pub open_burst: u32,
+    /// Live direct paths (end-to-end mode) per client identity.
+    pub direct_per_client: usize,
+    /// Live direct paths per agent (all instances, all clients).
+    pub direct_per_agent: usize,
 }
 
 impl Default for Limits {
@@ -101,6 +105,8 @@ impl Default for Limits {
             unauthenticated_streams: 8,
             open_rate: 2_000,
             open_burst: 4_000,
+            direct_per_client: crate::routes::DIRECT_PER_CLIENT,
+            direct_per_agent: crate::routes::DIRECT_PER_AGENT,
         }
     }
 }
