@@ -280,7 +280,10 @@ pub struct DirectPaths {
 impl DirectPaths {
     /// Whether this is the first fallback to the relay path for `agent`.
     pub fn first_fallback(&self, agent: &AgentName) -> bool {
-        let mut seen = self.fell_back.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut seen = self
+            .fell_back
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         seen.insert(agent.clone())
     }
 

@@ -308,7 +308,11 @@ impl<'p> View<'p> {
         self.grants(client, agent).next().is_some()
     }
 
-    fn grants<'a>(&'a self, client: &'a Name, agent: &'a AgentName) -> impl Iterator<Item = &'p Allow> + 'a
+    fn grants<'a>(
+        &'a self,
+        client: &'a Name,
+        agent: &'a AgentName,
+    ) -> impl Iterator<Item = &'p Allow> + 'a
     where
         'p: 'a,
     {
@@ -445,7 +449,9 @@ mod tests {
         let direct = p.on(Carrier::Direct);
         assert!(relay.allows_tcp(&c, &ag, &t("open")) && direct.allows_tcp(&c, &ag, &t("open")));
         assert!(relay.allows_tcp(&c, &ag, &t("plain")) && !direct.allows_tcp(&c, &ag, &t("plain")));
-        assert!(!relay.allows_tcp(&c, &ag, &t("secret")) && direct.allows_tcp(&c, &ag, &t("secret")));
+        assert!(
+            !relay.allows_tcp(&c, &ag, &t("secret")) && direct.allows_tcp(&c, &ag, &t("secret"))
+        );
         assert!(relay.allows_shell(&c, &ag) && !direct.allows_shell(&c, &ag));
         assert!(!relay.allows_run(&c, &ag) && direct.allows_run(&c, &ag));
         // Any carrier (what list shows) is the union.

@@ -58,7 +58,9 @@ struct Live {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RouteError {
     /// The prefix is another connection's.
-    #[error("connection-ID prefix {0} is taken by another connection; reconnect to draw a new one")]
+    #[error(
+        "connection-ID prefix {0} is taken by another connection; reconnect to draw a new one"
+    )]
     PrefixTaken(CidPrefix),
     /// The client identity holds its cap of live paths.
     #[error("client {client} already holds {max} direct paths (the relay's limit); end one first")]

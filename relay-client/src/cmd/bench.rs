@@ -482,7 +482,11 @@ async fn measure_all(
         format!(
             "tunnel: this client -> relay -> agent {}{}",
             dest.agent,
-            if end_to_end.is_on() { " (end-to-end)" } else { "" }
+            if end_to_end.is_on() {
+                " (end-to-end)"
+            } else {
+                ""
+            }
         ),
         opts,
         measured,
@@ -496,7 +500,11 @@ async fn measure_all(
 /// service (relay-agent's `allowlist::BENCH_TARGET`).
 const BENCH_TARGET: &str = "bench";
 
-async fn local(opts: &Options, end_to_end: crate::direct::EndToEnd, progress: &Progress) -> anyhow::Result<Report> {
+async fn local(
+    opts: &Options,
+    end_to_end: crate::direct::EndToEnd,
+    progress: &Progress,
+) -> anyhow::Result<Report> {
     let bins = Binaries::find()?;
     eprintln!("bench: starting relay-server and relay-agent --expose-bench on 127.0.0.1 ...");
     // No open-rate limit in the way: the open test measures the tunnel, and
