@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use relay_net::credential::Credential;
 
+use crate::direct::EndToEnd;
 use crate::program::ProgramOutcome;
 use crate::{AgentTarget, Client};
 
@@ -18,6 +19,7 @@ Examples:
   relay-client --credential alice.cred forward 127.0.0.1:16443 aks-prod/kube-api
   relay-client --credential alice.cred forward 16443 aks-prod/kube-api 15432 aks-prod/db
   relay-client --credential alice.cred --end-to-end forward 16443 aks-prod/kube-api   # relay cannot decrypt
+  relay-client --credential alice.cred --end-to-end=auto forward 16443 aks-prod/kube-api   # or relay path
   relay-client --credential alice.cred connect aks-prod/db
   ssh -o ProxyCommand='relay-client --credential alice.cred connect aks-prod/ssh' admin@node
   relay-client --credential alice.cred list
@@ -53,7 +55,7 @@ const DEMO_HELP: &str = "\
 
 Options:
       --check                    Exit after checking that bytes go through, instead of waiting for Ctrl-C
-      --end-to-end               Run the demo's forward in end-to-end mode (the relay forwards packets it cannot decrypt)
+      --end-to-end[=<MODE>]      Run the demo's forward in end-to-end mode (the relay forwards packets it cannot decrypt); MODE on or auto
       --log-format <LOG_FORMAT>  Log format on stderr [default: text] [possible values: text, json]
   -h, --help                     Print help{after-help}";
 
@@ -73,11 +75,14 @@ pub struct Args {
     connect_timeout: Duration,
     /// End-to-end mode: each agent is reached on a QUIC connection of its
     /// own, which the relay forwards without decrypting (fewer copies and
-    /// no crypto on the relay); the relay still authorizes it. Falls back to
-    /// the relay path where the relay or agent cannot offer one.
-    #[arg(long, global = true, env = "RELAY_END_TO_END",
-          value_parser = clap::builder::BoolishValueParser::new())]
-    end_to_end: bool,
+    /// no crypto on the relay); the relay still authorizes it. MODE: on (the
+    /// default of the bare flag, and RELAY_END_TO_END=1) fails where the
+    /// relay or agent cannot offer a path, never using the relay path;
+    /// auto falls back to the relay path and says so; off.
+    #[arg(long, global = true, env = "RELAY_END_TO_END", value_name = "MODE",
+          num_args = 0..=1, require_equals = true, default_missing_value = "on",
+          default_value = "off")]
+    end_to_end: EndToEnd,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,

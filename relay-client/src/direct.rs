@@ -8,7 +8,7 @@
 //!                    the agent's prefix ─▶ relay forwards ─▶ agent
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,102 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// path could not be had: an open must not pay a failed attempt each time.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
 
+/// Whether, and how strictly, a client uses end-to-end paths
+/// (`--end-to-end[=MODE]`, `RELAY_END_TO_END`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EndToEnd {
+    /// Every stream goes through the relay path.
+    #[default]
+    Off,
+    /// Direct paths where they can be had, else the relay path (which the
+    /// relay can read); the first fallback to each agent is logged.
+    Auto,
+    /// Direct paths only: one that cannot be had is an error, never a
+    /// silent downgrade to a path the relay can read.
+    Strict,
+}
+
+impl EndToEnd {
+    /// Whether direct paths are tried at all.
+    pub fn is_on(self) -> bool {
+        self != EndToEnd::Off
+    }
+}
+
+impl From<bool> for EndToEnd {
+    /// `true` is [`EndToEnd::Strict`]: asking for end-to-end means it.
+    fn from(on: bool) -> EndToEnd {
+        if on {
+            EndToEnd::Strict
+        } else {
+            EndToEnd::Off
+        }
+    }
+}
+
+impl std::str::FromStr for EndToEnd {
+    type Err = String;
+    fn from_str(s: &str) -> Result<EndToEnd, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "" | "1" | "true" | "yes" | "on" | "strict" => Ok(EndToEnd::Strict),
+            "auto" => Ok(EndToEnd::Auto),
+            "0" | "false" | "no" | "off" => Ok(EndToEnd::Off),
+            other => Err(format!(
+                "{other:?} is not an end-to-end mode: give on (the default: a direct path or an error), auto (fall back to the relay path) or off"
+            )),
+        }
+    }
+}
+
+/// A direct path could not be had in strict mode: the stream is not sent
+/// on the relay path instead.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no end-to-end path to agent {agent}: {reason}; --end-to-end does not fall back to the \
+     relay path (which the relay can read): use --end-to-end=auto to allow that, or leave out \
+     --end-to-end"
+)]
+pub struct NoDirectPath {
+    /// The agent asked for.
+    pub agent: AgentName,
+    /// Why there is no path.
+    pub reason: NoPath,
+}
+
+impl NoDirectPath {
+    /// The error for a stream that needed a path to `agent`. A relay's
+    /// refusal stays a refusal (same code, so callers and exit statuses
+    /// treat it as one); where the relay path could help, its message says
+    /// how to allow it.
+    pub fn into_open_error(self) -> crate::OpenError {
+        let NoDirectPath { agent, reason } = self;
+        match reason {
+            NoPath::Refused(r) => {
+                // The relay path would be refused as well (or already says
+                // so): the relay's words are the whole story.
+                let final_ = [
+                    proto::ErrorCode::UNAUTHORIZED,
+                    proto::ErrorCode::REVOKED,
+                    proto::ErrorCode::UNKNOWN_AGENT,
+                    proto::ErrorCode::AGENT_OFFLINE,
+                ];
+                if final_.contains(&r.code) {
+                    return crate::OpenError::Refused(r);
+                }
+                crate::OpenError::Refused(proto::Refused::new(
+                    r.code,
+                    NoDirectPath {
+                        agent,
+                        reason: NoPath::Refused(r),
+                    }
+                    .to_string(),
+                ))
+            }
+            reason => crate::OpenError::NoDirectPath(NoDirectPath { agent, reason }),
+        }
+    }
+}
+
 /// What a new direct path is set up with.
 pub struct Via<'a> {
     /// The connection to the relay, which grants the path.
@@ -40,7 +136,7 @@ pub struct Via<'a> {
     pub transport: &'a Transport,
 }
 
-/// Why there is no direct path to an agent (the relay path is used).
+/// Why there is no direct path to an agent.
 #[derive(Debug, thiserror::Error)]
 pub enum NoPath {
     /// The `Direct` stream to the relay could not be opened.
@@ -119,7 +215,8 @@ pub enum PathState {
     Unknown,
     /// Up.
     Live(DirectPath),
-    /// Could not be had at this instant: use the relay path for a while.
+    /// Could not be had at this instant: in auto mode, use the relay path
+    /// for a while.
     Failed(Instant),
 }
 
@@ -146,8 +243,7 @@ impl PathState {
     /// outcome is kept (the path, or when it failed).
     ///
     /// # Errors
-    /// Why there is no path (refused, agent too old, handshake failed); the
-    /// caller falls back to the relay path.
+    /// Why there is no path (refused, agent too old, handshake failed).
     pub async fn open(
         &mut self,
         agent: &AgentName,
@@ -176,9 +272,21 @@ pub type AgentPath = Arc<tokio::sync::Mutex<PathState>>;
 #[derive(Debug, Default)]
 pub struct DirectPaths {
     by_agent: Mutex<HashMap<AgentName, AgentPath>>,
+    /// The agents whose fallback to the relay path has been logged (auto
+    /// mode says so once per agent, not at every open).
+    fell_back: Mutex<HashSet<AgentName>>,
 }
 
 impl DirectPaths {
+    /// Whether this is the first fallback to the relay path for `agent`.
+    pub fn first_fallback(&self, agent: &AgentName) -> bool {
+        let mut seen = self
+            .fell_back
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        seen.insert(agent.clone())
+    }
+
     /// The entry of `agent` (created empty on first use). Lock it to use or
     /// set up its path.
     pub fn entry(&self, agent: &AgentName) -> AgentPath {

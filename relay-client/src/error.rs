@@ -19,6 +19,9 @@ pub enum OpenError {
     /// The relay or the agent refused the open.
     #[error("{0}")]
     Refused(Refused),
+    /// End-to-end mode (strict) could not set up the direct path.
+    #[error(transparent)]
+    NoDirectPath(#[from] crate::direct::NoDirectPath),
     /// The stream or its connection failed.
     #[error(transparent)]
     Stream(#[from] StreamError),

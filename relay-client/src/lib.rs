@@ -146,6 +146,8 @@ pub struct Client {
     conn: Mutex<Option<RelayConn>>,
     /// `Some` in end-to-end mode: the direct paths, by agent.
     direct: Option<direct::DirectPaths>,
+    /// Whether a failed direct path falls back to the relay path.
+    mode: direct::EndToEnd,
 }
 
 impl Client {
@@ -157,15 +159,24 @@ impl Client {
             connect_timeout: Duration::from_secs(10),
             conn: Mutex::new(None),
             direct: None,
+            mode: direct::EndToEnd::Off,
         }
     }
 
     /// End-to-end mode: streams to an agent travel on a QUIC connection to
-    /// the agent itself, which the relay forwards without decrypting; where
-    /// the relay or agent cannot offer one, the relay path is used.
-    pub fn end_to_end(mut self, on: bool) -> Client {
-        self.direct = on.then(direct::DirectPaths::default);
+    /// the agent itself, which the relay forwards without decrypting. Where
+    /// the relay or agent cannot offer one, [`direct::EndToEnd::Strict`]
+    /// (also `true`) fails the open, [`direct::EndToEnd::Auto`] uses the
+    /// relay path and says so once per agent.
+    pub fn end_to_end(mut self, mode: impl Into<direct::EndToEnd>) -> Client {
+        self.mode = mode.into();
+        self.direct = self.mode.is_on().then(direct::DirectPaths::default);
         self
+    }
+
+    /// The end-to-end mode ([`Client::end_to_end`]).
+    pub fn end_to_end_mode(&self) -> direct::EndToEnd {
+        self.mode
     }
 
     /// Sets the handshake deadline.
@@ -196,16 +207,19 @@ impl Client {
     }
 
     /// The connection that carries streams to `agent`: in end-to-end mode
-    /// its direct path (set up on first use, again once lost), else (or if
-    /// there can be none) the relay connection. Setting up the path to one
-    /// agent holds up only opens to that agent.
+    /// its direct path (set up on first use, again once lost); else the
+    /// relay connection, also in [`direct::EndToEnd::Auto`] mode where no
+    /// path can be had. Setting up the path to one agent holds up only
+    /// opens to that agent.
     ///
     /// # Errors
-    /// If the relay cannot be reached.
-    pub async fn connection_to(&self, agent: &AgentName) -> Result<Carrier, DialError> {
+    /// If the relay cannot be reached; in strict end-to-end mode, also why
+    /// there is no direct path ([`direct::NoDirectPath`]).
+    pub async fn connection_to(&self, agent: &AgentName) -> Result<Carrier, OpenError> {
         let Some(paths) = &self.direct else {
             return Ok(Carrier::relay(self.connection().await?));
         };
+        let strict = self.mode == direct::EndToEnd::Strict;
         let entry = paths.entry(agent);
         let mut path = entry.lock().await;
         if let Some(conn) = path.live() {
@@ -215,16 +229,20 @@ impl Client {
             });
         }
         let relay = self.connection().await?;
-        if path.resting() {
+        // Strict mode asks again at every open: nothing else may carry it.
+        if path.resting() && !strict {
             return Ok(Carrier::relay(relay));
         }
-        let (endpoint, prefix) = {
-            let slot = self.conn.lock().await;
-            match slot.as_ref() {
-                Some(rc) => (rc.endpoint.clone(), rc.prefix),
-                None => return Ok(Carrier::relay(relay)),
+        let slot = self.conn.lock().await;
+        let (endpoint, prefix) = match slot.as_ref() {
+            Some(rc) => (rc.endpoint.clone(), rc.prefix),
+            // This client closed meanwhile.
+            None => {
+                let closed = quinn::ConnectionError::LocallyClosed;
+                return Err(StreamError::connection(Side::Relay, closed).into());
             }
         };
+        drop(slot);
         let via = direct::Via {
             relay: &relay,
             endpoint: &endpoint,
@@ -237,8 +255,17 @@ impl Client {
                 conn,
                 peer: Side::Agent,
             }),
+            Err(reason) if strict => Err(direct::NoDirectPath {
+                agent: agent.clone(),
+                reason,
+            }
+            .into_open_error()),
             Err(reason) => {
-                tracing::warn!(%agent, %reason, "no direct path; using the relay path (asking again in 30 s)");
+                if paths.first_fallback(agent) {
+                    tracing::warn!(%agent, %reason, "no end-to-end path; --end-to-end=auto uses the relay path, which the relay can read (asking again every 30 s; said once)");
+                } else {
+                    tracing::debug!(%agent, %reason, "no end-to-end path; using the relay path");
+                }
                 Ok(Carrier::relay(relay))
             }
         }

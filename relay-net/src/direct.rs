@@ -103,7 +103,10 @@ pub fn route_prefix(datagram: &[u8]) -> Option<CidPrefix> {
     CidPrefix::from_bytes([cid[0], cid[1], cid[2], cid[3]])
 }
 
-/// Where the relay sends a datagram for a route prefix.
+/// Where the relay sends a datagram for a route prefix. It runs in quinn's
+/// one receive task for every routable datagram: an implementation should
+/// answer with one lookup, and take no lock of a quinn connection (the
+/// relay's `routes` keys by prefix and sender address).
 pub trait Router: Send + Sync + fmt::Debug + 'static {
     /// The address to pass a datagram of `len` bytes with destination
     /// prefix `prefix`, received from `from`, on to; `None` leaves it to quinn.

@@ -10,7 +10,7 @@ use proto::{AgentInfo, AgentName, Capabilities, ErrorCode, Grant, Open, Refused,
 use proto::{Name, TargetName};
 use relay_net::cert::PeerCert;
 
-use crate::policy::Policy;
+use crate::policy::{Carrier, Policy, View};
 use crate::registry::{Instance, Lookup, Pool};
 use crate::Shared;
 
@@ -33,13 +33,16 @@ pub(crate) fn open(
     let policy = shared.policy();
     let client = &peer.identity.name;
     let agent = &open.agent;
-    let allowed = match &open.kind {
-        StreamKind::Tcp => policy.allows_tcp(client, agent, &open.target),
-        StreamKind::Shell { .. } => policy.allows_shell(client, agent),
-        StreamKind::Exec { .. } => policy.allows_run(client, agent),
-        StreamKind::Socks { .. } => policy.allows_socks(client, agent),
+    let allowed = |view: View<'_>| match &open.kind {
+        StreamKind::Tcp => view.allows_tcp(client, agent, &open.target),
+        StreamKind::Shell { .. } => view.allows_shell(client, agent),
+        StreamKind::Exec { .. } => view.allows_run(client, agent),
+        StreamKind::Socks { .. } => view.allows_socks(client, agent),
     };
-    if !allowed {
+    if !allowed(policy.on(Carrier::Relay)) {
+        if allowed(policy.on(Carrier::Direct)) {
+            return Err(direct_required(client, open));
+        }
         return Err(denied(&policy, client, open));
     }
     // Only instances that serve this kind: a pool may mix versions or
@@ -69,6 +72,21 @@ pub(crate) fn open(
         return Ok(exposing);
     }
     Ok(able)
+}
+
+/// The refusal of an `Open` on the relay path that the policy grants only
+/// on end-to-end paths (`direct = "require"`).
+fn direct_required(client: &Name, open: &Open) -> Refused {
+    let what = match &open.kind {
+        StreamKind::Tcp => format!("{}/{}", open.agent, open.target),
+        kind => format!("{kind} sessions on {}", open.agent),
+    };
+    Refused::new(
+        ErrorCode::UNAUTHORIZED,
+        format!(
+            "client {client} may reach {what} only end to end: the relay policy says direct = \"require\" for it; use relay-client --end-to-end"
+        ),
+    )
 }
 
 /// The refusal for a kind no instance of the agent serves.
@@ -147,8 +165,8 @@ pub(crate) struct Reach {
 }
 
 impl Reach {
-    /// `client`'s reach on `pool` under `policy`.
-    fn of(policy: &Policy, client: &Name, pool: &Pool) -> Reach {
+    /// `client`'s reach on `pool` under `policy` (as it applies on one carrier).
+    fn of(policy: View<'_>, client: &Name, pool: &Pool) -> Reach {
         Reach {
             targets: policy
                 .reachable(client, &pool.agent, &pool.targets)
@@ -177,7 +195,7 @@ pub(crate) fn listing(shared: &Shared, peer: &PeerCert) -> Vec<AgentInfo> {
         .into_iter()
         .filter(|pool| policy.mentions(client, &pool.agent))
         .map(|pool| {
-            let reach = Reach::of(&policy, client, &pool);
+            let reach = Reach::of(policy.on(Carrier::Any), client, &pool);
             AgentInfo {
                 targets: reach.targets,
                 sessions: reach.sessions,
@@ -189,14 +207,16 @@ pub(crate) fn listing(shared: &Shared, peer: &PeerCert) -> Vec<AgentInfo> {
 }
 
 /// The grant of a direct path to `agent` for `peer` as the policy stands
-/// now; `None` if it may open nothing there (or the agent is gone).
+/// now (only entries that allow end-to-end paths); `None` if it may open
+/// nothing there (or the agent is gone).
 pub(crate) fn grant(shared: &Shared, peer: &PeerCert, agent: &AgentName) -> Option<Grant> {
     let pool = shared
         .registry
         .snapshot()
         .into_iter()
         .find(|p| &p.agent == agent)?;
-    let reach = Reach::of(&shared.policy(), &peer.identity.name, &pool);
+    let policy = shared.policy();
+    let reach = Reach::of(policy.on(Carrier::Direct), &peer.identity.name, &pool);
     (!reach.is_empty()).then(|| Grant {
         caller: peer.identity.clone(),
         targets: reach.targets,
@@ -204,21 +224,40 @@ pub(crate) fn grant(shared: &Shared, peer: &PeerCert, agent: &AgentName) -> Opti
     })
 }
 
-/// Checks a request for a direct path to `agent`: revocation, presence, and
-/// a non-empty grant. Gives the grant and the instances to offer it to.
+/// Checks a request for a direct path to `agent`: revocation, the policy,
+/// presence, and a non-empty grant. Gives the grant and the instances to
+/// offer it to.
+///
+/// The policy comes before presence: a client the policy names nothing
+/// for on `agent` gets the same refusal whether `agent` exists or not.
 pub(crate) fn direct(
     shared: &Shared,
     peer: &PeerCert,
     agent: &AgentName,
 ) -> Result<(Grant, Vec<Instance>), Refused> {
     not_revoked(shared, peer)?;
+    let client = &peer.identity.name;
+    {
+        let policy = shared.policy();
+        if !policy.on(Carrier::Direct).mentions(client, agent) {
+            let message = if policy.mentions(client, agent) {
+                format!(
+                    "client {client} may not use end-to-end paths to {agent}: the relay policy says direct = \"deny\" for it; leave out --end-to-end (or give --end-to-end=auto) to use the relay path"
+                )
+            } else {
+                format!(
+                    "client {client} may open nothing on {agent}: no agent named {agent} is known to this relay, or no [[allow]] entry in the relay policy grants it to {client} (`relay-client list` shows the agents you may use)"
+                )
+            };
+            return Err(Refused::new(ErrorCode::UNAUTHORIZED, message));
+        }
+    }
     let instances = instances(shared, agent)?;
     let Some(grant) = grant(shared, peer, agent) else {
         return Err(Refused::new(
             ErrorCode::UNAUTHORIZED,
             format!(
-                "client {} may open nothing on {agent}: no [[allow]] entry in the relay policy grants it",
-                peer.identity.name
+                "client {client} may open nothing on {agent} end to end: no [[allow]] entry in the relay policy that allows direct paths grants it a target {agent} exposes"
             ),
         ));
     };

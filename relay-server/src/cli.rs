@@ -133,6 +133,12 @@ enum Command {
         /// connections); each holds at most 2 MiB per direction on the relay.
         #[arg(long, default_value_t = Limits::default().streams_per_client)]
         max_streams_per_client: u32,
+        /// Live end-to-end paths allowed per client identity (all its connections).
+        #[arg(long, default_value_t = crate::routes::DIRECT_PER_CLIENT)]
+        max_direct_per_client: usize,
+        /// Live end-to-end paths allowed per agent (all its instances and clients).
+        #[arg(long, default_value_t = crate::routes::DIRECT_PER_AGENT)]
+        max_direct_per_agent: usize,
         /// Serve /metrics, /healthz and /readyz on this local TCP address
         /// (e.g. 127.0.0.1:9090; no authentication: keep it private) [default: off].
         #[arg(long, value_name = "ADDR")]
@@ -261,12 +267,16 @@ fn run(args: Args) -> anyhow::Result<()> {
             metrics,
             max_open_rate,
             max_streams_per_client,
+            max_direct_per_client,
+            max_direct_per_agent,
         } => {
             let mut config = Config::new(&dir, listen);
             config.metrics = metrics;
             config.limits.open_rate = max_open_rate;
             config.limits.open_burst = max_open_rate.saturating_mul(2);
             config.limits.streams_per_client = max_streams_per_client;
+            config.limits.direct_per_client = max_direct_per_client;
+            config.limits.direct_per_agent = max_direct_per_agent;
             if let Some(audit_log) = audit_log {
                 config.audit_log = audit_log;
             }

@@ -94,6 +94,10 @@ pub struct Limits {
     pub open_burst: u32,
     /// Window of the `auth_failed` audit throttle (see `audit`).
     pub auth_failed_window: Duration,
+    /// Live direct paths (end-to-end mode) per client identity.
+    pub direct_per_client: usize,
+    /// Live direct paths per agent (all instances, all clients).
+    pub direct_per_agent: usize,
 }
 
 impl Default for Limits {
@@ -110,6 +114,8 @@ impl Default for Limits {
             open_rate: 2_000,
             open_burst: 4_000,
             auth_failed_window: crate::audit::AUTH_FAILED_WINDOW,
+            direct_per_client: crate::routes::DIRECT_PER_CLIENT,
+            direct_per_agent: crate::routes::DIRECT_PER_AGENT,
         }
     }
 }

@@ -226,7 +226,10 @@ impl Relay {
         let burst = std::num::NonZeroU32::new(config.limits.open_burst).unwrap_or(rate);
         let open_limiter =
             governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst));
-        let routes = Arc::new(routes::Routes::default());
+        let routes = Arc::new(routes::Routes::new(
+            config.limits.direct_per_client,
+            config.limits.direct_per_agent,
+        ));
         let endpoint = relay_net::endpoint::server(
             config.listen,
             tls,

@@ -9,7 +9,16 @@
 //! shell   = true             # interactive sessions (`relay-client shell`), default false
 //! run     = true             # commands (`relay-client run`), default false
 //! socks   = true             # SOCKS5 through the agent (`relay-client socks`), default false
+//! direct  = "allow"          # end-to-end paths: "allow" (default), "deny" or "require"
 //! ```
+//!
+//! `direct` says which carriers an entry's grants travel on: `"allow"` both
+//! the relay path and end-to-end paths (`relay-client --end-to-end`);
+//! `"deny"` only the relay path, where the relay reads, authorizes and
+//! audits every stream; `"require"` only end-to-end paths, so the relay
+//! never sees the traffic. The default is `"allow"`: it is what every policy
+//! meant before the field existed, and an operator who wants the relay to
+//! see each stream says `"deny"` where it matters.
 //!
 //! `socks = true` lets the client name any destination; the agent's own
 //! `--allow-socks` rules then decide which ones it dials. It is its own
@@ -57,6 +66,40 @@ impl<'de> Deserialize<'de> for Pattern {
     }
 }
 
+/// Which carriers an entry's grants may travel on (its `direct` field).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectRule {
+    /// The relay path and end-to-end paths.
+    #[default]
+    Allow,
+    /// The relay path only.
+    Deny,
+    /// End-to-end paths only.
+    Require,
+}
+
+/// The carrier a request travels on, for [`Policy::on`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carrier {
+    /// Either (what `list` shows, and the wording of refusals).
+    Any,
+    /// An `Open` the relay splices.
+    Relay,
+    /// A direct path's grant (end-to-end mode).
+    Direct,
+}
+
+impl DirectRule {
+    /// Whether an entry with this rule grants on `carrier`.
+    pub fn permits(self, carrier: Carrier) -> bool {
+        !matches!(
+            (self, carrier),
+            (DirectRule::Deny, Carrier::Direct) | (DirectRule::Require, Carrier::Relay)
+        )
+    }
+}
+
 /// One `[[allow]]` entry.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +121,10 @@ pub struct Allow {
     /// agent's `--allow-socks` rules).
     #[serde(default)]
     pub socks: bool,
+    /// Whether these grants may (`allow`), may not (`deny`) or must
+    /// (`require`) travel on end-to-end paths.
+    #[serde(default)]
+    pub direct: DirectRule,
 }
 
 /// The whole policy.
@@ -122,6 +169,7 @@ pub const INITIAL_POLICY: &str = r#"# Relay policy: which client may reach which
 # shell   = true               # interactive shells on the agent (default false)
 # run     = true               # remote commands on the agent (default false)
 # socks   = true               # SOCKS5 through the agent, to what its --allow-socks rules allow (default false)
+# direct  = "allow"            # end-to-end paths (--end-to-end): "allow" (default), "deny", "require"
 "#;
 
 impl Policy {
@@ -149,6 +197,63 @@ impl Policy {
         Policy::parse(&text, &shown)
     }
 
+    /// The policy as it applies to requests on `carrier`.
+    pub fn on(&self, carrier: Carrier) -> View<'_> {
+        View {
+            policy: self,
+            carrier,
+        }
+    }
+
+    /// Whether `client` may open a TCP stream to `agent/target` (on any carrier).
+    pub fn allows_tcp(&self, client: &Name, agent: &AgentName, target: &TargetName) -> bool {
+        self.on(Carrier::Any).allows_tcp(client, agent, target)
+    }
+
+    /// Whether `client` may open an interactive shell on `agent` (on any carrier).
+    pub fn allows_shell(&self, client: &Name, agent: &AgentName) -> bool {
+        self.on(Carrier::Any).allows_shell(client, agent)
+    }
+
+    /// Whether `client` may run a command on `agent` (on any carrier).
+    pub fn allows_run(&self, client: &Name, agent: &AgentName) -> bool {
+        self.on(Carrier::Any).allows_run(client, agent)
+    }
+
+    /// Whether `client` may open SOCKS streams through `agent` (on any carrier).
+    pub fn allows_socks(&self, client: &Name, agent: &AgentName) -> bool {
+        self.on(Carrier::Any).allows_socks(client, agent)
+    }
+
+    /// The targets among `exposed` that `client` may reach on `agent` (on any carrier).
+    pub fn reachable<'a>(
+        &self,
+        client: &Name,
+        agent: &AgentName,
+        exposed: &'a [TargetName],
+    ) -> Vec<&'a TargetName> {
+        self.on(Carrier::Any).reachable(client, agent, exposed)
+    }
+
+    /// The session kinds `client` may open on `agent` (on any carrier).
+    pub fn sessions(&self, client: &Name, agent: &AgentName) -> Capabilities {
+        self.on(Carrier::Any).sessions(client, agent)
+    }
+
+    /// Whether any entry names `agent` for `client` at all.
+    pub fn mentions(&self, client: &Name, agent: &AgentName) -> bool {
+        self.on(Carrier::Any).mentions(client, agent)
+    }
+}
+
+/// The entries of a [`Policy`] that grant on one [`Carrier`].
+#[derive(Clone, Copy, Debug)]
+pub struct View<'p> {
+    policy: &'p Policy,
+    carrier: Carrier,
+}
+
+impl<'p> View<'p> {
     /// Whether `client` may open a TCP stream to `agent/target`.
     pub fn allows_tcp(&self, client: &Name, agent: &AgentName, target: &TargetName) -> bool {
         self.grants(client, agent)
@@ -198,7 +303,7 @@ impl Policy {
             .fold(Capabilities::EMPTY, |all, (_, kind)| all | kind)
     }
 
-    /// Whether any entry names `agent` for `client` at all.
+    /// Whether any entry names `agent` for `client` on this carrier.
     pub fn mentions(&self, client: &Name, agent: &AgentName) -> bool {
         self.grants(client, agent).next().is_some()
     }
@@ -207,10 +312,16 @@ impl Policy {
         &'a self,
         client: &'a Name,
         agent: &'a AgentName,
-    ) -> impl Iterator<Item = &'a Allow> {
-        self.allow
-            .iter()
-            .filter(move |a| a.client.matches(client.as_str()) && a.agent.matches(agent.as_str()))
+    ) -> impl Iterator<Item = &'p Allow> + 'a
+    where
+        'p: 'a,
+    {
+        let carrier = self.carrier;
+        self.policy.allow.iter().filter(move |a| {
+            a.client.matches(client.as_str())
+                && a.agent.matches(agent.as_str())
+                && a.direct.permits(carrier)
+        })
     }
 }
 
@@ -322,6 +433,38 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn direct_rule_picks_the_carrier() {
+        let p = Policy::parse(
+            "[[allow]]\nclient = \"alice\"\nagent = \"edge\"\ntargets = [\"open\"]\n\
+             [[allow]]\nclient = \"alice\"\nagent = \"edge\"\ntargets = [\"plain\"]\nshell = true\ndirect = \"deny\"\n\
+             [[allow]]\nclient = \"alice\"\nagent = \"edge\"\ntargets = [\"secret\"]\nrun = true\ndirect = \"require\"\n",
+            "p",
+        )
+        .unwrap();
+        let (c, ag) = (n("alice"), a("edge"));
+        let relay = p.on(Carrier::Relay);
+        let direct = p.on(Carrier::Direct);
+        assert!(relay.allows_tcp(&c, &ag, &t("open")) && direct.allows_tcp(&c, &ag, &t("open")));
+        assert!(relay.allows_tcp(&c, &ag, &t("plain")) && !direct.allows_tcp(&c, &ag, &t("plain")));
+        assert!(
+            !relay.allows_tcp(&c, &ag, &t("secret")) && direct.allows_tcp(&c, &ag, &t("secret"))
+        );
+        assert!(relay.allows_shell(&c, &ag) && !direct.allows_shell(&c, &ag));
+        assert!(!relay.allows_run(&c, &ag) && direct.allows_run(&c, &ag));
+        // Any carrier (what list shows) is the union.
+        for target in ["open", "plain", "secret"] {
+            assert!(p.allows_tcp(&c, &ag, &t(target)), "{target}");
+        }
+        assert_eq!(p.allow[0].direct, DirectRule::Allow, "allow is the default");
+        let e = Policy::parse(
+            "[[allow]]\nclient = \"a\"\nagent = \"x\"\ndirect = \"sometimes\"\n",
+            "p",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("sometimes"), "{e}");
     }
 
     proptest! {

@@ -180,6 +180,16 @@ impl Registry {
             .collect()
     }
 
+    /// Whether a live instance of any agent holds `prefix` for its
+    /// connection IDs (no client may route with it: #13).
+    pub fn holds_prefix(&self, prefix: CidPrefix) -> bool {
+        self.lock()
+            .pools
+            .values()
+            .flatten()
+            .any(|i| i.prefix == Some(prefix))
+    }
+
     /// Number of live instances of `agent`.
     pub fn instances(&self, agent: &AgentName) -> usize {
         self.lock().pools.get(agent).map_or(0, Vec::len)

@@ -343,7 +343,7 @@ const LOCAL_POLICY: &str =
 /// If a part cannot be started or a measurement fails.
 pub async fn run(
     args: &BenchArgs,
-    end_to_end: bool,
+    end_to_end: crate::direct::EndToEnd,
     client: impl FnOnce() -> anyhow::Result<Client>,
 ) -> anyhow::Result<ExitCode> {
     let report = tokio::select! {
@@ -370,7 +370,7 @@ fn options(args: &BenchArgs) -> Options {
 
 async fn measure_all(
     args: &BenchArgs,
-    end_to_end: bool,
+    end_to_end: crate::direct::EndToEnd,
     client: impl FnOnce() -> anyhow::Result<Client>,
 ) -> anyhow::Result<Report> {
     let opts = options(args);
@@ -482,7 +482,11 @@ async fn measure_all(
         format!(
             "tunnel: this client -> relay -> agent {}{}",
             dest.agent,
-            if end_to_end { " (end-to-end)" } else { "" }
+            if end_to_end.is_on() {
+                " (end-to-end)"
+            } else {
+                ""
+            }
         ),
         opts,
         measured,
@@ -496,7 +500,11 @@ async fn measure_all(
 /// service (relay-agent's `allowlist::BENCH_TARGET`).
 const BENCH_TARGET: &str = "bench";
 
-async fn local(opts: &Options, end_to_end: bool, progress: &Progress) -> anyhow::Result<Report> {
+async fn local(
+    opts: &Options,
+    end_to_end: crate::direct::EndToEnd,
+    progress: &Progress,
+) -> anyhow::Result<Report> {
     let bins = Binaries::find()?;
     eprintln!("bench: starting relay-server and relay-agent --expose-bench on 127.0.0.1 ...");
     // No open-rate limit in the way: the open test measures the tunnel, and
@@ -540,7 +548,7 @@ async fn local(opts: &Options, end_to_end: bool, progress: &Progress) -> anyhow:
         format!(
             "tunnel: relay-client -> relay-server {} -> relay-agent (3 processes, loopback{}); direct TCP: relay-client -> bench-server",
             relay.addr,
-            if end_to_end { ", end-to-end" } else { "" }
+            if end_to_end.is_on() { ", end-to-end" } else { "" }
         ),
         opts.clone(),
         measured,

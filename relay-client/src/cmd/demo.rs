@@ -41,7 +41,7 @@ async fn hello_target() -> anyhow::Result<std::net::SocketAddr> {
 ///
 /// # Errors
 /// If any part fails to start.
-pub async fn run(check: bool, end_to_end: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(check: bool, end_to_end: crate::direct::EndToEnd) -> anyhow::Result<ExitCode> {
     let bins = Binaries::find()?;
     eprintln!("demo: starting a relay, an agent and a forward on 127.0.0.1 ...");
     let policy = "[[allow]]\nclient = \"demo\"\nagent = \"demo-agent\"\ntargets = [\"hello\"]\n";
@@ -81,7 +81,7 @@ pub async fn run(check: bool, end_to_end: bool) -> anyhow::Result<ExitCode> {
     drop(tcp);
 
     let d = relay.path().display();
-    let mode = if end_to_end {
+    let mode = if end_to_end.is_on() {
         " (end-to-end: the relay forwards packets it cannot decrypt)"
     } else {
         ""

@@ -2,7 +2,8 @@
 //! agent online and does it offer this credential the target (or SOCKS)?
 //! Asked with `List`, which the relay answers from the same policy it
 //! enforces on `Open`, so a command that could only reset every connection
-//! fails at once with the reason instead.
+//! fails at once with the reason instead. In strict end-to-end mode the
+//! direct path is set up now too: one that cannot be had ends the command.
 
 use proto::{AgentInfo, AgentName, Capabilities};
 
@@ -56,7 +57,7 @@ async fn listed(client: &Client, agent: &AgentName) -> Result<AgentInfo, NotReac
 pub async fn ensure_target(client: &Client, dest: &AgentTarget) -> Result<(), NotReachable> {
     let agent = listed(client, &dest.agent).await?;
     if agent.targets.contains(&dest.target) {
-        return Ok(());
+        return ensure_path(client, &dest.agent).await;
     }
     let offered: Vec<String> = agent.targets.iter().map(ToString::to_string).collect();
     Err(NotReachable::Target {
@@ -77,8 +78,20 @@ pub async fn ensure_target(client: &Client, dest: &AgentTarget) -> Result<(), No
 pub async fn ensure_socks(client: &Client, agent: &AgentName) -> Result<(), NotReachable> {
     let listed = listed(client, agent).await?;
     if listed.sessions.contains(Capabilities::SOCKS) {
-        Ok(())
+        ensure_path(client, agent).await
     } else {
         Err(NotReachable::Socks(agent.clone()))
     }
+}
+
+/// In strict end-to-end mode, sets up the direct path to `agent` (kept for
+/// the streams to come).
+///
+/// # Errors
+/// Why there is none ([`crate::direct::NoDirectPath`], or the relay's refusal).
+async fn ensure_path(client: &Client, agent: &AgentName) -> Result<(), NotReachable> {
+    if client.end_to_end_mode() == crate::direct::EndToEnd::Strict {
+        client.connection_to(agent).await?;
+    }
+    Ok(())
 }

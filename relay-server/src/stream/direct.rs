@@ -21,7 +21,7 @@ use relay_net::framed::{refuse, write_frame, FrameReader};
 
 use crate::audit::{AuditEvent, Event};
 use crate::registry::Instance;
-use crate::routes::Installed;
+use crate::routes::{End, Installed, RouteError};
 use crate::Shared;
 
 /// Serves a client's `Direct` stream until the path ends.
@@ -79,6 +79,7 @@ pub(super) async fn serve(
                 Ok(Some(f)) => format!("agent sent {} on a Grant stream", f.frame_type()),
                 Err(e) => format!("agent: {e}"),
             },
+            () = installed.replaced() => break "replaced by a newer Direct from the same connection".to_owned(),
             changed = reloads.changed() => {
                 if changed.is_err() {
                     break "relay shutting down".to_owned();
@@ -121,6 +122,14 @@ async fn grant<'a>(
 ) -> Result<Granted<'a>, Refused> {
     let client_prefix = direct.prefix;
     let (grant, instances) = crate::authorize::direct(shared, peer, &direct.agent)?;
+    let client = &peer.identity.name;
+    shared
+        .direct
+        .room(client, &direct.agent)
+        .map_err(route_refusal)?;
+    if shared.registry.holds_prefix(client_prefix) {
+        return Err(route_refusal(RouteError::PrefixTaken(client_prefix)));
+    }
     let mut last = Refused::new(
         ErrorCode::UNSUPPORTED,
         format!(
@@ -142,8 +151,19 @@ async fn grant<'a>(
         };
         let installed = shared
             .direct
-            .install(conn, client_prefix, &instance.conn, agent_prefix)
-            .map_err(|e| Refused::new(ErrorCode::LIMIT_EXCEEDED, e.to_string()))?;
+            .install(
+                client,
+                End {
+                    conn,
+                    prefix: client_prefix,
+                },
+                &direct.agent,
+                End {
+                    conn: &instance.conn,
+                    prefix: agent_prefix,
+                },
+            )
+            .map_err(route_refusal)?;
         return Ok(Granted {
             installed,
             agent_send,
@@ -153,6 +173,15 @@ async fn grant<'a>(
         });
     }
     Err(last)
+}
+
+/// The refusal of a path the routes will not take.
+fn route_refusal(e: RouteError) -> Refused {
+    let code = match e {
+        RouteError::PrefixTaken(_) => ErrorCode::UNAUTHORIZED,
+        RouteError::PerClient { .. } | RouteError::PerAgent { .. } => ErrorCode::LIMIT_EXCEEDED,
+    };
+    Refused::new(code, e.to_string())
 }
 
 /// Offers `grant` to one instance on a stream of its own: the streams if it

@@ -1,6 +1,11 @@
 //! End-to-end mode: the client's streams travel on its own QUIC connection
 //! to the agent, which the relay forwards by connection ID; the relay grants
 //! the path, the agent enforces the grant, revocation withdraws it.
+//! [`rules`]: what the relay's policy and the client's mode decide about
+//! paths; [`prefixes`]: who may route which connection IDs, and how many.
+
+mod prefixes;
+mod rules;
 
 use std::sync::Arc;
 
@@ -9,7 +14,7 @@ use relay_client::OpenError;
 use relay_tests::{dest, guard, read_n, tcp_echo, TestRelay, ALLOW_ALL};
 use tokio::io::AsyncWriteExt;
 
-fn events(relay: &TestRelay, name: &str) -> usize {
+pub(super) fn events(relay: &TestRelay, name: &str) -> usize {
     relay
         .audit_events()
         .iter()
@@ -167,7 +172,7 @@ async fn the_relay_forwards_only_for_the_granted_client() -> anyhow::Result<()> 
 }
 
 #[tokio::test]
-async fn without_a_path_the_client_uses_the_relay_path_and_does_not_keep_asking(
+async fn in_auto_mode_without_a_path_the_client_uses_the_relay_path_and_does_not_keep_asking(
 ) -> anyhow::Result<()> {
     relay_tests::trace_init();
     let echo = tcp_echo().await;
@@ -175,7 +180,9 @@ async fn without_a_path_the_client_uses_the_relay_path_and_does_not_keep_asking(
     let policy = "[[allow]]\nclient = \"someone-else\"\nagent = \"edge\"\ntargets = [\"echo\"]\n";
     let relay = TestRelay::start(policy).await;
     let agent = relay.agent("edge", &[("echo", echo)]).await;
-    let client = relay.client("ci").end_to_end(true);
+    let client = relay
+        .client("ci")
+        .end_to_end(relay_client::direct::EndToEnd::Auto);
     let dest = dest("edge/echo");
     for _ in 0..2 {
         match guard("open", client.open(&dest)).await {
