@@ -121,13 +121,20 @@ fn any_frame() -> impl Strategy<Value = Frame> {
             vec(target_name(), 0..=8),
             any::<u32>()
         )
-            .prop_map(|(caller, serial, targets, sessions)| Grant {
-                caller,
-                serial: CertSerial::from_bytes(&serial).expect("1..=32 bytes"),
-                targets,
-                sessions: Capabilities(sessions)
-            }
-            .into()),
+            .prop_filter_map(
+                "a serial is 1..=32 bytes",
+                |(caller, serial, targets, sessions)| {
+                    Some(
+                        Grant {
+                            caller,
+                            serial: CertSerial::from_bytes(&serial)?,
+                            targets,
+                            sessions: Capabilities(sessions),
+                        }
+                        .into(),
+                    )
+                }
+            ),
         (any::<u16>(), capabilities()).prop_map(|(version, capabilities)| Registered {
             version,
             capabilities
