@@ -54,7 +54,7 @@ pub async fn admit(shared: &Shared, peer: &PeerCert, open: &Open) -> Result<Admi
     if let Err(e) = shared.audit.record(event.clone()).await {
         return Err(Refused::new(
             ErrorCode::AUDIT_UNAVAILABLE,
-            format!("{e}; refusing direct streams"),
+            format!("{e}; refusing direct streams (relay-agent --audit-log PATH sets the log)"),
         ));
     }
     tracing::info!("direct stream");
