@@ -57,7 +57,7 @@
 //! direct paths (end-to-end mode; the agent registered with a `prefix`):
 //! client ─ Direct { agent, prefix } ─▶ relay          on a fresh bidi stream
 //!   relay: authorizes as for List, opens a bidi stream to one instance:
-//!   relay ─ Grant { caller, targets, sessions } ─▶ agent
+//!   relay ─ Grant { caller, serial, targets, sessions } ─▶ agent
 //!   relay ◀─ Accepted | Refused ─ agent
 //! client ◀─ Path { prefix } | Refused ─ relay        both streams stay open:
 //!            ending either withdraws the grant
@@ -89,6 +89,8 @@
 //!   `Path`, `Grant`, the optional `prefix` ending `Register`, error code
 //!   17 `PATH_WITHDRAWN`) added later
 //!   in version 1: an old agent sends no prefix and is never offered one.
+//!   `Grant` gained the caller's certificate `serial` before any release
+//!   shipped it (a grant is bound to one certificate, not an identity).
 
 mod bench;
 mod capabilities;
@@ -109,9 +111,9 @@ pub use code::ErrorCode;
 pub use destination::{Destination, Domain, DomainError, Host};
 pub use error::DecodeError;
 pub use frame::{
-    Accepted, AgentInfo, Channel, Data, Direct, Eof, Exit, Forwarded, Frame, FrameType, GoAway,
-    Grant, List, Open, Path, Refused, Register, Registered, Resize, Signal, StreamKind, HEADER_LEN,
-    MAX_FRAME_LEN,
+    Accepted, AgentInfo, CertSerial, Channel, Data, Direct, Eof, Exit, Forwarded, Frame, FrameType,
+    GoAway, Grant, List, Open, Path, Refused, Register, Registered, Resize, Signal, StreamKind,
+    HEADER_LEN, MAX_FRAME_LEN,
 };
 pub use identity::{Identity, IdentityError, Role};
 pub use name::{AgentName, Name, NameError, TargetName};

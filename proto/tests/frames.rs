@@ -7,10 +7,10 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use relay_proto::{
-    Accepted, AgentInfo, AgentName, Capabilities, Channel, CidPrefix, Data, DecodeError,
-    Destination, Direct, Domain, Eof, ErrorCode, Exit, Forwarded, Frame, FrameType, GoAway, Grant,
-    Host, Identity, List, Name, Open, Path, Refused, Register, Registered, Resize, Role, Signal,
-    StreamKind, TargetName, HEADER_LEN, MAX_FRAME_LEN,
+    Accepted, AgentInfo, AgentName, Capabilities, CertSerial, Channel, CidPrefix, Data,
+    DecodeError, Destination, Direct, Domain, Eof, ErrorCode, Exit, Forwarded, Frame, FrameType,
+    GoAway, Grant, Host, Identity, List, Name, Open, Path, Refused, Register, Registered, Resize,
+    Role, Signal, StreamKind, TargetName, HEADER_LEN, MAX_FRAME_LEN,
 };
 
 // ---- strategies ------------------------------------------------------------
@@ -115,14 +115,26 @@ fn any_frame() -> impl Strategy<Value = Frame> {
             .into()),
         (agent_name(), cid_prefix()).prop_map(|(agent, prefix)| Direct { agent, prefix }.into()),
         cid_prefix().prop_map(|prefix| Path { prefix }.into()),
-        (identity(), vec(target_name(), 0..=8), any::<u32>()).prop_map(
-            |(caller, targets, sessions)| Grant {
-                caller,
-                targets,
-                sessions: Capabilities(sessions)
-            }
-            .into()
-        ),
+        (
+            identity(),
+            vec(any::<u8>(), 1..=32),
+            vec(target_name(), 0..=8),
+            any::<u32>()
+        )
+            .prop_filter_map(
+                "a serial is 1..=32 bytes",
+                |(caller, serial, targets, sessions)| {
+                    Some(
+                        Grant {
+                            caller,
+                            serial: CertSerial::from_bytes(&serial)?,
+                            targets,
+                            sessions: Capabilities(sessions),
+                        }
+                        .into(),
+                    )
+                }
+            ),
         (any::<u16>(), capabilities()).prop_map(|(version, capabilities)| Registered {
             version,
             capabilities
@@ -266,7 +278,7 @@ proptest! {
 
     #[test]
     fn junk_payload_never_panics(ty in prop::sample::select(vec![
-        0x01u8, 0x02, 0x03, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21, 0x30, 0x31, 0x32, 0x33, 0x34,
+        0x01u8, 0x02, 0x03, 0x10, 0x11, 0x12, 0x13, 0x14, 0x20, 0x21, 0x30, 0x31, 0x32, 0x33, 0x34,
     ]), payload in vec(any::<u8>(), 0..512)) {
         // Valid headers around arbitrary payloads reach every field parser.
         let mut buf = BytesMut::new();
@@ -286,7 +298,7 @@ proptest! {
 
     #[test]
     fn oversize_length_is_rejected_before_buffering(
-        ty in prop::sample::select(vec![0x01u8, 0x02, 0x03, 0x10, 0x11, 0x12, 0x13, 0x20, 0x21, 0x30, 0x31, 0x32, 0x33, 0x34]),
+        ty in prop::sample::select(vec![0x01u8, 0x02, 0x03, 0x10, 0x11, 0x12, 0x13, 0x14, 0x20, 0x21, 0x30, 0x31, 0x32, 0x33, 0x34]),
         len in (MAX_FRAME_LEN as u32 + 1)..=u32::MAX,
     ) {
         let mut buf = BytesMut::new();

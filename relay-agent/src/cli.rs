@@ -114,6 +114,16 @@ pub struct Args {
     /// horizon); the addresses are still checked against the rules.
     #[arg(long, value_name = "NAME=IP[,IP]")]
     socks_host: Vec<String>,
+    /// Audit log (JSON lines) of the streams served on direct paths
+    /// (end-to-end mode), which the relay cannot see; a direct stream whose
+    /// record cannot be written is refused. Default: agent-audit.jsonl
+    /// beside the credential file.
+    #[arg(long, value_name = "PATH")]
+    audit_log: Option<PathBuf>,
+    /// Direct connections (end-to-end mode) one client identity may hold
+    /// to this agent at once.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    max_direct_connections: usize,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -204,6 +214,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     config.max_dials = args.max_dials.max(1);
     config.max_dials_per_caller = args.max_dials_per_caller.max(1);
     config.max_streams_per_caller = args.max_streams_per_caller.max(1);
+    if let Some(path) = args.audit_log {
+        config.audit_log = path;
+    }
+    config.direct.max_connections = args.max_direct_connections.max(1);
     config.backoff.max = args.max_backoff;
     config.transport.idle_timeout = args.idle_timeout;
     config.transport.keep_alive = Some(args.idle_timeout / 3);

@@ -76,13 +76,22 @@ pub struct Config {
     pub sessions: Sessions,
     /// SOCKS destinations (off unless rules are given).
     pub socks: crate::socks::Socks,
+    /// The audit log of streams served on direct paths (end-to-end mode);
+    /// by default `agent-audit.jsonl` beside the credential file.
+    pub audit_log: PathBuf,
+    /// Caps on direct paths, per client identity.
+    pub direct: crate::grants::DirectLimits,
+}
+
+/// The default audit log of direct streams: beside the credential.
+pub fn default_audit_log(credential: &Path) -> PathBuf {
+    credential.with_file_name("agent-audit.jsonl")
 }
 
 impl Config {
     /// Defaults around a credential and an allowlist.
     pub fn new(credential: Loaded, allowlist: Allowlist) -> Config {
         Config {
-            credential,
             allowlist,
             transport: Transport::agent(),
             connect_timeout: Duration::from_secs(10),
@@ -95,6 +104,9 @@ impl Config {
             metrics: None,
             sessions: Sessions::default(),
             socks: crate::socks::Socks::default(),
+            audit_log: default_audit_log(&credential.path),
+            direct: crate::grants::DirectLimits::default(),
+            credential,
         }
     }
 }

@@ -3,9 +3,13 @@
 //! decrypting them. The relay decides who may, with the grants it holds
 //! open ([`crate::grants`]). Here each direct connection is only
 //! *admitted*: it must come through the relay's address, from a client of
-//! our relay that holds a live grant. An admitted connection is served like
-//! the relay's ([`crate::connection`]; each open is checked against the
-//! grant in [`crate::stream`]) until the client's last grant is withdrawn.
+//! our relay that holds a live grant issued for the very certificate it
+//! presents (by serial: another certificate of the same identity, one the
+//! relay revoked say, is refused), and within the identity's cap of direct
+//! connections. An admitted connection is served like the relay's
+//! ([`crate::connection`]; each open is checked against the grant and
+//! audited in [`crate::stream::direct`]) until the certificate's last grant
+//! is withdrawn.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,10 +42,11 @@ pub async fn admit(
         Ok(Err(e)) => return tracing::debug!(err = %e, "direct handshake failed"),
         Err(_) => return tracing::debug!("direct handshake timed out"),
     };
-    let refuse = |reason: String| {
-        tracing::warn!(%reason, "direct connection refused");
-        conn.close(ErrorCode::UNAUTHORIZED.0.into(), reason.as_bytes());
+    let refuse_with = |code: ErrorCode, reason: String| {
+        tracing::warn!(%code, %reason, "direct connection refused");
+        conn.close(code.0.into(), reason.as_bytes());
     };
+    let refuse = |reason: String| refuse_with(ErrorCode::UNAUTHORIZED, reason);
     let peer = match PeerCert::of_connection(&conn) {
         Ok(peer) => peer,
         Err(e) => return refuse(e.to_string()),
@@ -52,15 +57,22 @@ pub async fn admit(
     }
     // Subscribed before the check, so a withdrawal right after it is seen.
     let mut changes = shared.grants.subscribe();
-    if !shared.grants.holds(&peer.identity) {
-        return refuse(format!("no grant from the relay for {}", peer.identity));
+    if !shared.grants.holds(&peer) {
+        return refuse(format!(
+            "no grant from the relay for {} with certificate {}",
+            peer.identity, peer.serial
+        ));
     }
-    tracing::info!(caller = %peer.identity, "direct connection");
-    let caller = peer.identity.clone();
+    let _slot = match shared.grants.connect(&peer.identity) {
+        Ok(slot) => slot,
+        Err(r) => return refuse_with(r.code, r.message),
+    };
+    tracing::info!(caller = %peer.identity, serial = %peer.serial, "direct connection");
     let withdrawn =
-        async { while changes.changed().await.is_ok() && shared.grants.holds(&caller) {} };
+        async { while changes.changed().await.is_ok() && shared.grants.holds(&peer) {} };
     // The streams of a closed connection end with it: nothing to drain.
-    let (end, _streams) = connection::serve(&shared, &conn, Arc::new(peer), withdrawn).await;
+    let (end, _streams) =
+        connection::serve(&shared, &conn, Arc::new(peer.clone()), withdrawn).await;
     match end {
         ConnectionEnd::Closed(e) => {
             // The peer here is the client (in the span), not the relay:

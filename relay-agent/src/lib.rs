@@ -12,8 +12,10 @@
 //! - [`connection`]: serve one connection (the relay's, or a direct one):
 //!   a task per stream, in a span naming it.
 //! - [`direct`]: only *admits* clients' direct connections (end-to-end
-//!   mode) against the relay's live [`grants`], then hands them to
-//!   [`connection`].
+//!   mode) against the relay's live [`grants`] (bound to the client's
+//!   certificate, capped per identity), then hands them to [`connection`];
+//!   their streams are written to the agent's own [`audit`] log
+//!   ([`stream::direct`]).
 //! - [`stream`]: one stream: its first frame, who is asking, then its kind
 //!   in a file of its own ([`stream::tcp`], [`stream::socks`],
 //!   [`stream::shell_exec`], [`stream::bench`], [`stream::grant`]).
@@ -37,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub mod allowlist;
+pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -116,7 +119,8 @@ impl Agent {
             caller_streams: per_caller::StreamCounts::new(self.config.max_streams_per_caller),
             sessions: self.config.sessions.clone(),
             socks: self.config.socks.clone(),
-            grants: grants::Grants::default(),
+            grants: grants::Grants::new(self.config.direct),
+            audit: audit::Audit::open(&self.config.audit_log),
         });
         if let Some(listener) = self
             .config

@@ -41,6 +41,8 @@ pub struct Shared {
     pub socks: Socks,
     /// What the relay lets clients open on direct paths.
     pub grants: Grants,
+    /// The audit log of direct streams.
+    pub audit: crate::audit::Audit,
 }
 
 impl Shared {
@@ -114,6 +116,7 @@ impl Shared {
         refused: Refused,
     ) {
         self.metrics.refused(refused.code);
+        crate::audit::note_refused(&refused);
         relay_net::framed::refuse(send, recv, refused).await;
     }
 }

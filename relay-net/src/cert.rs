@@ -2,7 +2,7 @@
 //! already verified against the relay's CA. Identity is taken from here,
 //! never from a frame field (DESIGN "Identity and trust").
 
-use proto::{Identity, IdentityError, Name, Role};
+use proto::{CertSerial, Identity, IdentityError, Name, Role};
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
@@ -102,6 +102,12 @@ impl PeerCert {
     /// of its lifetime, so renewal has a third of it to happen.
     pub fn renew_after(&self) -> OffsetDateTime {
         self.not_before + (self.not_after - self.not_before) * 2 / 3
+    }
+
+    /// The serial as a [`CertSerial`] (what a direct path's `Grant` binds);
+    /// `None` only for a serial longer than any CA issues (over 32 bytes).
+    pub fn cert_serial(&self) -> Option<CertSerial> {
+        CertSerial::from_hex(&self.serial)
     }
 
     /// Parses the first certificate of a PEM document.

@@ -12,6 +12,7 @@
 //! - [`splice`]: copying both ways with finish/reset mirrored;
 //! - [`bench`](mod@bench): the benchmark service (sink, source, echo) on any splice ends;
 //! - [`admin`]: the `/metrics`, `/healthz` and `/readyz` endpoint;
+//! - [`audit`]: the audit record, the same from the relay and an agent;
 //! - [`logging`], [`runtime`], [`signals`]: what each program's `main` sets up
 //!   (log format and `RUST_LOG`, tokio runtime, SIGINT/SIGTERM);
 //! - [`pem`], [`fsutil`]: PEM blocks, and private files created 0600;
@@ -28,6 +29,7 @@
 pub mod admin;
 #[cfg(feature = "net")]
 pub mod answer;
+pub mod audit;
 #[cfg(feature = "net")]
 pub mod bench;
 pub mod cert;

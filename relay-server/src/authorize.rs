@@ -217,8 +217,11 @@ pub(crate) fn grant(shared: &Shared, peer: &PeerCert, agent: &AgentName) -> Opti
         .find(|p| &p.agent == agent)?;
     let policy = shared.policy();
     let reach = Reach::of(policy.on(Carrier::Direct), &peer.identity.name, &pool);
+    // Bound to this certificate: no other of the same identity rides on it.
+    let serial = peer.cert_serial()?;
     (!reach.is_empty()).then(|| Grant {
         caller: peer.identity.clone(),
+        serial,
         targets: reach.targets,
         sessions: reach.sessions,
     })

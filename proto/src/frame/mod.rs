@@ -40,7 +40,7 @@ pub use eof::Eof;
 pub use exit::Exit;
 pub use forwarded::Forwarded;
 pub use go_away::GoAway;
-pub use grant::Grant;
+pub use grant::{CertSerial, Grant};
 pub use list::List;
 pub use open::{Open, StreamKind};
 pub use path::Path;

@@ -14,8 +14,8 @@ pub async fn hold(
     mut reader: FrameReader,
 ) {
     let caller = grant.caller.clone();
+    tracing::info!(serial = %grant.serial, "direct path granted");
     let id = shared.grants.insert(grant);
-    tracing::info!("direct path granted");
     if write_frame(&mut send, Accepted).await.is_ok() {
         // Nothing more is sent on a grant stream: its end is the withdrawal.
         let _ = reader.read().await;

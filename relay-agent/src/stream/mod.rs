@@ -4,7 +4,7 @@
 //! ```text
 //! Forwarded{caller, open}  from the relay ──┐
 //! Open  from a client on a direct path, ────┴─▶ Tcp   ─▶ tcp    (allowlist → dial → Accepted → splice)
-//!       checked against its grant                      the bench target ─▶ bench
+//!       checked and audited by direct                  the bench target ─▶ bench
 //!                                                Socks ─▶ socks  (resolve → rules → dial → splice)
 //!                                                Shell, Exec ─▶ shell_exec (start, log how it ended)
 //! Grant  from the relay ─▶ grant (held until the relay ends the stream)
@@ -28,6 +28,7 @@ use tracing::field::{display, Empty};
 use crate::shared::Shared;
 
 pub mod bench;
+pub mod direct;
 pub mod grant;
 pub mod shell_exec;
 pub mod socks;
@@ -80,22 +81,16 @@ pub async fn serve(
             return grant::hold(&shared, g, send, reader).await;
         }
         // On a direct path the caller is the peer itself, and the relay's
-        // grant says what it may open.
+        // grant for its certificate says what it may open; the relay cannot
+        // see the stream, so the agent's audit log is its record.
         Frame::Open(open) if peer.identity.role == Role::Client => {
             record(&span, &peer.identity, &open);
-            if !shared.grants.allows(&peer.identity, &open) {
-                let r = Refused::new(
-                    ErrorCode::UNAUTHORIZED,
-                    format!(
-                        "the relay's grant for {} does not cover {} {}",
-                        peer.identity, open.kind, open.target
-                    ),
-                );
-                return shared.refuse(&mut send, &mut reader.recv, r).await;
-            }
-            // The relay cannot see this stream: the agent's log is its record.
-            tracing::info!("direct stream");
-            (peer.identity.clone(), open)
+            let admitted = match direct::admit(&shared, &peer, &open).await {
+                Ok(admitted) => admitted,
+                Err(r) => return shared.refuse(&mut send, &mut reader.recv, r).await,
+            };
+            let serving = dispatch(&shared, &peer.identity, &open, send, reader);
+            return admitted.serve(&shared, serving).await;
         }
         other => {
             let r = Refused::new(
@@ -109,9 +104,19 @@ pub async fn serve(
         }
     };
     record(&span, &caller, &open);
-    // Counted for the whole stream, whatever its kind: one caller cannot
-    // hold more than its share of the agent.
-    let _slot = match shared.stream_slot(&caller) {
+    dispatch(&shared, &caller, &open, send, reader).await;
+}
+
+/// Hands an authorized stream to its kind, counted against the caller's
+/// share of the agent for as long as it lasts, whatever its kind and path.
+async fn dispatch(
+    shared: &Shared,
+    caller: &Identity,
+    open: &Open,
+    mut send: quinn::SendStream,
+    mut reader: FrameReader,
+) {
+    let _slot = match shared.stream_slot(caller) {
         Ok(slot) => slot,
         Err(r) => {
             tracing::warn!(reason = %r.message, "stream refused: per-caller limit");
@@ -119,10 +124,10 @@ pub async fn serve(
         }
     };
     match &open.kind {
-        StreamKind::Tcp => tcp::serve(&shared, &caller, &open.target, send, reader).await,
-        StreamKind::Socks { dest } => socks::serve(&shared, &caller, dest, send, reader).await,
+        StreamKind::Tcp => tcp::serve(shared, caller, &open.target, send, reader).await,
+        StreamKind::Socks { dest } => socks::serve(shared, caller, dest, send, reader).await,
         StreamKind::Shell { .. } | StreamKind::Exec { .. } => {
-            shell_exec::serve(&shared, &caller, &open.kind, send, reader).await;
+            shell_exec::serve(shared, caller, &open.kind, send, reader).await;
         }
     }
 }

@@ -55,6 +55,7 @@ pub async fn serve(
         // Dispatched elsewhere by `stream::serve`.
         StreamKind::Tcp | StreamKind::Socks { .. } => return,
     };
+    crate::audit::count(summary.bytes_in, summary.bytes_out.unwrap_or(0));
     let exit = summary
         .exit
         .map_or_else(|| "none".to_owned(), |e| e.to_string());

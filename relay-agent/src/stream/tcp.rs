@@ -111,6 +111,7 @@ pub async fn accept_and_splice(
         bytes::Bytes::new(),
     )
     .await;
+    crate::audit::count(outcome.forward.bytes, outcome.backward.bytes);
     match outcome.failure() {
         None => tracing::debug!(
             up = outcome.forward.bytes,

@@ -22,6 +22,7 @@ mod crash;
 mod credentials;
 mod data;
 mod dial_messages;
+mod direct_agent;
 mod end_to_end;
 mod fairness;
 mod faults;
