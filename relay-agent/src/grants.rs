@@ -14,10 +14,11 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use proto::{ErrorCode, Grant, Identity, Open, Refused, StreamKind};
 use relay_net::cert::PeerCert;
+use relay_net::quota::{Held, Quota};
 use tokio::sync::watch;
 
 /// The agent's own caps on direct paths, per client identity.
@@ -54,7 +55,7 @@ pub struct Grants {
     /// Bumped whenever a grant comes or goes.
     changes: watch::Sender<u64>,
     limits: DirectLimits,
-    connections: Arc<Mutex<HashMap<Identity, usize>>>,
+    connections: Quota<Identity>,
     opens: governor::DefaultKeyedRateLimiter<Identity>,
 }
 
@@ -69,23 +70,7 @@ impl Default for Grants {
 }
 
 /// One of an identity's direct connection slots; dropping it frees it.
-#[derive(Debug)]
-pub struct ConnectionSlot {
-    caller: Identity,
-    connections: Arc<Mutex<HashMap<Identity, usize>>>,
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        let mut held = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = held.get_mut(&self.caller) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                held.remove(&self.caller);
-            }
-        }
-    }
-}
+pub type ConnectionSlot = Held<Identity>;
 
 /// Whether a live grant was issued for `peer`'s very certificate.
 fn bound_to(grant: &Grant, peer: &PeerCert) -> bool {
@@ -102,7 +87,7 @@ impl Grants {
             next: AtomicU64::new(0),
             changes: watch::channel(0).0,
             limits,
-            connections: Arc::default(),
+            connections: Quota::new(limits.max_connections),
             opens: governor::RateLimiter::keyed(
                 governor::Quota::per_second(rate).allow_burst(burst),
             ),
@@ -142,21 +127,14 @@ impl Grants {
     /// `LIMIT_EXCEEDED` when `caller` already holds
     /// [`DirectLimits::max_connections`] direct connections.
     pub fn connect(&self, caller: &Identity) -> Result<ConnectionSlot, Refused> {
-        let mut held = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-        let n = held.entry(caller.clone()).or_default();
-        if *n >= self.limits.max_connections {
-            return Err(Refused::new(
+        self.connections.try_hold(caller).ok_or_else(|| {
+            Refused::new(
                 ErrorCode::LIMIT_EXCEEDED,
                 format!(
                     "{caller} already holds {} direct connections to this agent (the most it may); close one",
-                    self.limits.max_connections
+                    self.connections.cap()
                 ),
-            ));
-        }
-        *n += 1;
-        Ok(ConnectionSlot {
-            caller: caller.clone(),
-            connections: self.connections.clone(),
+            )
         })
     }
 

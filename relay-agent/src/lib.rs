@@ -116,7 +116,7 @@ impl Agent {
             metrics: self.metrics.clone(),
             dials: Arc::new(tokio::sync::Semaphore::new(self.config.max_dials)),
             caller_dials: per_caller::DialQueues::new(self.config.max_dials_per_caller),
-            caller_streams: per_caller::StreamCounts::new(self.config.max_streams_per_caller),
+            caller_streams: relay_net::quota::Quota::new(self.config.max_streams_per_caller),
             sessions: self.config.sessions.clone(),
             socks: self.config.socks.clone(),
             grants: grants::Grants::new(self.config.direct),

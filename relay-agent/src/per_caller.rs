@@ -1,15 +1,16 @@
-//! Per-caller limits of the agent: how many streams and dials one caller
-//! may hold at once, so one caller's slow targets cannot starve another's
+//! Per-caller limits of the agent on dials (streams per caller are a
+//! [`relay_net::quota::Quota`]): how many dials one caller may have in
+//! flight at once, so one caller's slow targets cannot starve another's
 //! (#13: one SOCKS client dialling a black-holed range used to hold every
 //! permit of the agent's one dial semaphore for the whole dial timeout).
 //!
 //! The caller is the identity the relay names in `Forwarded`, or the client
-//! itself on a direct path ([`crate::stream`]). Both tables are maps keyed
+//! itself on a direct path ([`crate::stream`]). The table is a map keyed
 //! by identity whose entry lives only while that caller holds (or waits
 //! for) something: counts are given back by `Drop`, and an entry is removed
-//! when its count falls to zero, so a stream that ends in any way (an
-//! error, a reset, a cancelled future) cannot leak one, and the maps never
-//! hold more entries than there are callers with something in flight.
+//! when its count falls to zero, so a dial that ends in any way (an
+//! error, a reset, a cancelled future) cannot leak one, and the map never
+//! holds more entries than there are callers with something in flight.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -22,74 +23,6 @@ use tokio::time::Instant;
 /// counts (every update is a single step), so poisoning is ignored.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Streams open per caller, at most `max` each. One over the cap is
-/// refused at once: waiting would hold the QUIC stream anyway.
-#[derive(Debug)]
-pub struct StreamCounts {
-    max: usize,
-    held: Arc<Mutex<HashMap<Identity, usize>>>,
-}
-
-/// One open stream of one caller, counted until dropped.
-#[derive(Debug)]
-pub struct StreamSlot {
-    held: Arc<Mutex<HashMap<Identity, usize>>>,
-    caller: Identity,
-}
-
-impl StreamCounts {
-    /// At most `max` (at least 1) streams per caller.
-    pub fn new(max: usize) -> StreamCounts {
-        StreamCounts {
-            max: max.max(1),
-            held: Arc::default(),
-        }
-    }
-
-    /// The cap.
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
-    /// A slot for one more stream of `caller`, or `None` at the cap.
-    pub fn try_take(&self, caller: &Identity) -> Option<StreamSlot> {
-        let mut held = lock(&self.held);
-        match held.get_mut(caller) {
-            Some(n) if *n >= self.max => return None,
-            Some(n) => *n += 1,
-            None => {
-                held.insert(caller.clone(), 1);
-            }
-        }
-        Some(StreamSlot {
-            held: self.held.clone(),
-            caller: caller.clone(),
-        })
-    }
-
-    /// Streams `caller` holds now.
-    pub fn held(&self, caller: &Identity) -> usize {
-        lock(&self.held).get(caller).copied().unwrap_or(0)
-    }
-
-    /// Callers holding at least one stream (the table's size).
-    pub fn callers(&self) -> usize {
-        lock(&self.held).len()
-    }
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut held = lock(&self.held);
-        if let Some(n) = held.get_mut(&self.caller) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                held.remove(&self.caller);
-            }
-        }
-    }
 }
 
 /// Dials in flight per caller, at most `max` each. Unlike streams, a dial
@@ -196,21 +129,6 @@ mod tests {
             role: proto::Role::Client,
             name: name.parse().unwrap(),
         }
-    }
-
-    #[test]
-    fn streams_are_capped_per_caller_and_the_table_empties() {
-        let counts = StreamCounts::new(2);
-        let (a, b) = (who("a"), who("b"));
-        let a1 = counts.try_take(&a).unwrap();
-        let a2 = counts.try_take(&a).unwrap();
-        assert!(counts.try_take(&a).is_none(), "a is at its cap");
-        let b1 = counts.try_take(&b).unwrap();
-        assert_eq!((counts.held(&a), counts.held(&b)), (2, 1));
-        drop(a1);
-        let a3 = counts.try_take(&a).unwrap();
-        drop((a2, a3, b1));
-        assert_eq!(counts.callers(), 0, "no entry left at zero");
     }
 
     #[tokio::test]

@@ -12,9 +12,10 @@ use tokio::time::Instant;
 use crate::allowlist::Allowlist;
 use crate::grants::Grants;
 use crate::metrics::Metrics;
-use crate::per_caller::{CallerDial, DialQueues, StreamCounts, StreamSlot};
+use crate::per_caller::{CallerDial, DialQueues};
 use crate::session::Sessions;
 use crate::socks::Socks;
+use relay_net::quota::{Held, Quota};
 
 /// The agent's state shared by all its connections and streams.
 #[derive(Debug)]
@@ -34,7 +35,7 @@ pub struct Shared {
     /// Dials in flight per caller, within `dials`.
     pub caller_dials: DialQueues,
     /// Streams open per caller.
-    pub caller_streams: StreamCounts,
+    pub caller_streams: Quota<Identity>,
     /// Shell and command sessions.
     pub sessions: Sessions,
     /// SOCKS rules (off when empty).
@@ -94,14 +95,14 @@ impl Shared {
     ///
     /// # Errors
     /// `LIMIT_EXCEEDED` when it has `--max-streams-per-caller` open.
-    pub fn stream_slot(&self, caller: &Identity) -> Result<StreamSlot, Refused> {
-        self.caller_streams.try_take(caller).ok_or_else(|| {
+    pub fn stream_slot(&self, caller: &Identity) -> Result<Held<Identity>, Refused> {
+        self.caller_streams.try_hold(caller).ok_or_else(|| {
             Refused::new(
                 ErrorCode::LIMIT_EXCEEDED,
                 format!(
                     "{caller} already has {} streams open on agent {}, the most one caller \
                      may have (relay-agent --max-streams-per-caller); close one and try again",
-                    self.caller_streams.max(),
+                    self.caller_streams.cap(),
                     self.me.name
                 ),
             )
