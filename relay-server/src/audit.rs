@@ -12,11 +12,20 @@
 //! one `auth_failed_suppressed` line when the window ends (the metrics count
 //! every failure). Unthrottled, a loop of bad handshakes could fill the
 //! disk, and a full disk makes fail-closed audit refuse everyone (#13 item 7).
+//!
+//! Lines are written by a thread of their own (`audit-writer`), never on
+//! the runtime's threads: a disk that stalls must not stall the streams
+//! already flowing. Callers await their line's write (so a refusal or an
+//! open is on disk before the client hears of it, as before); the writer
+//! drains what has queued up in one `write`, and a queue of
+//! [`QUEUE_LINES`] lines that the disk does not drain fails new records,
+//! which fail closed.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -39,6 +48,17 @@ pub const AUTH_FAILED_PER_ADDRESS: u32 = 10;
 pub const AUTH_FAILED_PER_WINDOW: u32 = 100;
 /// The default throttling window of `auth_failed` lines.
 pub const AUTH_FAILED_WINDOW: Duration = Duration::from_secs(60);
+/// Lines that may wait for the writer: far above any burst a healthy disk
+/// leaves behind, small enough (a few MiB) to hold in memory.
+pub const QUEUE_LINES: usize = 16_384;
+/// Lines the writer joins into one `write` at most.
+const BATCH_LINES: usize = 256;
+
+/// One line for the writer, and where to say whether it was written.
+struct Job {
+    line: Vec<u8>,
+    done: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+}
 
 /// What the `auth_failed` throttle has let through in the current window.
 #[derive(Debug)]
@@ -80,12 +100,12 @@ impl Throttle {
     }
 }
 
-/// The log file and its state, shared with the thread that ends the
-/// throttle's windows.
+/// The writer's queue and the throttle's state, shared with the thread that
+/// ends the throttle's windows.
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
-    file: Mutex<std::fs::File>,
+    queue: SyncSender<Job>,
     failures: prometheus_client::metrics::counter::Counter,
     throttle: Mutex<Throttle>,
 }
@@ -125,10 +145,17 @@ impl Audit {
             .open(path)
             .map_err(|e| fail(e.to_string()))?;
         let window = window.max(Duration::from_millis(10));
+        let failures = prometheus_client::metrics::counter::Counter::default();
+        let (queue, jobs) = std::sync::mpsc::sync_channel(QUEUE_LINES);
+        let counted = failures.clone();
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || write_lines(file, &jobs, &counted))
+            .map_err(|e| fail(format!("cannot start its writer thread: {e}")))?;
         let inner = Arc::new(Inner {
             path: path.to_owned(),
-            file: Mutex::new(file),
-            failures: Default::default(),
+            queue,
+            failures,
             throttle: Mutex::new(Throttle {
                 window,
                 start: Instant::now(),
@@ -154,19 +181,26 @@ impl Audit {
         self.inner.failures.clone()
     }
 
-    /// Appends one event as a single `write` of a whole line, so lines of
-    /// concurrent writers never interleave.
+    /// Appends one event as a whole line, written off the runtime's threads
+    /// (lines of concurrent writers never interleave).
     ///
     /// # Errors
     /// If the line cannot be written; the caller must fail closed.
-    pub fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
-        self.inner.record(event)
+    pub async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
+        let (done, written) = tokio::sync::oneshot::channel();
+        self.inner.submit(event, Some(done))?;
+        let result = written
+            .await
+            .unwrap_or_else(|_| Err("its writer thread has stopped".into()));
+        result.map_err(|err| self.inner.error(err))
     }
 
     /// Records an event whose loss cannot be turned into a refusal (a close,
     /// an unregistration): the failure is logged as our own fault.
-    pub fn record_or_log(&self, event: AuditEvent) {
-        self.inner.record_or_log(event);
+    pub async fn record_or_log(&self, event: AuditEvent) {
+        if let Err(err) = self.record(event).await {
+            tracing::error!(%err, "audit event lost");
+        }
     }
 
     /// Records a failed handshake or identity check from `from`, throttled
@@ -178,7 +212,7 @@ impl Audit {
         self.inner.end_window(now);
         let admitted = lock(&self.inner.throttle).admit(from);
         if admitted {
-            self.inner.record_or_log(event);
+            self.inner.detached(event);
         }
     }
 }
@@ -190,24 +224,39 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
-    fn record(&self, mut event: AuditEvent) -> Result<(), AuditError> {
+    /// Queues `event` for the writer; `done` hears whether it was written.
+    fn submit(
+        &self,
+        mut event: AuditEvent,
+        done: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    ) -> Result<(), AuditError> {
         event.time = now_rfc3339();
-        let fail = |err: String| {
-            self.failures.inc();
-            AuditError {
-                path: self.path.display().to_string(),
-                err,
-            }
-        };
-        let mut line = serde_json::to_vec(&event).map_err(|e| fail(e.to_string()))?;
+        let mut line = serde_json::to_vec(&event).map_err(|e| self.error(e.to_string()))?;
         line.push(b'\n');
-        let mut file = self.file.lock().map_err(|_| fail("lock poisoned".into()))?;
-        file.write_all(&line).map_err(|e| fail(e.to_string()))
+        self.queue
+            .try_send(Job { line, done })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => self.error(format!(
+                    "{QUEUE_LINES} lines are waiting for the disk (is it stalled?)"
+                )),
+                TrySendError::Disconnected(_) => self.error("its writer thread has stopped".into()),
+            })
     }
 
-    fn record_or_log(&self, event: AuditEvent) {
-        if let Err(err) = self.record(event) {
+    /// Queues `event` without waiting for it (the throttle's lines, which
+    /// gate nothing); a failure is logged as our own fault.
+    fn detached(&self, event: AuditEvent) {
+        if let Err(err) = self.submit(event, None) {
             tracing::error!(%err, "audit event lost");
+        }
+    }
+
+    /// An error about this log, counted for the metrics.
+    fn error(&self, err: String) -> AuditError {
+        self.failures.inc();
+        AuditError {
+            path: self.path.display().to_string(),
+            err,
         }
     }
 
@@ -229,7 +278,45 @@ impl Inner {
                 )),
                 ..AuditEvent::new(Event::AuthFailedSuppressed)
             };
-            self.record_or_log(event);
+            self.detached(event);
+        }
+    }
+}
+
+/// The writer thread: appends queued lines until every sender is gone,
+/// joining what has queued up into one `write` (an appending file keeps
+/// each whole). A failed write fails every line of its batch: some may be
+/// on disk, but fail closed errs on the side of refusing.
+fn write_lines(
+    mut file: std::fs::File,
+    jobs: &Receiver<Job>,
+    failures: &prometheus_client::metrics::counter::Counter,
+) {
+    let mut bytes = Vec::new();
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH_LINES {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        bytes.clear();
+        for job in &batch {
+            bytes.extend_from_slice(&job.line);
+        }
+        let written = file.write_all(&bytes).map_err(|e| e.to_string());
+        for job in batch {
+            match job.done {
+                Some(done) => {
+                    let _ = done.send(written.clone());
+                }
+                None if written.is_err() => {
+                    failures.inc();
+                    tracing::error!(err = ?written, "audit event lost");
+                }
+                None => {}
+            }
         }
     }
 }
@@ -237,6 +324,87 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn records_are_on_disk_in_order_once_awaited() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let audit = Audit::open(&path).unwrap();
+        runtime().block_on(async {
+            for event in [Event::Open, Event::Close, Event::Refused] {
+                audit.record(AuditEvent::new(event)).await.unwrap();
+            }
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        let events: Vec<_> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone())
+            .collect();
+        assert_eq!(events, ["open", "close", "refused"]);
+    }
+
+    #[test]
+    fn a_full_disk_fails_the_record() {
+        // Every write to /dev/full fails with ENOSPC.
+        let audit = Audit::open(Path::new("/dev/full")).unwrap();
+        let err = runtime()
+            .block_on(audit.record(AuditEvent::new(Event::Open)))
+            .unwrap_err();
+        assert!(err.to_string().contains("/dev/full"), "{err}");
+        assert_eq!(audit.failure_counter().get(), 1);
+    }
+
+    /// A disk that stops taking writes (here a pipe no one reads) holds the
+    /// records waiting for it, never the runtime's thread: before the
+    /// writer thread, the first write past the pipe's buffer froze it.
+    #[test]
+    fn a_stalled_disk_does_not_stall_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("audit.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Opened for reading and writing, the pipe has a reader that never
+        // reads, and the log's own open does not wait for one.
+        let stalled = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
+        let audit = Arc::new(Audit::open(&fifo).unwrap());
+        let (alive, heard) = std::sync::mpsc::channel();
+        let served = std::thread::spawn(move || {
+            runtime().block_on(async {
+                // ~1 MiB of lines, far past a pipe's 64 KiB buffer.
+                for _ in 0..4_000 {
+                    let audit = audit.clone();
+                    let mut event = AuditEvent::new(Event::Close);
+                    event.reason = Some("x".repeat(256));
+                    tokio::spawn(async move { audit.record_or_log(event).await });
+                }
+                for _ in 0..100 {
+                    tokio::task::yield_now().await;
+                }
+                let _ = alive.send(());
+            });
+        });
+        let answered = heard.recv_timeout(Duration::from_secs(30));
+        drop(stalled); // the writer's write fails now (EPIPE), freeing all
+        assert!(
+            answered.is_ok(),
+            "the runtime froze on a stalled audit write"
+        );
+        served.join().unwrap();
+    }
 
     #[test]
     fn throttle_admits_per_address_and_in_all_then_counts() {

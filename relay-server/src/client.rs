@@ -48,7 +48,7 @@ pub(crate) async fn serve(
                         shared.audit.record_or_log(
                             AuditEvent::of_peer(Event::Refused, peer, Some(conn.remote_address()))
                                 .because(Some(ErrorCode::LIMIT_EXCEEDED), format!("{reason}; connection closed")),
-                        );
+                        ).await;
                         conn.close(ErrorCode::LIMIT_EXCEEDED.0.into(), reason.as_bytes());
                         return;
                     }
@@ -60,12 +60,12 @@ pub(crate) async fn serve(
                     let refused = Refused::new(ErrorCode::LIMIT_EXCEEDED, message);
                     shared.audit.record_or_log(
                         AuditEvent::of_peer(Event::Refused, peer, Some(conn.remote_address())).refused(&refused),
-                    );
+                    ).await;
                     streams.spawn(async move { refuse(&mut send, &mut recv, refused).await });
                 }
                 Ok((mut send, mut recv)) => {
                     let Some(held) = shared.client_streams.try_hold(&peer.identity.name) else {
-                        let refused = over_streams(shared, peer, conn);
+                        let refused = over_streams(shared, peer, conn).await;
                         streams.spawn(async move { refuse(&mut send, &mut recv, refused).await });
                         continue;
                     };
@@ -99,7 +99,7 @@ pub(crate) async fn serve(
 
 /// The refusal of a stream past the identity's cap on open streams,
 /// counted and audited.
-fn over_streams(
+async fn over_streams(
     shared: &std::sync::Arc<Shared>,
     peer: &PeerCert,
     conn: &quinn::Connection,
@@ -113,9 +113,13 @@ fn over_streams(
         shared.client_streams.cap()
     );
     let refused = Refused::new(ErrorCode::LIMIT_EXCEEDED, message);
-    shared.audit.record_or_log(
-        AuditEvent::of_peer(Event::Refused, peer, Some(conn.remote_address())).refused(&refused),
-    );
+    shared
+        .audit
+        .record_or_log(
+            AuditEvent::of_peer(Event::Refused, peer, Some(conn.remote_address()))
+                .refused(&refused),
+        )
+        .await;
     refused
 }
 

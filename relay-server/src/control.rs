@@ -54,7 +54,7 @@ pub(crate) async fn serve(
         .await;
         return close(ErrorCode::UNSUPPORTED, &reason);
     }
-    if let Err(e) = shared.audit.record(event(Event::Register)) {
+    if let Err(e) = shared.audit.record(event(Event::Register)).await {
         let _ = write_frame(
             &mut send,
             Refused::new(ErrorCode::AUDIT_UNAVAILABLE, e.to_string()),
@@ -103,5 +103,6 @@ pub(crate) async fn serve(
     tracing::info!(%reason, "agent unregistered");
     shared
         .audit
-        .record_or_log(event(Event::Unregister).because(None, reason));
+        .record_or_log(event(Event::Unregister).because(None, reason))
+        .await;
 }

@@ -40,13 +40,13 @@ pub(crate) async fn run(
         let text = std::fs::read_to_string(paths.policy()).ok();
         if text != policy_text {
             policy_text = text;
-            reload_policy(&shared, &paths);
+            reload_policy(&shared, &paths).await;
             changed = true;
         }
         let text = std::fs::read_to_string(paths.revoked()).ok();
         if text != revoked_text {
             revoked_text = text;
-            reload_revocations(&shared, &paths);
+            reload_revocations(&shared, &paths).await;
             changed = true;
         }
         if changed {
@@ -58,7 +58,7 @@ pub(crate) async fn run(
 /// Applies a changed policy file. A file that does not parse is the
 /// operator's mistake, not a peer's: it is audited as its own event,
 /// `policy_rejected`, with the parse error as reason and no error code.
-fn reload_policy(shared: &Shared, paths: &Paths) {
+async fn reload_policy(shared: &Shared, paths: &Paths) {
     let (event, reason) = match Policy::load(&paths.policy()) {
         Ok(policy) => {
             let rules = policy.allow.len();
@@ -85,7 +85,8 @@ fn reload_policy(shared: &Shared, paths: &Paths) {
     };
     shared
         .audit
-        .record_or_log(AuditEvent::new(event).because(None, reason));
+        .record_or_log(AuditEvent::new(event).because(None, reason))
+        .await;
 }
 
 /// Fails closed on a revocation list that vanished or was emptied while
@@ -117,7 +118,7 @@ fn not_emptied(
     })
 }
 
-fn reload_revocations(shared: &Shared, paths: &Paths) {
+async fn reload_revocations(shared: &Shared, paths: &Paths) {
     match Revocations::load(&paths.revoked()).and_then(|list| not_emptied(shared, paths, list)) {
         Ok(list) => {
             let list = Arc::new(list);
@@ -138,9 +139,12 @@ fn reload_revocations(shared: &Shared, paths: &Paths) {
                 "revocations reloaded"
             );
             for (peer, reason) in closed {
-                shared.audit.record_or_log(
-                    AuditEvent::of_peer(Event::Revoked, &peer, None).because(None, reason),
-                );
+                shared
+                    .audit
+                    .record_or_log(
+                        AuditEvent::of_peer(Event::Revoked, &peer, None).because(None, reason),
+                    )
+                    .await;
             }
         }
         Err(err) => {

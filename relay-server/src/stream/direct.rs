@@ -41,7 +41,7 @@ pub(super) async fn serve(
         Err(r) => {
             shared.metrics.refused(r.code);
             event.kind = Some("direct");
-            shared.audit.record_or_log(event.refused(&r));
+            shared.audit.record_or_log(event.refused(&r)).await;
             return refuse(&mut send, &mut reader.recv, r).await;
         }
     };
@@ -52,7 +52,7 @@ pub(super) async fn serve(
         agent_prefix,
         grant,
     } = granted;
-    if let Err(e) = shared.audit.record(event.clone()) {
+    if let Err(e) = shared.audit.record(event.clone()).await {
         let r = Refused::new(
             ErrorCode::AUDIT_UNAVAILABLE,
             format!("{e}; refusing new paths"),
@@ -98,7 +98,7 @@ pub(super) async fn serve(
     event.bytes_up = Some(up);
     event.bytes_down = Some(down);
     event.duration_ms = Some(started.elapsed().as_millis() as u64);
-    shared.audit.record_or_log(event);
+    shared.audit.record_or_log(event).await;
     // Both ends learn of the end once it is on record.
     let _ = send.finish();
     let _ = agent_send.finish();

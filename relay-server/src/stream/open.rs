@@ -36,7 +36,7 @@ pub(super) async fn serve(
     // Bytes that came right behind `Open` go to the agent with it, not
     // through the splice: they count toward the bytes up all the same.
     let early_bytes = early.len() as u64;
-    let agent = match authorized(shared, peer, &open, &event) {
+    let agent = match authorized(shared, peer, &open, &event).await {
         Ok(instances) => agent_stream(instances, peer, &open, early, shared).await,
         Err(r) => Err(r),
     };
@@ -49,7 +49,7 @@ pub(super) async fn serve(
         Err(r) => {
             shared.metrics.refused(r.code);
             tracing::debug!(code = %r.code, reason = %r.message, "open refused");
-            shared.audit.record_or_log(event.refused(&r));
+            shared.audit.record_or_log(event.refused(&r)).await;
             return refuse(&mut client_send, &mut client_recv, r).await;
         }
     };
@@ -67,7 +67,8 @@ pub(super) async fn serve(
         let _ = agent_send.reset(ErrorCode::STREAM_ABORTED.0.into());
         return shared
             .audit
-            .record_or_log(event.because(None, "client went away before the answer"));
+            .record_or_log(event.because(None, "client went away before the answer"))
+            .await;
     }
     let (mut agent_recv, leftover) = agent.into_parts();
     let outcome = splice(
@@ -95,19 +96,19 @@ pub(super) async fn serve(
     if let Some(f) = outcome.failure() {
         event = event.because(Some(f.code), f.reason.clone());
     }
-    shared.audit.record_or_log(event);
+    shared.audit.record_or_log(event).await;
 }
 
 /// [`crate::authorize::open`], then the `open` audit line: an open that
 /// cannot be recorded is refused (fail closed).
-fn authorized(
+async fn authorized(
     shared: &Shared,
     peer: &PeerCert,
     open: &Open,
     event: &AuditEvent,
 ) -> Result<Vec<Instance>, Refused> {
     let instances = crate::authorize::open(shared, peer, open)?;
-    shared.audit.record(event.clone()).map_err(|e| {
+    shared.audit.record(event.clone()).await.map_err(|e| {
         Refused::new(
             ErrorCode::AUDIT_UNAVAILABLE,
             format!("{e}; refusing new streams"),
