@@ -8,7 +8,8 @@
 //! a hog client opens `--streams` streams to a target that writes without
 //! end and never reads them; then `--streams` streams to a target that
 //! never reads while the hog writes without end. Each stall is pushed a
-//! stream window's worth per stream (2 MiB) before measuring.
+//! stream window's worth per stream (2 MiB) before measuring. Through the
+//! relay, last, the hog asks for 16,000 direct paths and holds them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -166,8 +167,62 @@ async fn one_path(
     measure(format!("{streams} targets that never read")).await?;
     writers.abort_all();
     hog.close().await;
+
+    if !direct {
+        // Paths asked for without end (#13 item 2): once ~16,000 `Direct`s
+        // each held a route and a `Grant` stream on the agent's connection.
+        let hog = client("hog").await?;
+        let note = direct_flood(&hog, DIRECT_FLOOD).await?;
+        measure(format!("{DIRECT_FLOOD} Directs held open ({note})")).await?;
+        hog.close().await;
+    }
     bystander.close().await;
     Ok(rows)
+}
+
+/// `Direct`s the flood asks for.
+const DIRECT_FLOOD: usize = 16_000;
+
+/// Asks for `count` paths to `edge` on one connection, each with a prefix
+/// of its own, and holds every stream open (bounded: 60 s). Returns how
+/// the relay answered.
+async fn direct_flood(hog: &Client, count: usize) -> anyhow::Result<String> {
+    use relay_net::framed::{write_frame, FrameReader};
+    let conn = hog.connection().await?;
+    let agent: proto::AgentName = "edge".parse().map_err(anyhow::Error::msg)?;
+    let mut held = Vec::with_capacity(count);
+    let (mut paths, mut refused, mut unanswered) = (0, 0, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for _ in 0..count {
+        if Instant::now() > deadline {
+            break;
+        }
+        let Ok(Ok((mut send, recv))) =
+            tokio::time::timeout(Duration::from_secs(5), conn.open_bi()).await
+        else {
+            unanswered += 1;
+            break;
+        };
+        let direct = proto::Direct {
+            agent: agent.clone(),
+            prefix: relay_net::direct::random_prefix(),
+        };
+        if write_frame(&mut send, direct).await.is_err() {
+            unanswered += 1;
+            break;
+        }
+        let mut reader = FrameReader::new(recv);
+        match tokio::time::timeout(Duration::from_secs(5), reader.read()).await {
+            Ok(Ok(Some(proto::Frame::Path(_)))) => paths += 1,
+            Ok(Ok(Some(proto::Frame::Refused(_)))) => refused += 1,
+            _ => unanswered += 1,
+        }
+        held.push((send, reader));
+    }
+    let open = held.len();
+    Ok(format!(
+        "{open} asked: {paths} paths, {refused} refused, {unanswered} unanswered"
+    ))
 }
 
 fn target(s: &str) -> anyhow::Result<AgentTarget> {
