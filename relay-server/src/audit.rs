@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -106,6 +107,8 @@ impl Throttle {
 struct Inner {
     path: PathBuf,
     queue: SyncSender<Job>,
+    /// Set by [`Audit::reopen`]; the writer reopens before its next line.
+    reopen: Arc<AtomicBool>,
     failures: prometheus_client::metrics::counter::Counter,
     throttle: Mutex<Throttle>,
 }
@@ -133,28 +136,24 @@ impl Audit {
     /// # Errors
     /// If the file cannot be opened or the thread cannot start.
     pub fn open_with(path: &Path, window: Duration) -> Result<Audit, AuditError> {
-        use std::os::unix::fs::OpenOptionsExt;
         let fail = |err: String| AuditError {
             path: path.display().to_string(),
             err,
         };
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| fail(e.to_string()))?;
+        let sink = Sink::open(path).map_err(|e| fail(e.to_string()))?;
+        let reopen = Arc::new(AtomicBool::new(false));
         let window = window.max(Duration::from_millis(10));
         let failures = prometheus_client::metrics::counter::Counter::default();
         let (queue, jobs) = std::sync::mpsc::sync_channel(QUEUE_LINES);
-        let counted = failures.clone();
+        let (counted, asked) = (failures.clone(), reopen.clone());
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || write_lines(file, &jobs, &counted))
+            .spawn(move || write_lines(sink, &jobs, &asked, &counted))
             .map_err(|e| fail(format!("cannot start its writer thread: {e}")))?;
         let inner = Arc::new(Inner {
             path: path.to_owned(),
             queue,
+            reopen,
             failures,
             throttle: Mutex::new(Throttle {
                 window,
@@ -179,6 +178,12 @@ impl Audit {
     /// Counts events that could not be written (for the metrics).
     pub fn failure_counter(&self) -> prometheus_client::metrics::counter::Counter {
         self.inner.failures.clone()
+    }
+
+    /// Reopens the log file at its path before the next line (SIGHUP, after
+    /// logrotate moved it away); standard output stays as it is.
+    pub fn reopen(&self) {
+        self.inner.reopen.store(true, Ordering::Relaxed);
     }
 
     /// Appends one event as a whole line, written off the runtime's threads
@@ -283,13 +288,61 @@ impl Inner {
     }
 }
 
+/// Where the writer appends: a file (mode 0600, reopened on request) or,
+/// for the path `-`, standard output (container log collection).
+enum Sink {
+    Stdout,
+    File { path: PathBuf, file: std::fs::File },
+}
+
+impl Sink {
+    fn open(path: &Path) -> std::io::Result<Sink> {
+        if path == Path::new("-") {
+            return Ok(Sink::Stdout);
+        }
+        Ok(Sink::File {
+            path: path.to_owned(),
+            file: append_private(path)?,
+        })
+    }
+
+    fn reopen(&mut self) -> std::io::Result<()> {
+        if let Sink::File { path, file } = self {
+            *file = append_private(path)?;
+        }
+        Ok(())
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(bytes)?;
+                out.flush()
+            }
+            Sink::File { file, .. } => file.write_all(bytes),
+        }
+    }
+}
+
+/// Opens `path` for appending, created with mode 0600.
+fn append_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// The writer thread: appends queued lines until every sender is gone,
 /// joining what has queued up into one `write` (an appending file keeps
 /// each whole). A failed write fails every line of its batch: some may be
 /// on disk, but fail closed errs on the side of refusing.
 fn write_lines(
-    mut file: std::fs::File,
+    mut sink: Sink,
     jobs: &Receiver<Job>,
+    reopen: &AtomicBool,
     failures: &prometheus_client::metrics::counter::Counter,
 ) {
     let mut bytes = Vec::new();
@@ -305,7 +358,16 @@ fn write_lines(
         for job in &batch {
             bytes.extend_from_slice(&job.line);
         }
-        let written = file.write_all(&bytes).map_err(|e| e.to_string());
+        if reopen.swap(false, Ordering::Relaxed) {
+            match sink.reopen() {
+                Ok(()) => tracing::info!("audit log reopened"),
+                // The old file stays in use: lines are kept, not lost.
+                Err(err) => {
+                    tracing::error!(%err, "audit log not reopened; writing on to the old file")
+                }
+            }
+        }
+        let written = sink.write_all(&bytes).map_err(|e| e.to_string());
         for job in batch {
             match job.done {
                 Some(done) => {
@@ -348,6 +410,23 @@ mod tests {
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].clone())
             .collect();
         assert_eq!(events, ["open", "close", "refused"]);
+    }
+
+    #[test]
+    fn a_reopen_after_rotation_writes_to_a_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let rotated = dir.path().join("audit.jsonl.1");
+        let audit = Audit::open(&path).unwrap();
+        let rt = runtime();
+        rt.block_on(audit.record(AuditEvent::new(Event::Open)))
+            .unwrap();
+        std::fs::rename(&path, &rotated).unwrap();
+        audit.reopen();
+        rt.block_on(audit.record(AuditEvent::new(Event::Close)))
+            .unwrap();
+        let lines = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
+        assert_eq!((lines(&rotated), lines(&path)), (1, 1));
     }
 
     #[test]

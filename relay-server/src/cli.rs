@@ -108,7 +108,7 @@ enum Command {
     },
     /// Run the relay (reads the CA certificate, never the CA key).
     #[command(
-        after_help = "Examples:\n  relay-server run --dir ./relay --listen 0.0.0.0:4433\n  RUST_LOG=debug relay-server run --dir ./relay --metrics 127.0.0.1:9090\n\nEnvironment:\n  RUST_LOG=info (default)           log filter, e.g. debug or info,relay_server=debug\n  RELAY_RUNTIME=auto|current|multi  auto (default): one thread on machines with up to\n                                    two cores, one per core on bigger ones\n\nSIGHUP reloads policy.toml and revoked.toml at once; SIGTERM or SIGINT\nshuts down gracefully."
+        after_help = "Examples:\n  relay-server run --dir ./relay --listen 0.0.0.0:4433\n  RUST_LOG=debug relay-server run --dir ./relay --metrics 127.0.0.1:9090\n\nEnvironment:\n  RUST_LOG=info (default)           log filter, e.g. debug or info,relay_server=debug\n  RELAY_RUNTIME=auto|current|multi  auto (default): one thread on machines with up to\n                                    two cores, one per core on bigger ones\n\nSIGHUP reloads policy.toml and revoked.toml at once and reopens the audit\nlog (logrotate); SIGTERM or SIGINT shuts down gracefully."
     )]
     Run {
         /// The relay directory.
@@ -117,7 +117,8 @@ enum Command {
         /// UDP address to listen on.
         #[arg(long, default_value = "0.0.0.0:4433")]
         listen: SocketAddr,
-        /// Audit log (JSON lines) [default: DIR/audit.jsonl].
+        /// Audit log (JSON lines; `-` for standard output, for container log
+        /// collection; reopened on SIGHUP, for logrotate) [default: DIR/audit.jsonl].
         #[arg(long)]
         audit_log: Option<PathBuf>,
         /// How often policy.toml and revoked.toml are checked for changes.

@@ -32,7 +32,8 @@ pub(crate) async fn run(
         tokio::select! {
             _ = tick.tick() => {}
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => {
-                tracing::info!("SIGHUP: reloading policy and revocations");
+                tracing::info!("SIGHUP: reloading policy and revocations, reopening the audit log");
+                shared.audit.reopen();
             }
             () = shutdown.cancelled() => return,
         }
