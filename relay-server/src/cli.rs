@@ -354,16 +354,25 @@ fn issue(issue: &Issue, out: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
+    let audit_on_stdout = config.audit_log == std::path::Path::new("-");
     let runtime = relay_net::runtime::build(relay_net::runtime::Flavor::Auto)?;
     runtime.block_on(async {
         let relay = crate::Relay::bind(config)?;
         let shutdown = tokio_util::sync::CancellationToken::new();
         relay_net::signals::cancel_on_signal(shutdown.clone())?;
         // One machine-readable line, so scripts (and `relay-client
-        // demo`) can use `--listen 127.0.0.1:0`.
-        println!("relay-server listening on {}", relay.local_addr()?);
+        // demo`) can use `--listen 127.0.0.1:0`; on stderr when standard
+        // output carries the audit log, which must stay pure JSON lines.
+        let mut lines = vec![format!("relay-server listening on {}", relay.local_addr()?)];
         if let Some(addr) = relay.admin_addr() {
-            println!("relay-server metrics on http://{addr}/metrics");
+            lines.push(format!("relay-server metrics on http://{addr}/metrics"));
+        }
+        for line in lines {
+            if audit_on_stdout {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
         }
         relay.run(shutdown).await;
         Ok(())

@@ -135,3 +135,75 @@ async fn metrics_health_readiness_and_audit_for_a_scripted_scenario() -> anyhow:
     agent.shutdown().await;
     Ok(())
 }
+
+/// `--audit-log -`: audit lines on standard output for a container's log
+/// collector, and nothing else there (the startup lines move to stderr).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_on_standard_output_is_json_lines_only() -> anyhow::Result<()> {
+    use anyhow::Context;
+    use relay_tests::launch;
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    relay_tests::trace_init();
+    let programs = relay_tests::programs!();
+    let dir = launch::relay_dir(&programs, relay_tests::ALLOW_ALL).await?;
+    let mut relay = tokio::process::Command::new(&programs.server)
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--audit-log",
+            "-",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut errors = BufReader::new(relay.stderr.take().context("stderr")?).lines();
+    let addr = guard("the listening line on stderr", async {
+        loop {
+            let line = errors.next_line().await?.context("relay exited")?;
+            if let Some(addr) = line.strip_prefix(launch::RELAY_LISTENING) {
+                break anyhow::Ok(addr.to_owned());
+            }
+        }
+    })
+    .await?;
+    tokio::spawn(async move { while let Ok(Some(_)) = errors.next_line().await {} });
+
+    let credential = dir.path().join("agent-edge.cred");
+    let issued = tokio::process::Command::new(&programs.server)
+        .args(["issue", "agent", "edge", "--relay", &addr, "--dir"])
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&credential)
+        .stdout(Stdio::null())
+        .status()
+        .await?;
+    anyhow::ensure!(issued.success(), "relay-server issue: {issued}");
+    let echo = tcp_echo().await;
+    let _agent = launch::agent(&programs, &credential, &[format!("--expose=echo={echo}")]).await?;
+
+    let mut out = BufReader::new(relay.stdout.take().context("stdout")?).lines();
+    let register = guard("the agent's register line on stdout", async {
+        loop {
+            let line = out.next_line().await?.context("relay exited")?;
+            let event: serde_json::Value =
+                serde_json::from_str(&line).with_context(|| format!("not a JSON line: {line}"))?;
+            if event["event"] == "register" {
+                break anyhow::Ok(event);
+            }
+        }
+    })
+    .await?;
+    assert_eq!(register["peer"], "agent/edge", "{register}");
+    assert!(
+        !dir.path().join("audit.jsonl").exists(),
+        "the default audit file was written too"
+    );
+    Ok(())
+}
