@@ -40,6 +40,16 @@ check_systemd() {
         echo "$out" >&2
         return 1
     fi
+    # The hardening must not regress: `systemd-analyze security` scores each
+    # unit's exposure 0-10 (relay 1.5, agent 1.8 today); above 2.5 fails.
+    for unit in "$dir"/*.service; do
+        systemd-analyze security --offline=true --threshold=25 --no-pager "$unit" >"$TMP/security" 2>&1 || {
+            cat "$TMP/security" >&2
+            echo "$(basename "$unit"): exposure above 2.5 (systemd-analyze security)" >&2
+            return 1
+        }
+        tail -n 1 "$TMP/security"
+    done
     echo "ok: systemd units ($(cd "$dir" && echo *.service))"
 }
 
