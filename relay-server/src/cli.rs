@@ -410,3 +410,69 @@ fn serve(config: Config) -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let args = Args::try_parse_from(["relay-server", "run"].iter().chain(args)).unwrap();
+        match args.command {
+            Command::Run(run) => *run,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    /// A flag wins over its key; a key wins over the default; `dir` and
+    /// `audit-log` in a --config file are taken from the file's folder.
+    #[test]
+    fn flags_override_the_file_and_the_file_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("elsewhere.toml");
+        std::fs::write(
+            &path,
+            "dir = \"relay\"\nlisten = \"192.0.2.1:4433\"\nmetrics = \"127.0.0.1:9\"\nmax-open-rate = 7\nidle-timeout = \"1m\"\n",
+        )
+        .unwrap();
+        let config = run_args(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .config()
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(config.metrics, Some("127.0.0.1:9".parse().unwrap()));
+        assert_eq!(config.limits.open_rate, 7);
+        assert_eq!(config.transport.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.paths.dir, dir.path().join("relay"));
+        assert_eq!(
+            config.audit_log,
+            dir.path().join("relay").join("audit.jsonl")
+        );
+        assert_eq!(config.limits.streams_per_client, 1024);
+    }
+
+    /// Without --config, DIR/relay.toml is read when present.
+    #[test]
+    fn the_default_file_is_read_from_the_relay_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = run_args(&["--dir", dir.path().to_str().unwrap()])
+            .config()
+            .unwrap();
+        assert_eq!(config.listen, DEFAULT_LISTEN);
+        assert_eq!(config.metrics, None);
+        std::fs::write(dir.path().join("relay.toml"), "max-direct-per-agent = 3\n").unwrap();
+        let config = run_args(&["--dir", dir.path().to_str().unwrap()])
+            .config()
+            .unwrap();
+        assert_eq!(config.limits.direct_per_agent, 3);
+    }
+
+    #[test]
+    fn no_dir_anywhere_says_what_to_give() {
+        let e = run_args(&[]).config().unwrap_err().to_string();
+        assert!(e.contains("--dir"), "{e}");
+    }
+}
