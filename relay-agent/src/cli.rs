@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use relay_net::credential::Credential;
 
 use crate::allowlist::Allowlist;
-use crate::config::{Config, File};
+use crate::config::{Config, File, LogFormat};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -47,40 +47,47 @@ pub struct Args {
     /// sink/source/echo inside this process, for `relay-client bench`).
     #[arg(long)]
     expose_bench: bool,
-    /// Config file (TOML: credential, key, [expose]); flags add to it.
-    #[arg(long)]
+    /// Config file (TOML): every flag has a key of the same name
+    /// (`max-dials = 256`, `[expose]` for --expose; see deploy/agent.toml).
+    /// A flag given here overrides its key; repeatable flags add to the
+    /// file's lists. Unknown keys are an error.
+    #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Deadline for connecting to a target.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    dial_timeout: Duration,
-    /// Target dials in flight at once; more opens are refused until one ends.
-    #[arg(long, default_value_t = 256)]
-    max_dials: usize,
+    /// Deadline for connecting to a target [default: 10s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    dial_timeout: Option<Duration>,
+    /// Target dials in flight at once; more opens are refused until one ends
+    /// [default: 256].
+    #[arg(long)]
+    max_dials: Option<usize>,
     /// Target dials in flight at once per caller (client identity), within
     /// --max-dials: more wait, within --dial-timeout, for that caller's own
     /// dials to end, so one caller's unreachable targets cannot take every
-    /// dial from the others.
-    #[arg(long, default_value_t = 32)]
-    max_dials_per_caller: usize,
+    /// dial from the others [default: 32].
+    #[arg(long)]
+    max_dials_per_caller: Option<usize>,
     /// Streams (TCP, SOCKS, sessions) open at once per caller; more are
-    /// refused until one ends. A port-forward of hundreds of connections fits.
-    #[arg(long, default_value_t = 1024)]
-    max_streams_per_caller: usize,
+    /// refused until one ends. A port-forward of hundreds of connections
+    /// fits [default: 1024].
+    #[arg(long)]
+    max_streams_per_caller: Option<usize>,
     /// Longest wait between attempts to reach the relay. A relay that
     /// refuses this agent for good (revoked, not authorized) is not retried;
-    /// once every relay has, the agent exits non-zero and says what to do.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    max_backoff: Duration,
-    /// Idle timeout of the relay connection (a dead relay is noticed after it).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    idle_timeout: Duration,
+    /// once every relay has, the agent exits non-zero and says what to do
+    /// [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_backoff: Option<Duration>,
+    /// Idle timeout of the relay connection (a dead relay is noticed after
+    /// it) [default: 10s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    idle_timeout: Option<Duration>,
     /// Serve /metrics, /healthz and /readyz (ready = registered with a
     /// relay) on this local TCP address, e.g. 127.0.0.1:9091.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value = "text")]
-    log_format: LogFormat,
+    /// Log format on stderr [default: text].
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
     /// Serve interactive shells and remote commands (`relay-client shell`,
     /// `run`), if the relay's policy also grants them. Off by default: a
     /// session can do anything this agent's OS user can.
@@ -121,15 +128,9 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     audit_log: Option<PathBuf>,
     /// Direct connections (end-to-end mode) one client identity may hold
-    /// to this agent at once.
-    #[arg(long, default_value_t = 8, value_name = "N")]
-    max_direct_connections: usize,
-}
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
+    /// to this agent at once [default: 8].
+    #[arg(long, value_name = "N")]
+    max_direct_connections: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,8 +154,17 @@ enum Command {
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    relay_net::logging::init("info", matches!(args.log_format, LogFormat::Json));
-    match run(args) {
+    // The file is read before logging starts: it may set the log format.
+    let file = match args.config.as_deref().map(File::load).transpose() {
+        Ok(file) => file.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("relay-agent: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let format = args.log_format.or(file.log_format);
+    relay_net::logging::init("info", format == Some(LogFormat::Json));
+    match run(args, file) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("relay-agent: {e:#}");
@@ -163,16 +173,12 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(args: Args, file: File) -> anyhow::Result<()> {
     match args.command {
         Some(Command::Keygen { out }) => return keygen(&out),
         Some(Command::BenchServer { listen }) => return bench_server(listen),
         None => {}
     }
-    let file = match &args.config {
-        Some(path) => File::load(path)?,
-        None => File::default(),
-    };
     let credential = args.credential.or(file.credential).ok_or_else(|| {
         anyhow::anyhow!(
             "give --credential FILE (from `relay-server issue agent NAME`), or --config FILE"
@@ -191,7 +197,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     for spec in &args.expose {
         allowlist.add_spec(spec)?;
     }
-    if args.expose_bench {
+    if args.expose_bench || file.expose_bench {
         allowlist.add_bench().map_err(|e| anyhow::anyhow!(e))?;
     }
     let mut socks = crate::socks::Socks::default();
@@ -210,18 +216,33 @@ fn run(args: Args) -> anyhow::Result<()> {
         tracing::warn!(rules = %rules.join(","), "SOCKS is allowed to these destinations (where the relay policy grants it)");
     }
     config.socks = socks;
-    config.dial_timeout = args.dial_timeout;
-    config.max_dials = args.max_dials.max(1);
-    config.max_dials_per_caller = args.max_dials_per_caller.max(1);
-    config.max_streams_per_caller = args.max_streams_per_caller.max(1);
-    if let Some(path) = args.audit_log {
+    // A flag wins over its key; what neither sets keeps Config::new's default.
+    if let Some(timeout) = args.dial_timeout.or(file.dial_timeout) {
+        config.dial_timeout = timeout;
+    }
+    if let Some(n) = args.max_dials.or(file.max_dials) {
+        config.max_dials = n.max(1);
+    }
+    if let Some(n) = args.max_dials_per_caller.or(file.max_dials_per_caller) {
+        config.max_dials_per_caller = n.max(1);
+    }
+    if let Some(n) = args.max_streams_per_caller.or(file.max_streams_per_caller) {
+        config.max_streams_per_caller = n.max(1);
+    }
+    if let Some(path) = args.audit_log.or(file.audit_log) {
         config.audit_log = path;
     }
-    config.direct.max_connections = args.max_direct_connections.max(1);
-    config.backoff.max = args.max_backoff;
-    config.transport.idle_timeout = args.idle_timeout;
-    config.transport.keep_alive = Some(args.idle_timeout / 3);
-    if let Some(addr) = args.metrics {
+    if let Some(n) = args.max_direct_connections.or(file.max_direct_connections) {
+        config.direct.max_connections = n.max(1);
+    }
+    if let Some(max) = args.max_backoff.or(file.max_backoff) {
+        config.backoff.max = max;
+    }
+    if let Some(idle) = args.idle_timeout.or(file.idle_timeout) {
+        config.transport.idle_timeout = idle;
+        config.transport.keep_alive = Some(idle / 3);
+    }
+    if let Some(addr) = args.metrics.or(file.metrics) {
         let listener = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;

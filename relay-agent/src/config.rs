@@ -8,10 +8,12 @@
 //! db = "db.internal:5432"
 //! ```
 //!
-//! Sessions (see [`crate::session`]) take the same keys as the flags:
-//! `allow-shell`, `shell`, `shell-user`, `shell-env`, `record-dir`,
-//! `record-fail-open`. SOCKS (see [`crate::socks`]): `allow-socks` and
-//! `socks-host`, lists of the flags' values.
+//! Every flag has a key of the same name (`max-dials = 256`, `metrics =
+//! "127.0.0.1:9091"`, durations as the flags write them: `dial-timeout =
+//! "10s"`); a flag given on the command line wins over its key. Repeatable
+//! flags (`shell-env`, `allow-socks`, `socks-host`) are lists, and add to
+//! the file's. `deploy/agent.toml` is the annotated example, every key with
+//! its default; a test parses it, so it stays true.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +21,7 @@ use std::time::Duration;
 
 use relay_net::credential::Loaded;
 use relay_net::endpoint::Transport;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::allowlist::Allowlist;
 use crate::session::Sessions;
@@ -111,7 +113,26 @@ impl Config {
     }
 }
 
-/// The agent's config file.
+/// Log format on stderr (`--log-format`, `log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
+}
+
+/// Reads `"10s"`, `"1m 30s"`: a duration as the flags take it.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!("{text:?}: {e} (write e.g. \"10s\" or \"1m 30s\")"))
+    })
+}
+
+/// The agent's config file. Unknown keys are refused (a typo would
+/// otherwise silently leave a default in place).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct File {
@@ -145,6 +166,38 @@ pub struct File {
     /// `socks-host = ["kube.internal=10.0.0.1"]`.
     #[serde(default, rename = "socks-host")]
     pub socks_host: Vec<String>,
+    /// `expose-bench = true`: also expose the built-in benchmark service.
+    #[serde(default, rename = "expose-bench")]
+    pub expose_bench: bool,
+    /// `dial-timeout = "10s"`.
+    #[serde(default, rename = "dial-timeout", deserialize_with = "duration")]
+    pub dial_timeout: Option<Duration>,
+    /// `max-dials = 256`.
+    #[serde(rename = "max-dials")]
+    pub max_dials: Option<usize>,
+    /// `max-dials-per-caller = 32`.
+    #[serde(rename = "max-dials-per-caller")]
+    pub max_dials_per_caller: Option<usize>,
+    /// `max-streams-per-caller = 1024`.
+    #[serde(rename = "max-streams-per-caller")]
+    pub max_streams_per_caller: Option<usize>,
+    /// `max-backoff = "30s"`.
+    #[serde(default, rename = "max-backoff", deserialize_with = "duration")]
+    pub max_backoff: Option<Duration>,
+    /// `idle-timeout = "10s"`.
+    #[serde(default, rename = "idle-timeout", deserialize_with = "duration")]
+    pub idle_timeout: Option<Duration>,
+    /// `metrics = "127.0.0.1:9091"`: serve /metrics, /healthz, /readyz.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// `log-format = "json"`.
+    #[serde(rename = "log-format")]
+    pub log_format: Option<LogFormat>,
+    /// `audit-log = "agent-audit.jsonl"` (relative to the config file).
+    #[serde(rename = "audit-log")]
+    pub audit_log: Option<PathBuf>,
+    /// `max-direct-connections = 8`.
+    #[serde(rename = "max-direct-connections")]
+    pub max_direct_connections: Option<usize>,
 }
 
 impl File {
@@ -161,6 +214,71 @@ impl File {
         file.credential = file.credential.map(|p| base.join(p));
         file.key = file.key.map(|p| base.join(p));
         file.record_dir = file.record_dir.map(|p| base.join(p));
+        file.audit_log = file.audit_log.map(|p| base.join(p));
         Ok(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.toml")
+    }
+
+    /// The annotated example parses with the real parser, and the defaults
+    /// its comments state are the program's.
+    #[test]
+    fn example_parses_and_states_the_defaults() {
+        let file = File::load(&example()).unwrap();
+        let base = example().parent().unwrap().to_owned();
+        assert_eq!(file.credential, Some(base.join("agent.cred")));
+        assert!(!file.expose.is_empty());
+        let backoff = Backoff::default();
+        let direct = crate::grants::DirectLimits::default();
+        assert_eq!(file.dial_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(file.max_dials, Some(256));
+        assert_eq!(file.max_dials_per_caller, Some(32));
+        assert_eq!(file.max_streams_per_caller, Some(1024));
+        assert_eq!(file.max_backoff, Some(backoff.max));
+        assert_eq!(file.idle_timeout, Some(Transport::agent().idle_timeout));
+        assert_eq!(file.max_direct_connections, Some(direct.max_connections));
+        assert_eq!(file.log_format, Some(LogFormat::Text));
+        assert_eq!(file.audit_log, Some(base.join("agent-audit.jsonl")));
+        assert!(file.metrics.is_some());
+        assert!(!file.allow_shell && !file.record_fail_open && !file.expose_bench);
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_naming_it_and_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "credential = \"a.cred\"\nmetricz = \"127.0.0.1:9091\"\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", File::load(&path).unwrap_err());
+        assert!(e.contains("metricz"), "{e}");
+        assert!(e.contains(&path.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn a_bad_duration_names_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "dial-timeout = \"10 parsecs\"\n").unwrap();
+        let e = format!("{:#}", File::load(&path).unwrap_err());
+        assert!(
+            e.contains("10 parsecs") && e.contains("dial-timeout"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn metrics_is_a_key() {
+        let file: File = toml::from_str("metrics = \"127.0.0.1:9091\"").unwrap();
+        assert_eq!(file.metrics, Some("127.0.0.1:9091".parse().unwrap()));
     }
 }

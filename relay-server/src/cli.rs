@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use proto::{Name, Role};
-use relay_net::endpoint::Transport;
 
 use crate::cmd::{init::Init, issue::Issue, issued, revoke};
-use crate::config::{Config, Limits, Paths};
+use crate::config::{Config, Paths};
+use crate::config_file::RunFile;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -19,6 +19,7 @@ Examples:
   relay-server issue  agent aks-prod --dir /etc/relay --relay relay.example.com:4433 --out agent.cred
   relay-server issue  client alice   --dir /etc/relay --relay relay.example.com:4433 --ttl 8h --out alice.cred
   relay-server run    --dir /etc/relay --listen 0.0.0.0:4433
+  relay-server run    --config /etc/relay/relay.toml
   relay-server issued --dir /etc/relay
   relay-server revoke client alice --dir /etc/relay
   relay-server unrevoke client alice --dir /etc/relay
@@ -108,43 +109,9 @@ enum Command {
     },
     /// Run the relay (reads the CA certificate, never the CA key).
     #[command(
-        after_help = "Examples:\n  relay-server run --dir ./relay --listen 0.0.0.0:4433\n  RUST_LOG=debug relay-server run --dir ./relay --metrics 127.0.0.1:9090\n\nEnvironment:\n  RUST_LOG=info (default)           log filter, e.g. debug or info,relay_server=debug\n  RELAY_RUNTIME=auto|current|multi  auto (default): one thread on machines with up to\n                                    two cores, one per core on bigger ones\n\nSIGHUP reloads policy.toml and revoked.toml at once and reopens the audit\nlog (logrotate); SIGTERM or SIGINT shuts down gracefully."
+        after_help = "Examples:\n  relay-server run --dir ./relay --listen 0.0.0.0:4433\n  RUST_LOG=debug relay-server run --dir ./relay --metrics 127.0.0.1:9090\n  relay-server run --config /etc/relay/relay.toml\n\nConfig file (TOML, see deploy/relay.toml): each flag below has a key of the\nsame name (`max-open-rate = 2000`, `idle-timeout = \"30s\"`, `dir = \"/etc/relay\"`).\nRead from --config FILE, else from DIR/relay.toml when it exists. A flag\n(or RELAY_DIR) overrides its key; an unknown key is an error.\n\nEnvironment:\n  RUST_LOG=info (default)           log filter, e.g. debug or info,relay_server=debug\n  RELAY_RUNTIME=auto|current|multi  auto (default): one thread on machines with up to\n                                    two cores, one per core on bigger ones\n\nSIGHUP reloads policy.toml and revoked.toml at once and reopens the audit\nlog (logrotate); SIGTERM or SIGINT shuts down gracefully."
     )]
-    Run {
-        /// The relay directory.
-        #[arg(long, env = "RELAY_DIR")]
-        dir: PathBuf,
-        /// UDP address to listen on.
-        #[arg(long, default_value = "0.0.0.0:4433")]
-        listen: SocketAddr,
-        /// Audit log (JSON lines; `-` for standard output, for container log
-        /// collection; reopened on SIGHUP, for logrotate) [default: DIR/audit.jsonl].
-        #[arg(long)]
-        audit_log: Option<PathBuf>,
-        /// How often policy.toml and revoked.toml are checked for changes.
-        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
-        reload_interval: Duration,
-        /// Idle timeout of peer connections (a dead peer is dropped after it).
-        #[arg(long, default_value_t = humantime::Duration::from(Transport::relay().idle_timeout))]
-        idle_timeout: humantime::Duration,
-        /// Stream opens per second allowed per client identity (resets count).
-        #[arg(long, default_value_t = 2000)]
-        max_open_rate: u32,
-        /// Streams one client identity may have open at once (over all its
-        /// connections); each holds at most 2 MiB per direction on the relay.
-        #[arg(long, default_value_t = Limits::default().streams_per_client)]
-        max_streams_per_client: u32,
-        /// Live end-to-end paths allowed per client identity (all its connections).
-        #[arg(long, default_value_t = crate::routes::DIRECT_PER_CLIENT)]
-        max_direct_per_client: usize,
-        /// Live end-to-end paths allowed per agent (all its instances and clients).
-        #[arg(long, default_value_t = crate::routes::DIRECT_PER_AGENT)]
-        max_direct_per_agent: usize,
-        /// Serve /metrics, /healthz and /readyz on this local TCP address
-        /// (e.g. 127.0.0.1:9090; no authentication: keep it private) [default: off].
-        #[arg(long, value_name = "ADDR")]
-        metrics: Option<SocketAddr>,
-    },
+    Run(Box<RunArgs>),
     /// Revoke an identity (`revoke client alice`) or one certificate (`revoke --serial HEX`).
     #[command(
         after_help = "Examples:\n  relay-server revoke client alice --dir ./relay\n  relay-server revoke --serial 4f1c0e… --dir ./relay\n\nA running relay applies it within --reload-interval (or at SIGHUP): new\nstreams are refused and live connections closed. Undo with `unrevoke`."
@@ -168,6 +135,106 @@ enum Command {
         dir: PathBuf,
     },
 }
+
+/// `relay-server run`'s flags: each overrides the config file's key of the
+/// same name (see [`crate::config_file`]); their defaults are
+/// [`Config::new`]'s, so `None` here means "the file's, else the default".
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The relay directory [or `dir` in --config].
+    #[arg(long, env = "RELAY_DIR")]
+    dir: Option<PathBuf>,
+    /// Config file (TOML; keys named as these flags) [default: DIR/relay.toml if it exists].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// UDP address to listen on [default: 0.0.0.0:4433].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Audit log (JSON lines; `-` for standard output, for container log
+    /// collection; reopened on SIGHUP, for logrotate) [default: DIR/audit.jsonl].
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
+    /// How often policy.toml and revoked.toml are checked for changes [default: 1s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    reload_interval: Option<Duration>,
+    /// Idle timeout of peer connections (a dead peer is dropped after it) [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Stream opens per second allowed per client identity (resets count) [default: 2000].
+    #[arg(long)]
+    max_open_rate: Option<u32>,
+    /// Streams one client identity may have open at once (over all its
+    /// connections); each holds at most 2 MiB per direction on the relay
+    /// [default: 1024].
+    #[arg(long)]
+    max_streams_per_client: Option<u32>,
+    /// Live end-to-end paths allowed per client identity (all its
+    /// connections) [default: 64].
+    #[arg(long)]
+    max_direct_per_client: Option<usize>,
+    /// Live end-to-end paths allowed per agent (all its instances and
+    /// clients) [default: 1024].
+    #[arg(long)]
+    max_direct_per_agent: Option<usize>,
+    /// Serve /metrics, /healthz and /readyz on this local TCP address
+    /// (e.g. 127.0.0.1:9090; no authentication: keep it private) [default: off].
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+}
+
+impl RunArgs {
+    /// The configuration: each flag, else the file's key, else the default.
+    fn config(self) -> anyhow::Result<Config> {
+        let file = match (&self.config, &self.dir) {
+            (Some(path), _) => Some((path.clone(), RunFile::load(path)?)),
+            (None, Some(dir)) => RunFile::load_default(dir)?,
+            (None, None) => None,
+        };
+        let (source, file) = match file {
+            Some((path, file)) => (Some(path), file),
+            None => (None, RunFile::default()),
+        };
+        let dir = self.dir.or(file.dir).ok_or_else(|| {
+            anyhow::anyhow!("give --dir DIR (or RELAY_DIR), or `dir = ...` in --config FILE")
+        })?;
+        let listen = self.listen.or(file.listen);
+        let mut config = Config::new(&dir, listen.unwrap_or(DEFAULT_LISTEN));
+        config.metrics = self.metrics.or(file.metrics);
+        if let Some(rate) = self.max_open_rate.or(file.max_open_rate) {
+            config.limits.open_rate = rate;
+            config.limits.open_burst = rate.saturating_mul(2);
+        }
+        let limits = &mut config.limits;
+        if let Some(n) = self.max_streams_per_client.or(file.max_streams_per_client) {
+            limits.streams_per_client = n;
+        }
+        if let Some(n) = self.max_direct_per_client.or(file.max_direct_per_client) {
+            limits.direct_per_client = n;
+        }
+        if let Some(n) = self.max_direct_per_agent.or(file.max_direct_per_agent) {
+            limits.direct_per_agent = n;
+        }
+        if let Some(interval) = self.reload_interval.or(file.reload_interval) {
+            limits.reload_interval = interval;
+        }
+        if let Some(audit_log) = self.audit_log.or(file.audit_log) {
+            config.audit_log = audit_log;
+        }
+        if let Some(idle) = self.idle_timeout.or(file.idle_timeout) {
+            config.transport.idle_timeout = idle;
+        }
+        if let Some(path) = source {
+            tracing::info!(config = %path.display(), "config file read (flags override it)");
+        }
+        Ok(config)
+    }
+}
+
+/// `--listen`'s default.
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::UNSPECIFIED,
+    4433,
+));
 
 /// `ROLE NAME` or `--serial HEX`, as `revoke` and `unrevoke` take them.
 #[derive(Debug, clap::Args)]
@@ -259,32 +326,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run {
-            dir,
-            listen,
-            audit_log,
-            reload_interval,
-            idle_timeout,
-            metrics,
-            max_open_rate,
-            max_streams_per_client,
-            max_direct_per_client,
-            max_direct_per_agent,
-        } => {
-            let mut config = Config::new(&dir, listen);
-            config.metrics = metrics;
-            config.limits.open_rate = max_open_rate;
-            config.limits.open_burst = max_open_rate.saturating_mul(2);
-            config.limits.streams_per_client = max_streams_per_client;
-            config.limits.direct_per_client = max_direct_per_client;
-            config.limits.direct_per_agent = max_direct_per_agent;
-            if let Some(audit_log) = audit_log {
-                config.audit_log = audit_log;
-            }
-            config.limits.reload_interval = reload_interval;
-            config.transport.idle_timeout = idle_timeout.into();
-            serve(config)
-        }
+        Command::Run(run) => serve(run.config()?),
         Command::Revoke { target, dir } => {
             let paths = Paths::from(dir.as_path());
             let target = target.target()?;
@@ -377,4 +419,70 @@ fn serve(config: Config) -> anyhow::Result<()> {
         relay.run(shutdown).await;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let args = Args::try_parse_from(["relay-server", "run"].iter().chain(args)).unwrap();
+        match args.command {
+            Command::Run(run) => *run,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    /// A flag wins over its key; a key wins over the default; `dir` and
+    /// `audit-log` in a --config file are taken from the file's folder.
+    #[test]
+    fn flags_override_the_file_and_the_file_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("elsewhere.toml");
+        std::fs::write(
+            &path,
+            "dir = \"relay\"\nlisten = \"192.0.2.1:4433\"\nmetrics = \"127.0.0.1:9\"\nmax-open-rate = 7\nidle-timeout = \"1m\"\n",
+        )
+        .unwrap();
+        let config = run_args(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .config()
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(config.metrics, Some("127.0.0.1:9".parse().unwrap()));
+        assert_eq!(config.limits.open_rate, 7);
+        assert_eq!(config.transport.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.paths.dir, dir.path().join("relay"));
+        assert_eq!(
+            config.audit_log,
+            dir.path().join("relay").join("audit.jsonl")
+        );
+        assert_eq!(config.limits.streams_per_client, 1024);
+    }
+
+    /// Without --config, DIR/relay.toml is read when present.
+    #[test]
+    fn the_default_file_is_read_from_the_relay_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = run_args(&["--dir", dir.path().to_str().unwrap()])
+            .config()
+            .unwrap();
+        assert_eq!(config.listen, DEFAULT_LISTEN);
+        assert_eq!(config.metrics, None);
+        std::fs::write(dir.path().join("relay.toml"), "max-direct-per-agent = 3\n").unwrap();
+        let config = run_args(&["--dir", dir.path().to_str().unwrap()])
+            .config()
+            .unwrap();
+        assert_eq!(config.limits.direct_per_agent, 3);
+    }
+
+    #[test]
+    fn no_dir_anywhere_says_what_to_give() {
+        let e = run_args(&[]).config().unwrap_err().to_string();
+        assert!(e.contains("--dir"), "{e}");
+    }
 }

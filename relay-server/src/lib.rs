@@ -37,6 +37,7 @@ pub mod cli;
 mod client;
 pub mod cmd;
 pub mod config;
+pub mod config_file;
 mod conn;
 mod control;
 pub mod metrics;
