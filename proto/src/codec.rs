@@ -78,6 +78,11 @@ impl<'a> Reader<'a> {
         self.array().map(u32::from_be_bytes)
     }
 
+    /// Reads a big-endian `u64`.
+    pub(crate) fn read_u64(&mut self) -> Result<u64, DecodeError> {
+        self.array().map(u64::from_be_bytes)
+    }
+
     /// Reads a connection-ID prefix (`u32`); only a routable one (high bit
     /// set) is a prefix at all.
     pub(crate) fn read_prefix(&mut self) -> Result<CidPrefix, DecodeError> {

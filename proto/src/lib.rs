@@ -18,7 +18,7 @@
 //! agent ──QUIC, ALPN "relay/1", mTLS──▶ relay      identity = URI SAN of the agent's certificate
 //!   control stream (the agent's first bidi stream):
 //!   agent ─ Register { version, capabilities, targets } ─▶ relay
-//!   agent ◀─ Registered { version, capabilities } ──────── relay   or Refused { code, message }
+//!   agent ◀─ Registered { version, capabilities, instance } relay   or Refused { code, message }
 //!   …
 //!   agent ◀─ GoAway { reconnect_in_ms } ─────────────────── relay   before the relay shuts down
 //!
@@ -97,6 +97,7 @@ mod capabilities;
 mod cid_prefix;
 mod code;
 mod codec;
+mod datagram;
 mod destination;
 mod error;
 mod frame;
@@ -108,6 +109,7 @@ pub use bench::{BenchError, BenchHeader, BenchMode, BENCH_COUNT_LEN, BENCH_HEADE
 pub use capabilities::Capabilities;
 pub use cid_prefix::CidPrefix;
 pub use code::ErrorCode;
+pub use datagram::{Datagram, DatagramError, DATAGRAM_LEN};
 pub use destination::{Destination, Domain, DomainError, Host};
 pub use error::DecodeError;
 pub use frame::{

@@ -135,11 +135,17 @@ fn any_frame() -> impl Strategy<Value = Frame> {
                     )
                 }
             ),
-        (any::<u16>(), capabilities()).prop_map(|(version, capabilities)| Registered {
-            version,
-            capabilities
-        }
-        .into()),
+        (
+            any::<u16>(),
+            capabilities(),
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(|(version, capabilities, instance)| Registered {
+                version,
+                capabilities,
+                instance,
+            }
+            .into()),
         any::<u32>().prop_map(|reconnect_in_ms| GoAway { reconnect_in_ms }.into()),
         open().prop_map(Frame::from),
         (identity(), open()).prop_map(|(caller, open)| Forwarded { caller, open }.into()),

@@ -6,8 +6,9 @@
 //!
 //! Layout, top-down along a forwarded connection:
 //!
-//! - [`Agent`] (here) keeps one [`uplink`] per relay address, re-dialling
-//!   with backoff, and stops on an [`error::AgentError`] retrying cannot heal.
+//! - [`Agent`] (here) runs [`relays`]: one [`uplink`] per relay instance
+//!   (every address the relay names resolve to), re-dialled at once after
+//!   a loss; it stops on an [`error::AgentError`] retrying cannot heal.
 //! - [`uplink`]: one connection to one relay: register, then serve it.
 //! - [`connection`]: serve one connection (the relay's, or a direct one):
 //!   a task per stream, in a span naming it.
@@ -36,7 +37,6 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 pub mod allowlist;
 pub mod audit;
@@ -49,6 +49,7 @@ pub mod error;
 pub mod grants;
 pub mod metrics;
 pub mod per_caller;
+pub mod relays;
 pub mod session;
 pub mod shared;
 pub mod socks;
@@ -145,89 +146,14 @@ impl Agent {
             }
         }
         let agent = Arc::new(self);
-        let mut supervisors = tokio::task::JoinSet::new();
-        let expiry = warn_before_expiry(agent.config.credential.cert.clone(), stop.clone());
-        supervisors.spawn(async move {
-            expiry.await;
-            Ok(())
-        });
-        let relays = agent.config.credential.credential.relay.clone();
-        let mut serving = relays.len();
-        for addr in relays {
-            let span = tracing::info_span!("uplink", relay = %addr);
-            let supervising = supervise(agent.clone(), shared.clone(), addr, stop.clone());
-            supervisors.spawn(supervising.instrument(span));
-        }
-        // One relay that refuses this agent for good stops only its own
-        // uplink: the others keep serving. The agent stops once none is left.
-        let mut stopped = Ok(());
-        while let Some(joined) = supervisors.join_next().await {
-            if let Ok(Err(e)) = joined {
-                serving = serving.saturating_sub(1);
-                if serving > 0 {
-                    tracing::error!(err = %e, "this relay will not take the agent; serving through the others");
-                } else {
-                    stop.cancel();
-                }
-                if stopped.is_ok() {
-                    stopped = Err(e);
-                }
-            }
-        }
+        let expiry = tokio::spawn(warn_before_expiry(
+            agent.config.credential.cert.clone(),
+            stop.clone(),
+        ));
+        let stopped = relays::run(agent.clone(), shared, stop.clone()).await;
+        stop.cancel();
+        let _ = expiry.await;
         stopped
-    }
-}
-
-/// Dial, register, serve; on loss re-dial with exponential backoff and full
-/// jitter, reset after a successful registration. Returns on `shutdown`, or
-/// with the first registration error that cannot heal.
-async fn supervise(
-    agent: Arc<Agent>,
-    shared: Arc<shared::Shared>,
-    addr: String,
-    shutdown: CancellationToken,
-) -> Result<(), AgentError> {
-    let backoff = &agent.config.backoff;
-    let mut delay = backoff.initial;
-    let mut ever_up = false;
-    loop {
-        let mut was_up = false;
-        let result = uplink::run(&agent.config, &shared, &addr, &shutdown, || {
-            was_up = true;
-            agent.registered.send_modify(|n| *n += 1);
-            agent.metrics.registered.inc();
-            if std::mem::replace(&mut ever_up, true) {
-                agent.metrics.reconnects.inc();
-            }
-        })
-        .await;
-        if was_up {
-            agent.registered.send_modify(|n| *n = n.saturating_sub(1));
-            agent.metrics.registered.dec();
-            delay = backoff.initial;
-        }
-        let wait = match result {
-            Ok(uplink::UplinkEnd::Shutdown) => return Ok(()),
-            Ok(uplink::UplinkEnd::GoAway(after)) => after + jitter(after),
-            Ok(uplink::UplinkEnd::Lost(reason)) => {
-                tracing::warn!(%addr, %reason, "lost the relay; re-dialling");
-                Duration::ZERO
-            }
-            Err(e) if !e.heals() => {
-                let identity = &agent.config.credential.cert.identity;
-                return Err(AgentError::registration(&addr, identity, e));
-            }
-            Err(e) => {
-                let wait = jitter(delay);
-                tracing::warn!(%addr, err = %e, retry_in = ?wait, "cannot register with the relay");
-                delay = (delay * 2).min(backoff.max);
-                wait
-            }
-        };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = shutdown.cancelled() => return Ok(()),
-        }
     }
 }
 
@@ -252,11 +178,4 @@ async fn warn_before_expiry(cert: relay_net::cert::PeerCert, shutdown: Cancellat
             () = shutdown.cancelled() => return,
         }
     }
-}
-
-/// Full jitter: uniformly in [d/2, d], so a fleet of agents that lost the
-/// same relay does not come back in lock-step.
-fn jitter(d: Duration) -> Duration {
-    let half = d / 2;
-    half + half.mul_f64(rand::random::<f64>())
 }

@@ -21,11 +21,29 @@ pub struct CodeLabel {
     pub code: String,
 }
 
+/// A `relay` label: one relay instance's address.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RelayLabel {
+    /// `ip:port`.
+    pub relay: String,
+}
+
+impl RelayLabel {
+    /// The label of the relay at `addr`.
+    pub fn of(addr: &std::net::SocketAddr) -> RelayLabel {
+        RelayLabel {
+            relay: addr.to_string(),
+        }
+    }
+}
+
 /// Every metric of the agent.
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Relays we are registered with now.
     pub registered: Gauge,
+    /// 1 while registered with the relay at this address, else 0.
+    pub relays: Family<RelayLabel, Gauge>,
     /// Registrations after the first (each is a reconnect).
     pub reconnects: Counter,
     /// Streams accepted, by kind.
@@ -51,6 +69,11 @@ impl Metrics {
             "relays_registered",
             "Relays this agent is registered with",
             self.registered.clone(),
+        );
+        r.register(
+            "relay_registered",
+            "1 while registered with the relay instance at this address (every address the relay names resolve to)",
+            self.relays.clone(),
         );
         r.register(
             "reconnects",

@@ -1,12 +1,15 @@
-//! One connection to one relay, the agent's uplink: dial, register on the
-//! control stream, then serve the streams the relay opens
-//! ([`crate::connection`]) and the direct connections it forwards to this
-//! agent's endpoint ([`crate::direct`]) until the connection ends, the
-//! relay goes away, or the agent shuts down.
+//! One connection to one relay instance, the agent's uplink: register on
+//! the control stream of a dialled connection ([`crate::relays`] dials),
+//! then serve the streams the relay opens ([`crate::connection`]) and the
+//! direct connections it forwards to this agent's endpoint
+//! ([`crate::direct`]) until the connection ends, the relay goes away, or
+//! the agent shuts down.
 //!
 //! ```text
-//! dial ─▶ Register ─▶ Registered ─▶ serve streams ─▶ GoAway / lost / shutdown
-//!                  └▶ Refused, or the relay closes ─▶ RegisterError
+//! Register ─▶ Registered ─▶ serve streams ─▶ GoAway ─▶ keep serving (in the background) until the relay closes
+//!          │              └▶ lost / shutdown
+//!          ├▶ Registered by an instance already held through another address ─▶ Duplicate
+//!          └▶ Refused, or the relay closes ─▶ RegisterError
 //! ```
 
 use std::net::SocketAddr;
@@ -16,7 +19,7 @@ use std::time::Duration;
 use proto::{Capabilities, ErrorCode, Frame, FrameType, Name, Refused, Register, PROTOCOL_VERSION};
 use quinn::ConnectionError;
 use relay_net::cert::PeerCert;
-use relay_net::dial::{describe, dial_addr, DialError, RelayConn};
+use relay_net::dial::{describe, DialError, RelayConn};
 use relay_net::framed::{write_frame, FrameError, FrameReader};
 use relay_net::tls::TlsError;
 use tokio::task::JoinSet;
@@ -30,8 +33,12 @@ use crate::Config;
 /// How a registered uplink ended.
 #[derive(Debug)]
 pub enum UplinkEnd {
-    /// The relay asked us to come back after this long (`GoAway`).
+    /// The relay asked us to come back after this long (`GoAway`); its
+    /// connection is still served in the background until the relay closes
+    /// it, so clients that have not moved yet are not cut off.
     GoAway(Duration),
+    /// This relay instance is already held through another address.
+    Duplicate(String),
     /// The connection was lost after a successful registration.
     Lost(LostRelay),
     /// We are shutting down.
@@ -123,6 +130,8 @@ impl RegisterError {
 
 /// A registered connection to the relay.
 struct Registration {
+    /// The relay instance (`Registered::instance`), while we hold it.
+    _instance: Option<Held>,
     conn: quinn::Connection,
     endpoint: quinn::Endpoint,
     relay: PeerCert,
@@ -131,25 +140,72 @@ struct Registration {
     _control_send: quinn::SendStream,
 }
 
-/// Dials `addr`, registers, and serves until the connection ends. `on_up`
+/// Registers on `dialled` and serves until the connection ends. `on_up`
 /// runs once registered.
 ///
 /// # Errors
-/// If the relay cannot be reached or refuses the registration.
+/// If the relay refuses the registration.
 pub async fn run(
     config: &Config,
     shared: &Arc<Shared>,
-    addr: &str,
+    dialled: RelayConn,
+    instances: &Instances,
     shutdown: &CancellationToken,
     on_up: impl FnOnce(),
 ) -> Result<UplinkEnd, RegisterError> {
+    let addr = dialled.conn.remote_address();
     let registration = tokio::select! {
-        registered = register(config, addr) => registered?,
+        registered = register(config, dialled, instances) => match registered? {
+            Ok(registration) => registration,
+            Err(duplicate) => return Ok(duplicate),
+        },
         () = shutdown.cancelled() => return Ok(UplinkEnd::Shutdown),
     };
     tracing::info!(relay = %registration.relay.identity.name, %addr, "registered with relay");
     on_up();
     Ok(serve(config, shared, registration, shutdown).await)
+}
+
+/// The relay instances this agent holds a connection to, by the id each
+/// reports in `Registered`, with the address that holds it.
+#[derive(Clone, Debug, Default)]
+pub struct Instances(Arc<std::sync::Mutex<std::collections::HashMap<u64, SocketAddr>>>);
+
+/// An instance held by one uplink; released when dropped.
+struct Held {
+    instances: Instances,
+    id: u64,
+}
+
+impl Instances {
+    /// Holds `id` for `addr`, or names the address that already holds it.
+    fn hold(&self, id: u64, addr: SocketAddr) -> Result<Held, SocketAddr> {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.get(&id) {
+            Some(other) if *other != addr => Err(*other),
+            _ => {
+                map.insert(id, addr);
+                Ok(Held {
+                    instances: self.clone(),
+                    id,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut map = self
+            .instances
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.remove(&self.id);
+    }
 }
 
 /// What this agent offers, for `Register`.
@@ -164,21 +220,20 @@ fn capabilities(config: &Config) -> Capabilities {
     caps
 }
 
-/// Dials `addr` and registers on a control stream.
-async fn register(config: &Config, addr: &str) -> Result<Registration, RegisterError> {
+/// Registers on a control stream of `dialled`; a relay instance already
+/// held through another address is let go (`Err(Duplicate)`).
+async fn register(
+    config: &Config,
+    dialled: RelayConn,
+    instances: &Instances,
+) -> Result<Result<Registration, UplinkEnd>, RegisterError> {
     let RelayConn {
         conn,
         endpoint,
         relay,
         prefix,
         ..
-    } = dial_addr(
-        &config.credential,
-        addr,
-        &config.transport,
-        config.connect_timeout,
-    )
-    .await?;
+    } = dialled;
     // Whatever failed on a connection the relay closed, its close says why.
     let lost = |conn: &quinn::Connection| conn.close_reason().map(RegisterError::Lost);
     let (mut send, recv) = conn.open_bi().await.map_err(RegisterError::Lost)?;
@@ -203,13 +258,30 @@ async fn register(config: &Config, addr: &str) -> Result<Registration, RegisterE
     }
     let mut control = FrameReader::new(recv);
     match control.expect(config.connect_timeout).await {
-        Ok(Frame::Registered(_)) => Ok(Registration {
-            conn,
-            endpoint,
-            relay,
-            control,
-            _control_send: send,
-        }),
+        Ok(Frame::Registered(registered)) => {
+            let held = match registered
+                .instance
+                .map(|id| instances.hold(id, conn.remote_address()))
+            {
+                Some(Err(other)) => {
+                    conn.close(
+                        0u32.into(),
+                        b"instance already held through another address",
+                    );
+                    return Ok(Err(UplinkEnd::Duplicate(other.to_string())));
+                }
+                Some(Ok(held)) => Some(held),
+                None => None,
+            };
+            Ok(Ok(Registration {
+                _instance: held,
+                conn,
+                endpoint,
+                relay,
+                control,
+                _control_send: send,
+            }))
+        }
         Ok(Frame::Refused(r)) => Err(RegisterError::Refused(r)),
         Ok(other) => Err(RegisterError::UnexpectedFrame(other.frame_type())),
         Err(e) => Err(lost(&conn).unwrap_or(RegisterError::NoAnswer(e))),
@@ -226,6 +298,7 @@ async fn serve(
     shutdown: &CancellationToken,
 ) -> UplinkEnd {
     let Registration {
+        _instance: instance,
         conn,
         endpoint,
         relay,
@@ -255,21 +328,51 @@ async fn serve(
             }
         }
     };
-    let (end, streams) = connection::serve(shared, &conn, Arc::new(relay), until).await;
+    let relay = Arc::new(relay);
+    let (end, streams) = connection::serve(shared, &conn, relay.clone(), until).await;
     let ended = match end {
         ConnectionEnd::Closed(e) => UplinkEnd::Lost(LostRelay::Connection(e)),
         ConnectionEnd::Stopped(ended) => ended,
     };
-    if matches!(ended, UplinkEnd::Shutdown | UplinkEnd::GoAway(_)) {
-        // Let live streams finish before closing: a GoAway'ing relay drains them too.
-        let direct_drained = async { while direct.join_next().await.is_some() {} };
-        let grace = config.shutdown_grace;
-        let _ = tokio::time::timeout(grace, async {
-            tokio::join!(streams.drain(grace), direct_drained)
-        })
-        .await;
-        conn.close(ErrorCode::GOING_AWAY.0.into(), b"agent shutting down");
-        let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    let grace = config.shutdown_grace;
+    match ended {
+        UplinkEnd::Shutdown => {
+            // Let live streams finish before closing.
+            let direct_drained = async { while direct.join_next().await.is_some() {} };
+            let _ = tokio::time::timeout(grace, async {
+                tokio::join!(streams.drain(grace), direct_drained)
+            })
+            .await;
+            conn.close(ErrorCode::GOING_AWAY.0.into(), b"agent shutting down");
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
+        UplinkEnd::GoAway(_) => {
+            // The relay drains: clients that have not yet moved to another
+            // relay may still open streams here, so keep serving until the
+            // relay closes the connection (it does once they are gone),
+            // bounded by our grace; meanwhile the caller dials again.
+            let shared = shared.clone();
+            let shutdown = shutdown.clone();
+            let draining = async move {
+                let until = async {
+                    tokio::select! {
+                        () = tokio::time::sleep(grace) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                };
+                let (_, more) = connection::serve(&shared, &conn, relay, until).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    tokio::join!(streams.drain(grace), more.drain(grace))
+                })
+                .await;
+                drop(direct);
+                conn.close(ErrorCode::GOING_AWAY.0.into(), b"relay went away");
+                drop(instance);
+                let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+            };
+            tokio::spawn(draining.instrument(tracing::Span::current()));
+        }
+        _ => {}
     }
     ended
 }

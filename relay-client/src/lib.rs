@@ -21,10 +21,9 @@ use std::time::Duration;
 use proto::{AgentInfo, AgentName, Frame, List, Open, Role, StreamKind, TargetName};
 use relay_net::answer::{read_answer, AnswerError};
 use relay_net::credential::Loaded;
-use relay_net::dial::{dial, DialError, RelayConn};
+use relay_net::dial::DialError;
 use relay_net::endpoint::Transport;
 use relay_net::framed::{write_frame, FrameReader};
-use tokio::sync::Mutex;
 
 pub mod bench;
 pub mod cli;
@@ -35,6 +34,7 @@ pub mod kube;
 pub mod listen;
 pub mod local;
 pub mod program;
+mod relay;
 pub mod stream;
 
 pub use error::{Cause, OpenError, Side, StreamError};
@@ -143,7 +143,7 @@ pub struct Client {
     pub credential: Loaded,
     transport: Transport,
     connect_timeout: Duration,
-    conn: Mutex<Option<RelayConn>>,
+    relay: relay::RelayLink,
     /// `Some` in end-to-end mode: the direct paths, by agent.
     direct: Option<direct::DirectPaths>,
     /// Whether a failed direct path falls back to the relay path.
@@ -157,7 +157,7 @@ impl Client {
             credential,
             transport: Transport::client(),
             connect_timeout: Duration::from_secs(10),
-            conn: Mutex::new(None),
+            relay: relay::RelayLink::default(),
             direct: None,
             mode: direct::EndToEnd::Off,
         }
@@ -185,25 +185,15 @@ impl Client {
         self
     }
 
-    /// The live connection to the relay, dialling (again) if there is none.
+    /// The live connection to a relay, dialling (again) if there is none
+    /// or it went away or stopped answering (module `relay`).
     ///
     /// # Errors
-    /// If the relay cannot be reached.
+    /// If no relay can be reached.
     pub async fn connection(&self) -> Result<quinn::Connection, DialError> {
-        let mut slot = self.conn.lock().await;
-        if let Some(rc) = slot.as_ref() {
-            match rc.conn.close_reason() {
-                None => return Ok(rc.conn.clone()),
-                Some(reason) => {
-                    let lost = StreamError::connection(Side::Relay, reason);
-                    tracing::info!(reason = %lost, "relay connection lost; re-dialling");
-                }
-            }
-        }
-        let rc = dial(&self.credential, &self.transport, self.connect_timeout).await?;
-        let conn = rc.conn.clone();
-        *slot = Some(rc);
-        Ok(conn)
+        self.relay
+            .connection(&self.credential, &self.transport, self.connect_timeout)
+            .await
     }
 
     /// The connection that carries streams to `agent`: in end-to-end mode
@@ -233,16 +223,11 @@ impl Client {
         if path.resting() && !strict {
             return Ok(Carrier::relay(relay));
         }
-        let slot = self.conn.lock().await;
-        let (endpoint, prefix) = match slot.as_ref() {
-            Some(rc) => (rc.endpoint.clone(), rc.prefix),
+        let Some((endpoint, prefix)) = self.relay.endpoint().await else {
             // This client closed meanwhile.
-            None => {
-                let closed = quinn::ConnectionError::LocallyClosed;
-                return Err(StreamError::connection(Side::Relay, closed).into());
-            }
+            let closed = quinn::ConnectionError::LocallyClosed;
+            return Err(StreamError::connection(Side::Relay, closed).into());
         };
-        drop(slot);
         let via = direct::Via {
             relay: &relay,
             endpoint: &endpoint,
@@ -410,9 +395,7 @@ impl Client {
     /// Why the relay connection is gone, if it is: the part of a stream's
     /// failure a person can act on (revoked, relay shutting down).
     pub async fn relay_lost(&self) -> Option<StreamError> {
-        let slot = self.conn.lock().await;
-        let reason = slot.as_ref()?.conn.close_reason()?;
-        Some(StreamError::connection(Side::Relay, reason))
+        self.relay.lost().await
     }
 
     /// Closes the connection cleanly (after streams are done).
@@ -420,10 +403,7 @@ impl Client {
         if let Some(paths) = &self.direct {
             paths.close();
         }
-        if let Some(rc) = self.conn.lock().await.take() {
-            rc.conn.close(0u32.into(), b"client done");
-            let _ = tokio::time::timeout(Duration::from_secs(1), rc.endpoint.wait_idle()).await;
-        }
+        self.relay.close().await;
     }
 }
 

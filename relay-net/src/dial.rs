@@ -81,28 +81,135 @@ pub struct RelayConn {
     pub prefix: CidPrefix,
 }
 
-/// Dials the relay addresses of `cred` in order and returns the first
-/// connection that completes the handshake and proves to be our relay.
+/// One address a relay name resolved to: where to send, and the name to
+/// check the relay's certificate against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// The relay address as written (credential, config): `host:port`.
+    pub entry: String,
+    /// The TLS server name: the host part of `entry`.
+    pub host: String,
+    /// One address `entry` resolves to.
+    pub addr: SocketAddr,
+}
+
+impl std::fmt::Display for Candidate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.entry == self.addr.to_string() {
+            write!(f, "{}", self.entry)
+        } else {
+            write!(f, "{} ({})", self.entry, self.addr)
+        }
+    }
+}
+
+/// How long happy eyeballs waits for one relay address before it also
+/// tries the next (RFC 8305 suggests 250 ms): a dead or black-holed relay
+/// costs a client this much, not a dial timeout.
+pub const STAGGER: Duration = Duration::from_millis(250);
+
+/// Every address every entry resolves to (all A and AAAA records), in
+/// order, without repeats; the entries that do not resolve, with why.
+pub async fn resolve_all(entries: &[String]) -> (Vec<Candidate>, Vec<DialError>) {
+    let mut found: Vec<Candidate> = Vec::new();
+    let mut failed = Vec::new();
+    for entry in entries {
+        match resolve(entry).await {
+            Ok((host, addrs)) => {
+                for addr in addrs {
+                    if !found.iter().any(|c| c.addr == addr && c.host == host) {
+                        found.push(Candidate {
+                            entry: entry.clone(),
+                            host: host.clone(),
+                            addr,
+                        });
+                    }
+                }
+            }
+            Err(e) => failed.push(e),
+        }
+    }
+    (found, failed)
+}
+
+/// Dials every address of every relay entry of `cred`, happy-eyeballs
+/// style ([`dial_any`]), and returns the first verified connection.
 ///
 /// # Errors
-/// The last address's failure if none works.
+/// The most telling failure when none works ([`dial_any`]).
 pub async fn dial(
     cred: &Loaded,
     transport: &Transport,
     timeout: Duration,
 ) -> Result<RelayConn, DialError> {
+    let (candidates, unresolved) = resolve_all(&cred.credential.relay).await;
+    match unresolved.into_iter().next() {
+        Some(unresolved) if candidates.is_empty() => Err(unresolved),
+        _ => dial_any(cred, &candidates, transport, timeout).await,
+    }
+}
+
+/// Happy eyeballs over relay addresses (RFC 8305): starts with the first,
+/// and starts the next whenever [`STAGGER`] passes without an answer or
+/// an attempt fails; the first connection that completes and proves to be
+/// our relay wins, the other attempts are dropped. A dead or black-holed
+/// relay among several therefore costs one stagger, not a timeout.
+///
+/// # Errors
+/// When every address fails: a failure that is not "unreachable" if there
+/// is one (an untrusted or wrong relay is what a person must fix), else
+/// the first address's.
+pub async fn dial_any(
+    cred: &Loaded,
+    candidates: &[Candidate],
+    transport: &Transport,
+    timeout: Duration,
+) -> Result<RelayConn, DialError> {
     let tls = client_tls(cred)?;
-    let mut last = None;
-    for addr in &cred.credential.relay {
-        match dial_one(addr, tls.clone(), cred, transport, timeout).await {
-            Ok(conn) => return Ok(conn),
-            Err(e) => {
-                tracing::debug!(%addr, err = %e, "relay address failed");
-                last = Some(e);
-            }
+    let relay = cred.cert.relay.clone();
+    let mut waiting = candidates.iter().enumerate();
+    let mut attempts = tokio::task::JoinSet::new();
+    let mut failures: Vec<(usize, DialError)> = Vec::new();
+    let mut start_next = |attempts: &mut tokio::task::JoinSet<_>| {
+        let Some((i, c)) = waiting.next() else {
+            return false;
+        };
+        let attempt = dial_candidate(
+            c.clone(),
+            tls.clone(),
+            relay.clone(),
+            transport.clone(),
+            timeout,
+        );
+        attempts.spawn(async move { (i, attempt.await) });
+        true
+    };
+    let mut more = start_next(&mut attempts);
+    while !attempts.is_empty() {
+        tokio::select! {
+            Some(done) = attempts.join_next() => match done {
+                Ok((_, Ok(conn))) => return Ok(conn),
+                Ok((i, Err(e))) => {
+                    tracing::debug!(relay = %candidates[i], err = %e, "relay address failed");
+                    failures.push((i, e));
+                    more = more && start_next(&mut attempts);
+                }
+                Err(e) => tracing::error!(err = %e, "a dial attempt panicked"),
+            },
+            () = tokio::time::sleep(STAGGER), if more => more = start_next(&mut attempts),
         }
     }
-    Err(last.unwrap_or_else(|| DialError::Credential("no relay address in credential".into())))
+    if failures.is_empty() {
+        return Err(DialError::Credential(
+            "no relay address to dial: the credential lists none".into(),
+        ));
+    }
+    failures.sort_by_key(|(i, _)| *i);
+    let telling = failures
+        .iter()
+        .position(|(_, e)| !matches!(e, DialError::Unreachable { .. }))
+        .unwrap_or(0);
+    Err(failures.swap_remove(telling).1)
 }
 
 /// Dials one relay address (an agent keeps a connection to every relay
@@ -110,13 +217,35 @@ pub async fn dial(
 ///
 /// # Errors
 /// If the credential is unusable or the relay cannot be reached or verified.
+pub async fn dial_one(
+    cred: &Loaded,
+    candidate: &Candidate,
+    transport: &Transport,
+    timeout: Duration,
+) -> Result<RelayConn, DialError> {
+    let tls = client_tls(cred)?;
+    let relay = cred.cert.relay.clone();
+    dial_candidate(candidate.clone(), tls, relay, transport.clone(), timeout).await
+}
+
+/// As [`dial_one`], for an address as written (`host:port`): its first
+/// address. For tools that dial one relay on purpose (`bench`).
+///
+/// # Errors
+/// If it does not resolve, or as [`dial_one`].
 pub async fn dial_addr(
     cred: &Loaded,
     addr: &str,
     transport: &Transport,
     timeout: Duration,
 ) -> Result<RelayConn, DialError> {
-    dial_one(addr, client_tls(cred)?, cred, transport, timeout).await
+    let (host, addrs) = resolve(addr).await?;
+    let candidate = Candidate {
+        entry: addr.to_owned(),
+        host,
+        addr: addrs[0],
+    };
+    dial_one(cred, &candidate, transport, timeout).await
 }
 
 fn client_tls(
@@ -133,17 +262,22 @@ fn client_tls(
     Ok(std::sync::Arc::new(tls))
 }
 
-async fn dial_one(
-    addr: &str,
+async fn dial_candidate(
+    candidate: Candidate,
     tls: std::sync::Arc<quinn::crypto::rustls::QuicClientConfig>,
-    cred: &Loaded,
-    transport: &Transport,
+    expected: proto::Name,
+    transport: Transport,
     timeout: Duration,
 ) -> Result<RelayConn, DialError> {
-    let (host, remote) = resolve(addr).await?;
+    let Candidate {
+        entry,
+        host,
+        addr: remote,
+    } = candidate;
+    let addr = entry.as_str();
     let prefix = crate::direct::random_prefix();
     let endpoint =
-        endpoint::client_with_prefix(remote, tls, transport, prefix).map_err(DialError::Socket)?;
+        endpoint::client_with_prefix(remote, tls, &transport, prefix).map_err(DialError::Socket)?;
     let unreachable = |reason: String| DialError::Unreachable {
         addr: addr.to_owned(),
         reason,
@@ -185,11 +319,11 @@ async fn dial_one(
             relay.identity
         )));
     }
-    if relay.relay != cred.cert.relay {
+    if relay.relay != expected {
         conn.close(ErrorCode::UNAUTHORIZED.0.into(), b"wrong relay");
         return Err(not_relay(format!(
             "it is relay {}, the credential is for {}",
-            relay.relay, cred.cert.relay
+            relay.relay, expected
         )));
     }
     Ok(RelayConn {
@@ -201,15 +335,15 @@ async fn dial_one(
     })
 }
 
-/// Splits `host:port` and resolves it; the host (without port) is the TLS
-/// server name.
-async fn resolve(addr: &str) -> Result<(String, SocketAddr), DialError> {
+/// Splits `host:port` and resolves it to every address it names; the host
+/// (without port) is the TLS server name.
+async fn resolve(addr: &str) -> Result<(String, Vec<SocketAddr>), DialError> {
     let fail = |reason: String| DialError::Resolve {
         addr: addr.to_owned(),
         reason,
     };
     if let Ok(sa) = addr.parse::<SocketAddr>() {
-        return Ok((sa.ip().to_string(), sa));
+        return Ok((sa.ip().to_string(), vec![sa]));
     }
     let (host, _port) = addr
         .rsplit_once(':')
@@ -218,12 +352,19 @@ async fn resolve(addr: &str) -> Result<(String, SocketAddr), DialError> {
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
-    let remote = tokio::net::lookup_host(addr)
+    let mut remotes: Vec<SocketAddr> = Vec::new();
+    for remote in tokio::net::lookup_host(addr)
         .await
         .map_err(|e| fail(e.to_string()))?
-        .next()
-        .ok_or_else(|| fail("no address found".into()))?;
-    Ok((host, remote))
+    {
+        if !remotes.contains(&remote) {
+            remotes.push(remote);
+        }
+    }
+    if remotes.is_empty() {
+        return Err(fail("no address found".into()));
+    }
+    Ok((host, remotes))
 }
 
 /// Whether a connection failed in the TLS handshake (a CRYPTO_ERROR).

@@ -48,6 +48,11 @@ pub struct Transport {
     /// them, so a high bound is safe on any network; it only pays where the
     /// path allows more than 1500 (loopback, jumbo frames).
     pub mtu_upper_bound: u16,
+    /// Bytes of received QUIC datagrams held until read; `None` refuses
+    /// datagrams. Only a client and the relay exchange them (a liveness
+    /// probe and the relay's `GoAway`, [`proto::Datagram`]); small, as
+    /// each is 9 bytes and the reader keeps up.
+    pub datagram_buffer: Option<usize>,
 }
 
 /// `RELAY_QUIC_ACK_FREQUENCY=N`: ask peers to ACK every N packets (a
@@ -89,6 +94,7 @@ impl Transport {
             stream_window: 2 << 20,
             send_window: 32 << 20,
             mtu_upper_bound: default_mtu_bound(),
+            datagram_buffer: Some(4096),
         }
     }
 
@@ -97,6 +103,7 @@ impl Transport {
         Transport {
             idle_timeout: Duration::from_secs(10),
             keep_alive: Some(Duration::from_secs(3)),
+            datagram_buffer: None,
             ..Transport::relay()
         }
     }
@@ -121,7 +128,7 @@ impl Transport {
         // Not binding: see `stream_window`.
         t.receive_window(VarInt::MAX);
         t.send_window(u64::from(self.send_window));
-        t.datagram_receive_buffer_size(None);
+        t.datagram_receive_buffer_size(self.datagram_buffer);
         if let Some(threshold) = ack_frequency_threshold() {
             // Ask the peer to acknowledge every `threshold` ack-eliciting
             // packets instead of every other one (an extension; ignored by

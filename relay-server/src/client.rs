@@ -29,6 +29,9 @@ pub(crate) async fn serve(
     let mut allowed = INITIAL_STREAMS.min(max_streams);
     conn.set_max_concurrent_bi_streams(allowed.into());
     let mut over_rate = OverRate::default();
+    let mut pongs = Pongs::default();
+    // Set once the relay shuts down: until then, streams are served as usual.
+    let mut draining: Option<Draining> = None;
     loop {
         tokio::select! {
             accepted = conn.accept_bi() => match accepted {
@@ -89,12 +92,92 @@ pub(crate) async fn serve(
                 }
             },
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
-            () = shutdown.cancelled() => break,
+            datagram = conn.read_datagram(), if pongs.open => match datagram {
+                Ok(bytes) => pongs.answer(conn, &bytes),
+                Err(_) => pongs.open = false,
+            },
+            () = shutdown.cancelled(), if draining.is_none() => {
+                draining = Some(Draining::new(shared.limits.shutdown_grace));
+            }
+            () = tokio::time::sleep_until(draining.as_ref().map_or_else(tokio::time::Instant::now, |d| d.next_notice)), if draining.is_some() => {
+                let Some(d) = draining.as_mut() else { continue };
+                if d.notice(conn) {
+                    break;
+                }
+            }
         }
     }
-    // Shutting down: live streams get the grace period to finish.
-    let drain = async { while streams.join_next().await.is_some() {} };
-    let _ = tokio::time::timeout(shared.limits.shutdown_grace, drain).await;
+}
+
+/// A client's connection while the relay drains: it gets `GoAway` in a
+/// datagram, repeated (datagrams may be lost) until it leaves; streams it
+/// still opens are served, since it may not have heard yet. The grace
+/// period ends it.
+struct Draining {
+    next_notice: tokio::time::Instant,
+    deadline: tokio::time::Instant,
+}
+
+/// How often a draining relay repeats its `GoAway` to a client.
+const NOTICE_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+impl Draining {
+    fn new(grace: std::time::Duration) -> Draining {
+        let now = tokio::time::Instant::now();
+        Draining {
+            next_notice: now,
+            deadline: now + grace,
+        }
+    }
+
+    /// Sends `GoAway`; true once the grace period is over.
+    fn notice(&mut self, conn: &quinn::Connection) -> bool {
+        let now = tokio::time::Instant::now();
+        if now >= self.deadline {
+            return true;
+        }
+        let away = proto::Datagram::GoAway {
+            reconnect_in_ms: crate::control::RECONNECT_IN_MS,
+        };
+        // A client that predates datagrams learns when its streams are refused.
+        let _ = conn.send_datagram(bytes::Bytes::copy_from_slice(&away.encode()));
+        self.next_notice = (now + NOTICE_EVERY).min(self.deadline);
+        false
+    }
+}
+
+/// Answers a client's liveness probes (`Ping` → `Pong`), at most one per
+/// [`PONG_EVERY`]: a probe is rare, a flood of them earns nothing.
+struct Pongs {
+    open: bool,
+    last: Option<Instant>,
+}
+
+impl Default for Pongs {
+    fn default() -> Pongs {
+        Pongs {
+            open: true,
+            last: None,
+        }
+    }
+}
+
+/// The least time between two answered probes of one connection.
+const PONG_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+impl Pongs {
+    fn answer(&mut self, conn: &quinn::Connection, bytes: &[u8]) {
+        let Ok(proto::Datagram::Ping(nonce)) = proto::Datagram::decode(bytes) else {
+            return;
+        };
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now - last < PONG_EVERY) {
+            return;
+        }
+        self.last = Some(now);
+        let pong = proto::Datagram::Pong(nonce).encode();
+        let _ = conn.send_datagram(bytes::Bytes::copy_from_slice(&pong));
+    }
 }
 
 /// The refusal of a stream past the identity's cap on open streams,

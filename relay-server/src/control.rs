@@ -10,7 +10,7 @@ use crate::audit::{AuditEvent, Event};
 use crate::Shared;
 
 /// How soon agents should come back after a relay shutdown; they add jitter.
-const RECONNECT_IN_MS: u32 = 1_000;
+pub(crate) const RECONNECT_IN_MS: u32 = 1_000;
 
 pub(crate) async fn serve(
     shared: &Shared,
@@ -76,6 +76,7 @@ pub(crate) async fn serve(
     let registered = Registered {
         version: PROTOCOL_VERSION,
         capabilities: register.capabilities,
+        instance: Some(shared.instance),
     };
     if write_frame(&mut send, registered).await.is_err() {
         return;
@@ -94,9 +95,24 @@ pub(crate) async fn serve(
         () = shutdown.cancelled() => {
             let _ = write_frame(&mut send, GoAway { reconnect_in_ms: RECONNECT_IN_MS }).await;
             let _ = send.finish();
-            // Dropping the connection now would discard the unsent GoAway:
-            // the agent closes once it has read it (bounded by the grace).
-            let _ = tokio::time::timeout(shared.limits.shutdown_grace, conn.closed()).await;
+            // The agent keeps serving this connection while clients that
+            // have not yet moved to another relay still open streams on it;
+            // once they are gone (or the grace is), it is closed.
+            let mut clients = shared.clients.subscribe();
+            let grace = shared.limits.shutdown_grace;
+            let gone = async {
+                let _ = clients.wait_for(|n| *n == 0).await;
+                // Closing sooner would discard a GoAway not yet delivered.
+                let _ = send.stopped().await;
+                conn.close(ErrorCode::GOING_AWAY.0.into(), b"relay shutting down");
+            };
+            let _ = tokio::time::timeout(grace, async {
+                tokio::select! {
+                    () = gone => {}
+                    _ = conn.closed() => {}
+                }
+            })
+            .await;
             "relay shutting down".to_owned()
         }
     };

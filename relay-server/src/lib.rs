@@ -97,6 +97,10 @@ pub enum RelayError {
 #[derive(Debug)]
 pub(crate) struct Shared {
     relay_name: Name,
+    /// This process among the instances of one relay, random at start:
+    /// agents that reach it through two addresses keep one connection
+    /// (`Registered::instance`).
+    instance: u64,
     policy: RwLock<Arc<Policy>>,
     revocations: RwLock<Arc<Revocations>>,
     registry: Arc<Registry>,
@@ -244,6 +248,7 @@ impl Relay {
         })?;
         let shared = Arc::new(Shared {
             relay_name,
+            instance: rand::random(),
             policy: RwLock::new(Arc::new(policy)),
             revocations: RwLock::new(Arc::new(revocations)),
             registry: Arc::default(),
@@ -300,8 +305,10 @@ impl Relay {
         &self.shared.relay_name
     }
 
-    /// Serves until `shutdown` is cancelled, then: stop accepting, `GoAway`
-    /// to agents, let client streams drain for the grace period, close.
+    /// Serves until `shutdown` is cancelled, then drains: `GoAway` to
+    /// agents and clients, refuse new connections, serve the live ones until
+    /// the clients have moved on (then the agents' connections close) or
+    /// the grace period ends, close.
     pub async fn run(self, shutdown: CancellationToken) {
         let tasks = TaskTracker::new();
         tasks.spawn(reload::run(
@@ -312,9 +319,12 @@ impl Relay {
         if let Some(listener) = self.admin.as_ref().and_then(|l| l.try_clone().ok()) {
             match tokio::net::TcpListener::from_std(listener) {
                 Ok(listener) => {
+                    // Not ready while draining: a load balancer stops
+                    // sending new peers here.
+                    let draining = shutdown.clone();
                     let admin = relay_net::admin::Admin {
                         registry: self.shared.metrics.register(),
-                        ready: Box::new(|| true),
+                        ready: Box::new(move || !draining.is_cancelled()),
                     };
                     tasks.spawn(relay_net::admin::serve(
                         listener,
@@ -326,7 +336,9 @@ impl Relay {
             }
         }
         match self.endpoint.local_addr() {
-            Ok(addr) => tracing::info!(%addr, relay = %self.shared.relay_name, "relay listening"),
+            Ok(addr) => {
+                tracing::info!(%addr, relay = %self.shared.relay_name, instance = %format_args!("{:016x}", self.shared.instance), "relay listening")
+            }
             Err(err) => {
                 tracing::info!(%err, relay = %self.shared.relay_name, "relay listening (address unknown)")
             }
@@ -347,9 +359,21 @@ impl Relay {
                 conn::serve(self.shared.clone(), incoming, shutdown.clone()).instrument(span),
             );
         }
+        // Draining: agents got `GoAway` on their control streams and
+        // clients in datagrams; live connections are served until they
+        // leave or the grace ends. New ones are refused, so a client's
+        // happy eyeballs moves on to another relay at once.
         tasks.close();
         let grace = self.config.limits.shutdown_grace + std::time::Duration::from_secs(1);
-        let _ = tokio::time::timeout(grace, tasks.wait()).await;
+        let refuse_new = async {
+            while let Some(incoming) = self.endpoint.accept().await {
+                incoming.refuse();
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::timeout(grace, tasks.wait()) => {}
+            () = refuse_new => {}
+        }
         self.endpoint
             .close(ErrorCode::GOING_AWAY.0.into(), b"relay shutting down");
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.endpoint.wait_idle())

@@ -1,8 +1,12 @@
 //! `REGISTERED` (type 0x02): relay → agent, the registration is accepted.
 //!
 //! ```text
-//! | version: u16 | capabilities: u32 |
+//! | version: u16 | capabilities: u32 | [instance: u64] |
 //! ```
+//!
+//! `instance` (added in version 1, optional) tells apart the relay
+//! processes behind one name or address: an agent that reaches the same
+//! instance through two addresses keeps one connection (DESIGN "Scale-out").
 
 use bytes::BufMut;
 
@@ -19,6 +23,9 @@ pub struct Registered {
     pub version: u16,
     /// The stream kinds the relay will forward.
     pub capabilities: Capabilities,
+    /// The relay process's instance id, random at its start; `None` from
+    /// relays that predate it.
+    pub instance: Option<u64>,
 }
 
 impl Registered {
@@ -26,20 +33,29 @@ impl Registered {
         let mut r = Reader::new(FrameType::Registered, payload);
         let version = r.read_u16()?;
         let capabilities = Capabilities(r.read_u32()?);
+        let instance = if r.remaining() == 0 {
+            None
+        } else {
+            Some(r.read_u64()?)
+        };
         r.finish()?;
         Ok(Self {
             version,
             capabilities,
+            instance,
         })
     }
 
     pub(crate) fn encode(&self, dst: &mut impl BufMut) {
         dst.put_u16(self.version);
         dst.put_u32(self.capabilities.bits());
+        if let Some(instance) = self.instance {
+            dst.put_u64(instance);
+        }
     }
 
     pub(crate) fn encoded_len(&self) -> usize {
-        2 + 4
+        2 + 4 + self.instance.map_or(0, |_| 8)
     }
 }
 
@@ -59,8 +75,24 @@ mod tests {
         let frame = Frame::from(Registered {
             version: 1,
             capabilities: Capabilities::ALL,
+            instance: None,
         });
         let wire = b"\x02\x00\x00\x00\x06\x00\x01\x00\x00\x00\x0f";
+        assert_eq!(&frame.to_bytes()[..], wire);
+        assert_eq!(
+            Frame::decode(&mut BytesMut::from(&wire[..])),
+            Ok(Some(frame))
+        );
+    }
+
+    #[test]
+    fn wire_example_with_instance() {
+        let frame = Frame::from(Registered {
+            version: 1,
+            capabilities: Capabilities::ALL,
+            instance: Some(0x0102_0304_0506_0708),
+        });
+        let wire = b"\x02\x00\x00\x00\x0e\x00\x01\x00\x00\x00\x0f\x01\x02\x03\x04\x05\x06\x07\x08";
         assert_eq!(&frame.to_bytes()[..], wire);
         assert_eq!(
             Frame::decode(&mut BytesMut::from(&wire[..])),

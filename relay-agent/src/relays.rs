@@ -1,0 +1,248 @@
+//! The relay instances this agent keeps a connection to (DESIGN
+//! "Scale-out"): every address every relay entry of its credential
+//! resolves to (all A and AAAA records, e.g. a Kubernetes headless
+//! Service), looked up again every [`RESOLVE_EVERY`]; one supervised
+//! [`uplink`] per address. An instance reached through two addresses (the
+//! id it reports in `Registered`) is held once.
+//!
+//! ```text
+//! resolve ─▶ new address ─▶ supervise: dial ─▶ uplink ─▶ lost / GoAway ─▶ redial every 500 ms for 30 s, then back off
+//!         └▶ address gone from DNS ─▶ retire its uplink
+//! ```
+//!
+//! A relay that restarts is back within [`REDIAL_EVERY`] of listening:
+//! after a loss the agent does not wait out a handshake timeout but starts
+//! an attempt every [`REDIAL_EVERY`] (each may take [`REDIAL_ATTEMPT`]).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use relay_net::dial::{dial_one, resolve_all, Candidate, DialError, RelayConn};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::error::AgentError;
+use crate::metrics::RelayLabel;
+use crate::shared::Shared;
+use crate::uplink::{self, Instances};
+use crate::Agent;
+
+/// How often relay names are resolved again (instances come and go).
+pub const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+
+/// How often the agent retries while no relay address resolves.
+const RESOLVE_RETRY: Duration = Duration::from_secs(2);
+
+/// After losing a relay: a new dial attempt this often...
+pub const REDIAL_EVERY: Duration = Duration::from_millis(500);
+/// ...each allowed this long (a handshake with `Retry` takes two round trips)...
+const REDIAL_ATTEMPT: Duration = Duration::from_secs(2);
+/// ...for this long; then the usual exponential backoff.
+const REDIAL_FOR: Duration = Duration::from_secs(30);
+
+/// Keeps an uplink to every relay address until `stop`; returns the first
+/// error that cannot heal once no relay is left serving.
+pub(crate) async fn run(
+    agent: Arc<Agent>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) -> Result<(), AgentError> {
+    let entries = agent.config.credential.credential.relay.clone();
+    let instances = Instances::default();
+    // Live uplinks by address: the entry it came from, and its retirement.
+    let mut uplinks: HashMap<SocketAddr, (String, CancellationToken)> = HashMap::new();
+    // Addresses whose relay refused this agent for good.
+    let mut gave_up: HashSet<SocketAddr> = HashSet::new();
+    let mut supervisors = JoinSet::new();
+    let mut first_error = None;
+    let mut next_resolve = Instant::now();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(next_resolve) => {
+                let (found, unresolved) = resolve_all(&entries).await;
+                for e in &unresolved {
+                    tracing::warn!(err = %e, "cannot resolve a relay address; keeping the instances it had");
+                }
+                let resolved: HashSet<&str> = found.iter().map(|c| c.entry.as_str()).collect();
+                uplinks.retain(|addr, (entry, retire)| {
+                    let keep = !resolved.contains(entry.as_str()) || found.iter().any(|c| c.addr == *addr);
+                    if !keep {
+                        tracing::info!(%entry, %addr, "relay address no longer resolves; leaving it");
+                        agent.metrics.relays.remove(&RelayLabel::of(addr));
+                        retire.cancel();
+                    }
+                    keep
+                });
+                for candidate in found {
+                    if uplinks.contains_key(&candidate.addr) || gave_up.contains(&candidate.addr) {
+                        continue;
+                    }
+                    let retire = stop.child_token();
+                    uplinks.insert(candidate.addr, (candidate.entry.clone(), retire.clone()));
+                    let span = tracing::info_span!("uplink", relay = %candidate);
+                    let addr = candidate.addr;
+                    let supervising = supervise(agent.clone(), shared.clone(), candidate, instances.clone(), retire);
+                    supervisors.spawn(async move { (addr, supervising.await) }.instrument(span));
+                }
+                let wait = if uplinks.is_empty() { RESOLVE_RETRY } else { RESOLVE_EVERY };
+                next_resolve = Instant::now() + wait;
+            }
+            Some(joined) = supervisors.join_next() => {
+                let Ok((addr, ended)) = joined else { continue };
+                uplinks.remove(&addr);
+                if let Err(e) = ended {
+                    gave_up.insert(addr);
+                    if uplinks.is_empty() {
+                        stop.cancel();
+                        return Err(first_error.unwrap_or(e));
+                    }
+                    tracing::error!(err = %e, "this relay will not take the agent; serving through the others");
+                    first_error.get_or_insert(e);
+                }
+            }
+            () = stop.cancelled() => {
+                while supervisors.join_next().await.is_some() {}
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Dial, register, serve one relay address; on loss re-dial at once and
+/// every [`REDIAL_EVERY`] for [`REDIAL_FOR`], then with exponential backoff
+/// and full jitter. Returns on `shutdown` (or retirement), or with the
+/// first registration error that cannot heal.
+async fn supervise(
+    agent: Arc<Agent>,
+    shared: Arc<Shared>,
+    candidate: Candidate,
+    instances: Instances,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    let config = &agent.config;
+    let label = RelayLabel::of(&candidate.addr);
+    let relay_up = agent.metrics.relays.get_or_create(&label).clone();
+    relay_up.set(0);
+    let mut delay = config.backoff.initial;
+    let mut ever_up = false;
+    // Set after a loss: until then, re-dial quickly.
+    let mut quickly_until: Option<Instant> = None;
+    loop {
+        let quickly = quickly_until.is_some_and(|until| Instant::now() < until);
+        let dialling = async {
+            if quickly {
+                redial(config, &candidate).await
+            } else {
+                dial_one(
+                    &config.credential,
+                    &candidate,
+                    &config.transport,
+                    config.connect_timeout,
+                )
+                .await
+            }
+        };
+        let dialled = tokio::select! {
+            dialled = dialling => dialled,
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        let mut was_up = false;
+        let result = match dialled {
+            Ok(rc) => {
+                uplink::run(config, &shared, rc, &instances, &shutdown, || {
+                    was_up = true;
+                    agent.registered.send_modify(|n| *n += 1);
+                    agent.metrics.registered.inc();
+                    relay_up.set(1);
+                    if std::mem::replace(&mut ever_up, true) {
+                        agent.metrics.reconnects.inc();
+                    }
+                })
+                .await
+            }
+            Err(e) => Err(uplink::RegisterError::Dial(e)),
+        };
+        if was_up {
+            agent.registered.send_modify(|n| *n = n.saturating_sub(1));
+            agent.metrics.registered.dec();
+            relay_up.set(0);
+            delay = config.backoff.initial;
+            quickly_until = Some(Instant::now() + REDIAL_FOR);
+        }
+        let addr = &candidate.entry;
+        let wait = match result {
+            Ok(uplink::UplinkEnd::Shutdown) => return Ok(()),
+            // Going away: the old connection is still served; dial the
+            // instance that replaces it (or another relay through DNS).
+            Ok(uplink::UplinkEnd::GoAway(_)) => jitter(REDIAL_EVERY) - REDIAL_EVERY / 2,
+            Ok(uplink::UplinkEnd::Duplicate(other)) => {
+                tracing::info!(%other, "this relay instance is already held through another address; checking again later");
+                quickly_until = None;
+                jitter(RESOLVE_EVERY)
+            }
+            Ok(uplink::UplinkEnd::Lost(reason)) => {
+                tracing::warn!(%addr, %reason, "lost the relay; re-dialling");
+                Duration::ZERO
+            }
+            Err(e) if !e.heals() => {
+                let identity = &config.credential.cert.identity;
+                return Err(AgentError::registration(addr, identity, e));
+            }
+            Err(e) => {
+                quickly_until = None;
+                let wait = jitter(delay);
+                tracing::warn!(%addr, err = %e, retry_in = ?wait, "cannot register with the relay");
+                delay = (delay * 2).min(config.backoff.max);
+                wait
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// Dials `candidate` again after a loss: a new attempt every
+/// [`REDIAL_EVERY`] (each allowed [`REDIAL_ATTEMPT`]) until one connects,
+/// one fails for another reason than no answer, or [`REDIAL_FOR`] passes.
+/// A QUIC handshake alone would resend its first packet only after 1, 3, 7 s.
+async fn redial(config: &crate::Config, candidate: &Candidate) -> Result<RelayConn, DialError> {
+    let until = Instant::now() + REDIAL_FOR;
+    let mut attempts = JoinSet::new();
+    let mut next = Instant::now();
+    let mut last = None;
+    loop {
+        let more = next < until;
+        tokio::select! {
+            () = tokio::time::sleep_until(next), if more => {
+                let (cred, c, t) = (config.credential.clone(), candidate.clone(), config.transport.clone());
+                attempts.spawn(async move { dial_one(&cred, &c, &t, REDIAL_ATTEMPT).await });
+                next += REDIAL_EVERY;
+            }
+            Some(done) = attempts.join_next() => match done {
+                Ok(Ok(rc)) => return Ok(rc),
+                Ok(Err(e @ DialError::Unreachable { .. })) => last = Some(e),
+                Ok(Err(e)) => return Err(e),
+                Err(e) => tracing::error!(err = %e, "a dial attempt panicked"),
+            },
+            else => {
+                return Err(last.unwrap_or_else(|| DialError::Unreachable {
+                    addr: candidate.entry.clone(),
+                    reason: format!("no answer within {REDIAL_FOR:?}"),
+                }));
+            }
+        }
+    }
+}
+
+/// Full jitter: uniformly in [d/2, d], so a fleet of agents that lost the
+/// same relay does not come back in lock-step.
+pub(crate) fn jitter(d: Duration) -> Duration {
+    let half = d / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}

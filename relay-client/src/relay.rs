@@ -1,0 +1,281 @@
+//! The client's connection to the relay, kept usable when relays come and
+//! go (issue #14): dialled happy-eyeballs style over every relay address
+//! ([`relay_net::dial::dial_any`]), left for another relay as soon as its
+//! relay says `GoAway` (a datagram, [`proto::Datagram`]), and probed before
+//! use when it has been quiet, so a relay that died costs the next stream
+//! a fraction of a second, not an idle timeout.
+//!
+//! ```text
+//! connection() ─▶ live link? ─ closed / GoAway / no Pong in time ─▶ redial, that relay tried last
+//!                      └─ heard within QUIET, or answers a Ping ─▶ use it
+//! ```
+//!
+//! A link that is left keeps serving the streams already on it: quinn
+//! closes it once the last of them ends (the relay drains them meanwhile).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as SyncMutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use proto::Datagram;
+use relay_net::credential::Loaded;
+use relay_net::dial::{dial_any, resolve_all, DialError, RelayConn};
+use relay_net::endpoint::Transport;
+use tokio::sync::{watch, Mutex};
+
+use crate::error::{Side, StreamError};
+
+/// A link heard from within this long is used without a probe.
+const QUIET: Duration = Duration::from_millis(250);
+
+/// A probe's answer may take three round trips plus this, for a busy relay.
+const PROBE_SLACK: Duration = Duration::from_millis(200);
+
+/// How long a relay that went away or did not answer is tried last.
+const AVOID_FOR: Duration = Duration::from_secs(30);
+
+/// The client's one link to the relay, replaced when it fails.
+#[derive(Debug, Default)]
+pub(crate) struct RelayLink {
+    slot: Arc<Mutex<Option<Link>>>,
+    /// Addresses to try last, until the instant given.
+    avoid: SyncMutex<HashMap<SocketAddr, Instant>>,
+}
+
+/// Why a live link is left for another relay.
+#[derive(Debug)]
+enum Leave {
+    Closed(StreamError),
+    GoingAway,
+    Silent(Duration),
+}
+
+impl RelayLink {
+    /// The live connection to a relay, dialling (again) if there is none or
+    /// the one there is has gone away or stopped answering.
+    ///
+    /// # Errors
+    /// If no relay can be reached.
+    pub(crate) async fn connection(
+        &self,
+        credential: &Loaded,
+        transport: &Transport,
+        timeout: Duration,
+    ) -> Result<quinn::Connection, DialError> {
+        let mut slot = self.slot.lock().await;
+        if let Some(link) = slot.as_ref() {
+            let relay = link.rc.conn.remote_address();
+            match link.check().await {
+                Ok(()) => return Ok(link.rc.conn.clone()),
+                Err(Leave::Closed(lost)) => {
+                    tracing::info!(%relay, reason = %lost, "relay connection lost; re-dialling");
+                }
+                Err(Leave::GoingAway) => {
+                    tracing::info!(%relay, "relay is going away; new streams go through another relay");
+                    self.avoid(relay);
+                }
+                Err(Leave::Silent(waited)) => {
+                    tracing::warn!(%relay, ?waited, "relay did not answer a probe; new streams go through another relay");
+                    self.avoid(relay);
+                }
+            }
+            *slot = None;
+        }
+        let (mut candidates, unresolved) = resolve_all(&credential.credential.relay).await;
+        if let Some(unresolved) = unresolved.into_iter().next() {
+            if candidates.is_empty() {
+                return Err(unresolved);
+            }
+            tracing::warn!(err = %unresolved, "a relay address does not resolve; trying the others");
+        }
+        // Relays that just went away or fell silent last: stable sort.
+        let avoided = self.avoided();
+        candidates.sort_by_key(|c| avoided.contains(&c.addr));
+        let rc = dial_any(credential, &candidates, transport, timeout).await?;
+        let conn = rc.conn.clone();
+        tracing::debug!(relay = %conn.remote_address(), "connected to relay");
+        *slot = Some(Link::watch(rc, Arc::downgrade(&self.slot)));
+        Ok(conn)
+    }
+
+    /// The endpoint and connection-ID prefix of the live link (direct
+    /// paths share its socket), if there is one.
+    pub(crate) async fn endpoint(&self) -> Option<(quinn::Endpoint, proto::CidPrefix)> {
+        let slot = self.slot.lock().await;
+        slot.as_ref().map(|l| (l.rc.endpoint.clone(), l.rc.prefix))
+    }
+
+    /// Why the link is gone, if it is.
+    pub(crate) async fn lost(&self) -> Option<StreamError> {
+        let slot = self.slot.lock().await;
+        let reason = slot.as_ref()?.rc.conn.close_reason()?;
+        Some(StreamError::connection(Side::Relay, reason))
+    }
+
+    /// Closes the link cleanly (after streams are done).
+    pub(crate) async fn close(&self) {
+        if let Some(link) = self.slot.lock().await.take() {
+            link.rc.conn.close(0u32.into(), b"client done");
+            let endpoint = link.rc.endpoint.clone();
+            drop(link);
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
+    }
+
+    fn avoid(&self, addr: SocketAddr) {
+        let mut avoid = self.avoid.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        avoid.retain(|_, until| *until > now);
+        avoid.insert(addr, now + AVOID_FOR);
+    }
+
+    fn avoided(&self) -> Vec<SocketAddr> {
+        let avoid = self.avoid.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        avoid
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(a, _)| *a)
+            .collect()
+    }
+}
+
+/// A connection to a relay and the task that reads its datagrams.
+#[derive(Debug)]
+struct Link {
+    rc: RelayConn,
+    heard: Arc<Heard>,
+    watcher: tokio::task::AbortHandle,
+}
+
+/// What the watcher learnt, and when the link was last heard from.
+#[derive(Debug)]
+struct Heard {
+    going_away: AtomicBool,
+    /// Probes sent: the next one's nonce.
+    pings: AtomicU64,
+    /// The nonce of the last `Pong`.
+    pong: watch::Sender<u64>,
+    seen: SyncMutex<Seen>,
+}
+
+/// Datagrams received from the relay as of the last check.
+#[derive(Debug)]
+struct Seen {
+    count: u64,
+    checked: Instant,
+    /// Nothing arrived since this instant, as far as the checks tell.
+    quiet_since: Instant,
+}
+
+impl Link {
+    /// Starts reading the datagrams of `rc`. On `GoAway` the watcher takes
+    /// the link out of `slot`, so an idle client lets go of a draining relay
+    /// at once (quinn closes the connection when no stream holds it).
+    fn watch(rc: RelayConn, slot: Weak<Mutex<Option<Link>>>) -> Link {
+        let now = Instant::now();
+        let heard = Arc::new(Heard {
+            going_away: AtomicBool::new(false),
+            pings: AtomicU64::new(0),
+            pong: watch::channel(0).0,
+            seen: SyncMutex::new(Seen {
+                count: rc.conn.stats().udp_rx.datagrams,
+                checked: now,
+                quiet_since: now,
+            }),
+        });
+        let conn = rc.conn.clone();
+        let told = heard.clone();
+        let id = conn.stable_id();
+        let watcher = tokio::spawn(async move {
+            while let Ok(bytes) = conn.read_datagram().await {
+                match Datagram::decode(&bytes) {
+                    Ok(Datagram::Pong(nonce)) => {
+                        told.pong.send_replace(nonce);
+                    }
+                    Ok(Datagram::GoAway { .. }) => {
+                        told.going_away.store(true, Ordering::Relaxed);
+                        drop(conn);
+                        if let Some(slot) = slot.upgrade() {
+                            let mut slot = slot.lock().await;
+                            if slot.as_ref().is_some_and(|l| l.rc.conn.stable_id() == id) {
+                                tracing::info!(
+                                    "relay is going away; new streams go through another relay"
+                                );
+                                // Aborts this task too, which ends here anyway.
+                                *slot = None;
+                            }
+                        }
+                        return;
+                    }
+                    Ok(_) | Err(_) => tracing::debug!("ignored a datagram from the relay"),
+                }
+            }
+        });
+        Link {
+            rc,
+            heard,
+            watcher: watcher.abort_handle(),
+        }
+    }
+
+    /// Whether new streams may go on this link: open, not going away, and
+    /// heard from lately or answering a probe.
+    async fn check(&self) -> Result<(), Leave> {
+        let conn = &self.rc.conn;
+        if let Some(reason) = conn.close_reason() {
+            return Err(Leave::Closed(StreamError::connection(Side::Relay, reason)));
+        }
+        if self.heard.going_away.load(Ordering::Relaxed) {
+            return Err(Leave::GoingAway);
+        }
+        if self.quiet_for() < QUIET {
+            return Ok(());
+        }
+        let wait = conn.rtt() * 3 + PROBE_SLACK;
+        let nonce = self.heard.pings.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut pongs = self.heard.pong.subscribe();
+        let ping = bytes::Bytes::copy_from_slice(&Datagram::Ping(nonce).encode());
+        if conn.send_datagram(ping).is_err() {
+            // A relay that predates probes: trust the link as before.
+            return Ok(());
+        }
+        let answered = tokio::time::timeout(wait, pongs.wait_for(|n| *n == nonce))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if answered {
+            Ok(())
+        } else if self.heard.going_away.load(Ordering::Relaxed) {
+            Err(Leave::GoingAway)
+        } else {
+            Err(Leave::Silent(wait))
+        }
+    }
+
+    /// How long nothing has arrived from the relay, as far as can be told:
+    /// quinn counts received datagrams; a change since the last check means
+    /// something arrived after that check.
+    fn quiet_for(&self) -> Duration {
+        let count = self.rc.conn.stats().udp_rx.datagrams;
+        let now = Instant::now();
+        let mut seen = self
+            .heard
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if count != seen.count {
+            seen.quiet_since = seen.checked;
+        }
+        seen.count = count;
+        seen.checked = now;
+        now - seen.quiet_since
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
