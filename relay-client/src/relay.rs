@@ -23,7 +23,7 @@ use proto::Datagram;
 use relay_net::credential::Loaded;
 use relay_net::dial::{dial_any, resolve_all, DialError, RelayConn};
 use relay_net::endpoint::Transport;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::{watch, Mutex, Notify};
 
 use crate::error::{Side, StreamError};
 
@@ -142,23 +142,29 @@ impl RelayLink {
     }
 }
 
-/// A connection to a relay and the task that reads its datagrams.
+/// A connection to a relay and the task that watches it.
 #[derive(Debug)]
 struct Link {
     rc: RelayConn,
     heard: Arc<Heard>,
-    watcher: tokio::task::AbortHandle,
 }
 
 /// What the watcher learnt, and when the link was last heard from.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Heard {
     going_away: AtomicBool,
+    /// The relay did not answer a probe: new streams go elsewhere.
+    silent: AtomicBool,
     /// Probes sent: the next one's nonce.
     pings: AtomicU64,
     /// The nonce of the last `Pong`.
     pong: watch::Sender<u64>,
     seen: SyncMutex<Seen>,
+    /// A stream was opened: the relay should answer soon.
+    opened: Notify,
+    /// The link left its slot: the watcher lets go of the connection
+    /// (unless it is still finding out whether the relay is dead).
+    left: Notify,
 }
 
 /// Datagrams received from the relay as of the last check.
@@ -170,59 +176,33 @@ struct Seen {
     quiet_since: Instant,
 }
 
-impl Link {
-    /// Starts reading the datagrams of `rc`. On `GoAway` the watcher takes
-    /// the link out of `slot`, so an idle client lets go of a draining relay
-    /// at once (quinn closes the connection when no stream holds it).
-    fn watch(rc: RelayConn, slot: Weak<Mutex<Option<Link>>>) -> Link {
-        let now = Instant::now();
-        let heard = Arc::new(Heard {
-            going_away: AtomicBool::new(false),
-            pings: AtomicU64::new(0),
-            pong: watch::channel(0).0,
-            seen: SyncMutex::new(Seen {
-                count: rc.conn.stats().udp_rx.datagrams,
-                checked: now,
-                quiet_since: now,
-            }),
-        });
-        let conn = rc.conn.clone();
-        let told = heard.clone();
-        let id = conn.stable_id();
-        let watcher = tokio::spawn(async move {
-            while let Ok(bytes) = conn.read_datagram().await {
-                match Datagram::decode(&bytes) {
-                    Ok(Datagram::Pong(nonce)) => {
-                        told.pong.send_replace(nonce);
-                    }
-                    Ok(Datagram::GoAway { .. }) => {
-                        told.going_away.store(true, Ordering::Relaxed);
-                        drop(conn);
-                        if let Some(slot) = slot.upgrade() {
-                            let mut slot = slot.lock().await;
-                            if slot.as_ref().is_some_and(|l| l.rc.conn.stable_id() == id) {
-                                tracing::info!(
-                                    "relay is going away; new streams go through another relay"
-                                );
-                                // Aborts this task too, which ends here anyway.
-                                *slot = None;
-                            }
-                        }
-                        return;
-                    }
-                    Ok(_) | Err(_) => tracing::debug!("ignored a datagram from the relay"),
-                }
-            }
-        });
-        Link {
-            rc,
-            heard,
-            watcher: watcher.abort_handle(),
+impl Default for Seen {
+    fn default() -> Seen {
+        Seen {
+            count: 0,
+            checked: Instant::now(),
+            quiet_since: Instant::now(),
         }
+    }
+}
+
+/// Probes the watcher sends to a relay that fell silent under a stream
+/// before it closes the connection, failing the streams on it at once
+/// instead of after the idle timeout.
+const PROBES: u32 = 3;
+
+impl Link {
+    /// Starts watching `rc` ([`watch`]).
+    fn watch(rc: RelayConn, slot: Weak<Mutex<Option<Link>>>) -> Link {
+        let heard = Arc::new(Heard::default());
+        heard.received(&rc.conn);
+        tokio::spawn(watch(rc.conn.clone(), heard.clone(), slot));
+        Link { rc, heard }
     }
 
     /// Whether new streams may go on this link: open, not going away, and
-    /// heard from lately or answering a probe.
+    /// heard from lately or answering a probe. Tells the watcher a stream
+    /// is coming.
     async fn check(&self) -> Result<(), Leave> {
         let conn = &self.rc.conn;
         if let Some(reason) = conn.close_reason() {
@@ -231,7 +211,11 @@ impl Link {
         if self.heard.going_away.load(Ordering::Relaxed) {
             return Err(Leave::GoingAway);
         }
-        if self.quiet_for() < QUIET {
+        if self.heard.silent.load(Ordering::Relaxed) {
+            return Err(Leave::Silent(QUIET));
+        }
+        self.heard.opened.notify_one();
+        if self.heard.received(conn) < QUIET {
             return Ok(());
         }
         let wait = conn.rtt() * 3 + PROBE_SLACK;
@@ -253,18 +237,22 @@ impl Link {
             Err(Leave::Silent(wait))
         }
     }
+}
 
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.heard.left.notify_one();
+    }
+}
+
+impl Heard {
     /// How long nothing has arrived from the relay, as far as can be told:
     /// quinn counts received datagrams; a change since the last check means
     /// something arrived after that check.
-    fn quiet_for(&self) -> Duration {
-        let count = self.rc.conn.stats().udp_rx.datagrams;
+    fn received(&self, conn: &quinn::Connection) -> Duration {
+        let count = conn.stats().udp_rx.datagrams;
         let now = Instant::now();
-        let mut seen = self
-            .heard
-            .seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         if count != seen.count {
             seen.quiet_since = seen.checked;
         }
@@ -274,8 +262,102 @@ impl Link {
     }
 }
 
-impl Drop for Link {
-    fn drop(&mut self) {
-        self.watcher.abort();
+/// A stream was opened on the link at `since` (with `count` datagrams
+/// received then): the relay has to answer, at least with an ACK.
+struct Expecting {
+    count: u64,
+    deadline: Instant,
+    probes: u32,
+}
+
+/// Watches a link until its connection ends, it goes away, or it has left
+/// its slot with no stream waiting for the relay: reads the relay's datagrams (`Pong`, `GoAway`), and after each
+/// open makes sure the relay answers. A relay that stays silent [`QUIET`]
+/// after an open gets a probe; one that does not answer it is left (new
+/// streams go elsewhere at once), and after [`PROBES`] unanswered probes
+/// its connection is closed, so the streams on it fail now, loudly, instead
+/// of hanging until the idle timeout. On `GoAway` the link leaves its slot,
+/// so even an idle client lets go of a draining relay at once (quinn closes
+/// the connection when no stream holds it any more).
+async fn watch(conn: quinn::Connection, heard: Arc<Heard>, slot: Weak<Mutex<Option<Link>>>) {
+    let id = conn.stable_id();
+    let relay = conn.remote_address();
+    let mut expecting: Option<Expecting> = None;
+    let mut left = false;
+    loop {
+        let deadline = expecting.as_ref().map(|e| e.deadline);
+        tokio::select! {
+            datagram = conn.read_datagram() => match datagram.map(|b| Datagram::decode(&b)) {
+                Err(_) => return,
+                Ok(Ok(Datagram::Pong(nonce))) => {
+                    heard.pong.send_replace(nonce);
+                }
+                Ok(Ok(Datagram::GoAway { .. })) => {
+                    heard.going_away.store(true, Ordering::Relaxed);
+                    tracing::info!(%relay, "relay is going away; new streams go through another relay");
+                    leave_slot(&slot, id).await;
+                    return;
+                }
+                Ok(_) => tracing::debug!("ignored a datagram from the relay"),
+            },
+            () = heard.opened.notified(), if expecting.is_none() => {
+                let count = conn.stats().udp_rx.datagrams;
+                expecting = Some(Expecting { count, deadline: Instant::now() + QUIET, probes: 0 });
+            }
+            () = heard.left.notified(), if !left => {
+                // Streams still waiting for the relay's answer are seen through.
+                left = true;
+                if expecting.is_none() {
+                    return;
+                }
+            }
+            () = sleep_until(deadline), if deadline.is_some() => {
+                let Some(e) = expecting.as_mut() else { continue };
+                if conn.stats().udp_rx.datagrams != e.count {
+                    if left {
+                        return;
+                    }
+                    expecting = None;
+                    continue;
+                }
+                if e.probes == 1 {
+                    tracing::warn!(%relay, "relay did not answer a probe; new streams go through another relay");
+                    heard.silent.store(true, Ordering::Relaxed);
+                    leave_slot(&slot, id).await;
+                }
+                if e.probes == PROBES {
+                    tracing::warn!(%relay, probes = PROBES, "relay stopped answering; closing its connection so its streams fail now");
+                    conn.close(proto::ErrorCode::GOING_AWAY.0.into(), b"relay stopped answering");
+                    return;
+                }
+                let nonce = heard.pings.fetch_add(1, Ordering::Relaxed) + 1;
+                let ping = bytes::Bytes::copy_from_slice(&Datagram::Ping(nonce).encode());
+                if conn.send_datagram(ping).is_err() {
+                    // A relay that predates probes: nothing to learn.
+                    expecting = None;
+                    continue;
+                }
+                e.probes += 1;
+                e.deadline = Instant::now() + conn.rtt() * 3 + PROBE_SLACK;
+            }
+        }
+    }
+}
+
+/// Takes the link with connection `id` out of `slot`, if it is there.
+async fn leave_slot(slot: &Weak<Mutex<Option<Link>>>, id: usize) {
+    if let Some(slot) = slot.upgrade() {
+        let mut slot = slot.lock().await;
+        if slot.as_ref().is_some_and(|l| l.rc.conn.stable_id() == id) {
+            *slot = None;
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
 }

@@ -157,6 +157,11 @@ struct RunArgs {
     /// How often policy.toml and revoked.toml are checked for changes [default: 1s].
     #[arg(long, value_parser = humantime::parse_duration)]
     reload_interval: Option<Duration>,
+    /// On SIGTERM, how long live streams may take to finish while clients
+    /// move to other relays (a rolling restart waits this long at most)
+    /// [default: 5s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    shutdown_grace: Option<Duration>,
     /// Idle timeout of peer connections (a dead peer is dropped after it) [default: 30s].
     #[arg(long, value_parser = humantime::parse_duration)]
     idle_timeout: Option<Duration>,
@@ -216,6 +221,9 @@ impl RunArgs {
         }
         if let Some(interval) = self.reload_interval.or(file.reload_interval) {
             limits.reload_interval = interval;
+        }
+        if let Some(grace) = self.shutdown_grace.or(file.shutdown_grace) {
+            limits.shutdown_grace = grace;
         }
         if let Some(audit_log) = self.audit_log.or(file.audit_log) {
             config.audit_log = audit_log;

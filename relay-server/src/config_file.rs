@@ -62,6 +62,9 @@ pub struct RunFile {
     /// How often policy.toml and revoked.toml are checked.
     #[serde(default, deserialize_with = "duration")]
     pub reload_interval: Option<Duration>,
+    /// How long live streams may take to finish on SIGTERM.
+    #[serde(default, deserialize_with = "duration")]
+    pub shutdown_grace: Option<Duration>,
     /// Idle timeout of peer connections.
     #[serde(default, deserialize_with = "duration")]
     pub idle_timeout: Option<Duration>,
@@ -132,6 +135,7 @@ mod tests {
         assert_eq!(file.listen, Some("0.0.0.0:4433".parse().unwrap()));
         assert_eq!(file.reload_interval, Some(limits.reload_interval));
         assert_eq!(file.idle_timeout, Some(Transport::relay().idle_timeout));
+        assert_eq!(file.shutdown_grace, Some(limits.shutdown_grace));
         assert_eq!(file.max_open_rate, Some(limits.open_rate));
         assert_eq!(file.max_streams_per_client, Some(limits.streams_per_client));
         assert_eq!(file.max_direct_per_client, Some(limits.direct_per_client));

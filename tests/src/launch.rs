@@ -501,3 +501,63 @@ pub async fn socks(
         .with_context(|| format!("socks address {addr:?}"))?;
     Ok((process, addr))
 }
+
+/// One more instance of the relay whose files are in `dir` (a shared
+/// directory, as several relays mount one ConfigMap and Secret): `run
+/// --listen LISTEN --dir DIR ARGS...`, once it listens.
+///
+/// # Errors
+/// If it cannot be started or does not come up within [`GUARD`].
+pub async fn relay_instance(
+    programs: &Programs,
+    dir: &Path,
+    listen: &str,
+    args: &[&str],
+) -> anyhow::Result<(Process, SocketAddr)> {
+    let mut process = Process::spawn(
+        "relay-server",
+        Command::new(&programs.server)
+            .args(["run", "--listen", listen, "--dir"])
+            .arg(dir)
+            .args(args),
+        Read::Stdout,
+    )?;
+    let addr = process.after(RELAY_LISTENING).await?;
+    let addr = addr
+        .parse()
+        .with_context(|| format!("relay address {addr:?}"))?;
+    Ok((process, addr))
+}
+
+/// `relay-server issue ROLE NAME --relay R...` into `dir`: a credential
+/// that names every relay address in `relays`.
+///
+/// # Errors
+/// If `issue` fails.
+pub async fn issue_for(
+    programs: &Programs,
+    dir: &Path,
+    role: &str,
+    name: &str,
+    relays: &[String],
+) -> anyhow::Result<PathBuf> {
+    let out = dir.join(format!("{role}-{name}.cred"));
+    let mut command = Command::new(&programs.server);
+    command.args(["issue", role, name, "--dir"]).arg(dir);
+    for relay in relays {
+        command.args(["--relay", relay]);
+    }
+    let status = command
+        .arg("--out")
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .await
+        .with_context(|| format!("cannot run {} issue", programs.server.display()))?;
+    anyhow::ensure!(
+        status.success(),
+        "relay-server issue {role} {name}: {status}"
+    );
+    Ok(out)
+}

@@ -32,6 +32,7 @@ mod netns;
 mod observability;
 mod refusals;
 mod sessions;
+mod several_relays;
 mod smoke;
 mod socks;
 
