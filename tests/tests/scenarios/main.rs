@@ -23,6 +23,7 @@ mod credentials;
 mod data;
 mod dial_messages;
 mod direct_agent;
+mod discovery;
 mod end_to_end;
 mod fairness;
 mod faults;

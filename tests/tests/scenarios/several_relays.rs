@@ -344,3 +344,40 @@ async fn a_black_holed_relay_costs_a_client_a_stagger_not_a_timeout() -> anyhow:
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn an_instance_reached_through_two_addresses_is_held_once() {
+    relay_tests::trace_init();
+    let relay = relay_tests::TestRelay::start(ALLOW_ALL).await;
+    // A second way to the same relay process: a UDP proxy in front of it,
+    // as a load balancer's address beside the instances' own.
+    let proxy = relay_tests::chaos::ChaosProxy::start(relay.addr, 14).await;
+    let mut changes = relay.registry.subscribe();
+    let echo = tcp_echo().await;
+    let _agent = relay
+        .agent_with("edge", &[("echo", echo)], |config| {
+            config.credential.credential.relay =
+                vec![relay.addr.to_string(), proxy.addr.to_string()];
+        })
+        .await;
+    // Both addresses register; the one that learns the instance is held
+    // already lets go: three changes in all.
+    guard("register, register, leave", changes.wait_for(|n| *n >= 3))
+        .await
+        .expect("registry alive");
+    let edge = proto::AgentName::try_from("edge").expect("name");
+    assert_eq!(
+        relay.registry.instances(&edge),
+        1,
+        "the instance is held twice"
+    );
+    let client = relay.client("ci");
+    let mut opened = client
+        .open(&"edge/echo".parse().expect("dest"))
+        .await
+        .expect("open through the one registration");
+    opened.send.write_all(b"once").await.expect("write");
+    let mut back = [0; 4];
+    opened.recv.read_exact(&mut back).await.expect("echo");
+    assert_eq!(&back, b"once");
+}
