@@ -159,7 +159,8 @@ fn open_every_10ms(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rolling_restart_of_three_relays_fails_no_open_and_loses_no_byte() -> anyhow::Result<()> {
+async fn a_rolling_restart_of_three_relays_fails_no_open_and_loses_no_byte_for_a_pool(
+) -> anyhow::Result<()> {
     relay_tests::trace_init();
     let programs = relay_tests::programs!();
     let dir = launch::relay_dir(&programs, ALLOW_ALL).await?;
@@ -174,13 +175,16 @@ async fn a_rolling_restart_of_three_relays_fails_no_open_and_loses_no_byte() -> 
         "--expose".to_owned(),
         format!("sink={sink}"),
     ];
+    // A pool: two agents of one name, each holding every relay.
     let mut agent = launch::spawn_agent(&programs, &agent_cred, &exposed)?;
-    let live = &addrs[..];
-    guard(
-        "the agent registers with every relay",
-        registered_with_all(&mut agent, live),
-    )
-    .await?;
+    let mut twin = launch::spawn_agent(&programs, &agent_cred, &exposed)?;
+    for agent in [&mut agent, &mut twin] {
+        guard(
+            "each agent registers with every relay",
+            registered_with_all(agent, &addrs),
+        )
+        .await?;
+    }
     let (_echo_fwd, echo_at) = launch::forward(&programs, &client_cred, "edge/echo").await?;
     let (_sink_fwd, sink_at) = launch::forward(&programs, &client_cred, "edge/sink").await?;
 
@@ -201,6 +205,7 @@ async fn a_rolling_restart_of_three_relays_fails_no_open_and_loses_no_byte() -> 
         )
         .await?;
         let back = listening.elapsed();
+        guard("its twin is back too", registered_with(&mut twin, addr)).await?;
         println!("relay {i} ({addr}): drained and exited in {drained:?}; the agent registered again {back:?} after it listened");
         assert!(
             back < Duration::from_secs(5),
@@ -333,7 +338,33 @@ async fn a_black_holed_relay_costs_a_client_a_stagger_not_a_timeout() -> anyhow:
     let (_fwd, at) = launch::forward(&programs, &client_cred, "edge/echo").await?;
     guard("the forward's first connection", one_open(at, 0)).await?;
     let forward_took = began.elapsed();
-    println!("one of three relays black-holed: list took {list_took:?}, forward + first connection {forward_took:?}");
+    // `connect` (ssh's ProxyCommand): stdin to the target, its answer to stdout.
+    let began = Instant::now();
+    let mut connect = tokio::process::Command::new(&programs.client)
+        .arg("--credential")
+        .arg(&client_cred)
+        .args(["connect", "edge/echo"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stdin = connect.stdin.take().context("connect's stdin")?;
+    stdin.write_all(b"through connect\n").await?;
+    drop(stdin);
+    let connected = guard("connect", connect.wait_with_output()).await?;
+    let connect_took = began.elapsed();
+    anyhow::ensure!(
+        connected.stdout == b"through connect\n",
+        "connect: {:?} {}",
+        connected.stdout,
+        String::from_utf8_lossy(&connected.stderr)
+    );
+    println!("one of three relays black-holed: list took {list_took:?}, forward + first connection {forward_took:?}, connect {connect_took:?}");
+    assert!(
+        connect_took < Duration::from_secs(5),
+        "connect took {connect_took:?}"
+    );
     assert!(
         list_took < Duration::from_secs(5),
         "list took {list_took:?}"
