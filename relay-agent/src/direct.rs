@@ -2,7 +2,8 @@
 //! endpoint through the relay, which forwards their datagrams without
 //! decrypting them. The relay decides who may, with the grants it holds
 //! open ([`crate::grants`]). Here each direct connection is only
-//! *admitted*: it must come through the relay's address, from a client of
+//! *admitted*: it must come through the address of a relay that holds this
+//! agent, from a client of
 //! our relay that holds a live grant issued for the very certificate it
 //! presents (by serial: another certificate of the same identity, one the
 //! relay revoked say, is refused), and within the identity's cap of direct
@@ -11,7 +12,6 @@
 //! audited in [`crate::stream::direct`]) until the certificate's last grant
 //! is withdrawn.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +20,7 @@ use relay_net::cert::PeerCert;
 
 use crate::connection::{self, ConnectionEnd};
 use crate::shared::Shared;
+use crate::uplink::Instances;
 
 /// How long a direct handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,11 +30,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// whose `caller` it records.
 pub async fn admit(
     shared: Arc<Shared>,
-    relay: SocketAddr,
+    relays: Instances,
     relay_name: Name,
     incoming: quinn::Incoming,
 ) {
-    if incoming.remote_address() != relay {
+    if !relays.holds_addr(incoming.remote_address()) {
         tracing::debug!(remote = %incoming.remote_address(), "direct handshake not through the relay: ignored");
         return incoming.ignore();
     }

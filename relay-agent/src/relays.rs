@@ -10,6 +10,13 @@
 //!         └▶ address gone from DNS ─▶ retire its uplink
 //! ```
 //!
+//! Every uplink of one address family leaves from one endpoint
+//! ([`Origins`]: one socket, one connection-ID prefix), which also accepts
+//! clients' direct connections, so any relay holding the agent can route a
+//! direct path to it, and a direct path outlives the relay that set it up:
+//! its packets may arrive through another relay (a QUIC migration quinn
+//! validates) as long as some relay grants it.
+//!
 //! A relay that restarts is back within [`REDIAL_EVERY`] of listening:
 //! after a loss the agent does not wait out a handshake timeout but starts
 //! an attempt every [`REDIAL_EVERY`] (each may take [`REDIAL_ATTEMPT`]).
@@ -19,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay_net::dial::{dial_one, resolve_all, Candidate, DialError, RelayConn};
+use relay_net::dial::{dial_one_from, resolve_all, Candidate, DialError, Origin, RelayConn};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +60,12 @@ pub(crate) async fn run(
 ) -> Result<(), AgentError> {
     let entries = agent.config.credential.credential.relay.clone();
     let instances = Instances::default();
+    let origins = Origins::new(
+        &agent.config,
+        shared.clone(),
+        instances.clone(),
+        stop.clone(),
+    )?;
     // Live uplinks by address: the entry it came from, and its retirement.
     let mut uplinks: HashMap<SocketAddr, (String, CancellationToken)> = HashMap::new();
     // Addresses whose relay refused this agent for good.
@@ -85,7 +98,15 @@ pub(crate) async fn run(
                     uplinks.insert(candidate.addr, (candidate.entry.clone(), retire.clone()));
                     let span = tracing::info_span!("uplink", relay = %candidate);
                     let addr = candidate.addr;
-                    let supervising = supervise(agent.clone(), shared.clone(), candidate, instances.clone(), retire);
+                    let origin = match origins.reaching(candidate.addr) {
+                        Ok(origin) => origin,
+                        Err(e) => {
+                            tracing::error!(relay = %candidate, err = %e, "cannot open a UDP socket for this relay");
+                            uplinks.remove(&candidate.addr);
+                            continue;
+                        }
+                    };
+                    let supervising = supervise(agent.clone(), shared.clone(), candidate, origin, instances.clone(), retire);
                     supervisors.spawn(async move { (addr, supervising.await) }.instrument(span));
                 }
                 let wait = if uplinks.is_empty() { RESOLVE_RETRY } else { RESOLVE_EVERY };
@@ -98,6 +119,7 @@ pub(crate) async fn run(
                     gave_up.insert(addr);
                     if uplinks.is_empty() {
                         stop.cancel();
+                        origins.close().await;
                         return Err(first_error.unwrap_or(e));
                     }
                     tracing::error!(err = %e, "this relay will not take the agent; serving through the others");
@@ -106,6 +128,7 @@ pub(crate) async fn run(
             }
             () = stop.cancelled() => {
                 while supervisors.join_next().await.is_some() {}
+                origins.close().await;
                 return Ok(());
             }
         }
@@ -120,6 +143,7 @@ async fn supervise(
     agent: Arc<Agent>,
     shared: Arc<Shared>,
     candidate: Candidate,
+    origin: Origin,
     instances: Instances,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
@@ -135,11 +159,12 @@ async fn supervise(
         let quickly = quickly_until.is_some_and(|until| Instant::now() < until);
         let dialling = async {
             if quickly {
-                redial(config, &candidate).await
+                redial(config, &candidate, &origin).await
             } else {
-                dial_one(
+                dial_one_from(
                     &config.credential,
                     &candidate,
+                    Some(&origin),
                     &config.transport,
                     config.connect_timeout,
                 )
@@ -211,7 +236,11 @@ async fn supervise(
 /// [`REDIAL_EVERY`] (each allowed [`REDIAL_ATTEMPT`]) until one connects,
 /// one fails for another reason than no answer, or [`REDIAL_FOR`] passes.
 /// A QUIC handshake alone would resend its first packet only after 1, 3, 7 s.
-async fn redial(config: &crate::Config, candidate: &Candidate) -> Result<RelayConn, DialError> {
+async fn redial(
+    config: &crate::Config,
+    candidate: &Candidate,
+    origin: &Origin,
+) -> Result<RelayConn, DialError> {
     let until = Instant::now() + REDIAL_FOR;
     let mut attempts = JoinSet::new();
     let mut next = Instant::now();
@@ -220,8 +249,8 @@ async fn redial(config: &crate::Config, candidate: &Candidate) -> Result<RelayCo
         let more = next < until;
         tokio::select! {
             () = tokio::time::sleep_until(next), if more => {
-                let (cred, c, t) = (config.credential.clone(), candidate.clone(), config.transport.clone());
-                attempts.spawn(async move { dial_one(&cred, &c, &t, REDIAL_ATTEMPT).await });
+                let (cred, c, o, t) = (config.credential.clone(), candidate.clone(), origin.clone(), config.transport.clone());
+                attempts.spawn(async move { dial_one_from(&cred, &c, Some(&o), &t, REDIAL_ATTEMPT).await });
                 next += REDIAL_EVERY;
             }
             Some(done) = attempts.join_next() => match done {
@@ -238,6 +267,137 @@ async fn redial(config: &crate::Config, candidate: &Candidate) -> Result<RelayCo
             }
         }
     }
+}
+
+/// The agent's endpoints, one per address family, made on first use. Each
+/// accepts clients' direct connections ([`crate::direct::admit`]) for as
+/// long as the agent runs.
+struct Origins {
+    made: std::sync::Mutex<Vec<Origin>>,
+    transport: relay_net::endpoint::Transport,
+    /// What each new endpoint accepts direct connections with.
+    credential: relay_net::credential::Loaded,
+    shared: Arc<Shared>,
+    instances: Instances,
+    relay_name: proto::Name,
+    stop: CancellationToken,
+    acceptors: std::sync::Mutex<JoinSet<()>>,
+}
+
+impl Origins {
+    fn new(
+        config: &crate::Config,
+        shared: Arc<Shared>,
+        instances: Instances,
+        stop: CancellationToken,
+    ) -> Result<Origins, AgentError> {
+        let cred = &config.credential;
+        // Checked once here, so a credential that cannot serve direct paths
+        // stops the agent at start.
+        server_tls(cred).map_err(|e| {
+            let error = uplink::RegisterError::DirectTls(e);
+            AgentError::registration("", &cred.cert.identity, error)
+        })?;
+        Ok(Origins {
+            made: std::sync::Mutex::default(),
+            transport: config.transport.clone(),
+            credential: cred.clone(),
+            shared,
+            instances,
+            relay_name: cred.cert.relay.clone(),
+            stop,
+            acceptors: std::sync::Mutex::default(),
+        })
+    }
+
+    /// The endpoint for relays at `remote`, made (and accepting direct
+    /// connections) on first use.
+    fn reaching(&self, remote: SocketAddr) -> Result<Origin, DialError> {
+        let mut made = self
+            .made
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(origin) = made.iter().find(|o| o.reaches(remote)) {
+            return Ok(origin.clone());
+        }
+        let origin = Origin::bind(remote, &self.transport)?;
+        match server_tls(&self.credential) {
+            Ok(tls) => relay_net::endpoint::accept_direct(&origin.endpoint, tls, &self.transport),
+            Err(e) => tracing::error!(err = %e, "this endpoint cannot accept direct paths"),
+        }
+        let accepting = accept_direct(
+            origin.endpoint.clone(),
+            self.shared.clone(),
+            self.instances.clone(),
+            self.relay_name.clone(),
+            self.stop.clone(),
+        );
+        self.acceptors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .spawn(accepting);
+        made.push(origin.clone());
+        Ok(origin)
+    }
+
+    /// Waits for the acceptors to stop (they drain their direct
+    /// connections within the grace) and the endpoints to go idle.
+    async fn close(&self) {
+        let mut acceptors = std::mem::take(
+            &mut *self
+                .acceptors
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        while acceptors.join_next().await.is_some() {}
+        let made = std::mem::take(
+            &mut *self
+                .made
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for origin in made {
+            let _ = tokio::time::timeout(Duration::from_secs(1), origin.endpoint.wait_idle()).await;
+        }
+    }
+}
+
+/// The TLS configuration direct connections are accepted with: the agent's
+/// own certificate, clients of its CA.
+fn server_tls(
+    cred: &relay_net::credential::Loaded,
+) -> Result<quinn::crypto::rustls::QuicServerConfig, relay_net::tls::TlsError> {
+    relay_net::tls::server_config(
+        &cred.credential.certificate,
+        cred.key_pem(),
+        &cred.credential.ca,
+    )
+}
+
+/// Admits the direct connections that reach `endpoint`, each in a span of
+/// its own, until `stop`; then gives them the grace period to finish.
+async fn accept_direct(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    instances: Instances,
+    relay_name: proto::Name,
+    stop: CancellationToken,
+) {
+    let mut direct = JoinSet::new();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let span = tracing::info_span!("direct", caller = tracing::field::Empty);
+                let admitting = crate::direct::admit(shared.clone(), instances.clone(), relay_name.clone(), incoming);
+                direct.spawn(admitting.instrument(span));
+            }
+            Some(_) = direct.join_next(), if !direct.is_empty() => {}
+            () = stop.cancelled() => break,
+        }
+    }
+    let drained = async { while direct.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
 }
 
 /// Full jitter: uniformly in [d/2, d], so a fleet of agents that lost the

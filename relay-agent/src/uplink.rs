@@ -16,13 +16,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use proto::{Capabilities, ErrorCode, Frame, FrameType, Name, Refused, Register, PROTOCOL_VERSION};
+use proto::{Capabilities, ErrorCode, Frame, FrameType, Refused, Register, PROTOCOL_VERSION};
 use quinn::ConnectionError;
 use relay_net::cert::PeerCert;
 use relay_net::dial::{describe, DialError, RelayConn};
 use relay_net::framed::{write_frame, FrameError, FrameReader};
 use relay_net::tls::TlsError;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -131,9 +130,8 @@ impl RegisterError {
 /// A registered connection to the relay.
 struct Registration {
     /// The relay instance (`Registered::instance`), while we hold it.
-    _instance: Option<Held>,
+    _instance: Held,
     conn: quinn::Connection,
-    endpoint: quinn::Endpoint,
     relay: PeerCert,
     control: FrameReader,
     /// Kept open: finishing it tells the relay we left.
@@ -167,44 +165,73 @@ pub async fn run(
 }
 
 /// The relay instances this agent holds a connection to, by the id each
-/// reports in `Registered`, with the address that holds it.
+/// reports in `Registered`, with the address that holds it; and the
+/// addresses of every registered relay (direct paths must come through
+/// one of them, [`crate::direct`]).
 #[derive(Clone, Debug, Default)]
-pub struct Instances(Arc<std::sync::Mutex<std::collections::HashMap<u64, SocketAddr>>>);
+pub struct Instances(Arc<std::sync::Mutex<Holding>>);
 
-/// An instance held by one uplink; released when dropped.
+#[derive(Debug, Default)]
+struct Holding {
+    by_id: std::collections::HashMap<u64, SocketAddr>,
+    addrs: std::collections::HashMap<SocketAddr, usize>,
+}
+
+/// An instance (and its address) held by one uplink; released when dropped.
+#[derive(Debug)]
 struct Held {
     instances: Instances,
-    id: u64,
+    id: Option<u64>,
+    addr: SocketAddr,
 }
 
 impl Instances {
-    /// Holds `id` for `addr`, or names the address that already holds it.
-    fn hold(&self, id: u64, addr: SocketAddr) -> Result<Held, SocketAddr> {
-        let mut map = self
-            .0
+    fn lock(&self) -> std::sync::MutexGuard<'_, Holding> {
+        self.0
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match map.get(&id) {
-            Some(other) if *other != addr => Err(*other),
-            _ => {
-                map.insert(id, addr);
-                Ok(Held {
-                    instances: self.clone(),
-                    id,
-                })
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Holds instance `id` (if the relay reports one) for `addr`, or names
+    /// the address that already holds it.
+    fn hold(&self, id: Option<u64>, addr: SocketAddr) -> Result<Held, SocketAddr> {
+        let mut held = self.lock();
+        if let Some(id) = id {
+            match held.by_id.get(&id) {
+                Some(other) if *other != addr => return Err(*other),
+                _ => {
+                    held.by_id.insert(id, addr);
+                }
             }
         }
+        *held.addrs.entry(addr).or_default() += 1;
+        Ok(Held {
+            instances: self.clone(),
+            id,
+            addr,
+        })
+    }
+
+    /// Whether a relay at `addr` holds this agent now.
+    pub fn holds_addr(&self, addr: SocketAddr) -> bool {
+        self.lock().addrs.contains_key(&addr)
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let mut map = self
-            .instances
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.remove(&self.id);
+        let mut held = self.instances.lock();
+        if let Some(id) = self.id {
+            if held.by_id.get(&id) == Some(&self.addr) {
+                held.by_id.remove(&id);
+            }
+        }
+        if let Some(n) = held.addrs.get_mut(&self.addr) {
+            *n -= 1;
+            if *n == 0 {
+                held.addrs.remove(&self.addr);
+            }
+        }
     }
 }
 
@@ -229,7 +256,6 @@ async fn register(
 ) -> Result<Result<Registration, UplinkEnd>, RegisterError> {
     let RelayConn {
         conn,
-        endpoint,
         relay,
         prefix,
         ..
@@ -243,40 +269,25 @@ async fn register(
         targets: config.allowlist.names(),
         prefix: Some(prefix),
     };
-    // Clients the relay grants a direct path reach this endpoint through
-    // the relay's address (module `direct`).
-    let cred = &config.credential;
-    let tls = relay_net::tls::server_config(
-        &cred.credential.certificate,
-        cred.key_pem(),
-        &cred.credential.ca,
-    )
-    .map_err(RegisterError::DirectTls)?;
-    relay_net::endpoint::accept_direct(&endpoint, tls, &config.transport);
     if let Err(e) = write_frame(&mut send, register).await {
         return Err(lost(&conn).unwrap_or(RegisterError::Send(e)));
     }
     let mut control = FrameReader::new(recv);
     match control.expect(config.connect_timeout).await {
         Ok(Frame::Registered(registered)) => {
-            let held = match registered
-                .instance
-                .map(|id| instances.hold(id, conn.remote_address()))
-            {
-                Some(Err(other)) => {
+            let held = match instances.hold(registered.instance, conn.remote_address()) {
+                Err(other) => {
                     conn.close(
                         0u32.into(),
                         b"instance already held through another address",
                     );
                     return Ok(Err(UplinkEnd::Duplicate(other.to_string())));
                 }
-                Some(Ok(held)) => Some(held),
-                None => None,
+                Ok(held) => held,
             };
             Ok(Ok(Registration {
                 _instance: held,
                 conn,
-                endpoint,
                 relay,
                 control,
                 _control_send: send,
@@ -288,9 +299,10 @@ async fn register(
     }
 }
 
-/// Serves a registered connection: the relay's streams, and the direct
-/// connections that reach this agent's endpoint, until the connection
-/// ends, the relay sends `GoAway`, or `shutdown`.
+/// Serves a registered connection (the relay's streams) until it ends, the
+/// relay sends `GoAway`, or `shutdown`. Direct connections reach the
+/// agent's endpoint, not this connection: they are served apart
+/// ([`crate::relays`]), so they outlive the relay that set them up.
 async fn serve(
     config: &Config,
     shared: &Arc<Shared>,
@@ -300,32 +312,22 @@ async fn serve(
     let Registration {
         _instance: instance,
         conn,
-        endpoint,
         relay,
         mut control,
         _control_send,
     } = registration;
-    let relay_addr = conn.remote_address();
-    let relay_name = relay.relay.clone();
-    let mut direct = JoinSet::new();
     let until = async {
-        loop {
-            tokio::select! {
-                frame = control.read() => return match frame {
-                    Ok(Some(Frame::GoAway(g))) => {
-                        tracing::info!(reconnect_in = ?g.reconnect_in(), "relay is going away");
-                        UplinkEnd::GoAway(g.reconnect_in())
-                    }
-                    Ok(Some(other)) => UplinkEnd::Lost(LostRelay::UnexpectedControlFrame(other.frame_type())),
-                    Ok(None) => UplinkEnd::Lost(LostRelay::ControlClosed),
-                    Err(e) => UplinkEnd::Lost(conn.close_reason().map_or(LostRelay::Control(e), LostRelay::Connection)),
-                },
-                Some(incoming) = endpoint.accept() => {
-                    admit_direct(shared, &mut direct, relay_addr, &relay_name, incoming);
+        tokio::select! {
+            frame = control.read() => match frame {
+                Ok(Some(Frame::GoAway(g))) => {
+                    tracing::info!(reconnect_in = ?g.reconnect_in(), "relay is going away");
+                    UplinkEnd::GoAway(g.reconnect_in())
                 }
-                Some(_) = direct.join_next(), if !direct.is_empty() => {}
-                () = shutdown.cancelled() => return UplinkEnd::Shutdown,
-            }
+                Ok(Some(other)) => UplinkEnd::Lost(LostRelay::UnexpectedControlFrame(other.frame_type())),
+                Ok(None) => UplinkEnd::Lost(LostRelay::ControlClosed),
+                Err(e) => UplinkEnd::Lost(conn.close_reason().map_or(LostRelay::Control(e), LostRelay::Connection)),
+            },
+            () = shutdown.cancelled() => UplinkEnd::Shutdown,
         }
     };
     let relay = Arc::new(relay);
@@ -338,13 +340,8 @@ async fn serve(
     match ended {
         UplinkEnd::Shutdown => {
             // Let live streams finish before closing.
-            let direct_drained = async { while direct.join_next().await.is_some() {} };
-            let _ = tokio::time::timeout(grace, async {
-                tokio::join!(streams.drain(grace), direct_drained)
-            })
-            .await;
+            streams.drain(grace).await;
             conn.close(ErrorCode::GOING_AWAY.0.into(), b"agent shutting down");
-            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
         }
         UplinkEnd::GoAway(_) => {
             // The relay drains: clients that have not yet moved to another
@@ -365,29 +362,14 @@ async fn serve(
                     tokio::join!(streams.drain(grace), more.drain(grace))
                 })
                 .await;
-                drop(direct);
                 conn.close(ErrorCode::GOING_AWAY.0.into(), b"relay went away");
                 drop(instance);
-                let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
             };
             tokio::spawn(draining.instrument(tracing::Span::current()));
         }
         _ => {}
     }
     ended
-}
-
-/// Starts admitting one direct connection, in a span of its own.
-fn admit_direct(
-    shared: &Arc<Shared>,
-    direct: &mut JoinSet<()>,
-    relay_addr: SocketAddr,
-    relay_name: &Name,
-    incoming: quinn::Incoming,
-) {
-    let span = tracing::info_span!("direct", caller = tracing::field::Empty);
-    let admitting = crate::direct::admit(shared.clone(), relay_addr, relay_name.clone(), incoming);
-    direct.spawn(admitting.instrument(span));
 }
 
 #[cfg(test)]

@@ -103,6 +103,40 @@ impl std::fmt::Display for Candidate {
     }
 }
 
+/// The UDP endpoint a program dials relays from, kept across dials: one
+/// socket and one connection-ID prefix for all its relay connections of one
+/// address family. Any relay can then route the program's direct paths
+/// (they carry the same prefix and leave from the same address), and a
+/// re-dial leaves from the address the relays already know, which is what
+/// lets an end-to-end path move to another relay (issue #14).
+#[derive(Clone, Debug)]
+pub struct Origin {
+    /// The endpoint (a client endpoint: no server configuration unless an
+    /// agent adds one for direct paths).
+    pub endpoint: quinn::Endpoint,
+    /// The prefix of its connection IDs.
+    pub prefix: CidPrefix,
+}
+
+impl Origin {
+    /// A new origin for relays of `remote`'s address family.
+    ///
+    /// # Errors
+    /// If no local socket can be bound.
+    pub fn bind(remote: SocketAddr, transport: &Transport) -> Result<Origin, DialError> {
+        let prefix = crate::direct::random_prefix();
+        let endpoint = endpoint::origin(remote, transport, prefix).map_err(DialError::Socket)?;
+        Ok(Origin { endpoint, prefix })
+    }
+
+    /// Whether relays at `remote` can be dialled from here.
+    pub fn reaches(&self, remote: SocketAddr) -> bool {
+        self.endpoint
+            .local_addr()
+            .is_ok_and(|local| local.is_ipv4() == remote.is_ipv4())
+    }
+}
+
 /// How long happy eyeballs waits for one relay address before it also
 /// tries the next (RFC 8305 suggests 250 ms): a dead or black-holed relay
 /// costs a client this much, not a dial timeout.
@@ -165,6 +199,21 @@ pub async fn dial_any(
     transport: &Transport,
     timeout: Duration,
 ) -> Result<RelayConn, DialError> {
+    dial_any_from(cred, candidates, None, transport, timeout).await
+}
+
+/// [`dial_any`], from `origin` for the addresses of its family (each
+/// other address gets an endpoint of its own).
+///
+/// # Errors
+/// As [`dial_any`].
+pub async fn dial_any_from(
+    cred: &Loaded,
+    candidates: &[Candidate],
+    origin: Option<&Origin>,
+    transport: &Transport,
+    timeout: Duration,
+) -> Result<RelayConn, DialError> {
     let tls = client_tls(cred)?;
     let relay = cred.cert.relay.clone();
     let mut waiting = candidates.iter().enumerate();
@@ -174,8 +223,10 @@ pub async fn dial_any(
         let Some((i, c)) = waiting.next() else {
             return false;
         };
+        let from = origin.filter(|o| o.reaches(c.addr)).cloned();
         let attempt = dial_candidate(
             c.clone(),
+            from,
             tls.clone(),
             relay.clone(),
             transport.clone(),
@@ -223,9 +274,32 @@ pub async fn dial_one(
     transport: &Transport,
     timeout: Duration,
 ) -> Result<RelayConn, DialError> {
+    dial_one_from(cred, candidate, None, transport, timeout).await
+}
+
+/// [`dial_one`] from `origin` (if it reaches the candidate's family).
+///
+/// # Errors
+/// As [`dial_one`].
+pub async fn dial_one_from(
+    cred: &Loaded,
+    candidate: &Candidate,
+    origin: Option<&Origin>,
+    transport: &Transport,
+    timeout: Duration,
+) -> Result<RelayConn, DialError> {
     let tls = client_tls(cred)?;
     let relay = cred.cert.relay.clone();
-    dial_candidate(candidate.clone(), tls, relay, transport.clone(), timeout).await
+    let from = origin.filter(|o| o.reaches(candidate.addr)).cloned();
+    dial_candidate(
+        candidate.clone(),
+        from,
+        tls,
+        relay,
+        transport.clone(),
+        timeout,
+    )
+    .await
 }
 
 /// As [`dial_one`], for an address as written (`host:port`): its first
@@ -264,6 +338,7 @@ fn client_tls(
 
 async fn dial_candidate(
     candidate: Candidate,
+    origin: Option<Origin>,
     tls: std::sync::Arc<quinn::crypto::rustls::QuicClientConfig>,
     expected: proto::Name,
     transport: Transport,
@@ -275,19 +350,25 @@ async fn dial_candidate(
         addr: remote,
     } = candidate;
     let addr = entry.as_str();
-    let prefix = crate::direct::random_prefix();
-    let endpoint =
-        endpoint::client_with_prefix(remote, tls, &transport, prefix).map_err(DialError::Socket)?;
+    // An endpoint of our own is closed if the dial fails; a shared one is not.
+    let (Origin { endpoint, prefix }, own) = match origin {
+        Some(origin) => (origin, false),
+        None => (Origin::bind(remote, &transport)?, true),
+    };
     let unreachable = |reason: String| DialError::Unreachable {
         addr: addr.to_owned(),
         reason,
     };
+    let mut config = quinn::ClientConfig::new(tls);
+    config.transport_config(std::sync::Arc::new(transport.to_quinn()));
     let connecting = endpoint
-        .connect(remote, &host)
+        .connect_with(config, remote, &host)
         .map_err(|e| unreachable(e.to_string()))?;
     let conn = match tokio::time::timeout(timeout, connecting).await {
         Err(_) => {
-            endpoint.close(0u32.into(), b"");
+            if own {
+                endpoint.close(0u32.into(), b"");
+            }
             return Err(unreachable(no_answer(timeout, remote)));
         }
         Ok(Err(e)) => {

@@ -118,7 +118,7 @@ impl Transport {
         }
     }
 
-    fn to_quinn(&self) -> TransportConfig {
+    pub(crate) fn to_quinn(&self) -> TransportConfig {
         let mut t = TransportConfig::default();
         t.max_idle_timeout(IdleTimeout::try_from(self.idle_timeout).ok());
         t.keep_alive_interval(self.keep_alive);
@@ -289,6 +289,32 @@ pub fn client_with_prefix(
     config.transport_config(Arc::new(transport.to_quinn()));
     endpoint.set_default_client_config(config);
     Ok(endpoint)
+}
+
+/// An endpoint to dial relays from ([`crate::dial::Origin`]), on an
+/// ephemeral port of `remote`'s family, issuing connection IDs that start
+/// with `prefix`; every dial brings its own client configuration.
+///
+/// # Errors
+/// If no local socket can be bound.
+pub fn origin(
+    remote: SocketAddr,
+    transport: &Transport,
+    prefix: CidPrefix,
+) -> std::io::Result<quinn::Endpoint> {
+    let local: SocketAddr = if remote.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let mut endpoint_config = transport.endpoint_config();
+    endpoint_config.cid_generator(move || Box::new(PrefixedCids(prefix)));
+    quinn::Endpoint::new(
+        endpoint_config,
+        None,
+        bind_udp(local)?,
+        Arc::new(quinn::TokioRuntime),
+    )
 }
 
 /// Lets an agent's endpoint accept direct paths from clients
