@@ -25,6 +25,8 @@
 //!   [`session::shell`] on a PTY, [`session::exec`] without one,
 //!   [`session::record`]ed in asciicast v2), [`bench`] (the built-in
 //!   benchmark target).
+//! - [`renewal`]: the credential file followed while running (SIGHUP, a
+//!   check every minute): renewed certificates need no restart.
 //! - [`shared`]: the state all of them read, with the [`per_caller`]
 //!   limits (dials and streams one caller may hold); [`config`], [`cli`],
 //!   [`metrics`].
@@ -49,6 +51,7 @@ pub mod error;
 pub mod grants;
 pub mod metrics;
 pub mod per_caller;
+pub mod renewal;
 pub mod session;
 pub mod shared;
 pub mod socks;
@@ -65,6 +68,8 @@ pub struct Agent {
     /// Number of relays we are registered with right now.
     registered: watch::Sender<usize>,
     metrics: Arc<metrics::Metrics>,
+    /// The credential file, followed ([`renewal`]).
+    credential: relay_net::renew::Reloading,
 }
 
 impl Agent {
@@ -75,10 +80,17 @@ impl Agent {
             .certificate_expiry
             .set(config.credential.cert.not_after.unix_timestamp());
         Agent {
+            credential: relay_net::renew::Reloading::new(config.credential.clone()),
             config,
             registered: watch::channel(0).0,
             metrics,
         }
+    }
+
+    /// The credential it dials with, following its file: what
+    /// `relay-agent`'s SIGHUP handler reloads.
+    pub fn credential(&self) -> relay_net::renew::Reloading {
+        self.credential.clone()
     }
 
     /// Changes whenever a registration comes up or goes down; the value is
@@ -110,6 +122,7 @@ impl Agent {
         let stop = shutdown.child_token();
         let shared = Arc::new(shared::Shared {
             me: self.config.credential.cert.identity.clone(),
+            credential: self.credential.clone(),
             allowlist: self.config.allowlist.clone(),
             dial_timeout: self.config.dial_timeout,
             first_frame_timeout: Duration::from_secs(10),
@@ -146,9 +159,14 @@ impl Agent {
         }
         let agent = Arc::new(self);
         let mut supervisors = tokio::task::JoinSet::new();
-        let expiry = warn_before_expiry(agent.config.credential.cert.clone(), stop.clone());
+        let following = renewal::follow(
+            agent.credential(),
+            agent.metrics.clone(),
+            agent.config.credential_check,
+            stop.clone(),
+        );
         supervisors.spawn(async move {
-            expiry.await;
+            following.await;
             Ok(())
         });
         let relays = agent.config.credential.credential.relay.clone();
@@ -192,6 +210,7 @@ async fn supervise(
     let mut ever_up = false;
     loop {
         let mut was_up = false;
+        let used = shared.credential.current();
         let result = uplink::run(&agent.config, &shared, &addr, &shutdown, || {
             was_up = true;
             agent.registered.send_modify(|n| *n += 1);
@@ -213,7 +232,7 @@ async fn supervise(
                 tracing::warn!(%addr, %reason, "lost the relay; re-dialling");
                 Duration::ZERO
             }
-            Err(e) if !e.heals() => {
+            Err(e) if !e.heals() && !renewal::retry_with_renewed(&shared.credential, &used, &e) => {
                 let identity = &agent.config.credential.cert.identity;
                 return Err(AgentError::registration(&addr, identity, e));
             }
@@ -227,29 +246,6 @@ async fn supervise(
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = shutdown.cancelled() => return Ok(()),
-        }
-    }
-}
-
-/// Logs a warning from two thirds of the credential's lifetime on (and an
-/// error once it has expired), every few hours, until `shutdown`.
-async fn warn_before_expiry(cert: relay_net::cert::PeerCert, shutdown: CancellationToken) {
-    const REPEAT: Duration = Duration::from_secs(6 * 3600);
-    loop {
-        let now = time::OffsetDateTime::now_utc();
-        let wait = if now < cert.renew_after() {
-            Duration::try_from(cert.renew_after() - now).unwrap_or(REPEAT)
-        } else {
-            if now >= cert.not_after {
-                tracing::error!(not_after = %relay_net::cert::rfc3339(cert.not_after), "agent credential has expired: the relay will refuse this agent; issue a new one");
-            } else {
-                tracing::warn!(not_after = %relay_net::cert::rfc3339(cert.not_after), "agent credential expires soon: issue a new one");
-            }
-            REPEAT
-        };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = shutdown.cancelled() => return,
         }
     }
 }

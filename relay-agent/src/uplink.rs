@@ -104,7 +104,9 @@ impl RegisterError {
     /// Yes for everything transient (unreachable, going away, limits, the
     /// relay's audit log) and for what a relay upgrade or rollback can fix
     /// (`UNSUPPORTED` version, untrusted certificate, a relay answering
-    /// nonsense), so a fleet of agents survives a relay roll-out.
+    /// nonsense), so a fleet of agents survives a relay roll-out. What does
+    /// not heal is still retried once when the credential file was renewed
+    /// since the dial ([`crate::renewal::retry_with_renewed`]).
     pub fn heals(&self) -> bool {
         match self {
             RegisterError::Dial(DialError::Credential(_)) | RegisterError::DirectTls(_) => false,
@@ -143,8 +145,9 @@ pub async fn run(
     shutdown: &CancellationToken,
     on_up: impl FnOnce(),
 ) -> Result<UplinkEnd, RegisterError> {
+    let cred = shared.credential.current();
     let registration = tokio::select! {
-        registered = register(config, addr) => registered?,
+        registered = register(config, &cred, addr) => registered?,
         () = shutdown.cancelled() => return Ok(UplinkEnd::Shutdown),
     };
     tracing::info!(relay = %registration.relay.identity.name, %addr, "registered with relay");
@@ -164,21 +167,20 @@ fn capabilities(config: &Config) -> Capabilities {
     caps
 }
 
-/// Dials `addr` and registers on a control stream.
-async fn register(config: &Config, addr: &str) -> Result<Registration, RegisterError> {
+/// Dials `addr` with `cred` (the current one: see [`crate::renewal`]) and
+/// registers on a control stream.
+async fn register(
+    config: &Config,
+    cred: &relay_net::credential::Loaded,
+    addr: &str,
+) -> Result<Registration, RegisterError> {
     let RelayConn {
         conn,
         endpoint,
         relay,
         prefix,
         ..
-    } = dial_addr(
-        &config.credential,
-        addr,
-        &config.transport,
-        config.connect_timeout,
-    )
-    .await?;
+    } = dial_addr(cred, addr, &config.transport, config.connect_timeout).await?;
     // Whatever failed on a connection the relay closed, its close says why.
     let lost = |conn: &quinn::Connection| conn.close_reason().map(RegisterError::Lost);
     let (mut send, recv) = conn.open_bi().await.map_err(RegisterError::Lost)?;
@@ -190,7 +192,6 @@ async fn register(config: &Config, addr: &str) -> Result<Registration, RegisterE
     };
     // Clients the relay grants a direct path reach this endpoint through
     // the relay's address (module `direct`).
-    let cred = &config.credential;
     let tls = relay_net::tls::server_config(
         &cred.credential.certificate,
         cred.key_pem(),

@@ -303,6 +303,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             let shutdown = tokio_util::sync::CancellationToken::new();
             relay_net::signals::cancel_on_signal(shutdown.clone())?;
+            relay_net::signals::reload_on_hangup(client.credential_file(), shutdown.clone())?;
             let mut forwards = tokio::task::JoinSet::new();
             for (local, dest) in dests {
                 let listener = tokio::net::TcpListener::bind(local)
@@ -356,6 +357,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("socks5 proxy on {} -> {agent}", listener.local_addr()?);
             let shutdown = tokio_util::sync::CancellationToken::new();
             relay_net::signals::cancel_on_signal(shutdown.clone())?;
+            relay_net::signals::reload_on_hangup(client.credential_file(), shutdown.clone())?;
             let stopped =
                 crate::cmd::socks::run(client.clone(), listener, agent.clone(), shutdown).await;
             client.close().await;

@@ -16,6 +16,7 @@
 //! [`listen`] the accept loop of `forward` and `socks`, [`local`] the
 //! programs run on loopback by `demo` and `bench --local`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use proto::{AgentInfo, AgentName, Frame, List, Open, Role, StreamKind, TargetName};
@@ -24,6 +25,7 @@ use relay_net::credential::Loaded;
 use relay_net::dial::{dial, DialError, RelayConn};
 use relay_net::endpoint::Transport;
 use relay_net::framed::{write_frame, FrameReader};
+use relay_net::renew::Reloading;
 use tokio::sync::Mutex;
 
 pub mod bench;
@@ -139,8 +141,9 @@ impl Carrier {
 /// end-to-end mode also one direct path per agent ([`direct`]).
 #[derive(Debug)]
 pub struct Client {
-    /// The credential it dials with.
-    pub credential: Loaded,
+    /// The credential it dials with, following its file: a re-dial after
+    /// the file was renewed uses the new certificate ([`Client::credential`]).
+    credential: Reloading,
     transport: Transport,
     connect_timeout: Duration,
     conn: Mutex<Option<RelayConn>>,
@@ -154,7 +157,7 @@ impl Client {
     /// A client that dials lazily on first use.
     pub fn new(credential: Loaded) -> Client {
         Client {
-            credential,
+            credential: Reloading::new(credential),
             transport: Transport::client(),
             connect_timeout: Duration::from_secs(10),
             conn: Mutex::new(None),
@@ -185,6 +188,22 @@ impl Client {
         self
     }
 
+    /// The credential to dial with now: the file's, if it changed since it
+    /// was last read (two `stat`s) and still holds this client's identity;
+    /// else the one in use (a refused file is logged, once per change).
+    pub fn credential(&self) -> Arc<Loaded> {
+        if let Some(outcome) = self.credential.reload_if_changed() {
+            relay_net::renew::log(&outcome);
+        }
+        self.credential.current()
+    }
+
+    /// The credential file this client follows, for a SIGHUP handler
+    /// ([`relay_net::signals::reload_on_hangup`]).
+    pub fn credential_file(&self) -> Reloading {
+        self.credential.clone()
+    }
+
     /// The live connection to the relay, dialling (again) if there is none.
     ///
     /// # Errors
@@ -200,7 +219,7 @@ impl Client {
                 }
             }
         }
-        let rc = dial(&self.credential, &self.transport, self.connect_timeout).await?;
+        let rc = dial(&self.credential(), &self.transport, self.connect_timeout).await?;
         let conn = rc.conn.clone();
         *slot = Some(rc);
         Ok(conn)
@@ -243,11 +262,12 @@ impl Client {
             }
         };
         drop(slot);
+        let credential = self.credential.current();
         let via = direct::Via {
             relay: &relay,
             endpoint: &endpoint,
             prefix,
-            credential: &self.credential,
+            credential: &credential,
             transport: &self.transport,
         };
         match path.open(agent, via).await {

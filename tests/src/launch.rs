@@ -211,10 +211,22 @@ impl Process {
     /// # Errors
     /// If the process has exited or the signal cannot be sent.
     pub fn sigterm(&self) -> anyhow::Result<()> {
+        self.signal(rustix::process::Signal::TERM)
+    }
+
+    /// Sends SIGHUP (reload) without waiting.
+    ///
+    /// # Errors
+    /// If the process has exited or the signal cannot be sent.
+    pub fn sighup(&self) -> anyhow::Result<()> {
+        self.signal(rustix::process::Signal::HUP)
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) -> anyhow::Result<()> {
         let pid = i32::try_from(self.pid()?).context("pid out of range")?;
         let pid = rustix::process::Pid::from_raw(pid).context("pid 0")?;
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
-            .with_context(|| format!("SIGTERM {}", self.name))
+        rustix::process::kill_process(pid, signal)
+            .with_context(|| format!("{signal:?} {}", self.name))
     }
 
     /// Waits for the exit, under the hang guard.
@@ -339,6 +351,20 @@ impl RelayProcess {
         self.issue_via(role, name, self.addr).await
     }
 
+    /// As [`RelayProcess::issue`] (same file: a renewal replaces it), with
+    /// more `issue` flags (`--ttl 8s`).
+    ///
+    /// # Errors
+    /// If `issue` fails.
+    pub async fn issue_with(
+        &self,
+        role: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<PathBuf> {
+        self.issue_args(role, name, self.addr, extra).await
+    }
+
     /// As [`RelayProcess::issue`], with `--relay VIA` (a chaos proxy, say).
     ///
     /// # Errors
@@ -349,12 +375,23 @@ impl RelayProcess {
         name: &str,
         via: SocketAddr,
     ) -> anyhow::Result<PathBuf> {
+        self.issue_args(role, name, via, &[]).await
+    }
+
+    async fn issue_args(
+        &self,
+        role: &str,
+        name: &str,
+        via: SocketAddr,
+        extra: &[&str],
+    ) -> anyhow::Result<PathBuf> {
         let out = self.dir.path().join(format!("{role}-{name}.cred"));
         let status = Command::new(&self.programs.server)
             .args(["issue", role, name, "--relay", &via.to_string(), "--dir"])
             .arg(self.dir.path())
             .arg("--out")
             .arg(&out)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .status()

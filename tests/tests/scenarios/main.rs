@@ -31,6 +31,7 @@ mod limits;
 mod netns;
 mod observability;
 mod refusals;
+mod relays_shared;
 mod sessions;
 mod smoke;
 mod socks;
