@@ -93,6 +93,16 @@ struct Lines {
 impl Lines {
     fn read(pipe: impl AsyncRead + Unpin + Send + 'static, name: &'static str) -> Lines {
         let (tx, rx) = mpsc::unbounded_channel();
+        Lines::forward(pipe, name, tx);
+        Lines { rx: Some(rx) }
+    }
+
+    /// Sends the lines of `pipe` to `tx` as they come (two pipes may share one `tx`).
+    fn forward(
+        pipe: impl AsyncRead + Unpin + Send + 'static,
+        name: &'static str,
+        tx: mpsc::UnboundedSender<String>,
+    ) {
         tokio::spawn(async move {
             let mut lines = BufReader::new(pipe).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -103,7 +113,6 @@ impl Lines {
                 let _ = tx.send(line);
             }
         });
-        Lines { rx: Some(rx) }
     }
 }
 
@@ -120,6 +129,8 @@ pub struct Process {
 enum Read {
     Stdout,
     Stderr,
+    /// Both, as one stream of lines.
+    Both,
 }
 
 impl Process {
@@ -128,6 +139,7 @@ impl Process {
         let (stdout, stderr) = match read {
             Read::Stdout => (Stdio::piped(), unread()),
             Read::Stderr => (unread(), Stdio::piped()),
+            Read::Both => (Stdio::piped(), Stdio::piped()),
         };
         let mut child = command
             .stdin(Stdio::null())
@@ -139,6 +151,16 @@ impl Process {
         let lines = match read {
             Read::Stdout => Lines::read(child.stdout.take().context("child stdout")?, name),
             Read::Stderr => Lines::read(child.stderr.take().context("child stderr")?, name),
+            Read::Both => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                Lines::forward(
+                    child.stdout.take().context("child stdout")?,
+                    name,
+                    tx.clone(),
+                );
+                Lines::forward(child.stderr.take().context("child stderr")?, name, tx);
+                Lines { rx: Some(rx) }
+            }
         };
         Ok(Process { name, child, lines })
     }
@@ -427,6 +449,50 @@ impl RelayProcess {
     pub async fn terminate(self) -> anyhow::Result<(ExitStatus, tempfile::TempDir)> {
         let status = self.process.terminate().await?;
         Ok((status, self.dir))
+    }
+}
+
+/// One more `relay-server run` process on the directory of another (one
+/// relay identity, several instances): what it shares and what it must
+/// not is in deploy/README.md "Several relays".
+#[derive(Debug)]
+pub struct RelayInstance {
+    /// The process; [`Process::line_with`] reads both its standard output
+    /// (audit lines, with `--audit-log -`) and its log.
+    pub process: Process,
+    /// Its UDP address.
+    pub addr: SocketAddr,
+}
+
+impl RelayInstance {
+    /// `run --listen LISTEN --dir DIR RUN_ARGS...`; waits for the bound
+    /// address (on standard error when the audit log is standard output).
+    ///
+    /// # Errors
+    /// If it cannot be started or does not come up within [`GUARD`].
+    pub async fn start(
+        programs: &Programs,
+        dir: &Path,
+        listen: &str,
+        run_args: &[&str],
+    ) -> anyhow::Result<RelayInstance> {
+        let mut process = Process::spawn(
+            "relay-server",
+            Command::new(&programs.server)
+                .args(["run", "--listen", listen, "--dir"])
+                .arg(dir)
+                .args(run_args)
+                .env(
+                    "RUST_LOG",
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                ),
+            Read::Both,
+        )?;
+        let addr = process.after(RELAY_LISTENING).await?;
+        let addr = addr
+            .parse()
+            .with_context(|| format!("relay address {addr:?}"))?;
+        Ok(RelayInstance { process, addr })
     }
 }
 

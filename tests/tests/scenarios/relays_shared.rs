@@ -8,10 +8,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use proto::Role;
-use relay_client::Client;
+use proto::{ErrorCode, Role};
+use relay_client::{Client, OpenError};
 use relay_net::credential::Credential;
-use relay_tests::launch::{self, Process, AGENT_REGISTERED};
+use relay_tests::launch::{self, Process, Programs, RelayInstance, AGENT_REGISTERED};
 use relay_tests::{dest, guard, read_n, tcp_echo, TestRelay, ALLOW_ALL};
 
 /// What the agent logs after a SIGHUP (one of these, always).
@@ -174,5 +174,151 @@ async fn a_client_redials_with_its_renewed_credential() -> anyhow::Result<()> {
     client.close().await;
     agent.shutdown().await;
     relay.shutdown().await;
+    Ok(())
+}
+
+/// What a relay run with `--audit-log -` prints when it has applied a
+/// changed revocation list to a live connection, and a changed policy.
+const AUDIT_REVOKED: &str = r#""event":"revoked""#;
+const AUDIT_POLICY_RELOAD: &str = r#""event":"policy_reload""#;
+
+/// `relay-server ARGS... --dir DIR`, which must succeed.
+async fn server(programs: &Programs, dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let status = tokio::process::Command::new(&programs.server)
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "relay-server {args:?}: {status}");
+    Ok(())
+}
+
+/// A `role/name` credential that dials `relays`, written to a file of its own.
+async fn issue(
+    programs: &Programs,
+    dir: &Path,
+    role: &str,
+    name: &str,
+    relays: &[SocketAddr],
+) -> anyhow::Result<std::path::PathBuf> {
+    let out = dir.join(format!("{role}-{name}-{}.cred", relays[0].port()));
+    let mut args = vec!["issue".to_owned(), role.to_owned(), name.to_owned()];
+    for relay in relays {
+        args.extend(["--relay".to_owned(), relay.to_string()]);
+    }
+    args.extend(["--out".to_owned(), out.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    server(programs, dir, &args).await?;
+    Ok(out)
+}
+
+/// An in-process client of `name` that dials only `relay`.
+async fn client_of(
+    programs: &Programs,
+    dir: &Path,
+    name: &str,
+    relay: SocketAddr,
+) -> anyhow::Result<Client> {
+    let cred = issue(programs, dir, "client", name, &[relay]).await?;
+    Ok(Client::new(Credential::load(&cred, None)?))
+}
+
+/// Three relay processes of one relay identity run from one shared
+/// directory (one CA, relay certificate, policy and revocation list), each
+/// with its own audit log (standard output) and stateless-reset key. An
+/// agent registers with all three. One `relay-server revoke` closes the
+/// revoked client's live connection on every relay and refuses it there
+/// afterwards, within seconds; one policy edit is applied by every relay
+/// likewise. Each wait is on that relay's own audit line.
+#[tokio::test]
+async fn three_relays_share_one_revocation_list_and_one_policy() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let programs = relay_tests::programs!();
+    let echo = tcp_echo().await;
+    let dir = launch::relay_dir(&programs, ALLOW_ALL).await?;
+    let mut relays = Vec::new();
+    for n in 0..3 {
+        let reset_key = dir.path().join(format!("reset-{n}.key"));
+        let reset_key = reset_key.display().to_string();
+        let args = ["--audit-log=-", "--reset-key", &reset_key];
+        relays.push(RelayInstance::start(&programs, dir.path(), "127.0.0.1:0", &args).await?);
+    }
+    let addrs: Vec<SocketAddr> = relays.iter().map(|r| r.addr).collect();
+    let keys: std::collections::BTreeSet<String> = (0..3)
+        .map(|n| std::fs::read_to_string(dir.path().join(format!("reset-{n}.key"))))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(keys.len(), 3, "each instance keeps a reset key of its own");
+
+    let agent_cred = issue(&programs, dir.path(), "agent", "edge", &addrs).await?;
+    let mut agent = launch::spawn_agent(&programs, &agent_cred, &agent_args(echo))?;
+    for _ in &addrs {
+        agent.line_with(&[AGENT_REGISTERED]).await?;
+    }
+    let mut alice = Vec::new();
+    let mut carol = Vec::new();
+    for &addr in &addrs {
+        let client = client_of(&programs, dir.path(), "alice", addr).await?;
+        echo_once(&client, "edge/echo").await?;
+        alice.push(client);
+        carol.push(client_of(&programs, dir.path(), "carol", addr).await?);
+    }
+
+    // One revocation, in the one shared file.
+    let revoked_at = tokio::time::Instant::now();
+    server(&programs, dir.path(), &["revoke", "client", "alice"]).await?;
+    for (relay, client) in relays.iter_mut().zip(&alice) {
+        let line = relay.process.line_with(&[AUDIT_REVOKED]).await?;
+        anyhow::ensure!(line.contains("client/alice"), "{line}");
+        let took = revoked_at.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "{} revoked after {took:?}",
+            relay.addr
+        );
+        let err = client
+            .open(&dest("edge/echo"))
+            .await
+            .err()
+            .with_context(|| format!("{} still admits the revoked alice", relay.addr))?;
+        anyhow::ensure!(err.to_string().contains("revoked"), "{}: {err}", relay.addr);
+    }
+    for client in &carol {
+        echo_once(client, "edge/echo").await?;
+    }
+
+    // One policy edit: from now on only bob, on every relay.
+    let only_bob = "[[allow]]\nclient = \"bob\"\nagent = \"edge\"\ntargets = [\"echo\"]\n";
+    let edited_at = tokio::time::Instant::now();
+    relay_net::fsutil::write_public(&dir.path().join("policy.toml"), only_bob.as_bytes())?;
+    for (relay, client) in relays.iter_mut().zip(&carol) {
+        relay.process.line_with(&[AUDIT_POLICY_RELOAD]).await?;
+        let took = edited_at.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "{} reloaded after {took:?}",
+            relay.addr
+        );
+        match client.open(&dest("edge/echo")).await {
+            Err(OpenError::Refused(r)) => assert_eq!(r.code, ErrorCode::UNAUTHORIZED, "{r}"),
+            other => anyhow::bail!("{}: carol not refused: {other:?}", relay.addr),
+        }
+        let bob = client_of(&programs, dir.path(), "bob", relay.addr).await?;
+        echo_once(&bob, "edge/echo").await?;
+        bob.close().await;
+    }
+
+    for client in alice.iter().chain(&carol) {
+        client.close().await;
+    }
+    let status = agent.terminate().await?;
+    anyhow::ensure!(status.success(), "agent exit status {status}");
+    for relay in relays {
+        let status = relay.process.terminate().await?;
+        anyhow::ensure!(status.success(), "relay exit status {status}");
+    }
     Ok(())
 }
