@@ -87,17 +87,56 @@ async fn sighup_takes_a_renewed_credential_and_the_next_registration_uses_it() -
     // with the renewed certificate, by the same process.
     agent.line_with(&[AGENT_REGISTERED]).await?;
     relay.wait_instances("edge", 1).await;
-    let registered: Vec<String> = relay
+    assert_eq!(registrations(&relay, "edge"), [first, renewed]);
+    let client = relay.client("ci");
+    echo_once(&client, "edge/echo").await?;
+
+    client.close().await;
+    let status = agent.terminate().await?;
+    anyhow::ensure!(status.success(), "agent exit status {status}");
+    relay.shutdown().await;
+    Ok(())
+}
+
+/// The serials of `agent/NAME`'s registrations, in the relay's audit order.
+fn registrations(relay: &TestRelay, name: &str) -> Vec<String> {
+    let peer = format!("agent/{name}");
+    relay
         .audit_events()
         .iter()
-        .filter(|e| e["event"] == "register" && e["peer"] == "agent/edge")
+        .filter(|e| e["event"] == "register" && e["peer"] == peer.as_str())
         .map(|e| e["serial"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    assert_eq!(
-        registered,
-        [first, renewed.clone()],
-        "registrations by serial"
+        .collect()
+}
+
+/// No signal: the file is renewed while the agent runs, and when the relay
+/// refuses the old certificate (here: revoked by serial, the relay closes
+/// it with `REVOKED`) the agent checks the file before giving up and
+/// registers with the renewed one. Before: the refusal stopped the agent.
+#[tokio::test]
+async fn a_refused_certificate_is_retried_with_the_renewed_file() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let programs = relay_tests::programs!();
+    let echo = tcp_echo().await;
+    let relay = TestRelay::start(ALLOW_ALL).await;
+    let cred = relay.issue(Role::Agent, "edge");
+    let first = serial(&cred)?;
+    let mut agent = launch::agent(&programs, &cred, &agent_args(echo)).await?;
+    anyhow::ensure!(
+        relay.issue(Role::Agent, "edge") == cred,
+        "not the same file"
     );
+    let renewed = serial(&cred)?;
+
+    let mut reloads = relay.reloads();
+    reloads.borrow_and_update();
+    relay_server::cmd::revoke::revoke(
+        &relay.paths(),
+        relay_server::cmd::revoke::Target::Serial(first.clone()),
+    )?;
+    guard("revocation reload", reloads.changed()).await?;
+    agent.line_with(&[AGENT_REGISTERED]).await?;
+    assert_eq!(registrations(&relay, "edge"), [first, renewed]);
     let client = relay.client("ci");
     echo_once(&client, "edge/echo").await?;
 
