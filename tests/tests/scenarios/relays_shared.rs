@@ -14,7 +14,7 @@ use relay_net::credential::Credential;
 use relay_tests::launch::{self, Process, Programs, RelayInstance, AGENT_REGISTERED};
 use relay_tests::{dest, guard, read_n, tcp_echo, TestRelay, ALLOW_ALL};
 
-/// What the agent logs after a SIGHUP (one of these, always).
+/// What an agent or client logs after a SIGHUP (one of these, always).
 const RELOAD_LINES: [&str; 3] = [
     "credential renewed",
     "credential file unchanged",
@@ -46,7 +46,7 @@ async fn reload(agent: &mut Process) -> anyhow::Result<String> {
     agent
         .line_with(&RELOAD_LINES)
         .await
-        .context("the agent must survive SIGHUP and say what it read")
+        .context("the program must survive SIGHUP and say what it read")
 }
 
 fn agent_args(echo: SocketAddr) -> Vec<String> {
@@ -211,6 +211,40 @@ async fn a_client_redials_with_its_renewed_credential() -> anyhow::Result<()> {
     assert_eq!(client.credential().cert.serial, renewed);
 
     client.close().await;
+    agent.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
+
+/// `relay-client forward` re-reads its credential on SIGHUP (and survives
+/// it), then still forwards. Before: SIGHUP ended the forward.
+#[tokio::test]
+async fn sighup_to_a_forward_rereads_the_credential_and_keeps_forwarding() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let programs = relay_tests::programs!();
+    let echo = tcp_echo().await;
+    let relay = TestRelay::start(ALLOW_ALL).await;
+    let agent = relay.agent("edge", &[("echo", echo)]).await;
+    let cred = relay.issue(Role::Client, "ci");
+    let (mut forward, local) = launch::forward(&programs, &cred, "edge/echo").await?;
+
+    let line = reload(&mut forward).await?;
+    anyhow::ensure!(line.contains("credential file unchanged"), "{line}");
+    anyhow::ensure!(relay.issue(Role::Client, "ci") == cred, "not the same file");
+    let renewed = serial(&cred)?;
+    let line = reload(&mut forward).await?;
+    anyhow::ensure!(
+        line.contains("credential renewed") && line.contains(&renewed),
+        "{line}"
+    );
+    let mut s = tokio::net::TcpStream::connect(local).await?;
+    tokio::io::AsyncWriteExt::write_all(&mut s, b"still here").await?;
+    let echoed = guard("echo through the forward", read_n(&mut s, 10)).await?;
+    anyhow::ensure!(echoed == b"still here", "echo differs: {echoed:?}");
+
+    drop(s);
+    let status = forward.terminate().await?;
+    anyhow::ensure!(status.success(), "forward exit status {status}");
     agent.shutdown().await;
     relay.shutdown().await;
     Ok(())
