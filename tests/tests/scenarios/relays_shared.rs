@@ -49,6 +49,35 @@ async fn reload(agent: &mut Process) -> anyhow::Result<String> {
         .context("the program must survive SIGHUP and say what it read")
 }
 
+/// The end of validity of the certificate in `path`, as a Unix time.
+fn not_after(path: &Path) -> anyhow::Result<i64> {
+    Ok(Credential::load(path, None)?
+        .cert
+        .not_after
+        .unix_timestamp())
+}
+
+/// The address in the agent's `metrics on ... addr=HOST:PORT` line.
+fn admin_addr(line: &str) -> anyhow::Result<SocketAddr> {
+    let addr = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("addr="))
+        .with_context(|| format!("no addr= in {line:?}"))?;
+    addr.parse()
+        .with_context(|| format!("admin address {addr:?}"))
+}
+
+/// `agent_certificate_expiry_seconds` from the agent's `/metrics`.
+async fn expiry_metric(admin: SocketAddr) -> anyhow::Result<i64> {
+    let (status, text) = relay_tests::http_get(admin, "/metrics").await;
+    anyhow::ensure!(status == 200, "/metrics: {status}");
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix("agent_certificate_expiry_seconds "))
+        .with_context(|| format!("no expiry metric in {text}"))?;
+    Ok(value.trim().parse()?)
+}
+
 fn agent_args(echo: SocketAddr) -> Vec<String> {
     vec![format!("--expose=echo={echo}")]
 }
@@ -68,8 +97,13 @@ async fn sighup_takes_a_renewed_credential_and_the_next_registration_uses_it() -
     let relay = TestRelay::start(ALLOW_ALL).await;
     let cred = relay.issue_with(Role::Agent, "edge", Some(Duration::from_secs(8)));
     let first = serial(&cred)?;
-    let mut agent = launch::agent(&programs, &cred, &agent_args(echo)).await?;
+    let mut args = agent_args(echo);
+    args.push("--metrics=127.0.0.1:0".into());
+    let mut agent = launch::spawn_agent(&programs, &cred, &args)?;
+    let admin = admin_addr(&agent.line_with(&["metrics on"]).await?)?;
+    agent.line_with(&[AGENT_REGISTERED]).await?;
     relay.wait_instances("edge", 1).await;
+    assert_eq!(expiry_metric(admin).await?, not_after(&cred)?, "at start");
 
     // Renewed in place, as `issue --out` or cert-manager writes it.
     anyhow::ensure!(
@@ -90,6 +124,8 @@ async fn sighup_takes_a_renewed_credential_and_the_next_registration_uses_it() -
     assert_eq!(registrations(&relay, "edge"), [first, renewed]);
     let client = relay.client("ci");
     echo_once(&client, "edge/echo").await?;
+    // Seconds after the renewal: the metric names the new certificate's end.
+    assert_eq!(expiry_metric(admin).await?, not_after(&cred)?);
 
     client.close().await;
     let status = agent.terminate().await?;
