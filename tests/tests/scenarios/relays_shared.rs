@@ -388,6 +388,10 @@ async fn three_relays_share_one_revocation_list_and_one_policy() -> anyhow::Resu
             "{} revoked after {took:?}",
             relay.addr
         );
+        eprintln!(
+            "{} applied the revocation {took:?} after the write",
+            relay.addr
+        );
         let err = client
             .open(&dest("edge/echo"))
             .await
@@ -411,6 +415,7 @@ async fn three_relays_share_one_revocation_list_and_one_policy() -> anyhow::Resu
             "{} reloaded after {took:?}",
             relay.addr
         );
+        eprintln!("{} applied the policy {took:?} after the write", relay.addr);
         match client.open(&dest("edge/echo")).await {
             Err(OpenError::Refused(r)) => assert_eq!(r.code, ErrorCode::UNAUTHORIZED, "{r}"),
             other => anyhow::bail!("{}: carol not refused: {other:?}", relay.addr),
