@@ -25,7 +25,12 @@ Environment:
   RELAY_CREDENTIAL, RELAY_KEY  instead of --credential, --key
   RUST_LOG       log filter on stderr [default: info], e.g. RUST_LOG=debug or
                  RUST_LOG=info,relay_agent=debug (tracing EnvFilter syntax)
-  RELAY_RUNTIME  auto|current|multi [default: current]";
+  RELAY_RUNTIME  auto|current|multi [default: current]
+
+Signals:
+  SIGHUP re-reads the credential file (and its --key): a renewed certificate
+  for the same agent is used by the next registrations, no restart needed.
+  The file is also checked every minute. SIGTERM or SIGINT shuts down.";
 
 /// Runs inside the private network: dials out to the relay and serves the
 /// targets it exposes. It never listens on a port.
@@ -277,7 +282,10 @@ fn run(args: Args, file: File) -> anyhow::Result<()> {
         let shutdown = tokio_util::sync::CancellationToken::new();
         relay_net::signals::cancel_on_signal(shutdown.clone())?;
         tracing::info!(identity = %config.credential.cert.identity, "agent starting");
-        crate::Agent::new(config).try_run(shutdown).await?;
+        let agent = crate::Agent::new(config);
+        // SIGHUP re-reads the credential file (and no longer ends the agent).
+        relay_net::signals::reload_on_hangup(agent.credential(), shutdown.clone())?;
+        agent.try_run(shutdown).await?;
         Ok(())
     })
 }

@@ -83,6 +83,9 @@ pub struct Config {
     pub audit_log: PathBuf,
     /// Caps on direct paths, per client identity.
     pub direct: crate::grants::DirectLimits,
+    /// How often the credential file is checked for a renewal (besides
+    /// SIGHUP): two `stat`s unless it changed ([`crate::renewal`]).
+    pub credential_check: Duration,
 }
 
 /// The default audit log of direct streams: beside the credential.
@@ -108,6 +111,7 @@ impl Config {
             socks: crate::socks::Socks::default(),
             audit_log: default_audit_log(&credential.path),
             direct: crate::grants::DirectLimits::default(),
+            credential_check: relay_net::renew::CHECK_EVERY,
             credential,
         }
     }

@@ -26,6 +26,8 @@
 //!   [`session::shell`] on a PTY, [`session::exec`] without one,
 //!   [`session::record`]ed in asciicast v2), [`bench`] (the built-in
 //!   benchmark target).
+//! - [`renewal`]: the credential file followed while running (SIGHUP, a
+//!   check every minute): renewed certificates need no restart.
 //! - [`shared`]: the state all of them read, with the [`per_caller`]
 //!   limits (dials and streams one caller may hold); [`config`], [`cli`],
 //!   [`metrics`].
@@ -50,6 +52,7 @@ pub mod grants;
 pub mod metrics;
 pub mod per_caller;
 pub mod relays;
+pub mod renewal;
 pub mod session;
 pub mod shared;
 pub mod socks;
@@ -66,6 +69,8 @@ pub struct Agent {
     /// Number of relays we are registered with right now.
     registered: watch::Sender<usize>,
     metrics: Arc<metrics::Metrics>,
+    /// The credential file, followed ([`renewal`]).
+    credential: relay_net::renew::Reloading,
 }
 
 impl Agent {
@@ -76,10 +81,17 @@ impl Agent {
             .certificate_expiry
             .set(config.credential.cert.not_after.unix_timestamp());
         Agent {
+            credential: relay_net::renew::Reloading::new(config.credential.clone()),
             config,
             registered: watch::channel(0).0,
             metrics,
         }
+    }
+
+    /// The credential it dials with, following its file: what
+    /// `relay-agent`'s SIGHUP handler reloads.
+    pub fn credential(&self) -> relay_net::renew::Reloading {
+        self.credential.clone()
     }
 
     /// Changes whenever a registration comes up or goes down; the value is
@@ -111,6 +123,7 @@ impl Agent {
         let stop = shutdown.child_token();
         let shared = Arc::new(shared::Shared {
             me: self.config.credential.cert.identity.clone(),
+            credential: self.credential.clone(),
             allowlist: self.config.allowlist.clone(),
             dial_timeout: self.config.dial_timeout,
             first_frame_timeout: Duration::from_secs(10),
@@ -146,36 +159,15 @@ impl Agent {
             }
         }
         let agent = Arc::new(self);
-        let expiry = tokio::spawn(warn_before_expiry(
-            agent.config.credential.cert.clone(),
+        let following = tokio::spawn(renewal::follow(
+            agent.credential(),
+            agent.metrics.clone(),
+            agent.config.credential_check,
             stop.clone(),
         ));
         let stopped = relays::run(agent.clone(), shared, stop.clone()).await;
         stop.cancel();
-        let _ = expiry.await;
+        let _ = following.await;
         stopped
-    }
-}
-
-/// Logs a warning from two thirds of the credential's lifetime on (and an
-/// error once it has expired), every few hours, until `shutdown`.
-async fn warn_before_expiry(cert: relay_net::cert::PeerCert, shutdown: CancellationToken) {
-    const REPEAT: Duration = Duration::from_secs(6 * 3600);
-    loop {
-        let now = time::OffsetDateTime::now_utc();
-        let wait = if now < cert.renew_after() {
-            Duration::try_from(cert.renew_after() - now).unwrap_or(REPEAT)
-        } else {
-            if now >= cert.not_after {
-                tracing::error!(not_after = %relay_net::cert::rfc3339(cert.not_after), "agent credential has expired: the relay will refuse this agent; issue a new one");
-            } else {
-                tracing::warn!(not_after = %relay_net::cert::rfc3339(cert.not_after), "agent credential expires soon: issue a new one");
-            }
-            REPEAT
-        };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = shutdown.cancelled() => return,
-        }
     }
 }

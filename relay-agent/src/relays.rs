@@ -157,12 +157,14 @@ async fn supervise(
     let mut quickly_until: Option<Instant> = None;
     loop {
         let quickly = quickly_until.is_some_and(|until| Instant::now() < until);
+        // Each dial takes the credential file as it is now (module renewal).
+        let used = shared.credential.current();
         let dialling = async {
             if quickly {
-                redial(config, &candidate, &origin).await
+                redial(config, &used, &candidate, &origin).await
             } else {
                 dial_one_from(
-                    &config.credential,
+                    &used,
                     &candidate,
                     Some(&origin),
                     &config.transport,
@@ -213,7 +215,10 @@ async fn supervise(
                 tracing::warn!(%addr, %reason, "lost the relay; re-dialling");
                 Duration::ZERO
             }
-            Err(e) if !e.heals() => {
+            Err(e)
+                if !e.heals()
+                    && !crate::renewal::retry_with_renewed(&shared.credential, &used, &e) =>
+            {
                 let identity = &config.credential.cert.identity;
                 return Err(AgentError::registration(addr, identity, e));
             }
@@ -238,6 +243,7 @@ async fn supervise(
 /// A QUIC handshake alone would resend its first packet only after 1, 3, 7 s.
 async fn redial(
     config: &crate::Config,
+    credential: &relay_net::credential::Loaded,
     candidate: &Candidate,
     origin: &Origin,
 ) -> Result<RelayConn, DialError> {
@@ -249,7 +255,7 @@ async fn redial(
         let more = next < until;
         tokio::select! {
             () = tokio::time::sleep_until(next), if more => {
-                let (cred, c, o, t) = (config.credential.clone(), candidate.clone(), origin.clone(), config.transport.clone());
+                let (cred, c, o, t) = (credential.clone(), candidate.clone(), origin.clone(), config.transport.clone());
                 attempts.spawn(async move { dial_one_from(&cred, &c, Some(&o), &t, REDIAL_ATTEMPT).await });
                 next += REDIAL_EVERY;
             }

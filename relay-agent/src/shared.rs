@@ -22,6 +22,8 @@ use relay_net::quota::{Held, Quota};
 pub struct Shared {
     /// The agent's own identity, for messages.
     pub me: Identity,
+    /// Its credential, following the file: each dial takes the current one.
+    pub credential: relay_net::renew::Reloading,
     /// Exposed targets.
     pub allowlist: Allowlist,
     /// Deadline for dialling a target.

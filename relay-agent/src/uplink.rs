@@ -110,7 +110,9 @@ impl RegisterError {
     /// Yes for everything transient (unreachable, going away, limits, the
     /// relay's audit log) and for what a relay upgrade or rollback can fix
     /// (`UNSUPPORTED` version, untrusted certificate, a relay answering
-    /// nonsense), so a fleet of agents survives a relay roll-out.
+    /// nonsense), so a fleet of agents survives a relay roll-out. What does
+    /// not heal is still retried once when the credential file was renewed
+    /// since the dial ([`crate::renewal::retry_with_renewed`]).
     pub fn heals(&self) -> bool {
         match self {
             RegisterError::Dial(DialError::Credential(_)) | RegisterError::DirectTls(_) => false,

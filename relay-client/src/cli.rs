@@ -100,7 +100,7 @@ enum LogFormat {
 enum Command {
     /// Listen locally; each connection is forwarded to AGENT/TARGET.
     #[command(
-        after_help = "Examples:\n  relay-client --credential alice.cred forward 127.0.0.1:16443 aks-prod/kube-api\n  relay-client --credential alice.cred forward 16443 aks-prod/kube-api 15432 aks-prod/db\n\nBefore listening it checks that each AGENT/TARGET is online and allowed\nfor this credential (as `list` shows) and exits with the reason if not.\nWhile running, a connection that cannot be forwarded is reset and the\nreason logged. Once the credential has expired (or cannot be used any\nmore) forward says so once and exits with status 1: renew the credential\nand start it again."
+        after_help = "Examples:\n  relay-client --credential alice.cred forward 127.0.0.1:16443 aks-prod/kube-api\n  relay-client --credential alice.cred forward 16443 aks-prod/kube-api 15432 aks-prod/db\n\nBefore listening it checks that each AGENT/TARGET is online and allowed\nfor this credential (as `list` shows) and exits with the reason if not.\nWhile running, a connection that cannot be forwarded is reset and the\nreason logged. The credential file is re-read when it changed at each\nre-dial (and on SIGHUP), so renewing it in place needs no restart. Once\nthe credential has expired with no renewed file (or cannot be used any\nmore) forward says so once and exits with status 1."
     )]
     Forward {
         /// Pairs of LOCAL AGENT/TARGET; LOCAL is ADDR:PORT or a port on 127.0.0.1.
@@ -146,7 +146,7 @@ enum Command {
     /// A local SOCKS5 proxy (CONNECT, no auth) whose connections leave
     /// from AGENT; domain names are resolved by the agent.
     #[command(
-        after_help = "Examples:\n  relay-client --credential alice.cred socks 127.0.0.1:1080 aks-prod\n  curl --socks5-hostname 127.0.0.1:1080 https://kube.internal/version\n\nThe agent must run with --allow-socks RULES and the relay policy must have\n`socks = true` for you; socks checks that at start (as `list` shows) and\nexits with the reason if not, and exits with status 1 once its credential\nhas expired. Refusals get SOCKS reply codes (0x02 not\nallowed, 0x03 agent offline, 0x04 unreachable, 0x05 refused, 0x06 timeout)."
+        after_help = "Examples:\n  relay-client --credential alice.cred socks 127.0.0.1:1080 aks-prod\n  curl --socks5-hostname 127.0.0.1:1080 https://kube.internal/version\n\nThe agent must run with --allow-socks RULES and the relay policy must have\n`socks = true` for you; socks checks that at start (as `list` shows) and\nexits with the reason if not, and exits with status 1 once its credential\nhas expired (a file renewed in place before that is used at the next\nre-dial, or on SIGHUP). Refusals get SOCKS reply codes (0x02 not\nallowed, 0x03 agent offline, 0x04 unreachable, 0x05 refused, 0x06 timeout)."
     )]
     Socks {
         /// Local address: ADDR:PORT or a port on 127.0.0.1.
@@ -303,6 +303,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             let shutdown = tokio_util::sync::CancellationToken::new();
             relay_net::signals::cancel_on_signal(shutdown.clone())?;
+            relay_net::signals::reload_on_hangup(client.credential_file(), shutdown.clone())?;
             let mut forwards = tokio::task::JoinSet::new();
             for (local, dest) in dests {
                 let listener = tokio::net::TcpListener::bind(local)
@@ -356,6 +357,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             eprintln!("socks5 proxy on {} -> {agent}", listener.local_addr()?);
             let shutdown = tokio_util::sync::CancellationToken::new();
             relay_net::signals::cancel_on_signal(shutdown.clone())?;
+            relay_net::signals::reload_on_hangup(client.credential_file(), shutdown.clone())?;
             let stopped =
                 crate::cmd::socks::run(client.clone(), listener, agent.clone(), shutdown).await;
             client.close().await;

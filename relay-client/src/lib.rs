@@ -16,6 +16,7 @@
 //! [`listen`] the accept loop of `forward` and `socks`, [`local`] the
 //! programs run on loopback by `demo` and `bench --local`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use proto::{AgentInfo, AgentName, Frame, List, Open, Role, StreamKind, TargetName};
@@ -24,6 +25,7 @@ use relay_net::credential::Loaded;
 use relay_net::dial::DialError;
 use relay_net::endpoint::Transport;
 use relay_net::framed::{write_frame, FrameReader};
+use relay_net::renew::Reloading;
 
 pub mod bench;
 pub mod cli;
@@ -139,8 +141,9 @@ impl Carrier {
 /// end-to-end mode also one direct path per agent ([`direct`]).
 #[derive(Debug)]
 pub struct Client {
-    /// The credential it dials with.
-    pub credential: Loaded,
+    /// The credential it dials with, following its file: a re-dial after
+    /// the file was renewed uses the new certificate ([`Client::credential`]).
+    credential: Reloading,
     transport: Transport,
     connect_timeout: Duration,
     relay: relay::RelayLink,
@@ -154,7 +157,7 @@ impl Client {
     /// A client that dials lazily on first use.
     pub fn new(credential: Loaded) -> Client {
         Client {
-            credential,
+            credential: Reloading::new(credential),
             transport: Transport::client(),
             connect_timeout: Duration::from_secs(10),
             relay: relay::RelayLink::default(),
@@ -185,6 +188,22 @@ impl Client {
         self
     }
 
+    /// The credential to dial with now: the file's, if it changed since it
+    /// was last read (two `stat`s) and still holds this client's identity;
+    /// else the one in use (a refused file is logged, once per change).
+    pub fn credential(&self) -> Arc<Loaded> {
+        if let Some(outcome) = self.credential.reload_if_changed() {
+            relay_net::renew::log(&outcome);
+        }
+        self.credential.current()
+    }
+
+    /// The credential file this client follows, for a SIGHUP handler
+    /// ([`relay_net::signals::reload_on_hangup`]).
+    pub fn credential_file(&self) -> Reloading {
+        self.credential.clone()
+    }
+
     /// The live connection to a relay, dialling (again) if there is none
     /// or it went away or stopped answering (module `relay`).
     ///
@@ -192,7 +211,7 @@ impl Client {
     /// If no relay can be reached.
     pub async fn connection(&self) -> Result<quinn::Connection, DialError> {
         self.relay
-            .connection(&self.credential, &self.transport, self.connect_timeout)
+            .connection(&self.credential(), &self.transport, self.connect_timeout)
             .await
     }
 
@@ -228,11 +247,12 @@ impl Client {
             let closed = quinn::ConnectionError::LocallyClosed;
             return Err(StreamError::connection(Side::Relay, closed).into());
         };
+        let credential = self.credential.current();
         let via = direct::Via {
             relay: &relay,
             endpoint: &endpoint,
             prefix,
-            credential: &self.credential,
+            credential: &credential,
             transport: &self.transport,
         };
         match path.open(agent, via).await {

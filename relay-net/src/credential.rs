@@ -99,8 +99,11 @@ pub struct Loaded {
     pub credential: Credential,
     /// The identity in the certificate.
     pub cert: PeerCert,
-    /// Where it came from, for messages.
+    /// Where it came from, for messages and for re-reading it
+    /// ([`crate::renew::Reloading`]).
     pub path: PathBuf,
+    /// The separate key file (`--key`), for a credential issued from a CSR.
+    pub key_file: Option<PathBuf>,
 }
 
 impl Credential {
@@ -146,7 +149,10 @@ impl Credential {
             .transpose()?;
         #[cfg(feature = "net")]
         warn_if_others_can_read(key_file.unwrap_or(path));
-        Credential::parse_with_key(&text, path, key.map(|k| (k, key_file.unwrap_or(path))))
+        let mut loaded =
+            Credential::parse_with_key(&text, path, key.map(|k| (k, key_file.unwrap_or(path))))?;
+        loaded.key_file = key_file.map(Path::to_owned);
+        Ok(loaded)
     }
 
     /// Parses and checks credential text; `key` supplies the private key for
@@ -204,6 +210,7 @@ impl Credential {
             credential,
             cert,
             path: path.to_owned(),
+            key_file: None,
         })
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`pki`]: the relay's CA, minting relay and identity certificates;
 //! - [`cert`]: reading role, name and serial out of a verified certificate;
-//! - [`credential`]: the one file an agent or client is handed;
+//! - [`credential`]: the one file an agent or client is handed, and
+//!   [`renew`]: following it, so a renewed certificate needs no restart;
 //! - [`tls`] and [`endpoint`]: mutual-TLS 1.3 QUIC endpoints and transport;
 //! - [`dial`]: reaching the relay, with failures a person can act on;
 //! - [`gone`]: why a connection ended, naming the peer that ended it;
@@ -14,7 +15,7 @@
 //! - [`admin`]: the `/metrics`, `/healthz` and `/readyz` endpoint;
 //! - [`audit`]: the audit record, the same from the relay and an agent;
 //! - [`logging`], [`runtime`], [`signals`]: what each program's `main` sets up
-//!   (log format and `RUST_LOG`, tokio runtime, SIGINT/SIGTERM);
+//!   (log format and `RUST_LOG`, tokio runtime, SIGINT/SIGTERM, SIGHUP);
 //! - [`pem`], [`fsutil`]: PEM blocks, and private files created 0600;
 //! - [`quota`]: a cap per identity on what it holds at once.
 //!
@@ -51,6 +52,8 @@ pub mod pem;
 #[cfg(feature = "net")]
 pub mod pki;
 pub mod quota;
+#[cfg(feature = "net")]
+pub mod renew;
 #[cfg(feature = "net")]
 pub mod runtime;
 #[cfg(feature = "net")]

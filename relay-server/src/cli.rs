@@ -154,6 +154,11 @@ struct RunArgs {
     /// collection; reopened on SIGHUP, for logrotate) [default: DIR/audit.jsonl].
     #[arg(long)]
     audit_log: Option<PathBuf>,
+    /// Stateless-reset key, one per relay process: several instances on one
+    /// shared directory each need their own (the file is locked while in
+    /// use) [default: DIR/reset.key].
+    #[arg(long, value_name = "FILE")]
+    reset_key: Option<PathBuf>,
     /// How often policy.toml and revoked.toml are checked for changes [default: 1s].
     #[arg(long, value_parser = humantime::parse_duration)]
     reload_interval: Option<Duration>,
@@ -227,6 +232,9 @@ impl RunArgs {
         }
         if let Some(audit_log) = self.audit_log.or(file.audit_log) {
             config.audit_log = audit_log;
+        }
+        if let Some(path) = self.reset_key.or(file.reset_key) {
+            config.reset_key = path;
         }
         if let Some(idle) = self.idle_timeout.or(file.idle_timeout) {
             config.transport.idle_timeout = idle;

@@ -44,8 +44,8 @@ impl Paths {
     pub fn issued(&self) -> PathBuf {
         self.dir.join("issued.jsonl")
     }
-    /// The key of QUIC stateless resets, kept across restarts (created by
-    /// `run` if missing).
+    /// The default key of QUIC stateless resets, kept across restarts
+    /// (created by `run` if missing; `--reset-key` for another file).
     pub fn reset_key(&self) -> PathBuf {
         self.dir.join("reset.key")
     }
@@ -129,6 +129,9 @@ pub struct Config {
     pub paths: Paths,
     /// The audit log file.
     pub audit_log: PathBuf,
+    /// The stateless-reset key file: one per relay process (locked while
+    /// it runs; see `reset_key`). Default `DIR/reset.key`.
+    pub reset_key: PathBuf,
     /// Limits and timeouts.
     pub limits: Limits,
     /// QUIC transport settings.
@@ -145,6 +148,7 @@ impl Config {
         Config {
             listen,
             audit_log: paths.audit(),
+            reset_key: paths.reset_key(),
             paths,
             limits: Limits::default(),
             transport: Transport::relay(),

@@ -59,6 +59,8 @@ pub struct RunFile {
     pub listen: Option<SocketAddr>,
     /// Audit log (relative to the file).
     pub audit_log: Option<PathBuf>,
+    /// Stateless-reset key, one per instance (relative to the file).
+    pub reset_key: Option<PathBuf>,
     /// How often policy.toml and revoked.toml are checked.
     #[serde(default, deserialize_with = "duration")]
     pub reload_interval: Option<Duration>,
@@ -96,6 +98,7 @@ impl RunFile {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         file.dir = file.dir.map(|p| base.join(p));
+        file.reset_key = file.reset_key.map(|p| base.join(p));
         // `-` is standard output, not a file beside this one.
         file.audit_log = file
             .audit_log
@@ -143,6 +146,7 @@ mod tests {
         assert!(file.metrics.is_some());
         let base = example().parent().unwrap().to_owned();
         assert_eq!(file.audit_log, Some(base.join("audit.jsonl")));
+        assert_eq!(file.reset_key, Some(base.join("reset.key")));
         assert_eq!(file.dir, Some(base.join(".")));
     }
 

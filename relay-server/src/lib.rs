@@ -20,7 +20,7 @@
 //! A new stream kind is a file in `stream/` and a line in its dispatch; a
 //! new source of identity ends in `conn` as a [`PeerCert`]; a new transport
 //! hands `conn` its connections. Beside them: [`config`], `reload`
-//! (policy/revocation changes), [`cmd`] (init, issue, issued, revoke, unrevoke), [`cli`].
+//! (policy/revocation changes), `reset_key` (one per instance, locked), [`cmd`] (init, issue, issued, revoke, unrevoke), [`cli`].
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod policy;
 pub mod registry;
 mod reload;
+mod reset_key;
 pub mod revocation;
 mod routes;
 mod stream;
@@ -155,29 +156,6 @@ impl Shared {
     }
 }
 
-/// The stateless-reset key from `path`, created (0600) if missing. Without
-/// it (an unwritable directory) the relay still runs, with a key of its own
-/// that does not survive a restart.
-fn reset_key(path: &std::path::Path) -> Option<[u8; 32]> {
-    let parse = |text: &str| -> Option<[u8; 32]> { hex::decode(text.trim()).ok()?.try_into().ok() };
-    if let Ok(text) = std::fs::read_to_string(path) {
-        match parse(&text) {
-            Some(key) => return Some(key),
-            None => {
-                tracing::warn!(path = %path.display(), "reset key unreadable; making a new one")
-            }
-        }
-    }
-    let key: [u8; 32] = rand::random();
-    match relay_net::fsutil::write_private(path, hex::encode(key).as_bytes()) {
-        Ok(()) => Some(key),
-        Err(err) => {
-            tracing::warn!(path = %path.display(), %err, "cannot keep a stateless-reset key: peers will notice a restart only after their idle timeout");
-            None
-        }
-    }
-}
-
 /// A bound relay, ready to [`run`](Relay::run).
 #[derive(Debug)]
 pub struct Relay {
@@ -185,6 +163,8 @@ pub struct Relay {
     shared: Arc<Shared>,
     config: Config,
     admin: Option<std::net::TcpListener>,
+    /// Locked while the relay runs, so no other instance uses the key.
+    _reset_key: reset_key::ResetKey,
 }
 
 impl Relay {
@@ -235,11 +215,12 @@ impl Relay {
             config.limits.direct_per_client,
             config.limits.direct_per_agent,
         ));
+        let reset_key = reset_key::load(&config.reset_key);
         let endpoint = relay_net::endpoint::server(
             config.listen,
             tls,
             &transport,
-            reset_key(&paths.reset_key()).as_ref(),
+            reset_key.key.as_ref(),
             Some(routes.clone()),
         )
         .map_err(|err| RelayError::Bind {
@@ -267,6 +248,7 @@ impl Relay {
             shared,
             config,
             admin,
+            _reset_key: reset_key,
         })
     }
 

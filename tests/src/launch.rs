@@ -93,6 +93,16 @@ struct Lines {
 impl Lines {
     fn read(pipe: impl AsyncRead + Unpin + Send + 'static, name: &'static str) -> Lines {
         let (tx, rx) = mpsc::unbounded_channel();
+        Lines::forward(pipe, name, tx);
+        Lines { rx: Some(rx) }
+    }
+
+    /// Sends the lines of `pipe` to `tx` as they come (two pipes may share one `tx`).
+    fn forward(
+        pipe: impl AsyncRead + Unpin + Send + 'static,
+        name: &'static str,
+        tx: mpsc::UnboundedSender<String>,
+    ) {
         tokio::spawn(async move {
             let mut lines = BufReader::new(pipe).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -103,7 +113,6 @@ impl Lines {
                 let _ = tx.send(line);
             }
         });
-        Lines { rx: Some(rx) }
     }
 }
 
@@ -120,6 +129,8 @@ pub struct Process {
 enum Read {
     Stdout,
     Stderr,
+    /// Both, as one stream of lines.
+    Both,
 }
 
 impl Process {
@@ -128,6 +139,7 @@ impl Process {
         let (stdout, stderr) = match read {
             Read::Stdout => (Stdio::piped(), unread()),
             Read::Stderr => (unread(), Stdio::piped()),
+            Read::Both => (Stdio::piped(), Stdio::piped()),
         };
         let mut child = command
             .stdin(Stdio::null())
@@ -139,6 +151,16 @@ impl Process {
         let lines = match read {
             Read::Stdout => Lines::read(child.stdout.take().context("child stdout")?, name),
             Read::Stderr => Lines::read(child.stderr.take().context("child stderr")?, name),
+            Read::Both => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                Lines::forward(
+                    child.stdout.take().context("child stdout")?,
+                    name,
+                    tx.clone(),
+                );
+                Lines::forward(child.stderr.take().context("child stderr")?, name, tx);
+                Lines { rx: Some(rx) }
+            }
         };
         Ok(Process { name, child, lines })
     }
@@ -211,10 +233,22 @@ impl Process {
     /// # Errors
     /// If the process has exited or the signal cannot be sent.
     pub fn sigterm(&self) -> anyhow::Result<()> {
+        self.signal(rustix::process::Signal::TERM)
+    }
+
+    /// Sends SIGHUP (reload) without waiting.
+    ///
+    /// # Errors
+    /// If the process has exited or the signal cannot be sent.
+    pub fn sighup(&self) -> anyhow::Result<()> {
+        self.signal(rustix::process::Signal::HUP)
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) -> anyhow::Result<()> {
         let pid = i32::try_from(self.pid()?).context("pid out of range")?;
         let pid = rustix::process::Pid::from_raw(pid).context("pid 0")?;
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
-            .with_context(|| format!("SIGTERM {}", self.name))
+        rustix::process::kill_process(pid, signal)
+            .with_context(|| format!("{signal:?} {}", self.name))
     }
 
     /// Waits for the exit, under the hang guard.
@@ -339,6 +373,20 @@ impl RelayProcess {
         self.issue_via(role, name, self.addr).await
     }
 
+    /// As [`RelayProcess::issue`] (same file: a renewal replaces it), with
+    /// more `issue` flags (`--ttl 8s`).
+    ///
+    /// # Errors
+    /// If `issue` fails.
+    pub async fn issue_with(
+        &self,
+        role: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<PathBuf> {
+        self.issue_args(role, name, self.addr, extra).await
+    }
+
     /// As [`RelayProcess::issue`], with `--relay VIA` (a chaos proxy, say).
     ///
     /// # Errors
@@ -349,12 +397,23 @@ impl RelayProcess {
         name: &str,
         via: SocketAddr,
     ) -> anyhow::Result<PathBuf> {
+        self.issue_args(role, name, via, &[]).await
+    }
+
+    async fn issue_args(
+        &self,
+        role: &str,
+        name: &str,
+        via: SocketAddr,
+        extra: &[&str],
+    ) -> anyhow::Result<PathBuf> {
         let out = self.dir.path().join(format!("{role}-{name}.cred"));
         let status = Command::new(&self.programs.server)
             .args(["issue", role, name, "--relay", &via.to_string(), "--dir"])
             .arg(self.dir.path())
             .arg("--out")
             .arg(&out)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .status()
@@ -390,6 +449,50 @@ impl RelayProcess {
     pub async fn terminate(self) -> anyhow::Result<(ExitStatus, tempfile::TempDir)> {
         let status = self.process.terminate().await?;
         Ok((status, self.dir))
+    }
+}
+
+/// One more `relay-server run` process on the directory of another (one
+/// relay identity, several instances): what it shares and what it must
+/// not is in deploy/README.md "Several relays".
+#[derive(Debug)]
+pub struct RelayInstance {
+    /// The process; [`Process::line_with`] reads both its standard output
+    /// (audit lines, with `--audit-log -`) and its log.
+    pub process: Process,
+    /// Its UDP address.
+    pub addr: SocketAddr,
+}
+
+impl RelayInstance {
+    /// `run --listen LISTEN --dir DIR RUN_ARGS...`; waits for the bound
+    /// address (on standard error when the audit log is standard output).
+    ///
+    /// # Errors
+    /// If it cannot be started or does not come up within [`GUARD`].
+    pub async fn start(
+        programs: &Programs,
+        dir: &Path,
+        listen: &str,
+        run_args: &[&str],
+    ) -> anyhow::Result<RelayInstance> {
+        let mut process = Process::spawn(
+            "relay-server",
+            Command::new(&programs.server)
+                .args(["run", "--listen", listen, "--dir"])
+                .arg(dir)
+                .args(run_args)
+                .env(
+                    "RUST_LOG",
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                ),
+            Read::Both,
+        )?;
+        let addr = process.after(RELAY_LISTENING).await?;
+        let addr = addr
+            .parse()
+            .with_context(|| format!("relay address {addr:?}"))?;
+        Ok(RelayInstance { process, addr })
     }
 }
 
@@ -499,33 +602,6 @@ pub async fn socks(
     let addr = addr
         .parse()
         .with_context(|| format!("socks address {addr:?}"))?;
-    Ok((process, addr))
-}
-
-/// One more instance of the relay whose files are in `dir` (a shared
-/// directory, as several relays mount one ConfigMap and Secret): `run
-/// --listen LISTEN --dir DIR ARGS...`, once it listens.
-///
-/// # Errors
-/// If it cannot be started or does not come up within [`GUARD`].
-pub async fn relay_instance(
-    programs: &Programs,
-    dir: &Path,
-    listen: &str,
-    args: &[&str],
-) -> anyhow::Result<(Process, SocketAddr)> {
-    let mut process = Process::spawn(
-        "relay-server",
-        Command::new(&programs.server)
-            .args(["run", "--listen", listen, "--dir"])
-            .arg(dir)
-            .args(args),
-        Read::Stdout,
-    )?;
-    let addr = process.after(RELAY_LISTENING).await?;
-    let addr = addr
-        .parse()
-        .with_context(|| format!("relay address {addr:?}"))?;
     Ok((process, addr))
 }
 

@@ -390,7 +390,7 @@ async fn measure_all(
     if let Some(addr) = args.quic {
         let client = client()?;
         let conn = relay_net::dial::dial_addr(
-            &client.credential,
+            &client.credential(),
             &addr.to_string(),
             &relay_net::endpoint::Transport::client(),
             std::time::Duration::from_secs(10),

@@ -177,7 +177,7 @@ async fn direct_streams_are_on_the_agents_audit_log() -> anyhow::Result<()> {
         .agent_with("edge", &[("echo", echo)], |c| c.audit_log = log.clone())
         .await;
     let client = relay.client("ci").end_to_end(true);
-    let serial = client.credential.cert.serial.clone();
+    let serial = client.credential().cert.serial.clone();
     let mut opened = guard("open", client.open(&dest("edge/echo"))).await?;
     opened.send.write_all(b"hello").await?;
     let mut buf = [0u8; 5];

@@ -147,11 +147,11 @@ async fn in_namespace() -> anyhow::Result<()> {
         let audit = dir.path().join(format!("audit-{i}.jsonl"));
         let audit = audit.to_string_lossy().into_owned();
         let listen = format!("{ip}:{PORT}");
-        let (relay, addr) =
-            launch::relay_instance(&programs, dir.path(), &listen, &["--audit-log", &audit])
+        let relay =
+            launch::RelayInstance::start(&programs, dir.path(), &listen, &["--audit-log", &audit])
                 .await?;
+        addrs.push(relay.addr.to_string());
         relays.push(relay);
-        addrs.push(addr.to_string());
     }
     let name = [format!("{NAME}:{PORT}")];
     let agent_cred = launch::issue_for(&programs, dir.path(), "agent", "edge", &name).await?;

@@ -32,6 +32,7 @@ mod limits;
 mod netns;
 mod observability;
 mod refusals;
+mod relays_shared;
 mod sessions;
 mod several_relays;
 mod smoke;

@@ -19,22 +19,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rand::{Rng, SeedableRng};
-use relay_tests::launch::{self, Process, Programs};
+use relay_tests::launch::{self, Process, Programs, RelayInstance};
 use relay_tests::{guard, hashing_sink, tcp_echo, ALLOW_ALL};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-/// A relay instance: its process and where it listens.
-struct Instance {
-    process: Process,
-    addr: String,
-}
-
 /// Three instances of the relay of `dir`, each with its own audit log, and
 /// a drain long enough for a transfer in a debug build.
-async fn three_relays(programs: &Programs, dir: &Path) -> anyhow::Result<Vec<Instance>> {
+async fn three_relays(programs: &Programs, dir: &Path) -> anyhow::Result<Vec<RelayInstance>> {
     let mut relays = Vec::new();
     for i in 0..3 {
         relays.push(start(programs, dir, i, "127.0.0.1:0").await?);
@@ -42,21 +36,27 @@ async fn three_relays(programs: &Programs, dir: &Path) -> anyhow::Result<Vec<Ins
     Ok(relays)
 }
 
-/// Instance `i` of the relay of `dir`, listening on `listen`.
+/// Instance `i` of the relay of `dir`, listening on `listen`, with its own
+/// audit log and stateless-reset key.
 async fn start(
     programs: &Programs,
     dir: &Path,
     i: usize,
     listen: &str,
-) -> anyhow::Result<Instance> {
+) -> anyhow::Result<RelayInstance> {
     let audit = dir.join(format!("audit-{i}.jsonl"));
     let audit = audit.to_string_lossy();
-    let args = ["--audit-log", &audit, "--shutdown-grace", "60s"];
-    let (process, addr) = launch::relay_instance(programs, dir, listen, &args).await?;
-    Ok(Instance {
-        process,
-        addr: addr.to_string(),
-    })
+    let key = dir.join(format!("reset-{i}.key"));
+    let key = key.to_string_lossy();
+    let args = [
+        "--audit-log",
+        &audit,
+        "--reset-key",
+        &key,
+        "--shutdown-grace",
+        "60s",
+    ];
+    RelayInstance::start(programs, dir, listen, &args).await
 }
 
 /// Waits until `agent` logs a registration with the relay at `addr`.
@@ -165,7 +165,7 @@ async fn a_rolling_restart_of_three_relays_fails_no_open_and_loses_no_byte_for_a
     let programs = relay_tests::programs!();
     let dir = launch::relay_dir(&programs, ALLOW_ALL).await?;
     let mut relays = three_relays(&programs, dir.path()).await?;
-    let addrs: Vec<String> = relays.iter().map(|r| r.addr.clone()).collect();
+    let addrs: Vec<String> = relays.iter().map(|r| r.addr.to_string()).collect();
     let agent_cred = launch::issue_for(&programs, dir.path(), "agent", "edge", &addrs).await?;
     let client_cred = launch::issue_for(&programs, dir.path(), "client", "ci", &addrs).await?;
     let (echo, sink) = (tcp_echo().await, hashing_sink().await);
@@ -230,7 +230,7 @@ async fn a_forward_outlives_its_relay_being_killed() -> anyhow::Result<()> {
     let programs = relay_tests::programs!();
     let dir = launch::relay_dir(&programs, ALLOW_ALL).await?;
     let mut relays = three_relays(&programs, dir.path()).await?;
-    let addrs: Vec<String> = relays.iter().map(|r| r.addr.clone()).collect();
+    let addrs: Vec<String> = relays.iter().map(|r| r.addr.to_string()).collect();
     let agent_cred = launch::issue_for(&programs, dir.path(), "agent", "edge", &addrs).await?;
     let client_cred = launch::issue_for(&programs, dir.path(), "client", "ci", &addrs).await?;
     let echo = tcp_echo().await;
@@ -302,7 +302,7 @@ async fn a_black_holed_relay_costs_a_client_a_stagger_not_a_timeout() -> anyhow:
     // answers (not a refusal): a relay behind a dead route.
     let hole = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
     let mut addrs = vec![hole.local_addr()?.to_string()];
-    addrs.extend(relays.iter().skip(1).map(|r| r.addr.clone()));
+    addrs.extend(relays.iter().skip(1).map(|r| r.addr.to_string()));
     let agent_cred = launch::issue_for(&programs, dir.path(), "agent", "edge", &addrs).await?;
     let client_cred = launch::issue_for(&programs, dir.path(), "client", "ci", &addrs).await?;
     let echo = tcp_echo().await;
