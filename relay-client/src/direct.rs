@@ -134,6 +134,67 @@ pub struct Via<'a> {
     pub credential: &'a Loaded,
     /// Transport settings.
     pub transport: &'a Transport,
+    /// How the path is granted again through another relay if the one that
+    /// granted it is lost.
+    pub regrant: Regrant,
+}
+
+/// What a direct path needs to be granted again through another relay when
+/// the one that granted it is lost (issue #14): the client's relay link,
+/// whose every connection leaves from the one endpoint the path uses, so
+/// the new relay routes the path's datagrams as the old one did; the agent
+/// sees its peer address change (a QUIC migration it validates) and keeps
+/// the connection while any relay grants it.
+#[derive(Clone, Debug)]
+pub struct Regrant {
+    pub(crate) link: Arc<crate::relay::RelayLink>,
+    pub(crate) credential: relay_net::renew::Reloading,
+    pub(crate) transport: Transport,
+    pub(crate) timeout: Duration,
+}
+
+/// A grant held open: the `Direct` stream and the relay connection it is on.
+struct Lease {
+    /// Kept open: finishing it gives the grant back.
+    _send: quinn::SendStream,
+    reader: FrameReader,
+    relay: quinn::Connection,
+}
+
+impl Regrant {
+    /// Asks a relay (the current link, re-dialled if it is gone) for the
+    /// path to `agent` again, from the same prefix; the agent must answer
+    /// with the prefix the path already uses.
+    async fn ask(
+        &self,
+        agent: &AgentName,
+        prefix: CidPrefix,
+        agent_prefix: CidPrefix,
+    ) -> Result<Lease, NoPath> {
+        let credential = self.credential.current();
+        let relay = self
+            .link
+            .connection(&credential, &self.transport, self.timeout)
+            .await
+            .map_err(NoPath::Relay)?;
+        let (mut send, recv) = relay.open_bi().await?;
+        let ask = Direct {
+            agent: agent.clone(),
+            prefix,
+        };
+        write_frame(&mut send, ask).await?;
+        let mut reader = FrameReader::new(recv);
+        match reader.expect(HANDSHAKE_TIMEOUT).await? {
+            Frame::Path(path) if path.prefix == agent_prefix => Ok(Lease {
+                _send: send,
+                reader,
+                relay,
+            }),
+            Frame::Path(_) => Err(NoPath::Moved),
+            Frame::Refused(r) => Err(NoPath::Refused(r)),
+            other => Err(NoPath::Unexpected(other.frame_type())),
+        }
+    }
 }
 
 /// Why there is no direct path to an agent.
@@ -151,6 +212,13 @@ pub enum NoPath {
     /// The relay's answer did not arrive or could not be read.
     #[error("no answer from the relay: {0}")]
     Answer(#[from] FrameError),
+    /// No relay could be reached to grant the path again.
+    #[error("no relay to grant the path again: {0}")]
+    Relay(relay_net::dial::DialError),
+    /// The agent answers another relay from another endpoint (an agent
+    /// that predates keeping one): the path cannot move there.
+    #[error("the agent answers the other relay from another address; the path cannot move")]
+    Moved,
     /// The relay answered something else than `Path` or `Refused`.
     #[error("the relay answered {0}")]
     Unexpected(proto::FrameType),
@@ -187,24 +255,76 @@ pub struct DirectPath {
     _lease: tokio::sync::oneshot::Sender<()>,
 }
 
-/// Holds the `Direct` stream until the relay ends it (withdrawal,
-/// revocation, relay lost) or the path is dropped, then closes the direct
-/// connection: the agent's own close cannot reach us once the relay has
-/// dropped the route.
+/// How often a path checks that its datagrams are answered.
+const STALL_CHECK: Duration = Duration::from_millis(250);
+
+/// Holds the grant until the relay ends it (withdrawal, revocation) or the
+/// path is dropped, then closes the direct connection: the agent's own
+/// close cannot reach us once the relay has dropped the route. When the
+/// relay that granted it is lost instead (its connection closed, or it
+/// stopped answering while the path's datagrams went unanswered), the grant
+/// is asked for again through another relay and the connection lives on.
 async fn hold_lease(
-    send: quinn::SendStream,
-    mut reader: FrameReader,
+    mut lease: Lease,
     conn: quinn::Connection,
     dropped: tokio::sync::oneshot::Receiver<()>,
+    agent: AgentName,
+    prefix: CidPrefix,
+    agent_prefix: CidPrefix,
+    regrant: Regrant,
 ) {
-    tokio::select! {
-        _ = reader.read() => conn.close(
-            proto::ErrorCode::PATH_WITHDRAWN.0.into(),
-            b"the relay ended the direct path",
-        ),
-        _ = dropped => conn.close(0u32.into(), b"client done"),
+    let mut dropped = std::pin::pin!(dropped);
+    let mut look = tokio::time::interval(STALL_CHECK);
+    let counts = |c: &quinn::Connection| {
+        let stats = c.stats();
+        (stats.udp_tx.datagrams, stats.udp_rx.datagrams)
+    };
+    let mut last = counts(&conn);
+    loop {
+        tokio::select! {
+            _ = lease.reader.read() => {
+                if lease.relay.close_reason().is_none() {
+                    conn.close(
+                        proto::ErrorCode::PATH_WITHDRAWN.0.into(),
+                        b"the relay ended the direct path",
+                    );
+                    return;
+                }
+                match regrant.ask(&agent, prefix, agent_prefix).await {
+                    Ok(again) => {
+                        tracing::info!(%agent, relay = %again.relay.remote_address(), "the relay of the direct path was lost; granted again through another");
+                        lease = again;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%agent, err = %e, "the relay of the direct path was lost and no other grants it");
+                        conn.close(
+                            proto::ErrorCode::PATH_WITHDRAWN.0.into(),
+                            b"the relay of the direct path was lost",
+                        );
+                        return;
+                    }
+                }
+            }
+            _ = &mut dropped => {
+                conn.close(0u32.into(), b"client done");
+                return;
+            }
+            _ = conn.closed() => return,
+            _ = look.tick() => {
+                // Sent something, heard nothing: is the relay still there?
+                let now = counts(&conn);
+                let stalled = now.0 != last.0 && now.1 == last.1;
+                last = now;
+                if stalled && !crate::relay::answers(&lease.relay).await {
+                    tracing::warn!(%agent, relay = %lease.relay.remote_address(), "the relay of the direct path stopped answering");
+                    lease.relay.close(
+                        proto::ErrorCode::GOING_AWAY.0.into(),
+                        b"relay stopped answering",
+                    );
+                }
+            }
+        }
     }
-    drop(send);
 }
 
 /// The state of the path to one agent.
@@ -355,7 +475,20 @@ async fn connect(agent: &AgentName, via: Via<'_>) -> Result<DirectPath, NoPath> 
     }
     tracing::info!(%agent, "direct path up");
     let (lease, dropped) = tokio::sync::oneshot::channel();
-    tokio::spawn(hold_lease(send, reader, conn.clone(), dropped));
+    let held = Lease {
+        _send: send,
+        reader,
+        relay: via.relay.clone(),
+    };
+    tokio::spawn(hold_lease(
+        held,
+        conn.clone(),
+        dropped,
+        agent.clone(),
+        via.prefix,
+        agent_prefix,
+        via.regrant,
+    ));
     Ok(DirectPath {
         conn,
         _lease: lease,

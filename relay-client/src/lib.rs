@@ -146,7 +146,7 @@ pub struct Client {
     credential: Reloading,
     transport: Transport,
     connect_timeout: Duration,
-    relay: relay::RelayLink,
+    relay: std::sync::Arc<relay::RelayLink>,
     /// `Some` in end-to-end mode: the direct paths, by agent.
     direct: Option<direct::DirectPaths>,
     /// Whether a failed direct path falls back to the relay path.
@@ -160,7 +160,7 @@ impl Client {
             credential: Reloading::new(credential),
             transport: Transport::client(),
             connect_timeout: Duration::from_secs(10),
-            relay: relay::RelayLink::default(),
+            relay: std::sync::Arc::default(),
             direct: None,
             mode: direct::EndToEnd::Off,
         }
@@ -254,6 +254,12 @@ impl Client {
             prefix,
             credential: &credential,
             transport: &self.transport,
+            regrant: direct::Regrant {
+                link: self.relay.clone(),
+                credential: self.credential.clone(),
+                transport: self.transport.clone(),
+                timeout: self.connect_timeout,
+            },
         };
         match path.open(agent, via).await {
             Ok(conn) => Ok(Carrier {

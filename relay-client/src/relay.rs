@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use proto::Datagram;
 use relay_net::credential::Loaded;
-use relay_net::dial::{dial_any, resolve_all, DialError, RelayConn};
+use relay_net::dial::{dial_any_from, resolve_all, DialError, Origin, RelayConn};
 use relay_net::endpoint::Transport;
 use tokio::sync::{watch, Mutex, Notify};
 
@@ -40,6 +40,10 @@ const AVOID_FOR: Duration = Duration::from_secs(30);
 #[derive(Debug, Default)]
 pub(crate) struct RelayLink {
     slot: Arc<Mutex<Option<Link>>>,
+    /// The endpoint every link leaves from once the first is up: one
+    /// socket and one connection-ID prefix, so a direct path can ask another
+    /// relay to route it (module `direct`).
+    origin: SyncMutex<Option<Origin>>,
     /// Addresses to try last, until the instant given.
     avoid: SyncMutex<HashMap<SocketAddr, Instant>>,
 }
@@ -93,7 +97,13 @@ impl RelayLink {
         // Relays that just went away or fell silent last: stable sort.
         let avoided = self.avoided();
         candidates.sort_by_key(|c| avoided.contains(&c.addr));
-        let rc = dial_any(credential, &candidates, transport, timeout).await?;
+        let origin = self.origin().clone();
+        let rc =
+            dial_any_from(credential, &candidates, origin.as_ref(), transport, timeout).await?;
+        self.origin().get_or_insert_with(|| Origin {
+            endpoint: rc.endpoint.clone(),
+            prefix: rc.prefix,
+        });
         let conn = rc.conn.clone();
         tracing::debug!(relay = %conn.remote_address(), "connected to relay");
         *slot = Some(Link::watch(rc, Arc::downgrade(&self.slot)));
@@ -122,6 +132,10 @@ impl RelayLink {
             drop(link);
             let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
         }
+    }
+
+    fn origin(&self) -> std::sync::MutexGuard<'_, Option<Origin>> {
+        self.origin.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn avoid(&self, addr: SocketAddr) {
@@ -342,6 +356,30 @@ async fn watch(conn: quinn::Connection, heard: Arc<Heard>, slot: Weak<Mutex<Opti
             }
         }
     }
+}
+
+/// Whether the relay at the other end of `conn` still answers. A `Ping`
+/// datagram is ack-eliciting, so a live relay sends something back (its
+/// ACK, or the `Pong`) within about a round trip; quinn counts what arrives.
+pub(crate) async fn answers(conn: &quinn::Connection) -> bool {
+    let before = conn.stats().udp_rx.datagrams;
+    let ping = bytes::Bytes::copy_from_slice(&Datagram::Ping(0).encode());
+    if conn.send_datagram(ping).is_err() {
+        // Closed, or a relay that takes no datagrams: closed is the answer.
+        return conn.close_reason().is_none();
+    }
+    let deadline = Instant::now() + conn.rtt() * 3 + PROBE_SLACK;
+    let mut look = tokio::time::interval(Duration::from_millis(5));
+    while Instant::now() < deadline {
+        look.tick().await;
+        if conn.stats().udp_rx.datagrams != before {
+            return true;
+        }
+        if conn.close_reason().is_some() {
+            return false;
+        }
+    }
+    false
 }
 
 /// Takes the link with connection `id` out of `slot`, if it is there.

@@ -63,7 +63,15 @@ pub struct ChaosProxy {
     /// Where peers send to instead of the relay.
     pub addr: SocketAddr,
     faults: Arc<Faults>,
+    upstream: Arc<Upstream>,
     stop: CancellationToken,
+}
+
+/// Where the proxy sends, and the sockets it sends from (one per peer).
+#[derive(Debug)]
+struct Upstream {
+    addr: Mutex<SocketAddr>,
+    sockets: Mutex<Vec<Arc<UdpSocket>>>,
 }
 
 /// Sends `data` to `to` on `socket`, after the configured delay if any.
@@ -109,8 +117,33 @@ impl ChaosProxy {
             passed: AtomicU64::new(0),
         });
         let stop = CancellationToken::new();
-        tokio::spawn(run(front, upstream, faults.clone(), stop.clone()));
-        ChaosProxy { addr, faults, stop }
+        let upstream = Arc::new(Upstream {
+            addr: Mutex::new(upstream),
+            sockets: Mutex::default(),
+        });
+        tokio::spawn(run(front, upstream.clone(), faults.clone(), stop.clone()));
+        ChaosProxy {
+            addr,
+            faults,
+            upstream,
+            stop,
+        }
+    }
+
+    /// Sends from now on to `upstream`, from the same sockets: what a load
+    /// balancer does when the instance behind it dies and another one takes
+    /// its flows (the new one sees each peer at the same source address).
+    pub async fn set_upstream(&self, upstream: SocketAddr) {
+        *self.upstream.addr.lock().unwrap_or_else(|p| p.into_inner()) = upstream;
+        let sockets = self
+            .upstream
+            .sockets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for socket in sockets {
+            let _ = socket.connect(upstream).await;
+        }
     }
 
     /// Drops each datagram (both directions) with probability `fraction`.
@@ -160,7 +193,7 @@ impl Drop for ChaosProxy {
 
 async fn run(
     front: Arc<UdpSocket>,
-    upstream: SocketAddr,
+    upstream: Arc<Upstream>,
     faults: Arc<Faults>,
     stop: CancellationToken,
 ) {
@@ -177,11 +210,17 @@ async fn run(
                 let Ok(s) = UdpSocket::bind("127.0.0.1:0").await else {
                     continue;
                 };
-                if s.connect(upstream).await.is_err() {
+                let to = *upstream.addr.lock().unwrap_or_else(|p| p.into_inner());
+                if s.connect(to).await.is_err() {
                     continue;
                 }
                 let s = Arc::new(s);
                 sessions.insert(peer, s.clone());
+                upstream
+                    .sockets
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(s.clone());
                 tokio::spawn(reverse(
                     s.clone(),
                     front.clone(),

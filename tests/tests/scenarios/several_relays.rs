@@ -412,3 +412,122 @@ async fn an_instance_reached_through_two_addresses_is_held_once() {
     opened.recv.read_exact(&mut back).await.expect("echo");
     assert_eq!(&back, b"once");
 }
+
+/// A TCP sink on 127.0.0.1:0 for one connection: hashes what it reads,
+/// answers with the SHA-256, and reports the longest gap between two reads
+/// once data flows (the stall a person would see).
+async fn timing_sink() -> anyhow::Result<(SocketAddr, tokio::sync::oneshot::Receiver<Duration>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (tell, told) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let Ok((mut tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let mut hash = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut longest = Duration::ZERO;
+        let mut last: Option<Instant> = None;
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let now = Instant::now();
+                    if let Some(last) = last {
+                        longest = longest.max(now - last);
+                    }
+                    last = Some(now);
+                    hash.update(&buf[..n]);
+                }
+            }
+        }
+        let _ = tcp.write_all(&hash.finalize()).await;
+        let _ = tcp.shutdown().await;
+        let _ = tell.send(longest);
+    });
+    Ok((addr, told))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_to_end_path_survives_the_loss_of_its_relay() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let programs = relay_tests::programs!();
+    let dir = launch::relay_dir(&programs, ALLOW_ALL).await?;
+    let mut relays = Vec::new();
+    for i in 0..2 {
+        relays.push(start(&programs, dir.path(), i, "127.0.0.1:0").await?);
+    }
+    let addrs: Vec<String> = relays.iter().map(|r| r.addr.to_string()).collect();
+    // The client reaches the relays through one address, as through a UDP
+    // load balancer: when relay 0 dies, the balancer gives its flows to
+    // relay 1 (the proxy's `set_upstream`), from the same source addresses.
+    let balancer = relay_tests::chaos::ChaosProxy::start(relays[0].addr, 14).await;
+    let agent_cred = launch::issue_for(&programs, dir.path(), "agent", "edge", &addrs).await?;
+    let client_cred = launch::issue_for(
+        &programs,
+        dir.path(),
+        "client",
+        "ci",
+        &[balancer.addr.to_string()],
+    )
+    .await?;
+    let (sink, stall) = timing_sink().await?;
+    let mut agent = launch::spawn_agent(
+        &programs,
+        &agent_cred,
+        &["--expose".to_owned(), format!("sink={sink}")],
+    )?;
+    guard(
+        "the agent registers with both relays",
+        registered_with_all(&mut agent, &addrs),
+    )
+    .await?;
+
+    let credential = relay_net::credential::Credential::load(&client_cred, None)?;
+    // Strict: the stream goes end to end or not at all.
+    let client = relay_client::Client::new(credential).end_to_end(true);
+    let dest: relay_client::AgentTarget = "edge/sink".parse().map_err(anyhow::Error::msg)?;
+    let mut opened = guard("the end-to-end open", client.open(&dest)).await?;
+
+    let len: usize = 96 << 20;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+    let mut block = vec![0u8; 1 << 20];
+    rng.fill_bytes(&mut block);
+    let mut hash = Sha256::new();
+    let mut sent = 0;
+    let mut killed = None;
+    while sent < len {
+        guard("a write", opened.send.write_all(&block)).await?;
+        hash.update(&block);
+        sent += block.len();
+        block.rotate_left(11);
+        if sent == 16 << 20 {
+            // SIGKILL: no GoAway, no close; the balancer moves the flows.
+            relays[0].process.kill()?;
+            balancer.set_upstream(relays[1].addr).await;
+            killed = Some(Instant::now());
+        }
+    }
+    opened.send.finish()?;
+    let digest = guard("the sink's hash", opened.recv.read_to_end(64)).await?;
+    anyhow::ensure!(
+        digest == hash.finalize().to_vec(),
+        "the bytes that arrived differ from those sent"
+    );
+    let stall = guard("the sink's figure", stall).await?;
+    let took = killed.map(|k| k.elapsed());
+    // Both relays granted the path: the first, then the one it moved to.
+    for i in 0..2 {
+        let audit = std::fs::read_to_string(dir.path().join(format!("audit-{i}.jsonl")))?;
+        anyhow::ensure!(
+            audit.contains("\"event\":\"direct\""),
+            "relay {i} never granted the path:\n{audit}"
+        );
+    }
+    println!(
+        "end to end, {} MiB with the relay that carried it killed at 16 MiB: byte-exact, longest stall {stall:?}, {took:?} from the kill to the end",
+        len >> 20
+    );
+    assert!(stall < Duration::from_secs(10), "stalled {stall:?}");
+    Ok(())
+}
