@@ -291,6 +291,18 @@ async fn hold_lease(
                     return;
                 }
                 match regrant.ask(&agent, prefix, agent_prefix).await {
+                    Ok(again) if again.relay.remote_address() != conn.remote_address() => {
+                        // Our datagrams go to the lost relay's address, and
+                        // quinn takes the agent's only from there: the path
+                        // cannot follow. Fail its streams now, not at the
+                        // idle timeout; the next open sets up a new path.
+                        tracing::warn!(%agent, relay = %again.relay.remote_address(), "the relay of the direct path was lost; another relay at another address cannot carry it: closing it");
+                        conn.close(
+                            proto::ErrorCode::PATH_WITHDRAWN.0.into(),
+                            b"the relay of the direct path was lost",
+                        );
+                        return;
+                    }
                     Ok(again) => {
                         tracing::info!(%agent, relay = %again.relay.remote_address(), "the relay of the direct path was lost; granted again through another");
                         lease = again;

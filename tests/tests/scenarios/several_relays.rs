@@ -531,3 +531,68 @@ async fn an_end_to_end_path_survives_the_loss_of_its_relay() -> anyhow::Result<(
     assert!(stall < Duration::from_secs(10), "stalled {stall:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_to_end_path_that_cannot_follow_fails_fast_and_the_next_goes_another_way(
+) -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let programs = relay_tests::programs!();
+    let dir = launch::relay_dir(&programs, ALLOW_ALL).await?;
+    let mut relays = Vec::new();
+    for i in 0..2 {
+        relays.push(start(&programs, dir.path(), i, "127.0.0.1:0").await?);
+    }
+    // The client knows both relays by their own addresses: a path set up
+    // through the first cannot move to the second (its datagrams go to the
+    // first's address), so it must fail at once, loudly.
+    let addrs: Vec<String> = relays.iter().map(|r| r.addr.to_string()).collect();
+    let agent_cred = launch::issue_for(&programs, dir.path(), "agent", "edge", &addrs).await?;
+    let client_cred = launch::issue_for(&programs, dir.path(), "client", "ci", &addrs).await?;
+    let echo = tcp_echo().await;
+    let mut agent = launch::spawn_agent(
+        &programs,
+        &agent_cred,
+        &["--expose".to_owned(), format!("echo={echo}")],
+    )?;
+    guard(
+        "the agent registers with both relays",
+        registered_with_all(&mut agent, &addrs),
+    )
+    .await?;
+    let credential = relay_net::credential::Credential::load(&client_cred, None)?;
+    let client = relay_client::Client::new(credential).end_to_end(true);
+    let dest: relay_client::AgentTarget = "edge/echo".parse().map_err(anyhow::Error::msg)?;
+    let mut opened = guard("the first open", client.open(&dest)).await?;
+    opened.send.write_all(b"before").await?;
+    let mut back = [0u8; 6];
+    guard("the first echo", opened.recv.read_exact(&mut back)).await?;
+
+    relays[0].process.kill()?;
+    let killed = Instant::now();
+    // Keep writing: the path's datagrams go unanswered, the relay does not
+    // answer a probe, another relay grants the path, but it cannot carry it.
+    guard("the stream fails", async {
+        loop {
+            if opened.send.write_all(b"more").await.is_err() {
+                break;
+            }
+            let mut one = [0u8; 4];
+            if opened.recv.read_exact(&mut one).await.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    let failed_after = killed.elapsed();
+    let mut again = guard("an open after", client.open(&dest)).await?;
+    again.send.write_all(b"after").await?;
+    let mut back = [0u8; 5];
+    guard("the echo after", again.recv.read_exact(&mut back)).await?;
+    anyhow::ensure!(&back == b"after");
+    println!("end to end, relays at their own addresses, the path's relay killed: its stream failed after {failed_after:?} (not the 30 s idle timeout); a new path through the other relay worked");
+    assert!(
+        failed_after < Duration::from_secs(10),
+        "failed after {failed_after:?}"
+    );
+    Ok(())
+}
