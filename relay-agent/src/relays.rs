@@ -281,8 +281,6 @@ async fn redial(
 struct Origins {
     made: std::sync::Mutex<Vec<Origin>>,
     transport: relay_net::endpoint::Transport,
-    /// What each new endpoint accepts direct connections with.
-    credential: relay_net::credential::Loaded,
     shared: Arc<Shared>,
     instances: Instances,
     relay_name: proto::Name,
@@ -307,7 +305,6 @@ impl Origins {
         Ok(Origins {
             made: std::sync::Mutex::default(),
             transport: config.transport.clone(),
-            credential: cred.clone(),
             shared,
             instances,
             relay_name: cred.cert.relay.clone(),
@@ -327,12 +324,9 @@ impl Origins {
             return Ok(origin.clone());
         }
         let origin = Origin::bind(remote, &self.transport)?;
-        match server_tls(&self.credential) {
-            Ok(tls) => relay_net::endpoint::accept_direct(&origin.endpoint, tls, &self.transport),
-            Err(e) => tracing::error!(err = %e, "this endpoint cannot accept direct paths"),
-        }
         let accepting = accept_direct(
             origin.endpoint.clone(),
+            self.transport.clone(),
             self.shared.clone(),
             self.instances.clone(),
             self.relay_name.clone(),
@@ -380,18 +374,38 @@ fn server_tls(
     )
 }
 
+/// Lets `endpoint` accept direct connections with the current credential.
+fn serve_direct_with(
+    endpoint: &quinn::Endpoint,
+    transport: &relay_net::endpoint::Transport,
+    cred: &relay_net::credential::Loaded,
+) {
+    match server_tls(cred) {
+        Ok(tls) => relay_net::endpoint::accept_direct(endpoint, tls, transport),
+        Err(e) => tracing::error!(err = %e, "this credential cannot serve direct paths"),
+    }
+}
+
 /// Admits the direct connections that reach `endpoint`, each in a span of
-/// its own, until `stop`; then gives them the grace period to finish.
+/// its own, until `stop`; then gives them the grace period to finish. A
+/// renewed credential (module `renewal`) is what new direct handshakes see.
 async fn accept_direct(
     endpoint: quinn::Endpoint,
+    transport: relay_net::endpoint::Transport,
     shared: Arc<Shared>,
     instances: Instances,
     relay_name: proto::Name,
     stop: CancellationToken,
 ) {
+    let mut renewed = shared.credential.subscribe();
+    serve_direct_with(&endpoint, &transport, &renewed.borrow_and_update());
     let mut direct = JoinSet::new();
     loop {
         tokio::select! {
+            Ok(()) = renewed.changed() => {
+                let cred = renewed.borrow_and_update().clone();
+                serve_direct_with(&endpoint, &transport, &cred);
+            }
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
                 let span = tracing::info_span!("direct", caller = tracing::field::Empty);

@@ -436,3 +436,42 @@ async fn three_relays_share_one_revocation_list_and_one_policy() -> anyhow::Resu
     }
     Ok(())
 }
+
+/// A renewed agent credential is also what the agent's end of a new direct
+/// path (end-to-end mode) presents: the endpoint that accepts direct
+/// connections takes the renewal, not only the next registration. Before,
+/// it kept the certificate it started with until it expired.
+#[tokio::test]
+async fn a_direct_path_after_a_renewal_meets_the_renewed_certificate() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let programs = relay_tests::programs!();
+    let echo = tcp_echo().await;
+    let relay = TestRelay::start(ALLOW_ALL).await;
+    let cred = relay.issue(Role::Agent, "edge");
+    let mut agent = launch::spawn_agent(&programs, &cred, &agent_args(echo))?;
+    agent.line_with(&[AGENT_REGISTERED]).await?;
+    relay.wait_instances("edge", 1).await;
+    anyhow::ensure!(
+        relay.issue(Role::Agent, "edge") == cred,
+        "not the same file"
+    );
+    let renewed = serial(&cred)?;
+    let line = reload(&mut agent).await?;
+    anyhow::ensure!(line.contains("credential renewed"), "{line}");
+
+    let client = relay.client("ci").end_to_end(true);
+    let edge = proto::AgentName::try_from("edge")?;
+    let carrier = guard("a direct path", client.connection_to(&edge)).await?;
+    let peer = relay_net::cert::PeerCert::of_connection(&carrier.conn)?;
+    assert_eq!(
+        peer.serial, renewed,
+        "the direct path met the old certificate"
+    );
+    echo_once(&client, "edge/echo").await?;
+
+    client.close().await;
+    let status = agent.terminate().await?;
+    anyhow::ensure!(status.success(), "agent exit status {status}");
+    relay.shutdown().await;
+    Ok(())
+}
