@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay_net::dial::{dial_one_from, resolve_all, Candidate, DialError, Origin, RelayConn};
+use relay_net::dial::{dial_one, resolve_all, Candidate, DialError, Origin, RelayConn};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -163,7 +163,7 @@ async fn supervise(
             if quickly {
                 redial(config, &used, &candidate, &origin).await
             } else {
-                dial_one_from(
+                dial_one(
                     &used,
                     &candidate,
                     Some(&origin),
@@ -256,7 +256,7 @@ async fn redial(
         tokio::select! {
             () = tokio::time::sleep_until(next), if more => {
                 let (cred, c, o, t) = (credential.clone(), candidate.clone(), origin.clone(), config.transport.clone());
-                attempts.spawn(async move { dial_one_from(&cred, &c, Some(&o), &t, REDIAL_ATTEMPT).await });
+                attempts.spawn(async move { dial_one(&cred, &c, Some(&o), &t, REDIAL_ATTEMPT).await });
                 next += REDIAL_EVERY;
             }
             Some(done) = attempts.join_next() => match done {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use proto::Datagram;
 use relay_net::credential::Loaded;
-use relay_net::dial::{dial_any_from, resolve_all, DialError, Origin, RelayConn};
+use relay_net::dial::{dial_any, resolve_all, DialError, Origin, RelayConn};
 use relay_net::endpoint::Transport;
 use tokio::sync::{watch, Mutex, Notify};
 
@@ -98,8 +98,7 @@ impl RelayLink {
         let avoided = self.avoided();
         candidates.sort_by_key(|c| avoided.contains(&c.addr));
         let origin = self.origin().clone();
-        let rc =
-            dial_any_from(credential, &candidates, origin.as_ref(), transport, timeout).await?;
+        let rc = dial_any(credential, &candidates, origin.as_ref(), transport, timeout).await?;
         self.origin().get_or_insert_with(|| Origin {
             endpoint: rc.endpoint.clone(),
             prefix: rc.prefix,

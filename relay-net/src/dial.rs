@@ -179,7 +179,7 @@ pub async fn dial(
     let (candidates, unresolved) = resolve_all(&cred.credential.relay).await;
     match unresolved.into_iter().next() {
         Some(unresolved) if candidates.is_empty() => Err(unresolved),
-        _ => dial_any(cred, &candidates, transport, timeout).await,
+        _ => dial_any(cred, &candidates, None, transport, timeout).await,
     }
 }
 
@@ -188,26 +188,14 @@ pub async fn dial(
 /// an attempt fails; the first connection that completes and proves to be
 /// our relay wins, the other attempts are dropped. A dead or black-holed
 /// relay among several therefore costs one stagger, not a timeout.
+/// Attempts leave from `origin` where it reaches the address's family, else
+/// from an endpoint of their own.
 ///
 /// # Errors
 /// When every address fails: a failure that is not "unreachable" if there
 /// is one (an untrusted or wrong relay is what a person must fix), else
 /// the first address's.
 pub async fn dial_any(
-    cred: &Loaded,
-    candidates: &[Candidate],
-    transport: &Transport,
-    timeout: Duration,
-) -> Result<RelayConn, DialError> {
-    dial_any_from(cred, candidates, None, transport, timeout).await
-}
-
-/// [`dial_any`], from `origin` for the addresses of its family (each
-/// other address gets an endpoint of its own).
-///
-/// # Errors
-/// As [`dial_any`].
-pub async fn dial_any_from(
     cred: &Loaded,
     candidates: &[Candidate],
     origin: Option<&Origin>,
@@ -264,24 +252,12 @@ pub async fn dial_any_from(
 }
 
 /// Dials one relay address (an agent keeps a connection to every relay
-/// instance, DESIGN "Scale-out").
+/// instance, DESIGN "Scale-out"), from `origin` if it reaches the
+/// address's family.
 ///
 /// # Errors
 /// If the credential is unusable or the relay cannot be reached or verified.
 pub async fn dial_one(
-    cred: &Loaded,
-    candidate: &Candidate,
-    transport: &Transport,
-    timeout: Duration,
-) -> Result<RelayConn, DialError> {
-    dial_one_from(cred, candidate, None, transport, timeout).await
-}
-
-/// [`dial_one`] from `origin` (if it reaches the candidate's family).
-///
-/// # Errors
-/// As [`dial_one`].
-pub async fn dial_one_from(
     cred: &Loaded,
     candidate: &Candidate,
     origin: Option<&Origin>,
@@ -319,7 +295,7 @@ pub async fn dial_addr(
         host,
         addr: addrs[0],
     };
-    dial_one(cred, &candidate, transport, timeout).await
+    dial_one(cred, &candidate, None, transport, timeout).await
 }
 
 fn client_tls(

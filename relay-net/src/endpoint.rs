@@ -272,19 +272,7 @@ pub fn client_with_prefix(
     transport: &Transport,
     prefix: CidPrefix,
 ) -> std::io::Result<quinn::Endpoint> {
-    let local: SocketAddr = if remote.is_ipv6() {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    };
-    let mut endpoint_config = transport.endpoint_config();
-    endpoint_config.cid_generator(move || Box::new(PrefixedCids(prefix)));
-    let mut endpoint = quinn::Endpoint::new(
-        endpoint_config,
-        None,
-        bind_udp(local)?,
-        Arc::new(quinn::TokioRuntime),
-    )?;
+    let mut endpoint = origin(remote, transport, prefix)?;
     let mut config = quinn::ClientConfig::new(tls);
     config.transport_config(Arc::new(transport.to_quinn()));
     endpoint.set_default_client_config(config);

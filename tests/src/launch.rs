@@ -605,6 +605,20 @@ pub async fn socks(
     Ok((process, addr))
 }
 
+/// Waits until `agent` has logged a registration through each of `addrs`
+/// (its line ends `addr=IP:PORT`), in any order.
+///
+/// # Errors
+/// If the agent exits or one does not come within [`GUARD`].
+pub async fn registered_with_all(agent: &mut Process, addrs: &[String]) -> anyhow::Result<()> {
+    let mut waiting: Vec<String> = addrs.iter().map(|a| format!("addr={a}")).collect();
+    while !waiting.is_empty() {
+        let line = agent.line_with(&[AGENT_REGISTERED]).await?;
+        waiting.retain(|tail| !line.trim_end().ends_with(tail.as_str()));
+    }
+    Ok(())
+}
+
 /// `relay-server issue ROLE NAME --relay R...` into `dir`: a credential
 /// that names every relay address in `relays`.
 ///

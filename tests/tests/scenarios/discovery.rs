@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use relay_tests::launch::{self, Process};
+use relay_tests::launch;
 use relay_tests::{guard, http_get, tcp_echo, ALLOW_ALL};
 use tokio::process::Command;
 
@@ -107,16 +107,6 @@ async fn nft(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until `agent` has logged a registration through each address.
-async fn registered_with_all(agent: &mut Process, addrs: &[String]) -> anyhow::Result<()> {
-    let mut waiting: Vec<String> = addrs.iter().map(|a| format!("addr={a}")).collect();
-    while !waiting.is_empty() {
-        let line = agent.line_with(&[launch::AGENT_REGISTERED]).await?;
-        waiting.retain(|tail| !line.trim_end().ends_with(tail.as_str()));
-    }
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "runs only inside the namespace the test above creates"]
 async fn in_namespace() -> anyhow::Result<()> {
@@ -166,7 +156,7 @@ async fn in_namespace() -> anyhow::Result<()> {
     let mut agent = launch::spawn_agent(&programs, &agent_cred, &args)?;
     guard(
         "the agent registers with every address of the name",
-        registered_with_all(&mut agent, &addrs),
+        launch::registered_with_all(&mut agent, &addrs),
     )
     .await?;
     let admin = AGENT_ADMIN.parse()?;

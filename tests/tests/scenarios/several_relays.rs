@@ -59,20 +59,45 @@ async fn start(
     RelayInstance::start(programs, dir, listen, &args).await
 }
 
-/// Waits until `agent` logs a registration with the relay at `addr`.
-async fn registered_with(agent: &mut Process, addr: &str) -> anyhow::Result<()> {
-    registered_with_all(agent, &[addr.to_owned()]).await
+/// `n` relay instances on one directory, and an agent `edge` exposing
+/// `expose` (`NAME=ADDR`) registered with every one of them.
+struct Fleet {
+    dir: tempfile::TempDir,
+    relays: Vec<RelayInstance>,
+    addrs: Vec<String>,
+    /// Killed when dropped: bind it for as long as the test needs it.
+    agent: Process,
 }
 
-/// Waits until `agent` has logged a registration with each of `addrs`, in
-/// any order.
-async fn registered_with_all(agent: &mut Process, addrs: &[String]) -> anyhow::Result<()> {
-    let mut waiting: Vec<String> = addrs.iter().map(|a| format!("addr={a}")).collect();
-    while !waiting.is_empty() {
-        let line = agent.line_with(&[launch::AGENT_REGISTERED]).await?;
-        waiting.retain(|tail| !line.trim_end().ends_with(tail.as_str()));
+async fn fleet(programs: &Programs, n: usize, expose: &str) -> anyhow::Result<Fleet> {
+    let dir = launch::relay_dir(programs, ALLOW_ALL).await?;
+    let mut relays = Vec::new();
+    for i in 0..n {
+        relays.push(start(programs, dir.path(), i, "127.0.0.1:0").await?);
     }
-    Ok(())
+    let addrs: Vec<String> = relays.iter().map(|r| r.addr.to_string()).collect();
+    let agent_cred = launch::issue_for(programs, dir.path(), "agent", "edge", &addrs).await?;
+    let mut agent = launch::spawn_agent(
+        programs,
+        &agent_cred,
+        &["--expose".to_owned(), expose.to_owned()],
+    )?;
+    guard(
+        "the agent registers with every relay",
+        launch::registered_with_all(&mut agent, &addrs),
+    )
+    .await?;
+    Ok(Fleet {
+        dir,
+        relays,
+        addrs,
+        agent,
+    })
+}
+
+/// Waits until `agent` logs a registration with the relay at `addr`.
+async fn registered_with(agent: &mut Process, addr: &str) -> anyhow::Result<()> {
+    launch::registered_with_all(agent, &[addr.to_owned()]).await
 }
 
 /// One open as a person's program makes it: connect to the forward, send a
@@ -181,7 +206,7 @@ async fn a_rolling_restart_of_three_relays_fails_no_open_and_loses_no_byte_for_a
     for agent in [&mut agent, &mut twin] {
         guard(
             "each agent registers with every relay",
-            registered_with_all(agent, &addrs),
+            launch::registered_with_all(agent, &addrs),
         )
         .await?;
     }
@@ -228,23 +253,14 @@ async fn a_rolling_restart_of_three_relays_fails_no_open_and_loses_no_byte_for_a
 async fn a_forward_outlives_its_relay_being_killed() -> anyhow::Result<()> {
     relay_tests::trace_init();
     let programs = relay_tests::programs!();
-    let dir = launch::relay_dir(&programs, ALLOW_ALL).await?;
-    let mut relays = three_relays(&programs, dir.path()).await?;
-    let addrs: Vec<String> = relays.iter().map(|r| r.addr.to_string()).collect();
-    let agent_cred = launch::issue_for(&programs, dir.path(), "agent", "edge", &addrs).await?;
-    let client_cred = launch::issue_for(&programs, dir.path(), "client", "ci", &addrs).await?;
     let echo = tcp_echo().await;
-    let mut agent = launch::spawn_agent(
-        &programs,
-        &agent_cred,
-        &["--expose".to_owned(), format!("echo={echo}")],
-    )?;
-    let live = &addrs[..];
-    guard(
-        "the agent registers with every relay",
-        registered_with_all(&mut agent, live),
-    )
-    .await?;
+    let Fleet {
+        dir,
+        mut relays,
+        addrs,
+        agent: _agent,
+    } = fleet(&programs, 3, &format!("echo={echo}")).await?;
+    let client_cred = launch::issue_for(&programs, dir.path(), "client", "ci", &addrs).await?;
     let (_fwd, at) = launch::forward(&programs, &client_cred, "edge/echo").await?;
     guard("an open before", one_open(at, 0)).await?;
     // The relay that carried it is the one whose audit log has the open.
@@ -282,7 +298,9 @@ async fn a_forward_outlives_its_relay_being_killed() -> anyhow::Result<()> {
         failed.len()
     );
     for (started, r) in &failed {
-        println!("  started {started:?}: {r:?}");
+        if let Err(e) = r {
+            println!("  started {started:?}: {e:#}");
+        }
     }
     // The target is 1 s; the bound leaves room for a loaded machine.
     assert!(
@@ -314,7 +332,7 @@ async fn a_black_holed_relay_costs_a_client_a_stagger_not_a_timeout() -> anyhow:
     let live = &addrs[1..];
     guard(
         "the agent registers with the live relays",
-        registered_with_all(&mut agent, live),
+        launch::registered_with_all(&mut agent, live),
     )
     .await?;
     let began = Instant::now();
@@ -452,34 +470,23 @@ async fn timing_sink() -> anyhow::Result<(SocketAddr, tokio::sync::oneshot::Rece
 async fn an_end_to_end_path_survives_the_loss_of_its_relay() -> anyhow::Result<()> {
     relay_tests::trace_init();
     let programs = relay_tests::programs!();
-    let dir = launch::relay_dir(&programs, ALLOW_ALL).await?;
-    let mut relays = Vec::new();
-    for i in 0..2 {
-        relays.push(start(&programs, dir.path(), i, "127.0.0.1:0").await?);
-    }
-    let addrs: Vec<String> = relays.iter().map(|r| r.addr.to_string()).collect();
+    let (sink, stall) = timing_sink().await?;
+    let Fleet {
+        dir,
+        mut relays,
+        agent: _agent,
+        ..
+    } = fleet(&programs, 2, &format!("sink={sink}")).await?;
     // The client reaches the relays through one address, as through a UDP
     // load balancer: when relay 0 dies, the balancer gives its flows to
     // relay 1 (the proxy's `set_upstream`), from the same source addresses.
     let balancer = relay_tests::chaos::ChaosProxy::start(relays[0].addr, 14).await;
-    let agent_cred = launch::issue_for(&programs, dir.path(), "agent", "edge", &addrs).await?;
     let client_cred = launch::issue_for(
         &programs,
         dir.path(),
         "client",
         "ci",
         &[balancer.addr.to_string()],
-    )
-    .await?;
-    let (sink, stall) = timing_sink().await?;
-    let mut agent = launch::spawn_agent(
-        &programs,
-        &agent_cred,
-        &["--expose".to_owned(), format!("sink={sink}")],
-    )?;
-    guard(
-        "the agent registers with both relays",
-        registered_with_all(&mut agent, &addrs),
     )
     .await?;
 
@@ -537,28 +544,17 @@ async fn an_end_to_end_path_that_cannot_follow_fails_fast_and_the_next_goes_anot
 ) -> anyhow::Result<()> {
     relay_tests::trace_init();
     let programs = relay_tests::programs!();
-    let dir = launch::relay_dir(&programs, ALLOW_ALL).await?;
-    let mut relays = Vec::new();
-    for i in 0..2 {
-        relays.push(start(&programs, dir.path(), i, "127.0.0.1:0").await?);
-    }
+    let echo = tcp_echo().await;
+    let Fleet {
+        dir,
+        mut relays,
+        addrs,
+        agent: _agent,
+    } = fleet(&programs, 2, &format!("echo={echo}")).await?;
     // The client knows both relays by their own addresses: a path set up
     // through the first cannot move to the second (its datagrams go to the
     // first's address), so it must fail at once, loudly.
-    let addrs: Vec<String> = relays.iter().map(|r| r.addr.to_string()).collect();
-    let agent_cred = launch::issue_for(&programs, dir.path(), "agent", "edge", &addrs).await?;
     let client_cred = launch::issue_for(&programs, dir.path(), "client", "ci", &addrs).await?;
-    let echo = tcp_echo().await;
-    let mut agent = launch::spawn_agent(
-        &programs,
-        &agent_cred,
-        &["--expose".to_owned(), format!("echo={echo}")],
-    )?;
-    guard(
-        "the agent registers with both relays",
-        registered_with_all(&mut agent, &addrs),
-    )
-    .await?;
     let credential = relay_net::credential::Credential::load(&client_cred, None)?;
     let client = relay_client::Client::new(credential).end_to_end(true);
     let dest: relay_client::AgentTarget = "edge/echo".parse().map_err(anyhow::Error::msg)?;
