@@ -285,6 +285,8 @@ struct Origins {
     instances: Instances,
     relay_name: proto::Name,
     stop: CancellationToken,
+    /// How long direct connections get to finish at shutdown.
+    grace: Duration,
     acceptors: std::sync::Mutex<JoinSet<()>>,
 }
 
@@ -309,6 +311,7 @@ impl Origins {
             instances,
             relay_name: cred.cert.relay.clone(),
             stop,
+            grace: config.shutdown_grace,
             acceptors: std::sync::Mutex::default(),
         })
     }
@@ -331,6 +334,7 @@ impl Origins {
             self.instances.clone(),
             self.relay_name.clone(),
             self.stop.clone(),
+            self.grace,
         );
         self.acceptors
             .lock()
@@ -396,6 +400,7 @@ async fn accept_direct(
     instances: Instances,
     relay_name: proto::Name,
     stop: CancellationToken,
+    grace: Duration,
 ) {
     let mut renewed = shared.credential.subscribe();
     serve_direct_with(&endpoint, &transport, &renewed.borrow_and_update());
@@ -417,7 +422,7 @@ async fn accept_direct(
         }
     }
     let drained = async { while direct.join_next().await.is_some() {} };
-    let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
+    let _ = tokio::time::timeout(grace, drained).await;
 }
 
 /// Full jitter: uniformly in [d/2, d], so a fleet of agents that lost the

@@ -6,7 +6,7 @@
 //! a fraction of a second, not an idle timeout.
 //!
 //! ```text
-//! connection() ─▶ live link? ─ closed / GoAway / no Pong in time ─▶ redial, that relay tried last
+//! connection() ─▶ live link? ─ closed / GoAway / a probe unanswered ─▶ redial, that relay tried last
 //!                      └─ heard within QUIET, or answers a Ping ─▶ use it
 //! ```
 //!
@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use proto::Datagram;
 use relay_net::credential::Loaded;
 use relay_net::dial::{dial_any, resolve_all, DialError, Origin, RelayConn};
 use relay_net::endpoint::Transport;
-use tokio::sync::{watch, Mutex, Notify};
+use tokio::sync::{Mutex, Notify};
 
 use crate::error::{Side, StreamError};
 
@@ -45,7 +45,7 @@ pub(crate) struct RelayLink {
     /// relay to route it (module `direct`).
     origin: SyncMutex<Option<Origin>>,
     /// Addresses to try last, until the instant given.
-    avoid: SyncMutex<HashMap<SocketAddr, Instant>>,
+    avoid: Arc<Avoid>,
 }
 
 /// Why a live link is left for another relay.
@@ -78,11 +78,11 @@ impl RelayLink {
                 }
                 Err(Leave::GoingAway) => {
                     tracing::info!(%relay, "relay is going away; new streams go through another relay");
-                    self.avoid(relay);
+                    self.avoid.add(relay);
                 }
                 Err(Leave::Silent(waited)) => {
                     tracing::warn!(%relay, ?waited, "relay did not answer a probe; new streams go through another relay");
-                    self.avoid(relay);
+                    self.avoid.add(relay);
                 }
             }
             *slot = None;
@@ -95,7 +95,7 @@ impl RelayLink {
             tracing::warn!(err = %unresolved, "a relay address does not resolve; trying the others");
         }
         // Relays that just went away or fell silent last: stable sort.
-        let avoided = self.avoided();
+        let avoided = self.avoid.now();
         candidates.sort_by_key(|c| avoided.contains(&c.addr));
         let origin = self.origin().clone();
         let rc = dial_any(credential, &candidates, origin.as_ref(), transport, timeout).await?;
@@ -105,7 +105,11 @@ impl RelayLink {
         });
         let conn = rc.conn.clone();
         tracing::debug!(relay = %conn.remote_address(), "connected to relay");
-        *slot = Some(Link::watch(rc, Arc::downgrade(&self.slot)));
+        *slot = Some(Link::watch(
+            rc,
+            Arc::downgrade(&self.slot),
+            self.avoid.clone(),
+        ));
         Ok(conn)
     }
 
@@ -136,16 +140,23 @@ impl RelayLink {
     fn origin(&self) -> std::sync::MutexGuard<'_, Option<Origin>> {
         self.origin.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
 
-    fn avoid(&self, addr: SocketAddr) {
-        let mut avoid = self.avoid.lock().unwrap_or_else(PoisonError::into_inner);
+/// Relay addresses to try last, each until an instant: those that went
+/// away or stopped answering lately.
+#[derive(Debug, Default)]
+struct Avoid(SyncMutex<HashMap<SocketAddr, Instant>>);
+
+impl Avoid {
+    fn add(&self, addr: SocketAddr) {
+        let mut avoid = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         avoid.retain(|_, until| *until > now);
         avoid.insert(addr, now + AVOID_FOR);
     }
 
-    fn avoided(&self) -> Vec<SocketAddr> {
-        let avoid = self.avoid.lock().unwrap_or_else(PoisonError::into_inner);
+    fn now(&self) -> Vec<SocketAddr> {
+        let avoid = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         avoid
             .iter()
@@ -168,10 +179,6 @@ struct Heard {
     going_away: AtomicBool,
     /// The relay did not answer a probe: new streams go elsewhere.
     silent: AtomicBool,
-    /// Probes sent: the next one's nonce.
-    pings: AtomicU64,
-    /// The nonce of the last `Pong`.
-    pong: watch::Sender<u64>,
     seen: SyncMutex<Seen>,
     /// A stream was opened: the relay should answer soon.
     opened: Notify,
@@ -206,10 +213,10 @@ const PROBES: u32 = 3;
 
 impl Link {
     /// Starts watching `rc` ([`watch`]).
-    fn watch(rc: RelayConn, slot: Weak<Mutex<Option<Link>>>) -> Link {
+    fn watch(rc: RelayConn, slot: Weak<Mutex<Option<Link>>>, avoid: Arc<Avoid>) -> Link {
         let heard = Arc::new(Heard::default());
         heard.received(&rc.conn);
-        tokio::spawn(watch(rc.conn.clone(), heard.clone(), slot));
+        tokio::spawn(watch(rc.conn.clone(), heard.clone(), slot, avoid));
         Link { rc, heard }
     }
 
@@ -232,17 +239,7 @@ impl Link {
             return Ok(());
         }
         let wait = conn.rtt() * 3 + PROBE_SLACK;
-        let nonce = self.heard.pings.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut pongs = self.heard.pong.subscribe();
-        let ping = bytes::Bytes::copy_from_slice(&Datagram::Ping(nonce).encode());
-        if conn.send_datagram(ping).is_err() {
-            // A relay that predates probes: trust the link as before.
-            return Ok(());
-        }
-        let answered = tokio::time::timeout(wait, pongs.wait_for(|n| *n == nonce))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        if answered {
+        if answers(conn).await {
             Ok(())
         } else if self.heard.going_away.load(Ordering::Relaxed) {
             Err(Leave::GoingAway)
@@ -284,7 +281,7 @@ struct Expecting {
 }
 
 /// Watches a link until its connection ends, it goes away, or it has left
-/// its slot with no stream waiting for the relay: reads the relay's datagrams (`Pong`, `GoAway`), and after each
+/// its slot with no stream waiting for the relay: reads the relay's datagrams (`GoAway`), and after each
 /// open makes sure the relay answers. A relay that stays silent [`QUIET`]
 /// after an open gets a probe; one that does not answer it is left (new
 /// streams go elsewhere at once), and after [`PROBES`] unanswered probes
@@ -292,7 +289,12 @@ struct Expecting {
 /// of hanging until the idle timeout. On `GoAway` the link leaves its slot,
 /// so even an idle client lets go of a draining relay at once (quinn closes
 /// the connection when no stream holds it any more).
-async fn watch(conn: quinn::Connection, heard: Arc<Heard>, slot: Weak<Mutex<Option<Link>>>) {
+async fn watch(
+    conn: quinn::Connection,
+    heard: Arc<Heard>,
+    slot: Weak<Mutex<Option<Link>>>,
+    avoid: Arc<Avoid>,
+) {
     let id = conn.stable_id();
     let relay = conn.remote_address();
     let mut expecting: Option<Expecting> = None;
@@ -302,11 +304,11 @@ async fn watch(conn: quinn::Connection, heard: Arc<Heard>, slot: Weak<Mutex<Opti
         tokio::select! {
             datagram = conn.read_datagram() => match datagram.map(|b| Datagram::decode(&b)) {
                 Err(_) => return,
-                Ok(Ok(Datagram::Pong(nonce))) => {
-                    heard.pong.send_replace(nonce);
-                }
                 Ok(Ok(Datagram::GoAway { .. })) => {
                     heard.going_away.store(true, Ordering::Relaxed);
+                    // A restart comes back at this address before its
+                    // agents do: try the others first for a while.
+                    avoid.add(relay);
                     tracing::info!(%relay, "relay is going away; new streams go through another relay");
                     leave_slot(&slot, id).await;
                     return;
@@ -336,6 +338,7 @@ async fn watch(conn: quinn::Connection, heard: Arc<Heard>, slot: Weak<Mutex<Opti
                 if e.probes == 1 {
                     tracing::warn!(%relay, "relay did not answer a probe; new streams go through another relay");
                     heard.silent.store(true, Ordering::Relaxed);
+                    avoid.add(relay);
                     leave_slot(&slot, id).await;
                 }
                 if e.probes == PROBES {
@@ -343,8 +346,7 @@ async fn watch(conn: quinn::Connection, heard: Arc<Heard>, slot: Weak<Mutex<Opti
                     conn.close(proto::ErrorCode::GOING_AWAY.0.into(), b"relay stopped answering");
                     return;
                 }
-                let nonce = heard.pings.fetch_add(1, Ordering::Relaxed) + 1;
-                let ping = bytes::Bytes::copy_from_slice(&Datagram::Ping(nonce).encode());
+                let ping = bytes::Bytes::copy_from_slice(&Datagram::Ping(u64::from(e.probes)).encode());
                 if conn.send_datagram(ping).is_err() {
                     // A relay that predates probes: nothing to learn.
                     expecting = None;
@@ -362,9 +364,9 @@ async fn watch(conn: quinn::Connection, heard: Arc<Heard>, slot: Weak<Mutex<Opti
 /// ACK, or the `Pong`) within about a round trip; quinn counts what arrives.
 pub(crate) async fn answers(conn: &quinn::Connection) -> bool {
     let before = conn.stats().udp_rx.datagrams;
-    let ping = bytes::Bytes::copy_from_slice(&Datagram::Ping(0).encode());
+    let ping = bytes::Bytes::copy_from_slice(&Datagram::Ping(before).encode());
     if conn.send_datagram(ping).is_err() {
-        // Closed, or a relay that takes no datagrams: closed is the answer.
+        // Closed, or a relay that predates probes: trust it while it is open.
         return conn.close_reason().is_none();
     }
     let deadline = Instant::now() + conn.rtt() * 3 + PROBE_SLACK;

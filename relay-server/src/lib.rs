@@ -25,7 +25,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-use proto::{ErrorCode, Name};
+use proto::{ErrorCode, Name, Refused};
 use relay_net::cert::PeerCert;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -102,6 +102,9 @@ pub(crate) struct Shared {
     /// agents that reach it through two addresses keep one connection
     /// (`Registered::instance`).
     instance: u64,
+    /// When this process started serving: a young relay gives agents a
+    /// moment to come back ([`Shared::when_agents_are_back`]).
+    started: std::time::Instant,
     policy: RwLock<Arc<Policy>>,
     revocations: RwLock<Arc<Revocations>>,
     registry: Arc<Registry>,
@@ -121,7 +124,33 @@ pub(crate) struct Shared {
     direct: Arc<routes::Routes>,
 }
 
+/// How long a freshly started relay lets agents come back before it says an
+/// agent is unknown or offline: after a restart, agents register again
+/// within about half a second (they re-dial every 500 ms), and a client that
+/// lands here first must not be told the agent is gone.
+const AGENTS_RETURN_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Shared {
+    /// `check`, run again as agents register while this relay is younger
+    /// than [`AGENTS_RETURN_WITHIN`] and `check` finds an agent missing.
+    async fn when_agents_are_back<T>(
+        &self,
+        check: impl Fn() -> Result<T, Refused>,
+    ) -> Result<T, Refused> {
+        let mut changes = self.registry.subscribe();
+        loop {
+            let result = check();
+            let missing = matches!(&result, Err(r) if r.code == ErrorCode::UNKNOWN_AGENT || r.code == ErrorCode::AGENT_OFFLINE);
+            let left = AGENTS_RETURN_WITHIN.saturating_sub(self.started.elapsed());
+            if !missing || left.is_zero() {
+                return result;
+            }
+            if tokio::time::timeout(left, changes.changed()).await.is_err() {
+                return check();
+            }
+        }
+    }
+
     /// The policy in force; a stream reads one snapshot.
     fn policy(&self) -> Arc<Policy> {
         self.policy
@@ -230,6 +259,7 @@ impl Relay {
         let shared = Arc::new(Shared {
             relay_name,
             instance: rand::random(),
+            started: std::time::Instant::now(),
             policy: RwLock::new(Arc::new(policy)),
             revocations: RwLock::new(Arc::new(revocations)),
             registry: Arc::default(),

@@ -121,7 +121,9 @@ async fn grant<'a>(
     direct: &Direct,
 ) -> Result<Granted<'a>, Refused> {
     let client_prefix = direct.prefix;
-    let (grant, instances) = crate::authorize::direct(shared, peer, &direct.agent)?;
+    let (grant, instances) = shared
+        .when_agents_are_back(|| crate::authorize::direct(shared, peer, &direct.agent))
+        .await?;
     let client = &peer.identity.name;
     shared
         .direct

@@ -107,7 +107,9 @@ async fn authorized(
     open: &Open,
     event: &AuditEvent,
 ) -> Result<Vec<Instance>, Refused> {
-    let instances = crate::authorize::open(shared, peer, open)?;
+    let instances = shared
+        .when_agents_are_back(|| crate::authorize::open(shared, peer, open))
+        .await?;
     shared.audit.record(event.clone()).await.map_err(|e| {
         Refused::new(
             ErrorCode::AUDIT_UNAVAILABLE,

@@ -592,3 +592,35 @@ async fn an_end_to_end_path_that_cannot_follow_fails_fast_and_the_next_goes_anot
     );
     Ok(())
 }
+
+/// A relay that has just started (a restart in a rolling update) gives
+/// agents a moment to register again before it calls one unknown: a client
+/// that lands there first waits for the agent instead of being refused.
+/// Before: `UNKNOWN_AGENT` at once.
+#[tokio::test]
+async fn a_young_relay_waits_for_its_agents_before_calling_one_unknown() {
+    relay_tests::trace_init();
+    let relay = relay_tests::TestRelay::start(ALLOW_ALL).await;
+    let client = relay.client("ci");
+    let dest: relay_client::AgentTarget = "edge/echo".parse().expect("dest");
+    let opening = tokio::spawn(async move {
+        let opened = client.open(&dest).await;
+        (client, opened)
+    });
+    // The agent registers only after the client is connected (its `Open`
+    // follows the handshake at once; the agent's registration takes a
+    // handshake of its own).
+    let mut clients = relay.clients.clone();
+    guard("the client connects", clients.wait_for(|n| *n > 0))
+        .await
+        .expect("relay alive");
+    let echo = tcp_echo().await;
+    let _agent = relay.agent("edge", &[("echo", echo)]).await;
+    let (client, opened) = guard("the open", opening).await.expect("task");
+    let mut opened = opened.expect("the relay waited for the agent");
+    opened.send.write_all(b"late").await.expect("write");
+    let mut back = [0; 4];
+    opened.recv.read_exact(&mut back).await.expect("echo");
+    assert_eq!(&back, b"late");
+    client.close().await;
+}
