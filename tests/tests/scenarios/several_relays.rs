@@ -378,7 +378,25 @@ async fn a_black_holed_relay_costs_a_client_a_stagger_not_a_timeout() -> anyhow:
         connected.stdout,
         String::from_utf8_lossy(&connected.stderr)
     );
-    println!("one of three relays black-holed: list took {list_took:?}, forward + first connection {forward_took:?}, connect {connect_took:?}");
+    // `with`: a forward for one command (here one that only succeeds).
+    let began = Instant::now();
+    let with = tokio::process::Command::new(&programs.client)
+        .arg("--credential")
+        .arg(&client_cred)
+        .args(["with", "--no-kubeconfig", "edge/echo", "--", "true"])
+        .output();
+    let with = guard("with", with).await?;
+    let with_took = began.elapsed();
+    anyhow::ensure!(
+        with.status.success(),
+        "with: {}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    println!("one of three relays black-holed: list took {list_took:?}, forward + first connection {forward_took:?}, connect {connect_took:?}, with {with_took:?}");
+    assert!(
+        with_took < Duration::from_secs(5),
+        "with took {with_took:?}"
+    );
     assert!(
         connect_took < Duration::from_secs(5),
         "connect took {connect_took:?}"
