@@ -73,12 +73,22 @@ pub(crate) async fn run(
     let mut supervisors = JoinSet::new();
     let mut first_error = None;
     let mut next_resolve = Instant::now();
+    let mut said_unresolved = false;
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(next_resolve) => {
                 let (found, unresolved) = resolve_all(&entries).await;
                 for e in &unresolved {
-                    tracing::warn!(err = %e, "cannot resolve a relay address; keeping the instances it had");
+                    if uplinks.is_empty() {
+                        // Retried every few seconds: said at debug after the first.
+                        if std::mem::replace(&mut said_unresolved, true) {
+                            tracing::debug!(err = %e, "cannot resolve a relay address yet");
+                        } else {
+                            tracing::warn!(err = %e, "cannot resolve a relay address; trying again every {RESOLVE_RETRY:?}");
+                        }
+                    } else {
+                        tracing::warn!(err = %e, "cannot resolve a relay address; keeping the instances it had");
+                    }
                 }
                 let resolved: HashSet<&str> = found.iter().map(|c| c.entry.as_str()).collect();
                 uplinks.retain(|addr, (entry, retire)| {
