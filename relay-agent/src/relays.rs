@@ -290,6 +290,12 @@ async fn redial(
 /// long as the agent runs.
 struct Origins {
     made: std::sync::Mutex<Vec<Origin>>,
+    direct: Arc<Direct>,
+    acceptors: std::sync::Mutex<JoinSet<()>>,
+}
+
+/// What each endpoint accepts direct connections with ([`accept_direct`]).
+struct Direct {
     transport: relay_net::endpoint::Transport,
     shared: Arc<Shared>,
     instances: Instances,
@@ -297,7 +303,6 @@ struct Origins {
     stop: CancellationToken,
     /// How long direct connections get to finish at shutdown.
     grace: Duration,
-    acceptors: std::sync::Mutex<JoinSet<()>>,
 }
 
 impl Origins {
@@ -316,12 +321,14 @@ impl Origins {
         })?;
         Ok(Origins {
             made: std::sync::Mutex::default(),
-            transport: config.transport.clone(),
-            shared,
-            instances,
-            relay_name: cred.cert.relay.clone(),
-            stop,
-            grace: config.shutdown_grace,
+            direct: Arc::new(Direct {
+                transport: config.transport.clone(),
+                shared,
+                instances,
+                relay_name: cred.cert.relay.clone(),
+                stop,
+                grace: config.shutdown_grace,
+            }),
             acceptors: std::sync::Mutex::default(),
         })
     }
@@ -336,16 +343,8 @@ impl Origins {
         if let Some(origin) = made.iter().find(|o| o.reaches(remote)) {
             return Ok(origin.clone());
         }
-        let origin = Origin::bind(remote, &self.transport)?;
-        let accepting = accept_direct(
-            origin.endpoint.clone(),
-            self.transport.clone(),
-            self.shared.clone(),
-            self.instances.clone(),
-            self.relay_name.clone(),
-            self.stop.clone(),
-            self.grace,
-        );
+        let origin = Origin::bind(remote, &self.direct.transport)?;
+        let accepting = accept_direct(origin.endpoint.clone(), self.direct.clone());
         self.acceptors
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -403,23 +402,23 @@ fn serve_direct_with(
 /// Admits the direct connections that reach `endpoint`, each in a span of
 /// its own, until `stop`; then gives them the grace period to finish. A
 /// renewed credential (module `renewal`) is what new direct handshakes see.
-async fn accept_direct(
-    endpoint: quinn::Endpoint,
-    transport: relay_net::endpoint::Transport,
-    shared: Arc<Shared>,
-    instances: Instances,
-    relay_name: proto::Name,
-    stop: CancellationToken,
-    grace: Duration,
-) {
+async fn accept_direct(endpoint: quinn::Endpoint, with: Arc<Direct>) {
+    let Direct {
+        transport,
+        shared,
+        instances,
+        relay_name,
+        stop,
+        grace,
+    } = &*with;
     let mut renewed = shared.credential.subscribe();
-    serve_direct_with(&endpoint, &transport, &renewed.borrow_and_update());
+    serve_direct_with(&endpoint, transport, &renewed.borrow_and_update());
     let mut direct = JoinSet::new();
     loop {
         tokio::select! {
             Ok(()) = renewed.changed() => {
                 let cred = renewed.borrow_and_update().clone();
-                serve_direct_with(&endpoint, &transport, &cred);
+                serve_direct_with(&endpoint, transport, &cred);
             }
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
@@ -432,7 +431,7 @@ async fn accept_direct(
         }
     }
     let drained = async { while direct.join_next().await.is_some() {} };
-    let _ = tokio::time::timeout(grace, drained).await;
+    let _ = tokio::time::timeout(*grace, drained).await;
 }
 
 /// Full jitter: uniformly in [d/2, d], so a fleet of agents that lost the

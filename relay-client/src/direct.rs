@@ -171,10 +171,9 @@ impl Regrant {
         prefix: CidPrefix,
         agent_prefix: CidPrefix,
     ) -> Result<Lease, NoPath> {
-        let credential = self.credential.current();
         let relay = self
             .link
-            .connection(&credential, &self.transport, self.timeout)
+            .connection(&self.credential, &self.transport, self.timeout)
             .await
             .map_err(NoPath::Relay)?;
         let (mut send, recv) = relay.open_bi().await?;

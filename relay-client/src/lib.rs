@@ -192,10 +192,7 @@ impl Client {
     /// was last read (two `stat`s) and still holds this client's identity;
     /// else the one in use (a refused file is logged, once per change).
     pub fn credential(&self) -> Arc<Loaded> {
-        if let Some(outcome) = self.credential.reload_if_changed() {
-            relay_net::renew::log(&outcome);
-        }
-        self.credential.current()
+        self.credential.latest()
     }
 
     /// The credential file this client follows, for a SIGHUP handler
@@ -211,7 +208,7 @@ impl Client {
     /// If no relay can be reached.
     pub async fn connection(&self) -> Result<quinn::Connection, DialError> {
         self.relay
-            .connection(&self.credential(), &self.transport, self.connect_timeout)
+            .connection(&self.credential, &self.transport, self.connect_timeout)
             .await
     }
 

@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex as SyncMutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use proto::Datagram;
-use relay_net::credential::Loaded;
 use relay_net::dial::{dial_any, resolve_all, DialError, Origin, RelayConn};
 use relay_net::endpoint::Transport;
+use relay_net::renew::Reloading;
 use tokio::sync::{Mutex, Notify};
 
 use crate::error::{Side, StreamError};
@@ -58,13 +58,14 @@ enum Leave {
 
 impl RelayLink {
     /// The live connection to a relay, dialling (again) if there is none or
-    /// the one there is has gone away or stopped answering.
+    /// the one there is has gone away or stopped answering. A dial takes the
+    /// credential file as it is then; a live link reads nothing from disk.
     ///
     /// # Errors
     /// If no relay can be reached.
     pub(crate) async fn connection(
         &self,
-        credential: &Loaded,
+        credential: &Reloading,
         transport: &Transport,
         timeout: Duration,
     ) -> Result<quinn::Connection, DialError> {
@@ -87,6 +88,7 @@ impl RelayLink {
             }
             *slot = None;
         }
+        let credential = credential.latest();
         let (mut candidates, unresolved) = resolve_all(&credential.credential.relay).await;
         if let Some(unresolved) = unresolved.into_iter().next() {
             if candidates.is_empty() {
@@ -98,7 +100,14 @@ impl RelayLink {
         let avoided = self.avoid.now();
         candidates.sort_by_key(|c| avoided.contains(&c.addr));
         let origin = self.origin().clone();
-        let rc = dial_any(credential, &candidates, origin.as_ref(), transport, timeout).await?;
+        let rc = dial_any(
+            &credential,
+            &candidates,
+            origin.as_ref(),
+            transport,
+            timeout,
+        )
+        .await?;
         self.origin().get_or_insert_with(|| Origin {
             endpoint: rc.endpoint.clone(),
             prefix: rc.prefix,

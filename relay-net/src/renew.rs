@@ -174,14 +174,21 @@ impl Reloading {
         Some(self.reload())
     }
 
+    /// The credential as the file holds it now: [`Reloading::reload_if_changed`]
+    /// (logged), then [`Reloading::current`]. Two `stat`s: call it where a
+    /// dial happens, not per stream.
+    pub fn latest(&self) -> Arc<Loaded> {
+        if let Some(outcome) = self.reload_if_changed() {
+            log(&outcome);
+        }
+        self.current()
+    }
+
     /// Whether a credential newer than `used` is current, after checking
     /// the file: a relay's refusal of `used` (expired, revoked) need not be
     /// final when the file was renewed meanwhile.
     pub fn renewed_since(&self, used: &Arc<Loaded>) -> bool {
-        if let Some(outcome) = self.reload_if_changed() {
-            log(&outcome);
-        }
-        !Arc::ptr_eq(&self.current(), used)
+        !Arc::ptr_eq(&self.latest(), used)
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, Option<Stamp>> {
