@@ -14,7 +14,6 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use relay_tests::launch;
 use relay_tests::{guard, http_get, tcp_echo, ALLOW_ALL};
 use tokio::process::Command;
@@ -65,34 +64,15 @@ async fn an_agent_holds_every_instance_a_name_resolves_to() -> anyhow::Result<()
         println!("SKIPPED: no private namespace with a hosts file and nftables here: {why}");
         return Ok(());
     }
-    let exe = std::env::current_exe().context("test binary path")?;
-    let inner = Command::new("unshare")
-        .args([
-            "-rnm",
-            "sh",
-            "-c",
-            r#"mount --bind "$2" /etc/hosts && ip link set lo up && exec "$0" --exact "$1" --ignored --nocapture --test-threads=1"#,
-        ])
-        .arg(&exe)
-        .arg(crate::inner_test(module_path!(), "in_namespace"))
-        .arg(hosts.path())
-        .env(INNER, "1")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(240), inner)
-        .await
-        .context("the namespace test did not finish within 240 s")?
-        .context("run the test binary under unshare")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("--- inside the namespace ---\n{stdout}\n{stderr}");
-    anyhow::ensure!(out.status.success(), "the namespace test failed");
-    anyhow::ensure!(
-        stdout.contains("test result: ok. 1 passed"),
-        "the inner test did not run"
-    );
-    Ok(())
+    crate::rerun_in_namespace(
+        module_path!(),
+        "in_namespace",
+        INNER,
+        "-rnm",
+        r#"mount --bind "$2" /etc/hosts && ip link set lo up"#,
+        &[hosts.path().as_os_str()],
+    )
+    .await
 }
 
 /// Runs `nft ARGS`.

@@ -38,6 +38,52 @@ mod several_relays;
 mod smoke;
 mod socks;
 
+/// Runs this binary's test `name` of `module` (the caller's
+/// `module_path!()`) again inside new namespaces: `unshare FLAGS sh -c
+/// 'SETUP && exec THIS_BINARY --exact TEST ...'`, with the variable `inner`
+/// set so the test knows it is inside. `args` reach `SETUP` as `$2`, `$3`,
+/// .... Its output is printed (the harness shows it on failure, or with
+/// `--nocapture`). Everything the inner test creates vanishes with the
+/// namespaces.
+///
+/// # Errors
+/// If the inner test fails, does not run, or takes over 240 s.
+async fn rerun_in_namespace(
+    module: &str,
+    name: &str,
+    inner: &str,
+    flags: &str,
+    setup: &str,
+    args: &[&std::ffi::OsStr],
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let exe = std::env::current_exe().context("test binary path")?;
+    let script =
+        format!(r#"{setup} && exec "$0" --exact "$1" --ignored --nocapture --test-threads=1"#);
+    let run = tokio::process::Command::new("unshare")
+        .args([flags, "sh", "-c", &script])
+        .arg(&exe)
+        .arg(inner_test(module, name))
+        .args(args)
+        .env(inner, "1")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(240), run)
+        .await
+        .context("the namespace test did not finish within 240 s")?
+        .context("run the test binary under unshare")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("--- inside the namespace ---\n{stdout}\n{stderr}");
+    anyhow::ensure!(out.status.success(), "the namespace test failed");
+    anyhow::ensure!(
+        stdout.contains("test result: ok. 1 passed"),
+        "the inner test did not run"
+    );
+    Ok(())
+}
+
 /// The name libtest knows the test `name` of module `module` by (its path
 /// without the crate), for re-running this binary with `--exact`.
 ///

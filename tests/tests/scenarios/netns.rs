@@ -10,7 +10,6 @@
 //! crash can never leave a rule behind on the host. Where `unshare`, `ip`
 //! or `nft` cannot be used, the test says so and passes (skipped).
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,34 +58,15 @@ async fn nftables_loss_and_partition_in_a_private_namespace_end_byte_exact() -> 
         println!("SKIPPED: no private network namespace with nftables here: {why}");
         return Ok(());
     }
-    let exe = std::env::current_exe().context("test binary path")?;
-    let inner = Command::new("unshare")
-        .args([
-            "-rn",
-            "sh",
-            "-c",
-            r#"ip link set lo up && exec "$0" --exact "$1" --ignored --nocapture --test-threads=1"#,
-        ])
-        .arg(&exe)
-        .arg(crate::inner_test(module_path!(), "in_namespace"))
-        .env(INNER, "1")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(240), inner)
-        .await
-        .context("the namespace test did not finish within 240 s")?
-        .context("run the test binary under unshare")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // Shown by the harness on failure, or with --nocapture.
-    println!("--- inside the namespace ---\n{stdout}\n{stderr}");
-    anyhow::ensure!(out.status.success(), "the namespace test failed");
-    anyhow::ensure!(
-        stdout.contains("test result: ok. 1 passed"),
-        "the inner test did not run"
-    );
-    Ok(())
+    crate::rerun_in_namespace(
+        module_path!(),
+        "in_namespace",
+        INNER,
+        "-rn",
+        "ip link set lo up",
+        &[],
+    )
+    .await
 }
 
 /// Runs `nft ARGS`.
