@@ -94,6 +94,7 @@
 
 mod bench;
 mod capabilities;
+pub mod carrier;
 mod cid_prefix;
 mod code;
 mod codec;

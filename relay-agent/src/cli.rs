@@ -82,6 +82,14 @@ pub struct Args {
     /// [default: 30s].
     #[arg(long, value_parser = humantime::parse_duration)]
     max_backoff: Option<Duration>,
+    /// How to reach relays: auto (QUIC, and the TCP carrier too if QUIC has
+    /// not answered within 250 ms; back to QUIC when it works), quic (UDP
+    /// only), tcp (TLS over TCP only, e.g. through an HTTPS proxy) [default: auto].
+    #[arg(long, env = "RELAY_TRANSPORT", value_name = "auto|quic|tcp")]
+    transport: Option<relay_net::endpoint::Via>,
+    /// The relays' TCP carrier port, where it is not their QUIC port.
+    #[arg(long, env = "RELAY_TCP_PORT", value_name = "PORT")]
+    tcp_port: Option<u16>,
     /// Idle timeout of the relay connection (a dead relay is noticed after
     /// it) [default: 10s].
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -247,6 +255,10 @@ fn run(args: Args, file: File) -> anyhow::Result<()> {
         config.transport.idle_timeout = idle;
         config.transport.keep_alive = Some(idle / 3);
     }
+    if let Some(via) = args.transport.or(file.transport) {
+        config.transport.via = via;
+    }
+    config.transport.tcp_port = args.tcp_port.or(file.tcp_port);
     if let Some(addr) = args.metrics.or(file.metrics) {
         let listener = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))

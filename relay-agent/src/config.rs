@@ -135,6 +135,12 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
     })
 }
 
+/// Reads `"auto"`, `"quic"` or `"tcp"`.
+fn via<'de, D: Deserializer<'de>>(d: D) -> Result<Option<relay_net::endpoint::Via>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
 /// The agent's config file. Unknown keys are refused (a typo would
 /// otherwise silently leave a default in place).
 #[derive(Debug, Default, Deserialize)]
@@ -191,6 +197,12 @@ pub struct File {
     /// `idle-timeout = "10s"`.
     #[serde(default, rename = "idle-timeout", deserialize_with = "duration")]
     pub idle_timeout: Option<Duration>,
+    /// `transport = "tcp"`: how relays are reached (auto, quic, tcp).
+    #[serde(default, deserialize_with = "via")]
+    pub transport: Option<relay_net::endpoint::Via>,
+    /// `tcp-port = 443`: the relays' TCP carrier port.
+    #[serde(rename = "tcp-port")]
+    pub tcp_port: Option<u16>,
     /// `metrics = "127.0.0.1:9091"`: serve /metrics, /healthz, /readyz.
     pub metrics: Option<std::net::SocketAddr>,
     /// `log-format = "json"`.

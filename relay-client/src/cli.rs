@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use relay_net::credential::Credential;
+use relay_net::endpoint::Via;
 
 use crate::direct::EndToEnd;
 use crate::program::ProgramOutcome;
@@ -83,6 +84,20 @@ pub struct Args {
           num_args = 0..=1, require_equals = true, default_missing_value = "on",
           default_value = "off")]
     end_to_end: EndToEnd,
+    /// How to reach the relay: auto (QUIC, and the TCP carrier too if QUIC
+    /// has not answered within 250 ms; back to QUIC when it works), quic
+    /// (UDP only), tcp (TLS over TCP only, e.g. through an HTTPS proxy).
+    #[arg(
+        long,
+        global = true,
+        env = "RELAY_TRANSPORT",
+        value_name = "auto|quic|tcp",
+        default_value = "auto"
+    )]
+    transport: Via,
+    /// The relay's TCP carrier port, where it is not the QUIC port.
+    #[arg(long, global = true, env = "RELAY_TCP_PORT", value_name = "PORT")]
+    tcp_port: Option<u16>,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -280,6 +295,7 @@ fn client(args: &Args) -> anyhow::Result<Client> {
     crate::check_role(&loaded)?;
     Ok(Client::new(loaded)
         .with_connect_timeout(args.connect_timeout)
+        .via(args.transport, args.tcp_port)
         .end_to_end(args.end_to_end))
 }
 

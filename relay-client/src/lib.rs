@@ -23,7 +23,7 @@ use proto::{AgentInfo, AgentName, Frame, List, Open, Role, StreamKind, TargetNam
 use relay_net::answer::{read_answer, AnswerError};
 use relay_net::credential::Loaded;
 use relay_net::dial::DialError;
-use relay_net::endpoint::Transport;
+use relay_net::endpoint::{Transport, Via};
 use relay_net::framed::{write_frame, FrameReader};
 use relay_net::renew::Reloading;
 
@@ -180,6 +180,14 @@ impl Client {
     /// The end-to-end mode ([`Client::end_to_end`]).
     pub fn end_to_end_mode(&self) -> direct::EndToEnd {
         self.mode
+    }
+
+    /// How the relay is reached (`--transport`), and the relay's TCP
+    /// carrier port where it is not the QUIC port.
+    pub fn via(mut self, via: Via, tcp_port: Option<u16>) -> Client {
+        self.transport.via = via;
+        self.transport.tcp_port = tcp_port;
+        self
     }
 
     /// Sets the handshake deadline.

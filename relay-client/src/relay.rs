@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use proto::Datagram;
 use relay_net::dial::{dial_any, resolve_all, DialError, Origin, RelayConn};
-use relay_net::endpoint::Transport;
+use relay_net::endpoint::{Transport, Via};
 use relay_net::renew::Reloading;
 use tokio::sync::{Mutex, Notify};
 
@@ -108,10 +108,12 @@ impl RelayLink {
             timeout,
         )
         .await?;
-        self.origin().get_or_insert_with(|| Origin {
-            endpoint: rc.endpoint.clone(),
-            prefix: rc.prefix,
-        });
+        if rc.via == Via::Quic {
+            self.origin().get_or_insert_with(|| Origin {
+                endpoint: rc.endpoint.clone(),
+                prefix: rc.prefix,
+            });
+        }
         let conn = rc.conn.clone();
         tracing::debug!(relay = %conn.remote_address(), "connected to relay");
         *slot = Some(Link::watch(

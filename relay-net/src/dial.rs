@@ -2,15 +2,18 @@
 //! fail into a message a person can act on.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use proto::{ErrorCode, Role};
+use quinn::crypto::rustls::QuicClientConfig;
 use quinn::ConnectionError;
 
 use crate::cert::PeerCert;
 use crate::credential::Loaded;
-use crate::endpoint::{self, Transport};
+use crate::endpoint::{self, Transport, Via};
 use crate::gone::{Cause, PeerGone};
+use crate::tcp::{self, StreamSocket};
 use proto::CidPrefix;
 
 /// Why the relay could not be reached or refused us.
@@ -79,6 +82,8 @@ pub struct RelayConn {
     /// The prefix of the endpoint's connection IDs, which routes a direct
     /// path to it ([`crate::direct`]).
     pub prefix: CidPrefix,
+    /// How it reaches the relay: [`Via::Quic`] (UDP) or [`Via::Tcp`] (the carrier).
+    pub via: Via,
 }
 
 /// One address a relay name resolved to: where to send, and the name to
@@ -203,6 +208,7 @@ pub async fn dial_any(
     timeout: Duration,
 ) -> Result<RelayConn, DialError> {
     let tls = client_tls(cred)?;
+    let ca_pem: Arc<str> = cred.credential.ca.as_str().into();
     let relay = cred.cert.relay.clone();
     let mut waiting = candidates.iter().enumerate();
     let mut attempts = tokio::task::JoinSet::new();
@@ -219,6 +225,7 @@ pub async fn dial_any(
             relay.clone(),
             transport.clone(),
             timeout,
+            ca_pem.clone(),
         );
         attempts.spawn(async move { (i, attempt.await) });
         true
@@ -274,6 +281,7 @@ pub async fn dial_one(
         relay,
         transport.clone(),
         timeout,
+        cred.credential.ca.as_str().into(),
     )
     .await
 }
@@ -298,9 +306,7 @@ pub async fn dial_addr(
     dial_one(cred, &candidate, None, transport, timeout).await
 }
 
-fn client_tls(
-    cred: &Loaded,
-) -> Result<std::sync::Arc<quinn::crypto::rustls::QuicClientConfig>, DialError> {
+fn client_tls(cred: &Loaded) -> Result<Arc<QuicClientConfig>, DialError> {
     cred.check_expiry(time::OffsetDateTime::now_utc())
         .map_err(DialError::Credential)?;
     let tls = crate::tls::client_config(
@@ -309,16 +315,190 @@ fn client_tls(
         &cred.credential.ca,
     )
     .map_err(|e| DialError::Credential(format!("{}: {e}", cred.path.display())))?;
-    Ok(std::sync::Arc::new(tls))
+    Ok(Arc::new(tls))
 }
 
 async fn dial_candidate(
     candidate: Candidate,
     origin: Option<Origin>,
-    tls: std::sync::Arc<quinn::crypto::rustls::QuicClientConfig>,
+    tls: Arc<QuicClientConfig>,
     expected: proto::Name,
     transport: Transport,
     timeout: Duration,
+    ca_pem: Arc<str>,
+) -> Result<RelayConn, DialError> {
+    let quic = || {
+        dial_quic(
+            candidate.clone(),
+            origin.clone(),
+            tls.clone(),
+            expected.clone(),
+            transport.clone(),
+            timeout,
+        )
+    };
+    let tcp = || {
+        dial_tcp(
+            candidate.clone(),
+            tls.clone(),
+            expected.clone(),
+            transport.clone(),
+            timeout,
+            ca_pem.clone(),
+        )
+    };
+    match transport.via {
+        Via::Quic => quic().await,
+        Via::Tcp => tcp().await,
+        Via::Auto => race(quic(), tcp(), &candidate).await,
+    }
+}
+
+/// QUIC first, the TCP carrier once QUIC has not answered within
+/// [`STAGGER`] or has failed; the first connection up wins. When both fail,
+/// the error says what each got.
+async fn race(
+    quic: impl std::future::Future<Output = Result<RelayConn, DialError>>,
+    tcp: impl std::future::Future<Output = Result<RelayConn, DialError>>,
+    candidate: &Candidate,
+) -> Result<RelayConn, DialError> {
+    tokio::pin!(quic);
+    let quic_failed = tokio::select! {
+        r = &mut quic => match r {
+            Ok(conn) => return Ok(conn),
+            Err(e) => Some(e),
+        },
+        () = tokio::time::sleep(STAGGER) => None,
+    };
+    tokio::pin!(tcp);
+    let (quic_err, tcp_err) = match quic_failed {
+        Some(quic_err) => (quic_err, tcp.await.err()),
+        None => tokio::select! {
+            r = &mut quic => match r {
+                Ok(conn) => return Ok(conn),
+                Err(quic_err) => (quic_err, tcp.await.err()),
+            },
+            r = &mut tcp => match r {
+                Ok(conn) => return Ok(conn),
+                Err(tcp_err) => match quic.await {
+                    Ok(conn) => return Ok(conn),
+                    Err(quic_err) => (quic_err, Some(tcp_err)),
+                },
+            },
+        },
+    };
+    let Some(tcp_err) = tcp_err else {
+        return Err(quic_err);
+    };
+    // What a person must fix (trust, names) speaks for itself; two kinds of
+    // silence are told together.
+    Err(match (quic_err, tcp_err) {
+        (DialError::Unreachable { reason: q, .. }, DialError::Unreachable { reason: t, .. }) => {
+            DialError::Unreachable {
+                addr: candidate.entry.clone(),
+                reason: format!(
+                    "over QUIC (UDP {}): {q}; over TCP: {t}",
+                    candidate.addr.port()
+                ),
+            }
+        }
+        (DialError::Unreachable { .. }, telling) | (telling, _) => telling,
+    })
+}
+
+/// Dials `candidate` over QUIC (UDP), from `origin` if given.
+async fn dial_quic(
+    candidate: Candidate,
+    origin: Option<Origin>,
+    tls: Arc<QuicClientConfig>,
+    expected: proto::Name,
+    transport: Transport,
+    timeout: Duration,
+) -> Result<RelayConn, DialError> {
+    // An endpoint of our own is closed if the dial fails; a shared one is not.
+    let (Origin { endpoint, prefix }, own) = match origin {
+        Some(origin) => (origin, false),
+        None => (Origin::bind(candidate.addr, &transport)?, true),
+    };
+    let hint = no_answer_hint(candidate.addr);
+    handshake(
+        endpoint, prefix, own, candidate, tls, expected, transport, timeout, &hint,
+    )
+    .await
+}
+
+/// Dials `candidate` over the TCP carrier ([`crate::tcp`]): TCP (to
+/// the relay's carrier port), TLS, then the same QUIC handshake inside.
+async fn dial_tcp(
+    candidate: Candidate,
+    tls: Arc<QuicClientConfig>,
+    expected: proto::Name,
+    transport: Transport,
+    timeout: Duration,
+    ca_pem: Arc<str>,
+) -> Result<RelayConn, DialError> {
+    let unreachable = |reason: String| DialError::Unreachable {
+        addr: candidate.entry.clone(),
+        reason,
+    };
+    let port = transport.tcp_port.unwrap_or(candidate.addr.port());
+    let remote = SocketAddr::new(candidate.addr.ip(), port);
+    let carrier_tls = crate::tls::carrier_client_config(&ca_pem)
+        .map_err(|e| DialError::Credential(format!("the credential's CA: {e}")))?;
+    let started = Instant::now();
+    let setup = async {
+        let tcp = tcp::connect(remote, timeout).await?;
+        let local = tcp.local_addr().unwrap_or(remote);
+        StreamSocket::handshake(tcp, local, candidate.addr, &candidate.host, carrier_tls).await
+    };
+    let socket = match tokio::time::timeout(timeout, setup).await {
+        Ok(Ok(socket)) => Arc::new(socket),
+        Ok(Err(e)) => return Err(unreachable(e.to_string())),
+        Err(_) => {
+            return Err(unreachable(format!(
+                "TCP {port}: no answer within {timeout:?}"
+            )))
+        }
+    };
+    let ended = socket.ended();
+    let prefix = crate::direct::random_prefix();
+    let endpoint = endpoint::over_carrier(socket, &transport, prefix).map_err(DialError::Socket)?;
+    let left = timeout.saturating_sub(started.elapsed());
+    let hint = format!("over TCP {port}, the relay did not finish the QUIC handshake");
+    let mut rc = handshake(
+        endpoint, prefix, true, candidate, tls, expected, transport, left, &hint,
+    )
+    .await?;
+    rc.via = Via::Tcp;
+    // A carrier that ends takes its connection with it now, not after the
+    // idle timeout.
+    let conn = rc.conn.clone();
+    let relay = rc.addr.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            why = ended => {
+                tracing::warn!(%relay, reason = %why, "the TCP carrier to the relay closed");
+                conn.close(ErrorCode::GOING_AWAY.0.into(), b"tcp carrier closed");
+            }
+            _ = conn.closed() => {}
+        }
+    });
+    Ok(rc)
+}
+
+/// The QUIC handshake with the relay at `candidate` from `endpoint`, and the
+/// checks that it is our relay. `hint` says what to check if nothing answers.
+#[allow(clippy::too_many_arguments)]
+async fn handshake(
+    endpoint: quinn::Endpoint,
+    prefix: CidPrefix,
+    own: bool,
+    candidate: Candidate,
+    tls: Arc<QuicClientConfig>,
+    expected: proto::Name,
+    transport: Transport,
+    timeout: Duration,
+    hint: &str,
 ) -> Result<RelayConn, DialError> {
     let Candidate {
         entry,
@@ -326,17 +506,12 @@ async fn dial_candidate(
         addr: remote,
     } = candidate;
     let addr = entry.as_str();
-    // An endpoint of our own is closed if the dial fails; a shared one is not.
-    let (Origin { endpoint, prefix }, own) = match origin {
-        Some(origin) => (origin, false),
-        None => (Origin::bind(remote, &transport)?, true),
-    };
     let unreachable = |reason: String| DialError::Unreachable {
         addr: addr.to_owned(),
         reason,
     };
     let mut config = quinn::ClientConfig::new(tls);
-    config.transport_config(std::sync::Arc::new(transport.to_quinn()));
+    config.transport_config(Arc::new(transport.to_quinn()));
     let connecting = endpoint
         .connect_with(config, remote, &host)
         .map_err(|e| unreachable(e.to_string()))?;
@@ -345,7 +520,7 @@ async fn dial_candidate(
             if own {
                 endpoint.close(0u32.into(), b"");
             }
-            return Err(unreachable(no_answer(timeout, remote)));
+            return Err(unreachable(no_answer(timeout, hint)));
         }
         Ok(Err(e)) => {
             let gone = PeerGone::new(Role::Relay, &e);
@@ -358,7 +533,7 @@ async fn dial_candidate(
                     addr: addr.to_owned(),
                     reason: gone.to_string(),
                 },
-                Cause::TimedOut => unreachable(format!("{gone}: {}", no_answer_hint(remote))),
+                Cause::TimedOut => unreachable(format!("{gone}: {hint}")),
                 _ => unreachable(gone.to_string()),
             });
         }
@@ -389,6 +564,7 @@ async fn dial_candidate(
         relay,
         addr: addr.to_owned(),
         prefix,
+        via: Via::Quic,
     })
 }
 
@@ -448,8 +624,8 @@ pub fn describe_peer(err: &ConnectionError, peer: Role) -> String {
 }
 
 /// The relay did not answer within `timeout`.
-fn no_answer(timeout: Duration, remote: SocketAddr) -> String {
-    format!("no answer within {timeout:?}: {}", no_answer_hint(remote))
+fn no_answer(timeout: Duration, hint: &str) -> String {
+    format!("no answer within {timeout:?}: {hint}")
 }
 
 /// What to check when the relay does not answer at all.
@@ -469,7 +645,7 @@ mod tests {
         let remote: SocketAddr = "203.0.113.7:4433".parse().unwrap_or_else(|e| panic!("{e}"));
         let err = DialError::Unreachable {
             addr: "relay.example.com:4433".into(),
-            reason: no_answer(Duration::from_secs(10), remote),
+            reason: no_answer(Duration::from_secs(10), &no_answer_hint(remote)),
         };
         assert_eq!(
             err.to_string(),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::direct::{connection_id, random_prefix, Forwarding, PrefixedCids, RelayCids, Router};
+use crate::tcp::{Carriers, StreamSocket};
 use proto::CidPrefix;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{AsyncUdpSocket, IdleTimeout, TransportConfig, VarInt};
@@ -53,6 +54,57 @@ pub struct Transport {
     /// probe and the relay's `GoAway`, [`proto::Datagram`]); small, as
     /// each is 9 bytes and the reader keeps up.
     pub datagram_buffer: Option<usize>,
+    /// How relays are reached: QUIC over UDP, the TCP carrier, or both
+    /// raced (issue #15). Only agents and clients dial.
+    pub via: Via,
+    /// The relay's TCP carrier port, where it is not the QUIC port.
+    pub tcp_port: Option<u16>,
+}
+
+/// How an agent or a client reaches relays (`--transport`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Via {
+    /// QUIC first; the TCP carrier too if QUIC has not answered within
+    /// [`crate::dial::STAGGER`]; back to QUIC when it works again.
+    #[default]
+    Auto,
+    /// QUIC over UDP only.
+    Quic,
+    /// QUIC over the TCP carrier only (TLS over TCP, perhaps through an
+    /// HTTPS proxy).
+    Tcp,
+}
+
+impl Via {
+    /// The name on the command line, in logs and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Auto => "auto",
+            Via::Quic => "quic",
+            Via::Tcp => "tcp",
+        }
+    }
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Via {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Via, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Via::Auto),
+            "quic" | "udp" => Ok(Via::Quic),
+            "tcp" => Ok(Via::Tcp),
+            _ => Err(format!(
+                "unknown transport {s:?}: expected auto, quic or tcp"
+            )),
+        }
+    }
 }
 
 /// `RELAY_QUIC_ACK_FREQUENCY=N`: ask peers to ACK every N packets (a
@@ -95,6 +147,8 @@ impl Transport {
             send_window: 32 << 20,
             mtu_upper_bound: default_mtu_bound(),
             datagram_buffer: Some(4096),
+            via: Via::Auto,
+            tcp_port: None,
         }
     }
 
@@ -181,24 +235,28 @@ pub fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
-/// A server endpoint (the relay) bound to `addr`.
+/// A server endpoint (the relay) on `udp` (bound with [`bind_udp`]).
 ///
 /// # Errors
-/// If the address cannot be bound.
+/// If quinn cannot use the socket.
 ///
 /// `router` claims the datagrams of direct paths (module [`crate::direct`]);
 /// the relay's own connection IDs never look like theirs.
+///
+/// Its socket is [`Carriers`]: UDP, and the TCP carriers that
+/// [`crate::tcp::serve`] adds to it (issue #15), returned so the relay
+/// can feed it and tell a carrier's real peer address.
 ///
 /// `reset_key` keys the stateless-reset tokens. A relay that keeps it across
 /// restarts (or crashes) lets its peers learn at once that their connection
 /// is gone, instead of waiting out the idle timeout (DESIGN "Scale-out").
 pub fn server(
-    addr: SocketAddr,
+    udp: UdpSocket,
     tls: QuicServerConfig,
     transport: &Transport,
     reset_key: Option<&[u8; 32]>,
     router: Option<Arc<dyn Router>>,
-) -> std::io::Result<quinn::Endpoint> {
+) -> std::io::Result<(quinn::Endpoint, Arc<Carriers>)> {
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(tls));
     config.transport_config(Arc::new(transport.to_quinn()));
     // Bounds on handshakes in flight, well below quinn's big-server defaults
@@ -235,17 +293,19 @@ pub fn server(
     };
     let mut endpoint_config = endpoint_config;
     transport.apply_to(&mut endpoint_config);
-    let socket = quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, bind_udp(addr)?)?;
+    let udp = quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, udp)?;
+    let carriers = Carriers::new(udp);
     let socket: Arc<dyn AsyncUdpSocket> = match router {
-        Some(router) => Arc::new(Forwarding::new(socket, router)),
-        None => socket,
+        Some(router) => Arc::new(Forwarding::new(carriers.clone(), router)),
+        None => carriers.clone(),
     };
-    quinn::Endpoint::new_with_abstract_socket(
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(
         endpoint_config,
         Some(config),
         socket,
         Arc::new(quinn::TokioRuntime),
-    )
+    )?;
+    Ok((endpoint, carriers))
 }
 
 /// A client endpoint (agent or client) on an ephemeral port of the family of
@@ -301,6 +361,26 @@ pub fn origin(
         endpoint_config,
         None,
         bind_udp(local)?,
+        Arc::new(quinn::TokioRuntime),
+    )
+}
+
+/// An endpoint to dial a relay over a TCP carrier ([`StreamSocket`]),
+/// issuing connection IDs that start with `prefix`.
+///
+/// # Errors
+/// If quinn cannot start the endpoint.
+pub fn over_carrier(
+    socket: Arc<StreamSocket>,
+    transport: &Transport,
+    prefix: CidPrefix,
+) -> std::io::Result<quinn::Endpoint> {
+    let mut endpoint_config = transport.endpoint_config();
+    endpoint_config.cid_generator(move || Box::new(PrefixedCids(prefix)));
+    quinn::Endpoint::new_with_abstract_socket(
+        endpoint_config,
+        None,
+        socket,
         Arc::new(quinn::TokioRuntime),
     )
 }

@@ -5,6 +5,7 @@
 //! - [`credential`]: the one file an agent or client is handed, and
 //!   [`renew`]: following it, so a renewed certificate needs no restart;
 //! - [`tls`] and [`endpoint`]: mutual-TLS 1.3 QUIC endpoints and transport;
+//! - [`tcp`]: QUIC over TLS/TCP where UDP is blocked, under quinn;
 //! - [`dial`]: reaching the relay, with failures a person can act on;
 //! - [`gone`]: why a connection ended, naming the peer that ended it;
 //! - [`direct`]: connection IDs and the relay socket of direct paths;
@@ -60,5 +61,7 @@ pub mod runtime;
 pub mod signals;
 #[cfg(feature = "net")]
 pub mod splice;
+#[cfg(feature = "net")]
+pub mod tcp;
 #[cfg(feature = "net")]
 pub mod tls;

@@ -104,6 +104,38 @@ pub fn client_config(
     QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))
 }
 
+/// The relay's outer TLS on its TCP carrier ([`crate::tcp`]): its own
+/// certificate, TLS 1.3, ALPN [`proto::carrier::CARRIER_ALPN`]. No client
+/// certificate here: the QUIC connection inside asks for it, as over UDP.
+///
+/// # Errors
+/// If any PEM is malformed or the key does not match the certificate.
+pub fn carrier_server_config(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(pem::certs(cert_pem)?, pem::private_key(key_pem)?)?;
+    tls.alpn_protocols = vec![proto::carrier::CARRIER_ALPN.to_vec()];
+    Ok(Arc::new(tls))
+}
+
+/// An agent's or client's outer TLS on the TCP carrier: the relay's
+/// certificate must lead to `ca_pem` and name the host dialled, as inside.
+///
+/// # Errors
+/// If the PEM is malformed.
+pub fn carrier_client_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(ca_pem)?)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![proto::carrier::CARRIER_ALPN.to_vec()];
+    Ok(Arc::new(tls))
+}
+
 /// A client's TLS toward an agent on a direct path: the agent's chain must
 /// lead to `ca_pem` like any peer's, but agent certificates name an identity
 /// (a `relay://` URI), not a host, so the caller checks that identity once

@@ -109,7 +109,7 @@ enum Command {
     },
     /// Run the relay (reads the CA certificate, never the CA key).
     #[command(
-        after_help = "Examples:\n  relay-server run --dir ./relay --listen 0.0.0.0:4433\n  RUST_LOG=debug relay-server run --dir ./relay --metrics 127.0.0.1:9090\n  relay-server run --config /etc/relay/relay.toml\n\nConfig file (TOML, see deploy/relay.toml): each flag below has a key of the\nsame name (`max-open-rate = 2000`, `idle-timeout = \"30s\"`, `dir = \"/etc/relay\"`).\nRead from --config FILE, else from DIR/relay.toml when it exists. A flag\n(or RELAY_DIR) overrides its key; an unknown key is an error.\n\nEnvironment:\n  RUST_LOG=info (default)           log filter, e.g. debug or info,relay_server=debug\n  RELAY_RUNTIME=auto|current|multi  auto (default): one thread on machines with up to\n                                    two cores, one per core on bigger ones\n\nSIGHUP reloads policy.toml and revoked.toml at once and reopens the audit\nlog (logrotate); SIGTERM or SIGINT shuts down gracefully."
+        after_help = "Examples:\n  relay-server run --dir ./relay --listen 0.0.0.0:4433\n  relay-server run --dir ./relay --listen 0.0.0.0:4433 --listen-tcp 0.0.0.0:443\n  RUST_LOG=debug relay-server run --dir ./relay --metrics 127.0.0.1:9090\n  relay-server run --config /etc/relay/relay.toml\n\nConfig file (TOML, see deploy/relay.toml): each flag below has a key of the\nsame name (`max-open-rate = 2000`, `idle-timeout = \"30s\"`, `dir = \"/etc/relay\"`).\nRead from --config FILE, else from DIR/relay.toml when it exists. A flag\n(or RELAY_DIR) overrides its key; an unknown key is an error.\n\nEnvironment:\n  RUST_LOG=info (default)           log filter, e.g. debug or info,relay_server=debug\n  RELAY_RUNTIME=auto|current|multi  auto (default): one thread on machines with up to\n                                    two cores, one per core on bigger ones\n\nSIGHUP reloads policy.toml and revoked.toml at once and reopens the audit\nlog (logrotate); SIGTERM or SIGINT shuts down gracefully."
     )]
     Run(Box<RunArgs>),
     /// Revoke an identity (`revoke client alice`) or one certificate (`revoke --serial HEX`).
@@ -150,6 +150,11 @@ struct RunArgs {
     /// UDP address to listen on [default: 0.0.0.0:4433].
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// TCP address of the carrier for networks that block UDP (TLS over
+    /// TCP, through HTTPS proxies too), or `off` [default: the --listen
+    /// address, TCP: UDP 4433 and TCP 4433, as HTTP/3 and HTTP/2 share 443].
+    #[arg(long, value_name = "ADDR|off")]
+    listen_tcp: Option<crate::config::ListenTcp>,
     /// Audit log (JSON lines; `-` for standard output, for container log
     /// collection; reopened on SIGHUP, for logrotate) [default: DIR/audit.jsonl].
     #[arg(long)]
@@ -210,6 +215,9 @@ impl RunArgs {
         let listen = self.listen.or(file.listen);
         let mut config = Config::new(&dir, listen.unwrap_or(DEFAULT_LISTEN));
         config.metrics = self.metrics.or(file.metrics);
+        if let Some(tcp) = self.listen_tcp.or(file.listen_tcp) {
+            config.listen_tcp = tcp;
+        }
         if let Some(rate) = self.max_open_rate.or(file.max_open_rate) {
             config.limits.open_rate = rate;
             config.limits.open_burst = rate.saturating_mul(2);
@@ -422,6 +430,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
         // demo`) can use `--listen 127.0.0.1:0`; on stderr when standard
         // output carries the audit log, which must stay pure JSON lines.
         let mut lines = vec![format!("relay-server listening on {}", relay.local_addr()?)];
+        if let Some(addr) = relay.tcp_addr() {
+            lines.push(format!("relay-server tcp carrier on {addr}"));
+        }
         if let Some(addr) = relay.admin_addr() {
             lines.push(format!("relay-server metrics on http://{addr}/metrics"));
         }

@@ -49,7 +49,7 @@ pub(crate) async fn serve(
                         );
                         tracing::warn!(%reason, "client dropped");
                         shared.audit.record_or_log(
-                            AuditEvent::of_peer(Event::Refused, peer, Some(conn.remote_address()))
+                            AuditEvent::of_peer(Event::Refused, peer, Some(shared.remote(conn.remote_address())))
                                 .because(Some(ErrorCode::LIMIT_EXCEEDED), format!("{reason}; connection closed")),
                         ).await;
                         conn.close(ErrorCode::LIMIT_EXCEEDED.0.into(), reason.as_bytes());
@@ -62,7 +62,7 @@ pub(crate) async fn serve(
                     );
                     let refused = Refused::new(ErrorCode::LIMIT_EXCEEDED, message);
                     shared.audit.record_or_log(
-                        AuditEvent::of_peer(Event::Refused, peer, Some(conn.remote_address())).refused(&refused),
+                        AuditEvent::of_peer(Event::Refused, peer, Some(shared.remote(conn.remote_address()))).refused(&refused),
                     ).await;
                     streams.spawn(async move { refuse(&mut send, &mut recv, refused).await });
                 }
@@ -199,8 +199,12 @@ async fn over_streams(
     shared
         .audit
         .record_or_log(
-            AuditEvent::of_peer(Event::Refused, peer, Some(conn.remote_address()))
-                .refused(&refused),
+            AuditEvent::of_peer(
+                Event::Refused,
+                peer,
+                Some(shared.remote(conn.remote_address())),
+            )
+            .refused(&refused),
         )
         .await;
     refused

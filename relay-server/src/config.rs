@@ -120,11 +120,39 @@ impl Default for Limits {
     }
 }
 
+/// Where the relay's TCP carrier listens, for agents and clients on
+/// networks that block UDP ([`relay_net::tcp`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenTcp {
+    /// TCP on the QUIC listener's address and port number (the default, as
+    /// HTTP/3 and HTTP/2 share 443).
+    SamePort,
+    /// TCP on this address.
+    At(SocketAddr),
+    /// No TCP carrier.
+    Off,
+}
+
+impl std::str::FromStr for ListenTcp {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ListenTcp, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(ListenTcp::Off);
+        }
+        s.parse()
+            .map(ListenTcp::At)
+            .map_err(|_| format!("{s:?} is neither an address (e.g. 0.0.0.0:443) nor \"off\""))
+    }
+}
+
 /// Everything `relay-server run` needs.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// UDP address to listen on.
     pub listen: SocketAddr,
+    /// Where the TCP carrier listens (issue #15).
+    pub listen_tcp: ListenTcp,
     /// The relay directory.
     pub paths: Paths,
     /// The audit log file.
@@ -147,6 +175,7 @@ impl Config {
         let paths = Paths::from(dir);
         Config {
             listen,
+            listen_tcp: ListenTcp::SamePort,
             audit_log: paths.audit(),
             reset_key: paths.reset_key(),
             paths,

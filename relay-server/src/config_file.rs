@@ -47,6 +47,14 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
     })
 }
 
+/// Reads `"0.0.0.0:443"` or `"off"`.
+fn listen_tcp<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<crate::config::ListenTcp>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
 /// The keys of `relay-server run`'s config file; `None` is "not set here".
 /// Unknown keys are refused: a typo must not silently leave a default.
 #[derive(Debug, Default, Deserialize)]
@@ -57,6 +65,9 @@ pub struct RunFile {
     pub dir: Option<PathBuf>,
     /// UDP address to listen on.
     pub listen: Option<SocketAddr>,
+    /// TCP carrier address, or "off".
+    #[serde(default, deserialize_with = "listen_tcp")]
+    pub listen_tcp: Option<crate::config::ListenTcp>,
     /// Audit log (relative to the file).
     pub audit_log: Option<PathBuf>,
     /// Stateless-reset key, one per instance (relative to the file).

@@ -70,7 +70,13 @@ pub(crate) async fn serve(
     incoming: quinn::Incoming,
     shutdown: CancellationToken,
 ) {
-    let remote = incoming.remote_address();
+    // A carrier's TCP peer, not its virtual address.
+    let remote = shared.remote(incoming.remote_address());
+    let transport = if relay_net::tcp::is_virtual(incoming.remote_address()) {
+        "tcp"
+    } else {
+        "quic"
+    };
     let auth_failed =
         |why: &'static str, reason: String, peer: Option<&PeerCert>, code: ErrorCode| {
             tracing::warn!(%remote, %reason, "peer rejected");
@@ -128,10 +134,11 @@ pub(crate) async fn serve(
     let _live = relay_net::admin::GaugeGuard::new(&shared.metrics.connections.get_or_create(
         &crate::metrics::RoleLabel {
             role: peer.identity.role.as_str().to_owned(),
+            transport,
         },
     ));
     let _client = (peer.identity.role == Role::Client).then(|| ClientCount::new(&shared.clients));
-    let span = tracing::info_span!("conn", role = %peer.identity.role, peer = %peer.identity.name, %remote);
+    let span = tracing::info_span!("conn", role = %peer.identity.role, peer = %peer.identity.name, %remote, transport);
     let service = async {
         tracing::info!(serial = %peer.serial, "connected");
         match peer.identity.role {

@@ -41,7 +41,8 @@ pub(crate) async fn serve(
         }
         Err(e) => return close(e.code(), &e.to_string()),
     };
-    let event = |event| AuditEvent::of_peer(event, peer, Some(conn.remote_address()));
+    let event =
+        |event| AuditEvent::of_peer(event, peer, Some(shared.remote(conn.remote_address())));
     if register.version != PROTOCOL_VERSION {
         let reason = format!(
             "agent speaks protocol version {}, this relay speaks {PROTOCOL_VERSION}",

@@ -118,6 +118,9 @@ pub(crate) struct Shared {
     client_streams: relay_net::quota::Quota<Name>,
     /// Live client connections, so tests and tools can wait on them.
     clients: tokio::sync::watch::Sender<usize>,
+    /// The relay's socket: UDP and the TCP carriers, which know the real
+    /// address behind a carrier's virtual one ([`Shared::remote`]).
+    carriers: Arc<relay_net::tcp::Carriers>,
     /// Bumped after every reload attempt of policy or revocations.
     reloads: tokio::sync::watch::Sender<u64>,
     /// Routes of direct paths, read by the UDP socket for every datagram.
@@ -185,10 +188,63 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The peer's real address: a carrier's TCP peer rather than its
+    /// virtual address, for audit records, logs and per-address limits.
+    pub(crate) fn remote(&self, conn_remote: SocketAddr) -> SocketAddr {
+        self.carriers.real(conn_remote)
+    }
+}
+
+/// Binds the QUIC listener's UDP socket and, unless off, the TCP carrier's
+/// listener. With the default (the same port number) and port 0, both take
+/// one port number the kernel picks for TCP.
+fn bind_listeners(
+    listen: SocketAddr,
+    tcp: config::ListenTcp,
+) -> Result<(std::net::UdpSocket, Option<std::net::TcpListener>), RelayError> {
+    use config::ListenTcp;
+    let bind_tcp = |addr: SocketAddr| {
+        std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|err| RelayError::Bind { addr, err })
+    };
+    let bind_udp = |addr: SocketAddr| {
+        relay_net::endpoint::bind_udp(addr).map_err(|err| RelayError::Bind { addr, err })
+    };
+    match tcp {
+        ListenTcp::Off => Ok((bind_udp(listen)?, None)),
+        ListenTcp::At(addr) => Ok((bind_udp(listen)?, Some(bind_tcp(addr)?))),
+        ListenTcp::SamePort if listen.port() != 0 => {
+            Ok((bind_udp(listen)?, Some(bind_tcp(listen)?)))
+        }
+        ListenTcp::SamePort => {
+            // The port TCP got may be taken for UDP: a few tries.
+            let mut last = None;
+            for _ in 0..16 {
+                let tcp = bind_tcp(listen)?;
+                let addr = tcp
+                    .local_addr()
+                    .map_err(|err| RelayError::Bind { addr: listen, err })?;
+                match bind_udp(addr) {
+                    Ok(udp) => return Ok((udp, Some(tcp))),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or(RelayError::Bind {
+                addr: listen,
+                err: std::io::ErrorKind::AddrInUse.into(),
+            }))
+        }
+    }
+}
+
 /// A bound relay, ready to [`run`](Relay::run).
 #[derive(Debug)]
 pub struct Relay {
     endpoint: quinn::Endpoint,
+    /// The TCP carrier's listener and outer TLS, unless turned off.
+    tcp: Option<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
     shared: Arc<Shared>,
     config: Config,
     admin: Option<std::net::TcpListener>,
@@ -245,8 +301,9 @@ impl Relay {
             config.limits.direct_per_agent,
         ));
         let reset_key = reset_key::load(&config.reset_key);
-        let endpoint = relay_net::endpoint::server(
-            config.listen,
+        let (udp, tcp) = bind_listeners(config.listen, config.listen_tcp)?;
+        let (endpoint, carriers) = relay_net::endpoint::server(
+            udp,
             tls,
             &transport,
             reset_key.key.as_ref(),
@@ -256,6 +313,13 @@ impl Relay {
             addr: config.listen,
             err,
         })?;
+        let tcp = match tcp {
+            Some(listener) => Some((
+                listener,
+                relay_net::tls::carrier_server_config(&cert, &key)?,
+            )),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             relay_name,
             instance: rand::random(),
@@ -272,9 +336,11 @@ impl Relay {
             open_limiter,
             client_streams: relay_net::quota::Quota::new(config.limits.streams_per_client as usize),
             direct: routes,
+            carriers,
         });
         Ok(Relay {
             endpoint,
+            tcp,
             shared,
             config,
             admin,
@@ -288,6 +354,11 @@ impl Relay {
     /// If the socket is gone.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()
+    }
+
+    /// The TCP carrier's address, unless it is off.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The admin endpoint's address (`/metrics`, `/healthz`, `/readyz`), if enabled.
@@ -347,6 +418,28 @@ impl Relay {
                 Err(err) => tracing::error!(%err, "admin endpoint unavailable"),
             }
         }
+        if let Some((listener, tls)) = &self.tcp {
+            match listener
+                .try_clone()
+                .and_then(tokio::net::TcpListener::from_std)
+            {
+                Ok(listener) => {
+                    if let Ok(addr) = listener.local_addr() {
+                        tracing::info!(%addr, "tcp carrier listening");
+                    }
+                    // Stops taking carriers when draining, as the QUIC
+                    // listener stops taking connections; live ones go on.
+                    tasks.spawn(relay_net::tcp::serve(
+                        listener,
+                        tls.clone(),
+                        self.shared.carriers.clone(),
+                        relay_net::tcp::TcpLimits::default(),
+                        shutdown.clone(),
+                    ));
+                }
+                Err(err) => tracing::error!(%err, "tcp carrier unavailable"),
+            }
+        }
         match self.endpoint.local_addr() {
             Ok(addr) => {
                 tracing::info!(%addr, relay = %self.shared.relay_name, instance = %format_args!("{:016x}", self.shared.instance), "relay listening")
@@ -362,7 +455,9 @@ impl Relay {
             };
             // Address validation before any per-connection state: a spoofed
             // source cannot make us do handshake work (QUIC Retry).
-            if !incoming.remote_address_validated() && incoming.may_retry() {
+            // A carrier's peer is validated by TCP already.
+            let carried = relay_net::tcp::is_virtual(incoming.remote_address());
+            if !incoming.remote_address_validated() && incoming.may_retry() && !carried {
                 let _ = incoming.retry();
                 continue;
             }

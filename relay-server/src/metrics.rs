@@ -7,11 +7,13 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-/// A `role` label.
+/// The `role` and `transport` labels of a connection.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RoleLabel {
     /// `agent` or `client`.
     pub role: String,
+    /// `quic` (UDP) or `tcp` (the carrier).
+    pub transport: &'static str,
 }
 
 /// A `kind` label.
@@ -73,7 +75,7 @@ impl Metrics {
         let mut r = Registry::with_prefix("relay");
         r.register(
             "connections",
-            "Live peer connections by role",
+            "Live peer connections by role and transport",
             self.connections.clone(),
         );
         r.register(

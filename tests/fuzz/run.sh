@@ -16,7 +16,7 @@ seconds="${1:-10}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-    targets=(frame identity socks5 policy revocations credential allowlist peer_cert)
+    targets=(frame identity socks5 policy revocations credential allowlist peer_cert carrier)
 fi
 
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then

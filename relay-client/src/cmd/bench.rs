@@ -101,14 +101,15 @@ pub async fn quic_server(args: &QuicServerArgs) -> anyhow::Result<ExitCode> {
     };
     let tls =
         relay_net::tls::server_config(&read("relay.crt")?, &read("relay.key")?, &read("ca.crt")?)?;
-    let endpoint = relay_net::endpoint::server(
-        args.listen,
+    let udp = relay_net::endpoint::bind_udp(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let (endpoint, _) = relay_net::endpoint::server(
+        udp,
         tls,
         &relay_net::endpoint::Transport::relay(),
         None,
         None,
-    )
-    .with_context(|| format!("cannot listen on {}", args.listen))?;
+    )?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     relay_net::signals::cancel_on_signal(shutdown.clone())?;
     println!("bench-quic-server listening on {}", endpoint.local_addr()?);

@@ -34,7 +34,11 @@ pub(super) async fn serve(
     direct: Direct,
 ) {
     let started = Instant::now();
-    let mut event = AuditEvent::of_peer(Event::Direct, peer, Some(conn.remote_address()));
+    let mut event = AuditEvent::of_peer(
+        Event::Direct,
+        peer,
+        Some(shared.remote(conn.remote_address())),
+    );
     event.agent = Some(direct.agent.to_string());
     let granted = match grant(shared, peer, conn, &direct).await {
         Ok(granted) => granted,

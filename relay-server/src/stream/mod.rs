@@ -51,7 +51,17 @@ pub(crate) async fn serve(
         _ => {}
     }
     match frame {
-        Frame::Open(o) => open::serve(&shared, &peer, conn.remote_address(), send, reader, o).await,
+        Frame::Open(o) => {
+            open::serve(
+                &shared,
+                &peer,
+                shared.remote(conn.remote_address()),
+                send,
+                reader,
+                o,
+            )
+            .await
+        }
         Frame::List(_) => list::serve(&shared, &peer, send).await,
         Frame::Direct(d) => direct::serve(&shared, &peer, &conn, send, reader, d).await,
         Frame::Forwarded(_) => {

@@ -267,8 +267,14 @@ async fn plain_quinn_baseline_measures_and_counts_add_up() -> anyhow::Result<()>
         &std::fs::read_to_string(paths.ca_cert())?,
     )?;
     let transport = relay_net::endpoint::Transport::relay();
-    let endpoint =
-        relay_net::endpoint::server("127.0.0.1:0".parse()?, tls, &transport, None, None)?;
+    let endpoint = relay_net::endpoint::server(
+        relay_net::endpoint::bind_udp("127.0.0.1:0".parse()?)?,
+        tls,
+        &transport,
+        None,
+        None,
+    )?
+    .0;
     let addr = endpoint.local_addr()?;
     let stop = CancellationToken::new();
     let server = tokio::spawn(relay_client::bench::serve_quic(endpoint, stop.clone()));

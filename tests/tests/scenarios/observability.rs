@@ -90,7 +90,7 @@ async fn metrics_health_readiness_and_audit_for_a_scripted_scenario() -> anyhow:
     assert_eq!(status, 200);
     for line in [
         "relay_agents_registered 1",
-        "relay_connections{role=\"agent\"} 1",
+        "relay_connections{role=\"agent\",transport=\"quic\"} 1",
         "relay_streams_total{kind=\"tcp\"} 2",
         "relay_refusals_total{code=\"UNAUTHORIZED\"} 1",
     ] {

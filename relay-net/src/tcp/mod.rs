@@ -1,0 +1,209 @@
+//! The TCP carrier (issue #15): QUIC datagrams carried over a TLS stream
+//! where UDP is blocked, under quinn, so everything above the socket
+//! (mutual TLS, streams, policy, audit, direct paths) stays the same.
+//!
+//! ```text
+//! agent/client: quinn ─▶ StreamSocket ─▶ TLS ─▶ TCP [─▶ HTTP CONNECT proxy] ─▶ relay's TCP listener
+//! relay:        quinn ─▶ Forwarding ─▶ Carriers ─┬─▶ UDP socket
+//!                                                └─▶ one TLS stream per carrier, by virtual address
+//! ```
+//!
+//! Both ends are an [`quinn::AsyncUdpSocket`]: [`StreamSocket`] (one
+//! stream, the agent's or client's endpoint) and [`Carriers`] (the relay's
+//! UDP socket plus every carrier stream). The relay gives each carrier a
+//! virtual peer address from the discard prefix `100::/64` (RFC 6666, never
+//! a real peer), so quinn and the relay's routes tell carriers apart as they
+//! tell UDP peers apart.
+//!
+//! A carrier behaves like a path, not like a pipe: what cannot be written at
+//! once waits in a bounded outbox, and a full outbox drops the datagram, as
+//! a full router queue would; QUIC's loss recovery and congestion control
+//! then slow the sender, instead of the queue growing without end.
+
+mod relay;
+mod stream;
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, Notify};
+
+pub use relay::{serve, Carriers, TcpLimits};
+pub use stream::{connect, CarrierError, StreamSocket};
+
+/// Bytes waiting to be written on one carrier before new datagrams are
+/// dropped: about 4 ms at 1 Gbit/s, enough to absorb a burst of a paced
+/// sender, small enough that a slow link does not queue seconds.
+const OUTBOX_LIMIT: usize = 512 << 10;
+
+/// Datagrams read from carriers and not yet taken by quinn. A full inbox
+/// stops reading (TCP's window then slows the sender).
+const INBOX_DATAGRAMS: usize = 1024;
+
+/// A carrier on which nothing arrives for this long is closed: every QUIC
+/// connection sends keep-alives well within it, and its idle timeout ends
+/// it sooner, so only a peer that never spoke QUIC is left to end here.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// One datagram read from a carrier, with the peer address it stands for.
+type Inbound = (SocketAddr, Bytes);
+
+/// Whether `addr` is a carrier's virtual address (`100::/64`).
+pub fn is_virtual(addr: SocketAddr) -> bool {
+    matches!(addr, SocketAddr::V6(a) if a.ip().segments()[..4] == [0x100, 0, 0, 0])
+}
+
+/// The virtual address of carrier number `n`.
+fn virtual_addr(n: u64) -> SocketAddr {
+    let low = n.to_be_bytes();
+    let ip = Ipv6Addr::from([
+        0x01, 0, 0, 0, 0, 0, 0, 0, low[0], low[1], low[2], low[3], low[4], low[5], low[6], low[7],
+    ]);
+    SocketAddr::new(ip.into(), 443)
+}
+
+/// Datagrams to write on one carrier, framed, waiting for its writer task.
+#[derive(Debug, Default)]
+struct Outbox {
+    state: Mutex<OutState>,
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct OutState {
+    frames: BytesMut,
+    closed: bool,
+}
+
+impl Outbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `datagram`; drops it if the outbox is full or closed.
+    fn push(&self, datagram: &[u8]) {
+        let mut state = self.lock();
+        if state.closed || state.frames.len() + datagram.len() > OUTBOX_LIMIT {
+            return;
+        }
+        if proto::carrier::encode(datagram, &mut state.frames).is_ok() {
+            drop(state);
+            self.ready.notify_one();
+        }
+    }
+
+    /// The frames queued so far, waiting until there are some; `None` once closed.
+    async fn take(&self) -> Option<BytesMut> {
+        loop {
+            {
+                let mut state = self.lock();
+                if state.closed {
+                    return None;
+                }
+                if !state.frames.is_empty() {
+                    return Some(state.frames.split());
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+}
+
+/// Runs one carrier stream until either direction ends: frames from
+/// `outbox` are written, datagrams read go to `inbox` as coming from
+/// `from`. Returns why it ended.
+async fn run_link<S>(
+    stream: S,
+    from: SocketAddr,
+    outbox: Arc<Outbox>,
+    inbox: mpsc::Sender<Inbound>,
+) -> std::io::Error
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let write = async {
+        while let Some(frames) = outbox.take().await {
+            writer.write_all(&frames).await?;
+            writer.flush().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let read = async {
+        let mut buf = BytesMut::with_capacity(64 << 10);
+        loop {
+            while let Some(datagram) = proto::carrier::decode(&mut buf)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
+            {
+                if inbox.send((from, datagram)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            match tokio::time::timeout(IDLE, reader.read_buf(&mut buf)).await {
+                Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "nothing received for 60 s",
+                    ))
+                }
+            }
+        }
+    };
+    let ended = tokio::select! {
+        r = write => r,
+        r = read => r,
+    };
+    outbox.close();
+    let _ = writer.shutdown().await;
+    match ended {
+        Err(e) => e,
+        Ok(()) => std::io::Error::other("carrier closed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtual_addresses_are_recognised_and_distinct() {
+        let a = virtual_addr(1);
+        let b = virtual_addr(u64::MAX);
+        assert!(is_virtual(a) && is_virtual(b));
+        assert_ne!(a, b);
+        for real in [
+            "127.0.0.1:4433",
+            "[::1]:4433",
+            "[2001:db8::1]:443",
+            "[100:0:0:1::1]:1",
+        ] {
+            let real: SocketAddr = real.parse().unwrap_or_else(|e| panic!("{e}"));
+            assert!(!is_virtual(real), "{real}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_outbox_drops_and_a_closed_one_ends_the_writer() {
+        let outbox = Outbox::default();
+        let datagram = vec![1u8; 1200];
+        for _ in 0..(OUTBOX_LIMIT / 1200 + 10) {
+            outbox.push(&datagram);
+        }
+        let frames = outbox.take().await.unwrap_or_default();
+        assert!(frames.len() <= OUTBOX_LIMIT + 2 * (OUTBOX_LIMIT / 1200));
+        assert!(frames.len() >= OUTBOX_LIMIT - 1202);
+        outbox.close();
+        outbox.push(&datagram);
+        assert!(outbox.take().await.is_none());
+    }
+}

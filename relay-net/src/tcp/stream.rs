@@ -1,0 +1,221 @@
+//! An agent's or client's side of the carrier: quinn's socket is one TLS
+//! stream to the relay's TCP listener (directly or through an HTTP proxy).
+
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, watch};
+
+use super::relay::meta_for;
+use super::{run_link, Inbound, Outbox, INBOX_DATAGRAMS};
+
+/// Why a carrier to the relay could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum CarrierError {
+    /// The TCP connection failed.
+    #[error("TCP {port}: {reason} — is the relay's TCP listener on (relay-server run --listen-tcp), and is TCP port {port} open from here?")]
+    Tcp {
+        /// The port dialled.
+        port: u16,
+        /// What the connect got.
+        reason: io::Error,
+    },
+    /// The TLS handshake on the TCP connection failed.
+    #[error("TCP {port}: TLS handshake failed: {reason}{}", tls_hint(.reason))]
+    Tls {
+        /// The port dialled.
+        port: u16,
+        /// What rustls said.
+        reason: io::Error,
+    },
+    /// The TLS peer does not speak the carrier protocol.
+    #[error("TCP {port}: the server there does not speak the relay's carrier protocol (no ALPN relay-carrier/1): is it the relay's TCP port?")]
+    NotCarrier {
+        /// The port dialled.
+        port: u16,
+    },
+    /// The name to check the certificate against is not a valid name.
+    #[error("invalid TLS server name {0:?}")]
+    Name(String),
+    /// Nothing answered in time.
+    #[error("TCP {port}: no answer within {timeout:?}")]
+    Timeout {
+        /// The port dialled.
+        port: u16,
+        /// How long we waited.
+        timeout: Duration,
+    },
+}
+
+fn tls_hint(reason: &io::Error) -> &'static str {
+    if reason.to_string().contains("certificate") {
+        " — the certificate on this port is not the relay's: is a TLS-inspecting proxy in the way?"
+    } else {
+        ""
+    }
+}
+
+/// quinn's socket over one carrier stream. Every datagram goes to the
+/// relay whatever its destination (a direct path leaves through the relay
+/// too); every datagram received comes from `peer`, the relay's address as
+/// dialled, so a connection over TCP reports the same remote address as
+/// one over UDP.
+#[derive(Debug)]
+pub struct StreamSocket {
+    outbox: Arc<Outbox>,
+    inbox: Mutex<mpsc::Receiver<Inbound>>,
+    local: SocketAddr,
+    ended: watch::Receiver<Option<String>>,
+}
+
+impl StreamSocket {
+    /// Runs the outer TLS handshake on `io` (a TCP stream to the relay,
+    /// perhaps through a proxy) and carries datagrams over it from then on.
+    ///
+    /// # Errors
+    /// If the handshake fails or the server is not a relay's carrier.
+    pub async fn handshake<S>(
+        io: S,
+        local: SocketAddr,
+        peer: SocketAddr,
+        server_name: &str,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<StreamSocket, CarrierError>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let port = peer.port();
+        let name = ServerName::try_from(server_name.to_owned())
+            .map_err(|_| CarrierError::Name(server_name.to_owned()))?;
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, io)
+            .await
+            .map_err(|reason| CarrierError::Tls { port, reason })?;
+        if stream.get_ref().1.alpn_protocol() != Some(proto::carrier::CARRIER_ALPN) {
+            return Err(CarrierError::NotCarrier { port });
+        }
+        let outbox = Arc::new(Outbox::default());
+        let (sender, inbox) = mpsc::channel(INBOX_DATAGRAMS);
+        let (ended_tx, ended) = watch::channel(None);
+        let link = run_link(stream, peer, outbox.clone(), sender);
+        tokio::spawn(async move {
+            let why = link.await;
+            let _ = ended_tx.send(Some(why.to_string()));
+        });
+        Ok(StreamSocket {
+            outbox,
+            inbox: Mutex::new(inbox),
+            local,
+            ended,
+        })
+    }
+
+    /// Resolves when the carrier stream has ended, with why.
+    pub fn ended(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let mut ended = self.ended.clone();
+        async move {
+            match ended.wait_for(Option::is_some).await {
+                Ok(why) => why.clone().unwrap_or_default(),
+                Err(_) => "carrier closed".to_owned(),
+            }
+        }
+    }
+}
+
+/// A TCP connection to `remote` within `timeout`, without Nagle's delay
+/// (QUIC paces and batches its own datagrams).
+///
+/// # Errors
+/// If it cannot be made in time.
+pub async fn connect(
+    remote: SocketAddr,
+    timeout: Duration,
+) -> Result<tokio::net::TcpStream, CarrierError> {
+    let port = remote.port();
+    let tcp = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(remote)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(reason)) => return Err(CarrierError::Tcp { port, reason }),
+        Err(_) => return Err(CarrierError::Timeout { port, timeout }),
+    };
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// Never blocks: a full outbox drops, as a full path would.
+#[derive(Debug)]
+struct AlwaysWritable;
+
+impl UdpPoller for AlwaysWritable {
+    fn poll_writable(self: Pin<&mut Self>, _cx: &mut Context) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncUdpSocket for StreamSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        Box::pin(AlwaysWritable)
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        let size = transmit
+            .segment_size
+            .unwrap_or(transmit.contents.len())
+            .max(1);
+        for datagram in transmit.contents.chunks(size) {
+            self.outbox.push(datagram);
+        }
+        Ok(())
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        let mut inbox = self.inbox.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut n = 0;
+        while n < bufs.len().min(meta.len()) {
+            match inbox.poll_recv(cx) {
+                Poll::Ready(Some((from, datagram))) => {
+                    let Some(buf) = bufs[n].get_mut(..datagram.len()) else {
+                        continue;
+                    };
+                    buf.copy_from_slice(&datagram);
+                    meta[n] = meta_for(from, datagram.len());
+                    n += 1;
+                }
+                // An ended carrier reads as a silent path: the connection's
+                // owner closes it (`ended`), or its idle timeout does.
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        if n == 0 {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        // quinn batches up to this many datagrams per transmit; one outbox
+        // push each, but one lock and one wake-up for the batch's writer.
+        10
+    }
+
+    fn may_fragment(&self) -> bool {
+        false
+    }
+}
