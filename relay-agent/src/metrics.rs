@@ -44,6 +44,9 @@ pub struct Metrics {
     pub registered: Gauge,
     /// 1 while registered with the relay at this address, else 0.
     pub relays: Family<RelayLabel, Gauge>,
+    /// 1 while the registration with the relay at this address rides the
+    /// TCP carrier (UDP blocked), 0 over QUIC.
+    pub relays_over_tcp: Family<RelayLabel, Gauge>,
     /// Registrations after the first (each is a reconnect).
     pub reconnects: Counter,
     /// Streams accepted, by kind.
@@ -74,6 +77,11 @@ impl Metrics {
             "relay_registered",
             "1 while registered with the relay instance at this address (every address the relay names resolve to)",
             self.relays.clone(),
+        );
+        r.register(
+            "relay_over_tcp",
+            "1 while the registration with the relay at this address rides the TCP carrier (UDP blocked or --transport tcp), 0 over QUIC",
+            self.relays_over_tcp.clone(),
         );
         r.register(
             "reconnects",

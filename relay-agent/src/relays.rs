@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use relay_net::dial::{dial_one, resolve_all, Candidate, DialError, Origin, RelayConn};
+use relay_net::endpoint::Via;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -161,6 +162,7 @@ async fn supervise(
     let label = RelayLabel::of(&candidate.addr);
     let relay_up = agent.metrics.relays.get_or_create(&label).clone();
     relay_up.set(0);
+    let over_tcp = agent.metrics.relays_over_tcp.get_or_create(&label).clone();
     let mut delay = config.backoff.initial;
     let mut ever_up = false;
     // Set after a loss: until then, re-dial quickly.
@@ -190,8 +192,11 @@ async fn supervise(
         let mut was_up = false;
         let result = match dialled {
             Ok(rc) => {
-                uplink::run(config, &shared, rc, &instances, &shutdown, || {
-                    was_up = true;
+                uplink::run(config, &shared, rc, &origin, &instances, &shutdown, |via| {
+                    over_tcp.set(i64::from(via == Via::Tcp));
+                    if std::mem::replace(&mut was_up, true) {
+                        return; // moved from TCP to QUIC: still one registration
+                    }
                     agent.registered.send_modify(|n| *n += 1);
                     agent.metrics.registered.inc();
                     relay_up.set(1);

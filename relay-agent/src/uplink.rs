@@ -19,7 +19,8 @@ use std::time::Duration;
 use proto::{Capabilities, ErrorCode, Frame, FrameType, Refused, Register, PROTOCOL_VERSION};
 use quinn::ConnectionError;
 use relay_net::cert::PeerCert;
-use relay_net::dial::{describe, DialError, RelayConn};
+use relay_net::dial::{describe, quic_again, Candidate, DialError, Origin, RelayConn};
+use relay_net::endpoint::Via;
 use relay_net::framed::{write_frame, FrameError, FrameReader};
 use relay_net::tls::TlsError;
 use tokio_util::sync::CancellationToken;
@@ -138,10 +139,14 @@ struct Registration {
     control: FrameReader,
     /// Kept open: finishing it tells the relay we left.
     _control_send: quinn::SendStream,
+    /// Over QUIC or the TCP carrier, and the address dialled.
+    via: Via,
+    candidate: Candidate,
 }
 
 /// Registers on `dialled` and serves until the connection ends. `on_up`
-/// runs once registered.
+/// runs once registered, with the transport registered over, and again
+/// when the registration moves from the TCP carrier to QUIC.
 ///
 /// # Errors
 /// If the relay refuses the registration.
@@ -149,21 +154,32 @@ pub async fn run(
     config: &Config,
     shared: &Arc<Shared>,
     dialled: RelayConn,
+    origin: &Origin,
     instances: &Instances,
     shutdown: &CancellationToken,
-    on_up: impl FnOnce(),
+    mut on_up: impl FnMut(Via),
 ) -> Result<UplinkEnd, RegisterError> {
     let addr = dialled.conn.remote_address();
-    let registration = tokio::select! {
+    let mut registration = tokio::select! {
         registered = register(config, dialled, instances) => match registered? {
             Ok(registration) => registration,
             Err(duplicate) => return Ok(duplicate),
         },
         () = shutdown.cancelled() => return Ok(UplinkEnd::Shutdown),
     };
-    tracing::info!(relay = %registration.relay.identity.name, %addr, "registered with relay");
-    on_up();
-    Ok(serve(config, shared, registration, shutdown).await)
+    let via = registration.via;
+    tracing::info!(transport = %via, relay = %registration.relay.identity.name, %addr, "registered with relay");
+    on_up(via);
+    loop {
+        match serve(config, shared, registration, origin, instances, shutdown).await {
+            Served::Ended(end) => return Ok(end),
+            Served::Upgraded(quic) => {
+                tracing::info!(transport = %quic.via, relay = %quic.relay.identity.name, %addr, "registered with relay again over QUIC: UDP gets through now; streams already on the TCP carrier finish there");
+                on_up(quic.via);
+                registration = *quic;
+            }
+        }
+    }
 }
 
 /// The relay instances this agent holds a connection to, by the id each
@@ -175,7 +191,9 @@ pub struct Instances(Arc<std::sync::Mutex<Holding>>);
 
 #[derive(Debug, Default)]
 struct Holding {
-    by_id: std::collections::HashMap<u64, SocketAddr>,
+    /// The address holding each instance, and how many uplinks through it
+    /// do (two for a moment while one moves from TCP to QUIC).
+    by_id: std::collections::HashMap<u64, (SocketAddr, usize)>,
     addrs: std::collections::HashMap<SocketAddr, usize>,
 }
 
@@ -199,10 +217,11 @@ impl Instances {
     fn hold(&self, id: Option<u64>, addr: SocketAddr) -> Result<Held, SocketAddr> {
         let mut held = self.lock();
         if let Some(id) = id {
-            match held.by_id.get(&id) {
-                Some(other) if *other != addr => return Err(*other),
-                _ => {
-                    held.by_id.insert(id, addr);
+            match held.by_id.get_mut(&id) {
+                Some((other, _)) if *other != addr => return Err(*other),
+                Some((_, n)) => *n += 1,
+                None => {
+                    held.by_id.insert(id, (addr, 1));
                 }
             }
         }
@@ -224,8 +243,13 @@ impl Drop for Held {
     fn drop(&mut self) {
         let mut held = self.instances.lock();
         if let Some(id) = self.id {
-            if held.by_id.get(&id) == Some(&self.addr) {
-                held.by_id.remove(&id);
+            if let Some((addr, n)) = held.by_id.get_mut(&id) {
+                if *addr == self.addr {
+                    *n -= 1;
+                    if *n == 0 {
+                        held.by_id.remove(&id);
+                    }
+                }
             }
         }
         if let Some(n) = held.addrs.get_mut(&self.addr) {
@@ -260,6 +284,8 @@ async fn register(
         conn,
         relay,
         prefix,
+        via,
+        candidate,
         ..
     } = dialled;
     // Whatever failed on a connection the relay closed, its close says why.
@@ -293,6 +319,8 @@ async fn register(
                 relay,
                 control,
                 _control_send: send,
+                via,
+                candidate,
             }))
         }
         Ok(Frame::Refused(r)) => Err(RegisterError::Refused(r)),
@@ -301,26 +329,68 @@ async fn register(
     }
 }
 
+/// How [`serve`] returned.
+enum Served {
+    /// The uplink ended.
+    Ended(UplinkEnd),
+    /// A connection over the TCP carrier found QUIC working again and
+    /// registered over it: serve that one now.
+    Upgraded(Box<Registration>),
+}
+
 /// Serves a registered connection (the relay's streams) until it ends, the
 /// relay sends `GoAway`, or `shutdown`. Direct connections reach the
 /// agent's endpoint, not this connection: they are served apart
 /// ([`crate::relays`]), so they outlive the relay that set them up.
+///
+/// A connection over the TCP carrier (with `--transport auto`) tries QUIC
+/// again every `reprobe`; once a QUIC connection registers, this one
+/// finishes its control stream (the relay opens no more streams on it) and
+/// serves the streams it has in the background until the relay closes it.
 async fn serve(
     config: &Config,
     shared: &Arc<Shared>,
     registration: Registration,
+    origin: &Origin,
+    instances: &Instances,
     shutdown: &CancellationToken,
-) -> UplinkEnd {
+) -> Served {
     let Registration {
         _instance: instance,
         conn,
         relay,
         mut control,
-        _control_send,
+        _control_send: mut control_send,
+        via,
+        candidate,
     } = registration;
+    let upgrade = async {
+        if via != Via::Tcp || config.transport.via != Via::Auto {
+            return std::future::pending().await;
+        }
+        loop {
+            let quic = quic_again(
+                &shared.credential,
+                &candidate,
+                Some(origin),
+                &config.transport,
+            )
+            .await;
+            match register(config, quic, instances).await {
+                Ok(Ok(registration)) => return registration,
+                Ok(Err(end)) => tracing::debug!(
+                    ?end,
+                    "QUIC reached another instance; staying on the TCP carrier"
+                ),
+                Err(e) => {
+                    tracing::debug!(err = %e, "QUIC gets through but did not register; staying on the TCP carrier")
+                }
+            }
+        }
+    };
     let until = async {
         tokio::select! {
-            frame = control.read() => match frame {
+            frame = control.read() => Served::Ended(match frame {
                 Ok(Some(Frame::GoAway(g))) => {
                     tracing::info!(reconnect_in = ?g.reconnect_in(), "relay is going away");
                     UplinkEnd::GoAway(g.reconnect_in())
@@ -328,24 +398,25 @@ async fn serve(
                 Ok(Some(other)) => UplinkEnd::Lost(LostRelay::UnexpectedControlFrame(other.frame_type())),
                 Ok(None) => UplinkEnd::Lost(LostRelay::ControlClosed),
                 Err(e) => UplinkEnd::Lost(conn.close_reason().map_or(LostRelay::Control(e), LostRelay::Connection)),
-            },
-            () = shutdown.cancelled() => UplinkEnd::Shutdown,
+            }),
+            () = shutdown.cancelled() => Served::Ended(UplinkEnd::Shutdown),
+            quic = upgrade => Served::Upgraded(Box::new(quic)),
         }
     };
     let relay = Arc::new(relay);
     let (end, streams) = connection::serve(shared, &conn, relay.clone(), until).await;
     let ended = match end {
-        ConnectionEnd::Closed(e) => UplinkEnd::Lost(LostRelay::Connection(e)),
+        ConnectionEnd::Closed(e) => Served::Ended(UplinkEnd::Lost(LostRelay::Connection(e))),
         ConnectionEnd::Stopped(ended) => ended,
     };
     let grace = config.shutdown_grace;
-    match ended {
-        UplinkEnd::Shutdown => {
+    match &ended {
+        Served::Ended(UplinkEnd::Shutdown) => {
             // Let live streams finish before closing.
             streams.drain(grace).await;
             conn.close(ErrorCode::GOING_AWAY.0.into(), b"agent shutting down");
         }
-        UplinkEnd::GoAway(_) => {
+        Served::Ended(UplinkEnd::GoAway(_)) => {
             // The relay drains: clients that have not yet moved to another
             // relay may still open streams here, so keep serving until the
             // relay closes the connection (it does once they are gone),
@@ -369,7 +440,29 @@ async fn serve(
             };
             tokio::spawn(draining.instrument(tracing::Span::current()));
         }
-        _ => {}
+        Served::Upgraded(_) => {
+            // The relay unregisters this connection and opens nothing more
+            // on it; it closes it once the streams on it have ended.
+            let _ = control_send.finish();
+            drop(instance);
+            let shared = shared.clone();
+            let shutdown = shutdown.clone();
+            let draining = async move {
+                // A stream the relay opened before it read the finish is
+                // still served.
+                let (end, more) =
+                    connection::serve(&shared, &conn, relay, shutdown.cancelled()).await;
+                if let ConnectionEnd::Stopped(()) = end {
+                    let _ = tokio::time::timeout(grace, async {
+                        tokio::join!(streams.drain(grace), more.drain(grace))
+                    })
+                    .await;
+                    conn.close(ErrorCode::GOING_AWAY.0.into(), b"agent shutting down");
+                }
+            };
+            tokio::spawn(draining.instrument(tracing::Span::current()));
+        }
+        Served::Ended(_) => {}
     }
     ended
 }

@@ -423,6 +423,12 @@ impl Client {
         }
     }
 
+    /// The relay this client's connection goes to and how (QUIC, or the
+    /// TCP carrier), if it is connected.
+    pub async fn relay_in_use(&self) -> Option<(String, Via)> {
+        self.relay.in_use().await
+    }
+
     /// Why the relay connection is gone, if it is: the part of a stream's
     /// failure a person can act on (revoked, relay shutting down).
     pub async fn relay_lost(&self) -> Option<StreamError> {

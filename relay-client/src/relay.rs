@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex as SyncMutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use proto::Datagram;
-use relay_net::dial::{dial_any, resolve_all, DialError, Origin, RelayConn};
+use relay_net::dial::{dial_any, quic_again, resolve_all, Candidate, DialError, Origin, RelayConn};
 use relay_net::endpoint::{Transport, Via};
 use relay_net::renew::Reloading;
 use tokio::sync::{Mutex, Notify};
@@ -88,6 +88,7 @@ impl RelayLink {
             }
             *slot = None;
         }
+        let credential_file = credential;
         let credential = credential.latest();
         let (mut candidates, unresolved) = resolve_all(&credential.credential.relay).await;
         if let Some(unresolved) = unresolved.into_iter().next() {
@@ -115,11 +116,17 @@ impl RelayLink {
             });
         }
         let conn = rc.conn.clone();
-        tracing::debug!(relay = %conn.remote_address(), "connected to relay");
+        tracing::debug!(relay = %conn.remote_address(), transport = %rc.via, "connected to relay");
+        let upgrade = (rc.via == Via::Tcp && transport.via == Via::Auto).then(|| Upgrade {
+            credential: credential_file.clone(),
+            transport: transport.clone(),
+            origin: origin.clone(),
+        });
         *slot = Some(Link::watch(
             rc,
             Arc::downgrade(&self.slot),
             self.avoid.clone(),
+            upgrade,
         ));
         Ok(conn)
     }
@@ -129,6 +136,13 @@ impl RelayLink {
     pub(crate) async fn endpoint(&self) -> Option<(quinn::Endpoint, proto::CidPrefix)> {
         let slot = self.slot.lock().await;
         slot.as_ref().map(|l| (l.rc.endpoint.clone(), l.rc.prefix))
+    }
+
+    /// The relay address of the live link and how it is reached, if there is one.
+    pub(crate) async fn in_use(&self) -> Option<(String, Via)> {
+        let slot = self.slot.lock().await;
+        slot.as_ref()
+            .map(|l| (l.rc.candidate.to_string(), l.rc.via))
     }
 
     /// Why the link is gone, if it is.
@@ -184,6 +198,26 @@ struct Link {
     heard: Arc<Heard>,
 }
 
+/// What the watcher of a link over the TCP carrier needs to try QUIC again
+/// ([`relay_net::dial::quic_again`]) and move new streams to it.
+#[derive(Debug)]
+struct Upgrade {
+    credential: Reloading,
+    transport: Transport,
+    origin: Option<Origin>,
+}
+
+impl Upgrade {
+    /// A QUIC connection to the relay `rc` reaches over TCP, once UDP gets
+    /// through; never without an upgrade to try.
+    async fn quic(this: Option<&Upgrade>, rc: &Candidate) -> RelayConn {
+        match this {
+            Some(u) => quic_again(&u.credential, rc, u.origin.as_ref(), &u.transport).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// What the watcher learnt, and when the link was last heard from.
 #[derive(Debug, Default)]
 struct Heard {
@@ -224,10 +258,23 @@ const PROBES: u32 = 3;
 
 impl Link {
     /// Starts watching `rc` ([`watch`]).
-    fn watch(rc: RelayConn, slot: Weak<Mutex<Option<Link>>>, avoid: Arc<Avoid>) -> Link {
+    fn watch(
+        rc: RelayConn,
+        slot: Weak<Mutex<Option<Link>>>,
+        avoid: Arc<Avoid>,
+        upgrade: Option<Upgrade>,
+    ) -> Link {
         let heard = Arc::new(Heard::default());
         heard.received(&rc.conn);
-        tokio::spawn(watch(rc.conn.clone(), heard.clone(), slot, avoid));
+        let watching = watch(
+            rc.conn.clone(),
+            rc.candidate.clone(),
+            heard.clone(),
+            slot,
+            avoid,
+            upgrade,
+        );
+        tokio::spawn(watching);
         Link { rc, heard }
     }
 
@@ -299,20 +346,34 @@ struct Expecting {
 /// its connection is closed, so the streams on it fail now, loudly, instead
 /// of hanging until the idle timeout. On `GoAway` the link leaves its slot,
 /// so even an idle client lets go of a draining relay at once (quinn closes
-/// the connection when no stream holds it any more).
+/// the connection when no stream holds it any more). A link over the TCP
+/// carrier tries QUIC again now and then (`upgrade`); once it gets
+/// through, the QUIC link takes the slot, and this one serves the streams
+/// it has until they end.
 async fn watch(
     conn: quinn::Connection,
+    candidate: Candidate,
     heard: Arc<Heard>,
     slot: Weak<Mutex<Option<Link>>>,
     avoid: Arc<Avoid>,
+    upgrade: Option<Upgrade>,
 ) {
     let id = conn.stable_id();
     let relay = conn.remote_address();
     let mut expecting: Option<Expecting> = None;
     let mut left = false;
+    let mut quic = std::pin::pin!(Upgrade::quic(upgrade.as_ref(), &candidate));
     loop {
         let deadline = expecting.as_ref().map(|e| e.deadline);
         tokio::select! {
+            rc = &mut quic, if !left => {
+                tracing::info!(%relay, "UDP gets through again: new streams go over QUIC; streams on the TCP carrier finish there");
+                left = true;
+                take_slot(&slot, id, rc, &avoid).await;
+                if expecting.is_none() {
+                    return;
+                }
+            }
             datagram = conn.read_datagram() => match datagram.map(|b| Datagram::decode(&b)) {
                 Err(_) => return,
                 Ok(Ok(Datagram::GoAway { .. })) => {
@@ -401,6 +462,25 @@ async fn leave_slot(slot: &Weak<Mutex<Option<Link>>>, id: usize) {
         if slot.as_ref().is_some_and(|l| l.rc.conn.stable_id() == id) {
             *slot = None;
         }
+    }
+}
+
+/// Puts `quic` in `slot` in place of the link with connection `id`, if it
+/// is still there (else the QUIC connection is not needed: closed).
+async fn take_slot(
+    slot: &Weak<Mutex<Option<Link>>>,
+    id: usize,
+    quic: RelayConn,
+    avoid: &Arc<Avoid>,
+) {
+    let Some(slot_arc) = slot.upgrade() else {
+        return quic.conn.close(0u32.into(), b"client done");
+    };
+    let mut held = slot_arc.lock().await;
+    if held.as_ref().is_some_and(|l| l.rc.conn.stable_id() == id) {
+        *held = Some(Link::watch(quic, slot.clone(), avoid.clone(), None));
+    } else {
+        quic.conn.close(0u32.into(), b"not needed");
     }
 }
 

@@ -84,6 +84,8 @@ pub struct RelayConn {
     pub prefix: CidPrefix,
     /// How it reaches the relay: [`Via::Quic`] (UDP) or [`Via::Tcp`] (the carrier).
     pub via: Via,
+    /// The relay address dialled.
+    pub candidate: Candidate,
 }
 
 /// One address a relay name resolved to: where to send, and the name to
@@ -286,6 +288,40 @@ pub async fn dial_one(
     .await
 }
 
+/// Tries QUIC again for a connection over the TCP carrier, every
+/// `transport.reprobe`, until a QUIC connection to the same relay address
+/// is up (returned) or the credential is unusable (never returns then). A
+/// probe that finds UDP still blocked costs a few Initial packets.
+pub async fn quic_again(
+    credential: &crate::renew::Reloading,
+    candidate: &Candidate,
+    origin: Option<&Origin>,
+    transport: &Transport,
+) -> RelayConn {
+    let quic = Transport {
+        via: Via::Quic,
+        ..transport.clone()
+    };
+    let mut every = tokio::time::interval_at(
+        tokio::time::Instant::now() + transport.reprobe,
+        transport.reprobe,
+    );
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let cred = credential.current();
+        match dial_one(&cred, candidate, origin, &quic, REPROBE_TIMEOUT).await {
+            Ok(rc) => return rc,
+            Err(e) => {
+                tracing::debug!(relay = %candidate, err = %e, "QUIC still does not get through; staying on the TCP carrier")
+            }
+        }
+    }
+}
+
+/// How long a probe waits for QUIC to answer.
+const REPROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// As [`dial_one`], for an address as written (`host:port`): its first
 /// address. For tools that dial one relay on purpose (`bench`).
 ///
@@ -350,7 +386,10 @@ async fn dial_candidate(
     match transport.via {
         Via::Quic => quic().await,
         Via::Tcp => tcp().await,
-        Via::Auto => race(quic(), tcp(), &candidate).await,
+        Via::Auto => {
+            let tcp_port = transport.tcp_port.unwrap_or(candidate.addr.port());
+            race(quic(), tcp(), &candidate, tcp_port).await
+        }
     }
 }
 
@@ -361,6 +400,7 @@ async fn race(
     quic: impl std::future::Future<Output = Result<RelayConn, DialError>>,
     tcp: impl std::future::Future<Output = Result<RelayConn, DialError>>,
     candidate: &Candidate,
+    tcp_port: u16,
 ) -> Result<RelayConn, DialError> {
     tokio::pin!(quic);
     let quic_failed = tokio::select! {
@@ -372,33 +412,39 @@ async fn race(
     };
     tokio::pin!(tcp);
     let (quic_err, tcp_err) = match quic_failed {
-        Some(quic_err) => (quic_err, tcp.await.err()),
+        Some(quic_err) => match tcp.await {
+            Ok(conn) => return Ok(conn),
+            Err(tcp_err) => (quic_err, tcp_err),
+        },
         None => tokio::select! {
             r = &mut quic => match r {
                 Ok(conn) => return Ok(conn),
-                Err(quic_err) => (quic_err, tcp.await.err()),
+                Err(quic_err) => match tcp.await {
+                    Ok(conn) => return Ok(conn),
+                    Err(tcp_err) => (quic_err, tcp_err),
+                },
             },
             r = &mut tcp => match r {
                 Ok(conn) => return Ok(conn),
                 Err(tcp_err) => match quic.await {
                     Ok(conn) => return Ok(conn),
-                    Err(quic_err) => (quic_err, Some(tcp_err)),
+                    Err(quic_err) => (quic_err, tcp_err),
                 },
             },
         },
     };
-    let Some(tcp_err) = tcp_err else {
-        return Err(quic_err);
-    };
     // What a person must fix (trust, names) speaks for itself; two kinds of
-    // silence are told together.
+    // silence are told together, with what to check.
     Err(match (quic_err, tcp_err) {
         (DialError::Unreachable { reason: q, .. }, DialError::Unreachable { reason: t, .. }) => {
+            let (remote, udp) = (candidate.addr, candidate.addr.port());
             DialError::Unreachable {
                 addr: candidate.entry.clone(),
                 reason: format!(
-                    "over QUIC (UDP {}): {q}; over TCP: {t}",
-                    candidate.addr.port()
+                    "UDP {udp} (QUIC): {q}; TCP {tcp_port}: {t} — check that the relay is \
+                     running at {remote}, and that UDP port {udp} is reachable from here (QUIC \
+                     runs over UDP; some networks block it) or its TCP listener is on \
+                     (relay-server run --listen-tcp) and TCP port {tcp_port} is reachable"
                 ),
             }
         }
@@ -420,7 +466,11 @@ async fn dial_quic(
         Some(origin) => (origin, false),
         None => (Origin::bind(candidate.addr, &transport)?, true),
     };
-    let hint = no_answer_hint(candidate.addr);
+    // Raced with TCP, the race's error says what to check.
+    let hint = match transport.via {
+        Via::Auto => String::new(),
+        _ => no_answer_hint(candidate.addr),
+    };
     handshake(
         endpoint, prefix, own, candidate, tls, expected, transport, timeout, &hint,
     )
@@ -453,6 +503,7 @@ async fn dial_tcp(
     };
     let socket = match tokio::time::timeout(timeout, setup).await {
         Ok(Ok(socket)) => Arc::new(socket),
+        Ok(Err(e)) if transport.via == Via::Auto => return Err(unreachable(e.reason())),
         Ok(Err(e)) => return Err(unreachable(e.to_string())),
         Err(_) => {
             return Err(unreachable(format!(
@@ -500,6 +551,7 @@ async fn handshake(
     timeout: Duration,
     hint: &str,
 ) -> Result<RelayConn, DialError> {
+    let dialled = candidate.clone();
     let Candidate {
         entry,
         host,
@@ -565,6 +617,7 @@ async fn handshake(
         addr: addr.to_owned(),
         prefix,
         via: Via::Quic,
+        candidate: dialled,
     })
 }
 
@@ -625,6 +678,9 @@ pub fn describe_peer(err: &ConnectionError, peer: Role) -> String {
 
 /// The relay did not answer within `timeout`.
 fn no_answer(timeout: Duration, hint: &str) -> String {
+    if hint.is_empty() {
+        return format!("no answer within {timeout:?}");
+    }
     format!("no answer within {timeout:?}: {hint}")
 }
 

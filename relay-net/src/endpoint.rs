@@ -59,6 +59,18 @@ pub struct Transport {
     pub via: Via,
     /// The relay's TCP carrier port, where it is not the QUIC port.
     pub tcp_port: Option<u16>,
+    /// With [`Via::Auto`], how often a connection over the TCP carrier
+    /// tries QUIC again, to move back to it once UDP gets through.
+    pub reprobe: Duration,
+}
+
+/// How often a connection over the TCP carrier tries QUIC again: 30 s, or
+/// `RELAY_QUIC_REPROBE` (e.g. `1s`; tests and impatient operators).
+fn default_reprobe() -> Duration {
+    std::env::var("RELAY_QUIC_REPROBE")
+        .ok()
+        .and_then(|v| humantime::parse_duration(&v).ok())
+        .unwrap_or(Duration::from_secs(30))
 }
 
 /// How an agent or a client reaches relays (`--transport`).
@@ -149,6 +161,7 @@ impl Transport {
             datagram_buffer: Some(4096),
             via: Via::Auto,
             tcp_port: None,
+            reprobe: default_reprobe(),
         }
     }
 

@@ -48,6 +48,15 @@ impl ConnTable {
         ConnEntry { table: self, id }
     }
 
+    /// Closes the live connection from `remote` (a TCP carrier that ended).
+    pub(crate) fn close_remote(&self, remote: std::net::SocketAddr) {
+        for (_, conn) in self.lock().values() {
+            if conn.remote_address() == remote {
+                conn.close(ErrorCode::GOING_AWAY.0.into(), b"tcp carrier closed");
+            }
+        }
+    }
+
     /// Closes every live connection for which `revoked` gives a reason.
     pub(crate) fn close_where(
         &self,

@@ -429,12 +429,21 @@ impl Relay {
                     }
                     // Stops taking carriers when draining, as the QUIC
                     // listener stops taking connections; live ones go on.
+                    // A carrier that ends takes its peer's connection with
+                    // it now: an agent behind it is offline at once.
+                    let shared = Arc::downgrade(&self.shared);
+                    let gone = move |addr| {
+                        if let Some(shared) = shared.upgrade() {
+                            shared.conns.close_remote(addr);
+                        }
+                    };
                     tasks.spawn(relay_net::tcp::serve(
                         listener,
                         tls.clone(),
                         self.shared.carriers.clone(),
                         relay_net::tcp::TcpLimits::default(),
                         shutdown.clone(),
+                        Arc::new(gone),
                     ));
                 }
                 Err(err) => tracing::error!(%err, "tcp carrier unavailable"),

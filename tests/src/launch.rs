@@ -536,7 +536,7 @@ pub async fn agent(
 
 /// `relay-client --credential FILE ARGS...`, waiting for the line that
 /// starts with `ready`; returns the process and what follows `ready`.
-async fn client(
+pub async fn client(
     programs: &Programs,
     credential: &Path,
     args: &[&str],

@@ -2,6 +2,7 @@
 //! and the sessions (`shell`, `run`, `socks`) it may open there.
 
 use proto::Capabilities;
+use relay_net::endpoint::Via;
 
 use crate::{Client, OpenError};
 
@@ -11,9 +12,16 @@ use crate::{Client, OpenError};
 /// If the relay cannot be reached.
 pub async fn run(client: &Client, out: &mut impl std::io::Write) -> Result<usize, OpenError> {
     let agents = client.list().await?;
+    let relay = client.relay_in_use().await;
     client.close().await;
+    let footer = |out: &mut dyn std::io::Write| {
+        if let Some((relay, via)) = &relay {
+            let _ = writeln!(out, "relay {relay} over {}", describe(*via));
+        }
+    };
     if agents.is_empty() {
         let _ = writeln!(out, "no agents online that this credential may reach");
+        footer(out);
         return Ok(0);
     }
     let width = agents
@@ -42,7 +50,16 @@ pub async fn run(client: &Client, out: &mut impl std::io::Write) -> Result<usize
             sessions(a.sessions)
         );
     }
+    footer(out);
     Ok(agents.len())
+}
+
+/// How the relay is reached, in words.
+fn describe(via: Via) -> &'static str {
+    match via {
+        Via::Tcp => "tcp (TLS over TCP: QUIC over UDP did not get through, or --transport tcp)",
+        _ => "quic",
+    }
 }
 
 /// The commands the session kinds stand for, e.g. "shell, run".

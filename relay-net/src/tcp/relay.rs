@@ -79,8 +79,8 @@ impl Carriers {
     }
 
     /// Carries QUIC datagrams over `stream` (a TLS stream from `peer`)
-    /// until it ends; returns why it ended.
-    pub async fn carry<S>(&self, stream: S, peer: SocketAddr) -> io::Error
+    /// until it ends; returns the carrier's virtual address and why it ended.
+    pub async fn carry<S>(&self, stream: S, peer: SocketAddr) -> (SocketAddr, io::Error)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin,
     {
@@ -102,7 +102,7 @@ impl Carriers {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&addr);
-        ended
+        (addr, ended)
     }
 
     fn outbox(&self, addr: SocketAddr) -> Option<Arc<Outbox>> {
@@ -236,14 +236,16 @@ impl Default for TcpLimits {
 }
 
 /// Accepts TCP carriers on `listener` (TLS with `tls`) into `carriers`
-/// until `stop`; carriers already up run on until their peers leave (the
-/// QUIC connections inside end as they do over UDP).
+/// until `stop`; carriers already up run on until their peers leave.
+/// `gone` hears the virtual address of each carrier that ended, so the
+/// connection inside can be closed now rather than after its idle timeout.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     carriers: Arc<Carriers>,
     limits: TcpLimits,
     stop: CancellationToken,
+    gone: Arc<dyn Fn(SocketAddr) + Send + Sync>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let live = Arc::new(AtomicUsize::new(0));
@@ -267,6 +269,7 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let carriers = carriers.clone();
+        let gone = gone.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let tls =
@@ -277,8 +280,9 @@ pub async fn serve(
                     }
                     Err(_) => return tracing::debug!(%peer, "tcp carrier handshake timed out"),
                 };
-            let ended = carriers.carry(tls, peer).await;
+            let (addr, ended) = carriers.carry(tls, peer).await;
             tracing::debug!(%peer, reason = %ended, "tcp carrier closed");
+            gone(addr);
         });
     }
 }

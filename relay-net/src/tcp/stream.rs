@@ -21,7 +21,7 @@ use super::{run_link, Inbound, Outbox, INBOX_DATAGRAMS};
 #[derive(Debug, thiserror::Error)]
 pub enum CarrierError {
     /// The TCP connection failed.
-    #[error("TCP {port}: {reason} — is the relay's TCP listener on (relay-server run --listen-tcp), and is TCP port {port} open from here?")]
+    #[error("TCP {port}: {} — is the relay's TCP listener on (relay-server run --listen-tcp), and is TCP port {port} open from here?", plain(.reason))]
     Tcp {
         /// The port dialled.
         port: u16,
@@ -53,6 +53,36 @@ pub enum CarrierError {
         /// How long we waited.
         timeout: Duration,
     },
+}
+
+impl CarrierError {
+    /// What went wrong, without the port or what to check (for a message
+    /// that tells both transports' failures together).
+    pub fn reason(&self) -> String {
+        match self {
+            CarrierError::Tcp { reason, .. } => plain(reason),
+            CarrierError::Tls { reason, .. } => {
+                format!("TLS handshake failed: {reason}{}", tls_hint(reason))
+            }
+            CarrierError::NotCarrier { .. } => {
+                "the server there does not speak the relay's carrier protocol".to_owned()
+            }
+            CarrierError::Name(name) => format!("invalid TLS server name {name:?}"),
+            CarrierError::Timeout { timeout, .. } => format!("no answer within {timeout:?}"),
+        }
+    }
+}
+
+/// A socket error in words, without the OS error number.
+fn plain(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        io::ErrorKind::ConnectionReset => "connection reset".into(),
+        io::ErrorKind::TimedOut => "timed out".into(),
+        io::ErrorKind::HostUnreachable => "host unreachable".into(),
+        io::ErrorKind::NetworkUnreachable => "network unreachable".into(),
+        _ => e.to_string(),
+    }
 }
 
 fn tls_hint(reason: &io::Error) -> &'static str {

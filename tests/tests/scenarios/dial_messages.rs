@@ -72,6 +72,26 @@ async fn relay_not_answering_says_to_check_it_and_udp() -> anyhow::Result<()> {
     .err()
     .context("a socket that never answers completed a handshake")?;
     assert!(matches!(err, DialError::Unreachable { .. }), "{err:?}");
+    let port = mute_addr.port();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "relay {mute_addr} unreachable: UDP {port} (QUIC): no answer within 300ms; TCP \
+             {port}: connection refused — check that the relay is running at \
+             {mute_addr}, and that UDP port {port} is reachable from here (QUIC runs over UDP; \
+             some networks block it) or its TCP listener is on (relay-server run --listen-tcp) \
+             and TCP port {port} is reachable"
+        )
+    );
+    // Forced onto QUIC, the message is about UDP alone.
+    let quic = Transport {
+        via: relay_net::endpoint::Via::Quic,
+        ..Transport::client()
+    };
+    let err = guard("dial", dial(&loaded, &quic, Duration::from_millis(300)))
+        .await
+        .err()
+        .context("a socket that never answers completed a handshake")?;
     assert_eq!(
         err.to_string(),
         format!(

@@ -37,6 +37,7 @@ mod sessions;
 mod several_relays;
 mod smoke;
 mod socks;
+mod tcp_carrier;
 
 /// Runs this binary's test `name` of `module` (the caller's
 /// `module_path!()`) again inside new namespaces: `unshare FLAGS sh -c

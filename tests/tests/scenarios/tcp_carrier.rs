@@ -1,0 +1,441 @@
+//! The TCP carrier (issue #15): QUIC over TLS/TCP for networks that block
+//! UDP. Every kind of stream over `--transport tcp`, with real processes;
+//! then, inside a private network namespace (`unshare -rn`) where nftables
+//! may drop UDP, `--transport auto` falling back to TCP within 1.5 s and
+//! moving back to QUIC once UDP gets through again, without losing the
+//! streams already open.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use proto::socks5::{Greeting, Reply, ReplyCode, Request, NO_AUTH};
+use proto::{Destination, Host};
+use relay_tests::launch::{self, Programs, RelayProcess};
+use relay_tests::{guard, http_get, read_n, tcp_echo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::Command;
+
+/// Any client may reach any target, open sessions and use SOCKS.
+const ALLOW_EVERYTHING: &str = "[[allow]]\nclient = \"*\"\nagent = \"*\"\ntargets = [\"*\"]\nshell = true\nrun = true\nsocks = true\n";
+
+/// `relay-client --credential CRED ARGS...` to completion, stdin from `input`.
+async fn client(
+    programs: &Programs,
+    cred: &Path,
+    args: &[&str],
+    input: &[u8],
+) -> anyhow::Result<std::process::Output> {
+    let mut child = Command::new(&programs.client)
+        .arg("--credential")
+        .arg(cred)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input).await?;
+    }
+    let out = guard("relay-client", child.wait_with_output()).await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "relay-client {}: {}\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out)
+}
+
+/// Waits until the relay's `/metrics` has `line`.
+async fn metric(relay: &RelayProcess, line: &str) -> anyhow::Result<()> {
+    let admin = relay
+        .metrics
+        .ok_or_else(|| anyhow::anyhow!("relay without --metrics"))?;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let wait = async {
+        loop {
+            tick.tick().await;
+            let (_, text) = http_get(admin, "/metrics").await;
+            if text.contains(line) {
+                return;
+            }
+        }
+    };
+    guard(&format!("relay metric `{line}`"), wait).await;
+    Ok(())
+}
+
+/// A SOCKS5 CONNECT to `dest` through `proxy`, then 4 bytes echoed.
+async fn socks_echo(proxy: SocketAddr, dest: SocketAddr) -> anyhow::Result<()> {
+    let mut tcp = TcpStream::connect(proxy).await?;
+    tcp.write_all(
+        &Greeting {
+            methods: vec![NO_AUTH],
+        }
+        .encode(),
+    )
+    .await?;
+    let mut selection = [0u8; 2];
+    tcp.read_exact(&mut selection).await?;
+    let dest = Destination {
+        host: Host::parse(&dest.ip().to_string())?,
+        port: dest.port(),
+    };
+    tcp.write_all(&Request { dest }.encode()).await?;
+    let mut buf = BytesMut::new();
+    let reply = loop {
+        if let Ok(Some((reply, _))) = Reply::decode(&buf) {
+            break reply;
+        }
+        anyhow::ensure!(tcp.read_buf(&mut buf).await? > 0, "proxy closed");
+    };
+    anyhow::ensure!(reply.code == ReplyCode::SUCCEEDED, "socks reply {reply:?}");
+    tcp.write_all(b"sock").await?;
+    anyhow::ensure!(guard("socks echo", read_n(&mut tcp, 4)).await? == b"sock");
+    Ok(())
+}
+
+/// Sends `bytes` on `tcp` and reads them back (an echo target behind it).
+async fn echoes(tcp: &mut TcpStream, bytes: &[u8]) -> anyhow::Result<()> {
+    tcp.write_all(bytes).await?;
+    let back = guard("echo", read_n(tcp, bytes.len())).await?;
+    anyhow::ensure!(back == bytes, "echo returned other bytes");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_stream_works_over_the_tcp_carrier() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let programs = relay_tests::programs!();
+    let echo = tcp_echo().await;
+    let relay =
+        RelayProcess::start(&programs, ALLOW_EVERYTHING, &["--metrics", "127.0.0.1:0"]).await?;
+    let agent_cred = relay.issue("agent", "edge").await?;
+    let client_cred = relay.issue("client", "ci").await?;
+    let agent_args: Vec<String> = [
+        "--transport",
+        "tcp",
+        "--expose",
+        &format!("echo={echo}"),
+        "--expose-bench",
+        "--allow-shell",
+        "--shell",
+        "/bin/sh",
+        "--allow-socks",
+        &format!("127.0.0.1/32:{}", echo.port()),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let _agent = launch::agent(&programs, &agent_cred, &agent_args).await?;
+    metric(
+        &relay,
+        "relay_connections{role=\"agent\",transport=\"tcp\"} 1",
+    )
+    .await?;
+    let tcp = ["--transport", "tcp"];
+
+    // list names the transport.
+    let listed = client(
+        &programs,
+        &client_cred,
+        &[&tcp[..], &["list"]].concat(),
+        b"",
+    )
+    .await?;
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("edge") && listed.contains("over tcp"),
+        "{listed}"
+    );
+
+    // connect: stdin/stdout through a target.
+    let connected = client(
+        &programs,
+        &client_cred,
+        &[&tcp[..], &["connect", "edge/echo"]].concat(),
+        b"hello over tcp",
+    )
+    .await?;
+    assert_eq!(connected.stdout, b"hello over tcp");
+
+    // run: a remote command and its exit status.
+    let ran = client(
+        &programs,
+        &client_cred,
+        &[&tcp[..], &["run", "edge", "--", "echo", "ran-over-tcp"]].concat(),
+        b"",
+    )
+    .await?;
+    assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), "ran-over-tcp");
+
+    // with: a local program given a forward (bash's /dev/tcp as its client).
+    let script =
+        r#"exec 3<>/dev/tcp/127.0.0.1/$RELAY_FORWARD_PORT; printf with-ok >&3; head -c 7 <&3"#;
+    let with = client(
+        &programs,
+        &client_cred,
+        &[
+            &tcp[..],
+            &[
+                "with",
+                "edge/echo",
+                "--no-kubeconfig",
+                "--",
+                "bash",
+                "-c",
+                script,
+            ],
+        ]
+        .concat(),
+        b"",
+    )
+    .await?;
+    assert_eq!(with.stdout, b"with-ok");
+
+    // forward: a local port, two connections at once.
+    let (_forward, local) = launch::client(
+        &programs,
+        &client_cred,
+        &[&tcp[..], &["forward", "127.0.0.1:0", "edge/echo"]].concat(),
+        launch::CLIENT_FORWARDING,
+    )
+    .await?;
+    let local: SocketAddr = local
+        .split_once(" -> ")
+        .map(|(l, _)| l)
+        .unwrap_or_default()
+        .parse()?;
+    let mut a = TcpStream::connect(local).await?;
+    let mut b = TcpStream::connect(local).await?;
+    echoes(&mut a, &[7u8; 300_000]).await?;
+    echoes(&mut b, b"second").await?;
+
+    // socks: through the agent's rules.
+    let (_socks, rest) = launch::client(
+        &programs,
+        &client_cred,
+        &[&tcp[..], &["socks", "127.0.0.1:0", "edge"]].concat(),
+        launch::CLIENT_SOCKS,
+    )
+    .await?;
+    let proxy: SocketAddr = rest.split_whitespace().next().unwrap_or_default().parse()?;
+    socks_echo(proxy, echo).await?;
+
+    // bench: the built-in service, briefly.
+    let bench = client(
+        &programs,
+        &client_cred,
+        &[
+            &tcp[..],
+            &[
+                "bench",
+                "--bytes",
+                "4MiB",
+                "--pings",
+                "50",
+                "--opens",
+                "20",
+                "--no-direct",
+            ],
+        ]
+        .concat(),
+        b"",
+    )
+    .await?;
+    assert!(
+        String::from_utf8_lossy(&bench.stdout).contains("ping-pong"),
+        "{}",
+        String::from_utf8_lossy(&bench.stdout)
+    );
+    metric(
+        &relay,
+        "relay_connections{role=\"client\",transport=\"tcp\"}",
+    )
+    .await?;
+
+    // The audit log names the TCP peer, not the carrier's virtual address.
+    let opens: Vec<_> = relay
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "open")
+        .collect();
+    assert!(!opens.is_empty());
+    for open in &opens {
+        let remote = open["remote"].as_str().unwrap_or_default();
+        assert!(remote.starts_with("127.0.0.1:"), "{open}");
+    }
+    Ok(())
+}
+
+/// Set in the environment of the re-run test binary inside the namespace.
+const INNER: &str = "RELAY_TESTS_INSIDE_CARRIER_NETNS";
+
+/// The relay's address inside the namespace (nothing else runs there).
+const RELAY: &str = "127.0.0.1:4433";
+
+/// How often a connection on the carrier tries QUIC again in this test.
+const REPROBE: &str = "1s";
+
+#[tokio::test]
+async fn udp_blocked_falls_back_to_tcp_then_returns_to_quic() -> anyhow::Result<()> {
+    if std::env::var_os(INNER).is_some() {
+        return Ok(()); // already inside: the inner test does the work
+    }
+    let probe = Command::new("unshare")
+        .args([
+            "-rn",
+            "sh",
+            "-c",
+            "ip link set lo up && nft add table inet relay_probe",
+        ])
+        .output()
+        .await;
+    match probe {
+        Ok(out) if out.status.success() => {}
+        other => {
+            println!("SKIPPED: no private namespace with nftables here: {other:?}");
+            return Ok(());
+        }
+    }
+    crate::rerun_in_namespace(
+        module_path!(),
+        "in_namespace",
+        INNER,
+        "-rn",
+        &format!("export RELAY_QUIC_REPROBE={REPROBE} && ip link set lo up"),
+        &[],
+    )
+    .await
+}
+
+/// Runs `nft ARGS`.
+async fn nft(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("nft").args(args).output().await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "nft {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs only inside the namespace the test above creates"]
+async fn in_namespace() -> anyhow::Result<()> {
+    anyhow::ensure!(
+        std::env::var_os(INNER).is_some(),
+        "run by the outer test only"
+    );
+    relay_tests::trace_init();
+    let programs = relay_tests::programs!();
+    let echo = tcp_echo().await;
+    let dir = launch::relay_dir(&programs, relay_tests::ALLOW_ALL).await?;
+    let relay =
+        RelayProcess::run_in(&programs, dir, RELAY, &["--metrics", "127.0.0.1:9090"]).await?;
+    let agent_cred = relay.issue("agent", "edge").await?;
+    let client_cred = relay.issue("client", "ci").await?;
+
+    // UDP to the relay's port is dropped; TCP to it is not.
+    nft(&["add", "table", "inet", "udp_blocked"]).await?;
+    nft(&[
+        "add",
+        "chain",
+        "inet",
+        "udp_blocked",
+        "out",
+        "{ type filter hook output priority 0; policy accept; }",
+    ])
+    .await?;
+    nft(&[
+        "add",
+        "rule",
+        "inet",
+        "udp_blocked",
+        "out",
+        "udp",
+        "dport",
+        "4433",
+        "drop",
+    ])
+    .await?;
+
+    let began = Instant::now();
+    let mut agent = launch::spawn_agent(
+        &programs,
+        &agent_cred,
+        &["--expose".to_owned(), format!("echo={echo}")],
+    )?;
+    let registered = agent.line_with(&[launch::AGENT_REGISTERED]).await?;
+    let agent_took = began.elapsed();
+    assert!(registered.contains("transport=tcp"), "{registered}");
+
+    let began = Instant::now();
+    let listed = client(&programs, &client_cred, &["list"], b"").await?;
+    let list_took = began.elapsed();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("edge") && listed.contains("over tcp"),
+        "{listed}"
+    );
+    println!("UDP dropped: the agent registered over TCP after {agent_took:?} (process start included); relay-client list took {list_took:?}");
+    assert!(agent_took < Duration::from_millis(1500), "{agent_took:?}");
+    assert!(list_took < Duration::from_millis(1500), "{list_took:?}");
+
+    let (_forward, local) = launch::client(
+        &programs,
+        &client_cred,
+        &["forward", "127.0.0.1:0", "edge/echo"],
+        launch::CLIENT_FORWARDING,
+    )
+    .await?;
+    let local: SocketAddr = local
+        .split_once(" -> ")
+        .map(|(l, _)| l)
+        .unwrap_or_default()
+        .parse()?;
+    let mut live = TcpStream::connect(local).await?;
+    echoes(&mut live, b"before").await?;
+    metric(
+        &relay,
+        "relay_connections{role=\"client\",transport=\"tcp\"} 1",
+    )
+    .await?;
+
+    // UDP gets through again: both move back to QUIC within the probe
+    // interval; the stream already open stays where it is, and works.
+    nft(&["delete", "table", "inet", "udp_blocked"]).await?;
+    let healed = Instant::now();
+    let moved = agent.line_with(&["again over QUIC"]).await?;
+    let agent_moved = healed.elapsed();
+    assert!(moved.contains("transport=quic"), "{moved}");
+    metric(
+        &relay,
+        "relay_connections{role=\"agent\",transport=\"quic\"} 1",
+    )
+    .await?;
+    // The client moves its new streams once its own probe gets through.
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let client_moved = guard("the client moves to QUIC", async {
+        loop {
+            tick.tick().await;
+            let mut fresh = TcpStream::connect(local).await?;
+            echoes(&mut fresh, b"fresh").await?;
+            let (_, text) = http_get("127.0.0.1:9090".parse()?, "/metrics").await;
+            if text.contains("relay_connections{role=\"client\",transport=\"quic\"} 1") {
+                return Ok::<_, anyhow::Error>(healed.elapsed());
+            }
+        }
+    })
+    .await?;
+    echoes(&mut live, b"after the move").await?;
+    println!("UDP restored: the agent moved to QUIC after {agent_moved:?}, the client after {client_moved:?} (probe every {REPROBE}); the stream opened over TCP still echoes");
+    assert!(agent_moved < Duration::from_secs(5), "{agent_moved:?}");
+    Ok(())
+}
