@@ -90,6 +90,11 @@ pub struct Args {
     /// The relays' TCP carrier port, where it is not their QUIC port.
     #[arg(long, env = "RELAY_TCP_PORT", value_name = "PORT")]
     tcp_port: Option<u16>,
+    /// HTTP proxy for the TCP carrier (CONNECT), e.g.
+    /// http://user:password@proxy:3128 [default: HTTPS_PROXY, unless NO_PROXY
+    /// names the relay].
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
     /// Idle timeout of the relay connection (a dead relay is noticed after
     /// it) [default: 10s].
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -259,6 +264,7 @@ fn run(args: Args, file: File) -> anyhow::Result<()> {
         config.transport.via = via;
     }
     config.transport.tcp_port = args.tcp_port.or(file.tcp_port);
+    config.transport.proxy = args.proxy.or(file.proxy);
     if let Some(addr) = args.metrics.or(file.metrics) {
         let listener = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))

@@ -203,6 +203,8 @@ pub struct File {
     /// `tcp-port = 443`: the relays' TCP carrier port.
     #[serde(rename = "tcp-port")]
     pub tcp_port: Option<u16>,
+    /// `proxy = "http://proxy:3128"`: HTTP proxy for the TCP carrier.
+    pub proxy: Option<String>,
     /// `metrics = "127.0.0.1:9091"`: serve /metrics, /healthz, /readyz.
     pub metrics: Option<std::net::SocketAddr>,
     /// `log-format = "json"`.

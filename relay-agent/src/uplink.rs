@@ -295,7 +295,10 @@ async fn register(
         version: PROTOCOL_VERSION,
         capabilities: capabilities(config),
         targets: config.allowlist.names(),
-        prefix: Some(prefix),
+        // Direct paths reach the agent's UDP endpoints only: over the TCP
+        // carrier it offers none, and clients use the relay path (or, with
+        // --end-to-end=on, are told why not).
+        prefix: (via == Via::Quic).then_some(prefix),
     };
     if let Err(e) = write_frame(&mut send, register).await {
         return Err(lost(&conn).unwrap_or(RegisterError::Send(e)));

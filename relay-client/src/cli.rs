@@ -98,6 +98,11 @@ pub struct Args {
     /// The relay's TCP carrier port, where it is not the QUIC port.
     #[arg(long, global = true, env = "RELAY_TCP_PORT", value_name = "PORT")]
     tcp_port: Option<u16>,
+    /// HTTP proxy for the TCP carrier (CONNECT), e.g.
+    /// http://user:password@proxy:3128 [default: HTTPS_PROXY, unless NO_PROXY
+    /// names the relay].
+    #[arg(long, global = true, value_name = "URL")]
+    proxy: Option<String>,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -296,6 +301,7 @@ fn client(args: &Args) -> anyhow::Result<Client> {
     Ok(Client::new(loaded)
         .with_connect_timeout(args.connect_timeout)
         .via(args.transport, args.tcp_port)
+        .through_proxy(args.proxy.clone())
         .end_to_end(args.end_to_end))
 }
 

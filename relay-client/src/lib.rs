@@ -190,6 +190,13 @@ impl Client {
         self
     }
 
+    /// The HTTP proxy the TCP carrier goes through; `None` takes
+    /// `HTTPS_PROXY`/`NO_PROXY` from the environment.
+    pub fn through_proxy(mut self, proxy: Option<String>) -> Client {
+        self.transport.proxy = proxy;
+        self
+    }
+
     /// Sets the handshake deadline.
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Client {
         self.connect_timeout = timeout;

@@ -59,6 +59,9 @@ pub struct Transport {
     pub via: Via,
     /// The relay's TCP carrier port, where it is not the QUIC port.
     pub tcp_port: Option<u16>,
+    /// The HTTP proxy the TCP carrier goes through (`--proxy URL`); `None`
+    /// takes `HTTPS_PROXY` and `NO_PROXY` from the environment.
+    pub proxy: Option<String>,
     /// With [`Via::Auto`], how often a connection over the TCP carrier
     /// tries QUIC again, to move back to it once UDP gets through.
     pub reprobe: Duration,
@@ -161,6 +164,7 @@ impl Transport {
             datagram_buffer: Some(4096),
             via: Via::Auto,
             tcp_port: None,
+            proxy: None,
             reprobe: default_reprobe(),
         }
     }
