@@ -3,6 +3,9 @@
 #   our path    iperf3/bench client -> relay-client forward -> relay-server -> relay-agent -> target
 #   end-to-end  the same with `relay-client --end-to-end forward`: the relay
 #               forwards the client's own QUIC connection to the agent
+#   TCP carrier the same as our path with agent and client on `--transport tcp`
+#               (QUIC carried over TLS/TCP, for networks that block UDP); a
+#               second agent, bench-agent-tcp, on the same relay and port
 #   ssh -L      iperf3/bench client -> ssh -L (aes128-gcm) -> sshd -> target
 #   direct TCP  iperf3/bench client -> target
 #   plain quinn relay-client bench --quic -> bench-quic-server (one QUIC hop, the CPU yardstick)
@@ -131,16 +134,17 @@ median_of() {
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 
 # ping_rounds KIND [WRAPPER...]: ROUNDS interleaved rounds of ping-pong and
-# opens through the three paths, into $WORK/KIND$path-$TOPO-$round.json.
+# opens through the five paths, into $WORK/KIND$path-$TOPO-$round.json.
 ping_rounds() {
     local kind=$1 round path host port; shift
     for ((round = 1; round <= ROUNDS; round++)); do
-        for path in direct ssh relay e2e; do
+        for path in direct ssh relay e2e tcp; do
             case $path in
                 direct) host=$AGENT_IP port=$bench_port ;;
                 ssh) host=127.0.0.1 port=$ssh_bench ;;
                 relay) host=127.0.0.1 port=$fwd_bench ;;
                 e2e) host=127.0.0.1 port=$e2e_bench ;;
+                tcp) host=127.0.0.1 port=$tcp_bench ;;
             esac
             run_in client timeout 300 "$@" "$BIN/relay-client" bench --tcp "$host:$port" --json \
                 --bytes 1MiB --pings "$PINGS" --opens "$OPENS" --streams 8 >"$WORK/$kind$path-$TOPO-$round.json" \
@@ -222,16 +226,28 @@ run_topology() {
 
     # Relay, agent, client forwards.
     timeout 60 "$BIN/relay-server" init --dir "$d/relay" --name "$RELAY_IP" >/dev/null
-    printf '[[allow]]\nclient = "bench"\nagent = "bench-agent"\ntargets = ["*"]\n' >"$d/relay/policy.toml"
+    # Client bench may reach both agents: bench-agent (QUIC, the default
+    # transport) and bench-agent-tcp (the TCP carrier).
+    printf '[[allow]]\nclient = "bench"\nagent = "%s"\ntargets = ["*"]\n\n' bench-agent bench-agent-tcp >"$d/relay/policy.toml"
     start relay relay "$BIN/relay-server" run --dir "$d/relay" --listen "$RELAY_IP:0"
     local relay_addr
+    # The first line (the UDP address; the TCP carrier listens on the same
+    # port, printed on the next line as `relay-server tcp carrier on ADDR`).
     relay_addr=$(wait_line "$WORK/relay.out" "relay-server listening on ")
+    wait_line "$WORK/relay.out" "relay-server tcp carrier on " >/dev/null
     timeout 60 "$BIN/relay-server" issue agent bench-agent --dir "$d/relay" --relay "$relay_addr" --out "$d/agent.cred" >/dev/null 2>&1
+    timeout 60 "$BIN/relay-server" issue agent bench-agent-tcp --dir "$d/relay" --relay "$relay_addr" --out "$d/agent_tcp.cred" >/dev/null 2>&1
     timeout 60 "$BIN/relay-server" issue client bench --dir "$d/relay" --relay "$relay_addr" --out "$d/client.cred" >/dev/null 2>&1
     start agent agent "$BIN/relay-agent" --credential "$d/agent.cred" --expose-bench \
         --expose "iperf=127.0.0.1:$iperf_port" --expose "benchtcp=127.0.0.1:$bench_port" \
         --expose "hold=127.0.0.1:$hold_port"
     timeout 30 bash -c "until grep -q 'registered with relay' '$WORK/agent.err'; do sleep 0.05; done"
+    # The same agent again, on the TCP carrier only (no hold target: the
+    # idle part uses the QUIC agent).
+    start agent agent_tcp "$BIN/relay-agent" --transport tcp --credential "$d/agent_tcp.cred" --expose-bench \
+        --expose "iperf=127.0.0.1:$iperf_port" --expose "benchtcp=127.0.0.1:$bench_port"
+    timeout 30 bash -c "until grep -q 'registered with relay' '$WORK/agent_tcp.err'; do sleep 0.05; done" \
+        || { echo "timed out waiting for bench-agent-tcp to register" >&2; cat "$WORK/agent_tcp.err" >&2; exit 1; }
     local fwd_iperf fwd_bench fwd_hold
     fwd_iperf=$(free_port)
     fwd_bench=$(free_port)
@@ -246,6 +262,12 @@ run_topology() {
     start client forward_e2e "$BIN/relay-client" --credential "$d/client.cred" --end-to-end forward \
         "127.0.0.1:$e2e_iperf" bench-agent/iperf "127.0.0.1:$e2e_bench" bench-agent/benchtcp
     wait_port client 127.0.0.1 "$e2e_bench"
+    local tcp_iperf tcp_bench
+    tcp_iperf=$(free_port)
+    tcp_bench=$(free_port)
+    start client forward_tcp "$BIN/relay-client" --credential "$d/client.cred" --transport tcp forward \
+        "127.0.0.1:$tcp_iperf" bench-agent-tcp/iperf "127.0.0.1:$tcp_bench" bench-agent-tcp/benchtcp
+    wait_port client 127.0.0.1 "$tcp_bench"
 
     # sshd in the agent's place, ssh -L in the client's.
     ssh-keygen -q -t ed25519 -N '' -f "$d/host_key"
@@ -278,14 +300,16 @@ EOF
         "root@$AGENT_IP"
     wait_port client 127.0.0.1 "$ssh_bench"
 
-    # -- iperf3: direct, ssh -L, our path; 1 stream, 8 streams, reverse.
+    # -- iperf3: direct, ssh -L, our paths (QUIC, end-to-end, TCP carrier);
+    #    1 stream, 8 streams, reverse.
     local path host port mode args json bps bytes c0 c1
-    part iperf && for path in direct ssh relay e2e; do
+    part iperf && for path in direct ssh relay e2e tcp; do
         case $path in
             direct) host=$AGENT_IP port=$iperf_port ;;
             ssh) host=127.0.0.1 port=$ssh_iperf ;;
             relay) host=127.0.0.1 port=$fwd_iperf ;;
             e2e) host=127.0.0.1 port=$e2e_iperf ;;
+            tcp) host=127.0.0.1 port=$tcp_iperf ;;
         esac
         for mode in P1 P8 R; do
             case $mode in P1) args="-P 1" ;; P8) args="-P 8" ;; R) args="-P 1 -R" ;; esac
@@ -294,6 +318,7 @@ EOF
                 ssh) c0=$(cpu "$PID_ssh" "$PID_sshd") ;;
                 relay) c0=$(cpu "$PID_relay" "$PID_agent" "$PID_forward") ;;
                 e2e) c0=$(cpu "$PID_relay" "$PID_agent" "$PID_forward_e2e") ;;
+                tcp) c0=$(cpu "$PID_relay" "$PID_agent_tcp" "$PID_forward_tcp") ;;
             esac
             # shellcheck disable=SC2086
             json=$(run_in client timeout $((DURATION + 30)) iperf3 -c "$host" -p "$port" -t "$DURATION" -J $args) \
@@ -303,6 +328,7 @@ EOF
                 ssh) c1=$(cpu "$PID_ssh" "$PID_sshd") ;;
                 relay) c1=$(cpu "$PID_relay" "$PID_agent" "$PID_forward") ;;
                 e2e) c1=$(cpu "$PID_relay" "$PID_agent" "$PID_forward_e2e") ;;
+                tcp) c1=$(cpu "$PID_relay" "$PID_agent_tcp" "$PID_forward_tcp") ;;
             esac
             bps=$(jq '.end.sum_received.bits_per_second' <<<"$json")
             bytes=$(jq '.end.sum_received.bytes' <<<"$json")
@@ -320,7 +346,7 @@ EOF
     record "$TOPO" peak_rss_client relay "$(hwm_kib "$PID_forward")" KiB
 
     # -- ping-pong and connection rate through each forward (same client
-    #    program), ROUNDS interleaved rounds of the three paths; medians.
+    #    program), ROUNDS interleaved rounds of the five paths; medians.
     #    Then the round trip again with every process on one CPU: on a VM,
     #    waking a process on an idle vCPU costs tens of µs (most of a free
     #    round trip here), so the pinned figure is the path's own cost.
@@ -331,7 +357,7 @@ EOF
         pin 0 $pids
         ping_rounds tcp1cpu taskset -c 0
         pin "0-$(($(nproc) - 1))" $pids
-        for path in direct ssh relay e2e; do
+        for path in direct ssh relay e2e tcp; do
             ls "$WORK/tcp$path-$TOPO"-*.json "$WORK/tcp1cpu$path-$TOPO"-*.json >/dev/null 2>&1 || continue
             record "$TOPO" ping_p50 "$path" "$(median_of "tcp$path" p50_us ping)" µs
             record "$TOPO" ping_p99 "$path" "$(median_of "tcp$path" p99_us ping)" µs
@@ -359,18 +385,23 @@ EOF
             run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" --end-to-end bench --agent bench-agent --json \
                 --bytes "$BYTES" --pings "$pings" --opens "$opens" --no-direct \
                 --cpu-pid "$PID_relay" --cpu-pid "$PID_agent" >"$WORK/e2e-$TOPO-$round.json"
+            run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" --transport tcp bench --agent bench-agent-tcp --json \
+                --bytes "$BYTES" --pings "$pings" --opens "$opens" --no-direct \
+                --cpu-pid "$PID_relay" --cpu-pid "$PID_agent_tcp" >"$WORK/tcp-$TOPO-$round.json"
             run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" bench --quic "$quic_addr" --json \
                 --bytes "$BYTES" --pings "$pings" --opens "$opens" --cpu-pid "$PID_quicsrv" >"$WORK/quic-$TOPO-$round.json"
         done
         cp "$WORK/bench-$TOPO-1.json" "$OUT/bench-$TOPO.json"
         cp "$WORK/quic-$TOPO-1.json" "$OUT/quic-$TOPO.json"
         cp "$WORK/e2e-$TOPO-1.json" "$OUT/e2e-$TOPO.json"
+        cp "$WORK/tcp-$TOPO-1.json" "$OUT/tcp-$TOPO.json"
         local m kind
-        for kind in bench quic e2e; do
+        for kind in bench quic e2e tcp; do
             for m in up_1 up_n down_1 down_n; do
                 local path=relay
                 [ "$kind" = quic ] && path=quinn
                 [ "$kind" = e2e ] && path=e2e
+                [ "$kind" = tcp ] && path=tcp
                 record "$TOPO" "bench_$m" "$path" "$(median_of "$kind" gbit_s "$m")" Gbit/s
                 record "$TOPO" "bench_cpu_$m" "$path" "$(median_of "$kind" cpu_s_per_gib "$m")" s/GiB
             done
@@ -381,6 +412,9 @@ EOF
         b=$(cat "$WORK/e2e-$TOPO-1.json")
         record "$TOPO" bench_opens e2e "$(jq '.measured.opens.per_s' <<<"$b")" /s
         record "$TOPO" bench_ping_p50 e2e "$(jq '.measured.ping.p50_us' <<<"$b")" µs
+        b=$(cat "$WORK/tcp-$TOPO-1.json")
+        record "$TOPO" bench_opens tcp "$(jq '.measured.opens.per_s' <<<"$b")" /s
+        record "$TOPO" bench_ping_p50 tcp "$(jq '.measured.ping.p50_us' <<<"$b")" µs
         log "$TOPO built-in vs plain quinn, up 1 stream (median of $ROUNDS): $(median_of bench cpu_s_per_gib up_1) vs $(median_of quic cpu_s_per_gib up_1) CPU-s/GiB"
     fi
 

@@ -59,34 +59,58 @@ LABELS = [
 
 
 def builtin_table(topo):
-    lines.append("| built-in `bench` target (no TCP hops) | relay (client+relay+agent) | end-to-end (client+relay+agent) | plain quinn (2 processes) | relay ÷ quinn | end-to-end ÷ quinn |")
-    lines.append("|---|---:|---:|---:|---:|---:|")
+    lines.append("| built-in `bench` target (no TCP hops) | relay (client+relay+agent) | end-to-end (client+relay+agent) | TCP carrier (client+relay+agent) | plain quinn (2 processes) | relay ÷ quinn | end-to-end ÷ quinn | TCP carrier ÷ quinn |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
     for m, label in [("up_1", "client→agent 1 stream"), ("up_n", "client→agent 8 streams"),
                      ("down_1", "agent→client 1 stream"), ("down_n", "agent→client 8 streams")]:
         for metric, suffix in [(f"bench_{m}", "(Gbit/s)"), (f"bench_cpu_{m}", ", CPU-s per GiB")]:
-            r, e, q = (get(topo, metric, p) for p in ("relay", "e2e", "quinn"))
-            lines.append(f"| {label} {suffix} | {fmt(r)} | {fmt(e)} | {fmt(q)} | {ratio(r, q)} | {ratio(e, q)} |")
-    r, e = get(topo, "bench_opens", "relay"), get(topo, "bench_opens", "e2e")
-    lines.append(f"| stream opens/s (open, 1 B echo, close) | {fmt(r)} | {fmt(e)} | | | |")
-    r, e = get(topo, "bench_ping_p50", "relay"), get(topo, "bench_ping_p50", "e2e")
-    lines.append(f"| ping-pong 64 B p50 (µs) | {fmt(r)} | {fmt(e)} | | | |")
+            r, e, t, q = (get(topo, metric, p) for p in ("relay", "e2e", "tcp", "quinn"))
+            lines.append(
+                f"| {label} {suffix} | {fmt(r)} | {fmt(e)} | {fmt(t)} | {fmt(q)} | {ratio(r, q)} | {ratio(e, q)} | {ratio(t, q)} |"
+            )
+    for metric, label in [("bench_opens", "stream opens/s (open, 1 B echo, close)"),
+                          ("bench_ping_p50", "ping-pong 64 B p50 (µs)")]:
+        r, e, t = (get(topo, metric, p) for p in ("relay", "e2e", "tcp"))
+        lines.append(f"| {label} | {fmt(r)} | {fmt(e)} | {fmt(t)} | | | | |")
     lines.append("")
+
+
+def carrier_targets(topo):
+    """Issue #15's targets for the TCP carrier against ssh -L, set at MTU 1500
+    (the netns topology): at least 0.7× its single-stream throughput, at
+    most 1.5× its 64 B round trip (p50). Elsewhere only the ratios."""
+    tp, sp = get(topo, "iperf_P1", "tcp"), get(topo, "iperf_P1", "ssh")
+    tl, sl = get(topo, "ping_p50", "tcp"), get(topo, "ping_p50", "ssh")
+    judged = topo == "netns"
+
+    def verdict(ok, target):
+        return f" (target {target}: {'met' if ok else 'NOT met'})" if judged else ""
+
+    parts = []
+    if tp is not None and sp:
+        parts.append(f"1-stream throughput {tp / sp:.2f}× ssh -L" + verdict(tp / sp >= 0.7, "≥ 0.7×"))
+    if tl is not None and sl:
+        parts.append(f"ping-pong p50 {tl / sl:.2f}× ssh -L" + verdict(tl / sl <= 1.5, "≤ 1.5×"))
+    if parts:
+        lines.append("TCP carrier: " + "; ".join(parts) + ".")
+        lines.append("")
 
 
 def chart():
     dat = os.path.join(out, "throughput.dat")
     with open(dat, "w", encoding="utf-8") as f:
-        f.write('label "direct TCP" "ssh -L (aes128-gcm)" "relay (client, relay, agent)" "end-to-end (client, relay, agent)"\n')
+        f.write('label "direct TCP" "ssh -L (aes128-gcm)" "relay (client, relay, agent)" "end-to-end (client, relay, agent)"'
+                ' "relay over TCP carrier (client, relay, agent)"\n')
         for topo in topos:
             short = {"loopback": "loopback", "netns": "netns MTU 1500"}.get(topo, topo)
             for metric, label in [("iperf_P1", "1 stream"), ("iperf_P8", "8 streams"), ("iperf_R", "reverse")]:
-                vals = [get(topo, metric, p) for p in ("direct", "ssh", "relay", "e2e")]
+                vals = [get(topo, metric, p) for p in ("direct", "ssh", "relay", "e2e", "tcp")]
                 f.write(f'"{label}\\n{short}" ' + " ".join("0" if v is None else f"{v:.3f}" for v in vals) + "\n")
     svg = os.path.join(out, "throughput.svg")
     script = f"""
-    set terminal svg size 1100,480 dynamic font "sans,12" background rgb "white"
+    set terminal svg size 1200,520 dynamic font "sans,12" background rgb "white"
     set output "{svg}"
-    set title "Throughput (iperf3, Gbit/s, higher is better): direct TCP vs ssh -L vs relay vs end-to-end"
+    set title "Throughput (iperf3, Gbit/s, higher is better): direct TCP vs ssh -L vs relay vs end-to-end vs TCP carrier"
     set style data histograms
     set style histogram clustered gap 1
     set style fill solid 0.85 border -1
@@ -100,7 +124,8 @@ def chart():
     plot "{dat}" using 2:xtic(1) title columnheader(2) lc rgb "#8c8c8c", \\
          "" using 3 title columnheader(3) lc rgb "#e69f00", \\
          "" using 4 title columnheader(4) lc rgb "#0072b2", \\
-         "" using 5 title columnheader(5) lc rgb "#009e73"
+         "" using 5 title columnheader(5) lc rgb "#009e73", \\
+         "" using 6 title columnheader(6) lc rgb "#d55e00"
     """
     try:
         subprocess.run(["gnuplot"], input=script, text=True, check=True, timeout=30)
@@ -116,16 +141,22 @@ for topo in topos:
         "netns": "network namespaces client | relay | agent, veth MTU 1500",
     }.get(topo, topo)
     lines.append(f"### {title}\n")
-    lines.append("| measure | direct TCP | ssh -L | relay (3 processes) | end-to-end (3 processes) | relay ÷ ssh -L | end-to-end ÷ ssh -L | end-to-end ÷ direct |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+    lines.append(
+        "| measure | direct TCP | ssh -L | relay (3 processes) | end-to-end (3 processes)"
+        " | relay over TCP carrier (3 processes) | relay ÷ ssh -L | end-to-end ÷ ssh -L"
+        " | end-to-end ÷ direct | TCP carrier ÷ ssh -L |"
+    )
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for metric, label, unit in LABELS:
-        d, s, r, e = (get(topo, metric, p) for p in ("direct", "ssh", "relay", "e2e"))
-        if d is None and s is None and r is None:
+        d, s, r, e, t = (get(topo, metric, p) for p in ("direct", "ssh", "relay", "e2e", "tcp"))
+        if d is None and s is None and r is None and t is None:
             continue
         lines.append(
-            f"| {label} ({unit}) | {fmt(d)} | {fmt(s)} | {fmt(r)} | {fmt(e)} | {ratio(r, s)} | {ratio(e, s)} | {ratio(e, d)} |"
+            f"| {label} ({unit}) | {fmt(d)} | {fmt(s)} | {fmt(r)} | {fmt(e)} | {fmt(t)}"
+            f" | {ratio(r, s)} | {ratio(e, s)} | {ratio(e, d)} | {ratio(t, s)} |"
         )
     lines.append("")
+    carrier_targets(topo)
     if get(topo, "bench_up_1", "relay") is not None:
         builtin_table(topo)
     mem = []
