@@ -238,7 +238,7 @@ run_topology() {
     timeout 60 "$BIN/relay-server" issue agent bench-agent --dir "$d/relay" --relay "$relay_addr" --out "$d/agent.cred" >/dev/null 2>&1
     timeout 60 "$BIN/relay-server" issue agent bench-agent-tcp --dir "$d/relay" --relay "$relay_addr" --out "$d/agent_tcp.cred" >/dev/null 2>&1
     timeout 60 "$BIN/relay-server" issue client bench --dir "$d/relay" --relay "$relay_addr" --out "$d/client.cred" >/dev/null 2>&1
-    start agent agent "$BIN/relay-agent" --credential "$d/agent.cred" --expose-bench \
+    start agent agent "$BIN/relay-agent" --credential "$d/agent.cred" --transport quic --expose-bench \
         --expose "iperf=127.0.0.1:$iperf_port" --expose "benchtcp=127.0.0.1:$bench_port" \
         --expose "hold=127.0.0.1:$hold_port"
     timeout 30 bash -c "until grep -q 'registered with relay' '$WORK/agent.err'; do sleep 0.05; done"
@@ -252,14 +252,14 @@ run_topology() {
     fwd_iperf=$(free_port)
     fwd_bench=$(free_port)
     fwd_hold=$(free_port)
-    start client forward "$BIN/relay-client" --credential "$d/client.cred" forward \
+    start client forward "$BIN/relay-client" --credential "$d/client.cred" --transport quic forward \
         "127.0.0.1:$fwd_iperf" bench-agent/iperf "127.0.0.1:$fwd_bench" bench-agent/benchtcp \
         "127.0.0.1:$fwd_hold" bench-agent/hold
     wait_port client 127.0.0.1 "$fwd_bench"
     local e2e_iperf e2e_bench
     e2e_iperf=$(free_port)
     e2e_bench=$(free_port)
-    start client forward_e2e "$BIN/relay-client" --credential "$d/client.cred" --end-to-end forward \
+    start client forward_e2e "$BIN/relay-client" --credential "$d/client.cred" --transport quic --end-to-end forward \
         "127.0.0.1:$e2e_iperf" bench-agent/iperf "127.0.0.1:$e2e_bench" bench-agent/benchtcp
     wait_port client 127.0.0.1 "$e2e_bench"
     local tcp_iperf tcp_bench
@@ -379,10 +379,10 @@ EOF
         for ((round = 1; round <= ROUNDS; round++)); do
             # Ping-pong and opens in the first round only.
             if [ "$round" = 1 ]; then pings=$PINGS opens=$OPENS; else pings=10 opens=10; fi
-            run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" bench --agent bench-agent --json \
+            run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" --transport quic bench --agent bench-agent --json \
                 --bytes "$BYTES" --pings "$pings" --opens "$opens" --no-direct \
                 --cpu-pid "$PID_relay" --cpu-pid "$PID_agent" >"$WORK/bench-$TOPO-$round.json"
-            run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" --end-to-end bench --agent bench-agent --json \
+            run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" --transport quic --end-to-end bench --agent bench-agent --json \
                 --bytes "$BYTES" --pings "$pings" --opens "$opens" --no-direct \
                 --cpu-pid "$PID_relay" --cpu-pid "$PID_agent" >"$WORK/e2e-$TOPO-$round.json"
             run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" --transport tcp bench --agent bench-agent-tcp --json \

@@ -74,8 +74,8 @@ for d in docs:
     name = f'{d["kind"]}/{d["metadata"]["name"]}'
     if d["kind"] == "Service":
         for p in d["spec"]["ports"]:
-            if p.get("protocol") != "UDP" or p["port"] != 4433:
-                errors.append(f"{name} exposes {p}: only UDP 4433 may be (the admin port has no authentication)")
+            if p.get("protocol") not in ("UDP", "TCP") or p["port"] != 4433:
+                errors.append(f"{name} exposes {p}: only 4433 (UDP, and TCP for the carrier) may be (the admin port has no authentication)")
     if d["kind"] != "Deployment":
         continue
     pod = d["spec"]["template"]["spec"]
