@@ -6,6 +6,7 @@
 //!   [`renew`]: following it, so a renewed certificate needs no restart;
 //! - [`tls`] and [`endpoint`]: mutual-TLS 1.3 QUIC endpoints and transport;
 //! - [`dial`]: reaching the relay, with failures a person can act on;
+//! - [`proxy`]: a TCP tunnel through an HTTP CONNECT proxy (`HTTPS_PROXY`);
 //! - [`gone`]: why a connection ended, naming the peer that ended it;
 //! - [`direct`]: connection IDs and the relay socket of direct paths;
 //! - [`framed`]: frames at the start of a stream, early data kept;
@@ -51,6 +52,8 @@ pub mod logging;
 pub mod pem;
 #[cfg(feature = "net")]
 pub mod pki;
+#[cfg(feature = "net")]
+pub mod proxy;
 pub mod quota;
 #[cfg(feature = "net")]
 pub mod renew;
