@@ -7,6 +7,7 @@
 //! - [`tls`] and [`endpoint`]: mutual-TLS 1.3 QUIC endpoints and transport;
 //! - [`tcp`]: QUIC over TLS/TCP where UDP is blocked, under quinn;
 //! - [`dial`]: reaching the relay, with failures a person can act on;
+//! - [`proxy`]: a TCP tunnel through an HTTP CONNECT proxy (`HTTPS_PROXY`);
 //! - [`gone`]: why a connection ended, naming the peer that ended it;
 //! - [`direct`]: connection IDs and the relay socket of direct paths;
 //! - [`framed`]: frames at the start of a stream, early data kept;
@@ -52,6 +53,8 @@ pub mod logging;
 pub mod pem;
 #[cfg(feature = "net")]
 pub mod pki;
+#[cfg(feature = "net")]
+pub mod proxy;
 pub mod quota;
 #[cfg(feature = "net")]
 pub mod renew;

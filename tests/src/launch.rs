@@ -126,7 +126,7 @@ pub struct Process {
 
 /// Which of a child's pipes carries the lines its launcher waits for.
 #[derive(Clone, Copy, Debug)]
-enum Read {
+pub(crate) enum Read {
     Stdout,
     Stderr,
     /// Both, as one stream of lines.
@@ -135,7 +135,11 @@ enum Read {
 
 impl Process {
     /// Spawns `command`, reading the pipe `read`; the other goes to [`unread`].
-    fn spawn(name: &'static str, command: &mut Command, read: Read) -> anyhow::Result<Process> {
+    pub(crate) fn spawn(
+        name: &'static str,
+        command: &mut Command,
+        read: Read,
+    ) -> anyhow::Result<Process> {
         let (stdout, stderr) = match read {
             Read::Stdout => (Stdio::piped(), unread()),
             Read::Stderr => (unread(), Stdio::piped()),

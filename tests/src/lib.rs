@@ -4,7 +4,8 @@
 //! In-process parts ([`TestRelay`], [`TestRelay::agent`], [`TestRelay::client`])
 //! run the library code of the three programs; [`launch`] starts the
 //! programs themselves (paths from [`programs!`]) for tests that need a
-//! separate process (one to kill with SIGKILL, say). Nothing here sleeps to
+//! separate process (one to kill with SIGKILL, say); [`tinyproxy`] runs a
+//! real HTTP CONNECT proxy. Nothing here sleeps to
 //! synchronise: it waits on watch channels, bound ports and log lines,
 //! under a hang guard (`tests/clippy.toml` bans the sleeps).
 
@@ -33,6 +34,9 @@ pub use relay_client::AgentTarget as Destination;
 
 pub mod chaos;
 pub mod launch;
+pub mod tinyproxy;
+
+pub use tinyproxy::{TinyProxy, TinyProxyConfig};
 
 /// The hang guard of every wait in the harness: generous, as CI machines
 /// are small, and never a pacing device.

@@ -31,6 +31,7 @@ mod lifecycle;
 mod limits;
 mod netns;
 mod observability;
+mod proxy;
 mod refusals;
 mod relays_shared;
 mod sessions;
