@@ -13,7 +13,8 @@ use crate::cert::PeerCert;
 use crate::credential::Loaded;
 use crate::endpoint::{self, Transport, Via};
 use crate::gone::{Cause, PeerGone};
-use crate::tcp::{self, StreamSocket};
+use crate::proxy::Proxy;
+use crate::tcp::{self, CarrierError, StreamSocket};
 use proto::CidPrefix;
 
 /// Why the relay could not be reached or refused us.
@@ -61,6 +62,15 @@ pub enum DialError {
         /// The address dialed.
         addr: String,
         /// What did not match.
+        reason: String,
+    },
+    /// The HTTP proxy for the TCP carrier is misconfigured or would not
+    /// open a tunnel to the relay.
+    #[error("relay {addr}: {reason}")]
+    Proxy {
+        /// The address dialled.
+        addr: String,
+        /// What the proxy (or its setting) got wrong, and what to do.
         reason: String,
     },
     /// A local socket could not be bound.
@@ -448,8 +458,26 @@ async fn race(
                 ),
             }
         }
+        (DialError::Unreachable { reason: q, .. }, DialError::Proxy { addr, reason }) => {
+            DialError::Proxy {
+                addr,
+                reason: format!(
+                    "{reason} (and QUIC over UDP {}: {q})",
+                    candidate.addr.port()
+                ),
+            }
+        }
         (DialError::Unreachable { .. }, telling) | (telling, _) => telling,
     })
+}
+
+/// `host` as it goes before `:port`: an IPv6 address in brackets.
+fn bracketed(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
 }
 
 /// Dials `candidate` over QUIC (UDP), from `origin` if given.
@@ -495,14 +523,38 @@ async fn dial_tcp(
     let remote = SocketAddr::new(candidate.addr.ip(), port);
     let carrier_tls = crate::tls::carrier_client_config(&ca_pem)
         .map_err(|e| DialError::Credential(format!("the credential's CA: {e}")))?;
+    let proxy = match &transport.proxy {
+        Some(url) => Some(Proxy::parse(url)),
+        None => Proxy::from_env(&candidate.host).transpose(),
+    }
+    .transpose()
+    .map_err(|e| DialError::Proxy {
+        addr: candidate.entry.clone(),
+        reason: e.to_string(),
+    })?;
     let started = Instant::now();
     let setup = async {
-        let tcp = tcp::connect(remote, timeout).await?;
+        let tcp = match &proxy {
+            // The proxy resolves the name (as a browser's CONNECT does).
+            Some(proxy) => {
+                let target = format!("{}:{port}", bracketed(&candidate.host));
+                let tcp = proxy.connect(&target, timeout).await?;
+                let _ = tcp.set_nodelay(true);
+                tcp
+            }
+            None => tcp::connect(remote, timeout).await?,
+        };
         let local = tcp.local_addr().unwrap_or(remote);
         StreamSocket::handshake(tcp, local, candidate.addr, &candidate.host, carrier_tls).await
     };
     let socket = match tokio::time::timeout(timeout, setup).await {
         Ok(Ok(socket)) => Arc::new(socket),
+        Ok(Err(CarrierError::Proxy(e))) => {
+            return Err(DialError::Proxy {
+                addr: candidate.entry.clone(),
+                reason: e.to_string(),
+            })
+        }
         Ok(Err(e)) if transport.via == Via::Auto => return Err(unreachable(e.reason())),
         Ok(Err(e)) => return Err(unreachable(e.to_string())),
         Err(_) => {
@@ -521,6 +573,9 @@ async fn dial_tcp(
     )
     .await?;
     rc.via = Via::Tcp;
+    if let Some(proxy) = &proxy {
+        tracing::debug!(relay = %rc.candidate, proxy = %proxy.addr(), "TCP carrier through an HTTP proxy");
+    }
     // A carrier that ends takes its connection with it now, not after the
     // idle timeout.
     let conn = rc.conn.clone();

@@ -42,6 +42,9 @@ pub enum CarrierError {
         /// The port dialled.
         port: u16,
     },
+    /// The HTTP proxy did not open a tunnel (unreachable, refused, auth).
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::ProxyError),
     /// The name to check the certificate against is not a valid name.
     #[error("invalid TLS server name {0:?}")]
     Name(String),
@@ -67,6 +70,7 @@ impl CarrierError {
             CarrierError::NotCarrier { .. } => {
                 "the server there does not speak the relay's carrier protocol".to_owned()
             }
+            CarrierError::Proxy(e) => e.to_string(),
             CarrierError::Name(name) => format!("invalid TLS server name {name:?}"),
             CarrierError::Timeout { timeout, .. } => format!("no answer within {timeout:?}"),
         }

@@ -439,3 +439,121 @@ async fn in_namespace() -> anyhow::Result<()> {
     assert!(agent_moved < Duration::from_secs(5), "{agent_moved:?}");
     Ok(())
 }
+
+/// `relay-client` with `HTTPS_PROXY` set (and nothing in `NO_PROXY`).
+async fn client_via_proxy(
+    programs: &Programs,
+    cred: &Path,
+    proxy: &str,
+    args: &[&str],
+    input: &[u8],
+) -> anyhow::Result<std::process::Output> {
+    let mut child = Command::new(&programs.client)
+        .arg("--credential")
+        .arg(cred)
+        .args(args)
+        .env("HTTPS_PROXY", proxy)
+        .env("NO_PROXY", "")
+        .env_remove("no_proxy")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input).await?;
+    }
+    Ok(guard("relay-client through the proxy", child.wait_with_output()).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_carrier_goes_through_an_https_proxy_with_basic_auth() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let programs = relay_tests::programs!();
+    let echo = tcp_echo().await;
+    let relay = RelayProcess::start(&programs, relay_tests::ALLOW_ALL, &[]).await?;
+    let proxy = relay_tests::TinyProxy::start(relay_tests::TinyProxyConfig {
+        connect_ports: vec![relay.addr.port()],
+        basic_auth: Some(("corp".to_owned(), "s3cret-pw".to_owned())),
+    })
+    .await?;
+    let with_auth = proxy.url_with("corp", "s3cret-pw");
+    let agent_cred = relay.issue("agent", "edge").await?;
+    let client_cred = relay.issue("client", "ci").await?;
+    // The agent through --proxy, the client through HTTPS_PROXY.
+    let _agent = launch::agent(
+        &programs,
+        &agent_cred,
+        &[
+            "--transport".to_owned(),
+            "tcp".to_owned(),
+            "--proxy".to_owned(),
+            with_auth.clone(),
+            "--expose".to_owned(),
+            format!("echo={echo}"),
+        ],
+    )
+    .await?;
+    let out = client_via_proxy(
+        &programs,
+        &client_cred,
+        &with_auth,
+        &["--transport", "tcp", "connect", "edge/echo"],
+        b"through the proxy",
+    )
+    .await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"through the proxy");
+
+    // Without credentials: the proxy's 407, said plainly. The same client
+    // in auto mode reaches the relay over QUIC instead (UDP is open here).
+    let bare = client_via_proxy(
+        &programs,
+        &client_cred,
+        &proxy.url(),
+        &["--transport", "tcp", "list"],
+        b"",
+    )
+    .await?;
+    let err = String::from_utf8_lossy(&bare.stderr);
+    println!("through a proxy without credentials: {err}");
+    assert!(!bare.status.success());
+    assert!(
+        err.contains("requires authentication (407")
+            && err.contains("http://user:password@host:port"),
+        "{err}"
+    );
+    let auto = client_via_proxy(&programs, &client_cred, &proxy.url(), &["list"], b"").await?;
+    assert!(
+        String::from_utf8_lossy(&auto.stdout).contains("over quic"),
+        "{auto:?}"
+    );
+    proxy.stop().await?;
+
+    // A proxy that allows CONNECT to 443 only: its 403, and what to do.
+    let strict = relay_tests::TinyProxy::start(relay_tests::TinyProxyConfig {
+        connect_ports: vec![443],
+        basic_auth: None,
+    })
+    .await?;
+    let refused = client_via_proxy(
+        &programs,
+        &client_cred,
+        &strict.url(),
+        &["--transport", "tcp", "list"],
+        b"",
+    )
+    .await?;
+    let err = String::from_utf8_lossy(&refused.stderr);
+    println!("through a proxy that allows only 443: {err}");
+    assert!(!refused.status.success());
+    assert!(
+        err.contains("403") && err.contains("--listen-tcp 0.0.0.0:443"),
+        "{err}"
+    );
+    strict.stop().await
+}
