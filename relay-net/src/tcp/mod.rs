@@ -26,7 +26,10 @@ mod stream;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::{Bytes, BytesMut};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
 
@@ -64,16 +67,33 @@ fn virtual_addr(n: u64) -> SocketAddr {
     SocketAddr::new(ip.into(), 443)
 }
 
-/// Datagrams to write on one carrier, framed, waiting for its writer task.
-#[derive(Debug, Default)]
+/// The write half of a carrier stream.
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Datagrams to write on one carrier. Sent on the caller's thread when the
+/// stream takes them at once (no task wake-up on the way out); what it does
+/// not take waits, framed, for the link's writer task.
+#[derive(Default)]
 struct Outbox {
     state: Mutex<OutState>,
     ready: Notify,
 }
 
-#[derive(Debug, Default)]
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
 struct OutState {
+    /// Frames waiting for the writer task.
     frames: BytesMut,
+    /// The stream's write half while no task is writing on it.
+    writer: Option<Writer>,
+    /// A write on the caller's thread left bytes in the TLS layer: the task
+    /// must flush them.
+    unflushed: bool,
     closed: bool,
 }
 
@@ -82,37 +102,82 @@ impl Outbox {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `datagram`; drops it if the outbox is full or closed.
+    /// Sends `datagram`, or queues it for the writer task; drops it if the
+    /// outbox is full or closed.
     fn push(&self, datagram: &[u8]) {
         let mut state = self.lock();
         if state.closed || state.frames.len() + datagram.len() > OUTBOX_LIMIT {
             return;
         }
-        if proto::carrier::encode(datagram, &mut state.frames).is_ok() {
-            drop(state);
-            self.ready.notify_one();
+        if proto::carrier::encode(datagram, &mut state.frames).is_err() {
+            return;
         }
+        if state.write_now() {
+            return;
+        }
+        drop(state);
+        self.ready.notify_one();
     }
 
-    /// The frames queued so far, waiting until there are some; `None` once closed.
-    async fn take(&self) -> Option<BytesMut> {
+    /// Waits until there is something to write and the stream is free;
+    /// returns its write half and the frames; `None` once closed.
+    async fn take(&self) -> Option<(Writer, BytesMut)> {
         loop {
             {
                 let mut state = self.lock();
                 if state.closed {
                     return None;
                 }
-                if !state.frames.is_empty() {
-                    return Some(state.frames.split());
+                if !state.frames.is_empty() || state.unflushed {
+                    if let Some(writer) = state.writer.take() {
+                        state.unflushed = false;
+                        return Some((writer, state.frames.split()));
+                    }
                 }
             }
             self.ready.notified().await;
         }
     }
 
-    fn close(&self) {
-        self.lock().closed = true;
+    /// Gives the write half back to the outbox after the task wrote.
+    fn give_back(&self, writer: Writer) {
+        self.lock().writer = Some(writer);
+        // Frames that came meanwhile are the task's to write.
         self.ready.notify_one();
+    }
+
+    fn close(&self) -> Option<Writer> {
+        let writer = {
+            let mut state = self.lock();
+            state.closed = true;
+            state.writer.take()
+        };
+        self.ready.notify_one();
+        writer
+    }
+}
+
+impl OutState {
+    /// Writes the queued frames on the caller's thread if the stream is
+    /// free and takes them without waiting; whether nothing is left for
+    /// the task.
+    fn write_now(&mut self) -> bool {
+        let Some(writer) = self.writer.as_mut() else {
+            return false; // the task is writing: it takes these next
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        while !self.frames.is_empty() {
+            match Pin::new(&mut *writer).poll_write(&mut cx, &self.frames) {
+                Poll::Ready(Ok(n)) if n > 0 => self.frames.advance(n),
+                // Would block, or an error the task will meet too.
+                _ => return false,
+            }
+        }
+        if let Poll::Ready(Ok(())) = Pin::new(&mut *writer).poll_flush(&mut cx) {
+            return true;
+        }
+        self.unflushed = true;
+        false
     }
 }
 
@@ -126,13 +191,19 @@ async fn run_link<S>(
     inbox: mpsc::Sender<Inbound>,
 ) -> std::io::Error
 where
-    S: AsyncRead + AsyncWrite + Send + Unpin,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (mut reader, writer) = tokio::io::split(stream);
+    outbox.give_back(Box::new(writer));
     let write = async {
-        while let Some(frames) = outbox.take().await {
-            writer.write_all(&frames).await?;
-            writer.flush().await?;
+        while let Some((mut writer, frames)) = outbox.take().await {
+            let written = async {
+                writer.write_all(&frames).await?;
+                writer.flush().await
+            }
+            .await;
+            outbox.give_back(writer);
+            written?;
         }
         Ok::<_, std::io::Error>(())
     };
@@ -163,8 +234,9 @@ where
         r = write => r,
         r = read => r,
     };
-    outbox.close();
-    let _ = writer.shutdown().await;
+    if let Some(mut writer) = outbox.close() {
+        let _ = writer.shutdown().await;
+    }
     match ended {
         Err(e) => e,
         Ok(()) => std::io::Error::other("carrier closed"),
@@ -194,15 +266,32 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_outbox_drops_and_a_closed_one_ends_the_writer() {
+        // No stream yet: everything waits in the outbox, up to its limit.
         let outbox = Outbox::default();
         let datagram = vec![1u8; 1200];
         for _ in 0..(OUTBOX_LIMIT / 1200 + 10) {
             outbox.push(&datagram);
         }
-        let frames = outbox.take().await.unwrap_or_default();
-        assert!(frames.len() <= OUTBOX_LIMIT + 2 * (OUTBOX_LIMIT / 1200));
-        assert!(frames.len() >= OUTBOX_LIMIT - 1202);
-        outbox.close();
+        let queued = outbox.lock().frames.len();
+        assert!(
+            queued <= OUTBOX_LIMIT && queued >= OUTBOX_LIMIT - 1202,
+            "{queued}"
+        );
+        // A stream that takes everything: the queue goes out, and what is
+        // pushed next is written at once, without the task.
+        let (near, mut far) = tokio::io::duplex(4 << 20);
+        outbox.give_back(Box::new(near));
+        let (writer, frames) = outbox.take().await.unwrap_or_else(|| panic!("closed"));
+        assert_eq!(frames.len(), queued);
+        outbox.give_back(writer);
+        outbox.push(&datagram);
+        assert!(outbox.lock().frames.is_empty());
+        let mut got = vec![0u8; 2 + 1200];
+        tokio::io::AsyncReadExt::read_exact(&mut far, &mut got)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&got[..2], &[4, 176]);
+        assert!(outbox.close().is_some());
         outbox.push(&datagram);
         assert!(outbox.take().await.is_none());
     }

@@ -82,7 +82,7 @@ impl Carriers {
     /// until it ends; returns the carrier's virtual address and why it ended.
     pub async fn carry<S>(&self, stream: S, peer: SocketAddr) -> (SocketAddr, io::Error)
     where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin,
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
         let addr = virtual_addr(self.next.fetch_add(1, Ordering::Relaxed));
         let outbox = Arc::new(Outbox::default());

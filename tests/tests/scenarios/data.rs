@@ -11,6 +11,7 @@ use std::sync::Arc;
 use proto::{Capabilities, Frame, Role};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use relay_net::endpoint::Via;
 use relay_net::framed::FrameReader;
 use relay_tests::{allow_sessions, dest, guard, read_n, tcp_echo, TestRelay, ALLOW_ALL};
 use sha2::{Digest, Sha256};
@@ -82,6 +83,19 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_64_mib_both_ways_is_byte_exact() -> anyhow::Result<()> {
+    bulk_both_ways(Via::Quic).await
+}
+
+/// The same over the TCP carrier (issue #15): agent and client on TLS over
+/// TCP, the relay between them reading and writing both carriers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_64_mib_both_ways_over_the_tcp_carrier_is_byte_exact() -> anyhow::Result<()> {
+    bulk_both_ways(Via::Tcp).await
+}
+
+/// 64 MiB each way at once through a forward, agent and client reaching
+/// the relay `via`; both directions' SHA-256 compared end to end.
+async fn bulk_both_ways(via: Via) -> anyhow::Result<()> {
     relay_tests::trace_init();
     const LEN: usize = 64 << 20;
     const UP_SEED: u64 = 0x5eed_0001;
@@ -104,8 +118,10 @@ async fn bulk_64_mib_both_ways_is_byte_exact() -> anyhow::Result<()> {
     });
 
     let relay = TestRelay::start(ALLOW_ALL).await;
-    let agent = relay.agent("edge", &[("bulk", target)]).await;
-    let client = Arc::new(relay.client("ci"));
+    let agent = relay
+        .agent_with("edge", &[("bulk", target)], |c| c.transport.via = via)
+        .await;
+    let client = Arc::new(relay.client("ci").via(via, None));
     let (fwd, stop) = relay_tests::forward(client.clone(), "edge/bulk").await;
 
     let tcp = relay_tests::connect(fwd).await;
