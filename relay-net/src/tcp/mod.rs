@@ -24,6 +24,7 @@ mod relay;
 mod stream;
 
 use std::net::{Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use std::pin::Pin;
@@ -40,6 +41,11 @@ pub use stream::{connect, CarrierError, StreamSocket};
 /// dropped: about 4 ms at 1 Gbit/s, enough to absorb a burst of a paced
 /// sender, small enough that a slow link does not queue seconds.
 const OUTBOX_LIMIT: usize = 512 << 10;
+
+/// Bytes waiting in all the relay's outboxes together: each carrier may
+/// queue up to [`OUTBOX_LIMIT`], but thousands of peers that stop reading
+/// must not hold gigabytes. Past it, datagrams to carriers are dropped.
+const RELAY_OUTBOX_BUDGET: usize = 256 << 20;
 
 /// Datagrams read from carriers and not yet taken by quinn. A full inbox
 /// stops reading (TCP's window then slows the sender).
@@ -77,6 +83,8 @@ type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 struct Outbox {
     state: Mutex<OutState>,
     ready: Notify,
+    /// Bytes queued in every outbox sharing this budget (the relay's).
+    budget: Option<Arc<AtomicUsize>>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -102,21 +110,52 @@ impl Outbox {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// An outbox whose queued bytes count against `budget` too.
+    fn within(budget: Arc<AtomicUsize>) -> Outbox {
+        Outbox {
+            budget: Some(budget),
+            ..Outbox::default()
+        }
+    }
+
     /// Sends `datagram`, or queues it for the writer task; drops it if the
-    /// outbox is full or closed.
+    /// outbox (or the budget it shares) is full, or it is closed.
     fn push(&self, datagram: &[u8]) {
         let mut state = self.lock();
         if state.closed || state.frames.len() + datagram.len() > OUTBOX_LIMIT {
             return;
         }
+        if let Some(budget) = &self.budget {
+            if budget.load(Ordering::Relaxed) + datagram.len() > RELAY_OUTBOX_BUDGET {
+                return;
+            }
+        }
+        let before = state.frames.len();
         if proto::carrier::encode(datagram, &mut state.frames).is_err() {
             return;
         }
-        if state.write_now() {
+        let sent = state.write_now();
+        // The budget counts what stays queued.
+        let after = state.frames.len();
+        if let Some(budget) = &self.budget {
+            if after > before {
+                budget.fetch_add(after - before, Ordering::Relaxed);
+            } else {
+                budget.fetch_sub(before - after, Ordering::Relaxed);
+            }
+        }
+        if sent {
             return;
         }
         drop(state);
         self.ready.notify_one();
+    }
+
+    /// Gives `n` queued bytes back to the shared budget.
+    fn release(&self, n: usize) {
+        if let Some(budget) = &self.budget {
+            budget.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 
     /// Waits until there is something to write and the stream is free;
@@ -131,7 +170,9 @@ impl Outbox {
                 if !state.frames.is_empty() || state.unflushed {
                     if let Some(writer) = state.writer.take() {
                         state.unflushed = false;
-                        return Some((writer, state.frames.split()));
+                        let frames = state.frames.split();
+                        self.release(frames.len());
+                        return Some((writer, frames));
                     }
                 }
             }
@@ -150,6 +191,8 @@ impl Outbox {
         let writer = {
             let mut state = self.lock();
             state.closed = true;
+            let left = state.frames.split();
+            self.release(left.len());
             state.writer.take()
         };
         self.ready.notify_one();
@@ -294,5 +337,31 @@ mod tests {
         assert!(outbox.close().is_some());
         outbox.push(&datagram);
         assert!(outbox.take().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_shared_budget_counts_only_what_waits() {
+        let budget = Arc::new(AtomicUsize::new(0));
+        let outbox = Outbox::within(budget.clone());
+        let datagram = vec![2u8; 1000];
+        for _ in 0..5 {
+            outbox.push(&datagram);
+        }
+        assert_eq!(budget.load(Ordering::Relaxed), 5 * 1002);
+        let (near, _far) = tokio::io::duplex(1 << 20);
+        outbox.give_back(Box::new(near));
+        let (writer, frames) = outbox.take().await.unwrap_or_else(|| panic!("closed"));
+        assert_eq!(frames.len(), 5 * 1002);
+        assert_eq!(budget.load(Ordering::Relaxed), 0);
+        outbox.give_back(writer);
+        // Written at once: nothing waits, nothing counts.
+        outbox.push(&datagram);
+        assert_eq!(budget.load(Ordering::Relaxed), 0);
+        // Past the budget, datagrams are dropped.
+        budget.store(RELAY_OUTBOX_BUDGET, Ordering::Relaxed);
+        let _ = outbox.close();
+        let other = Outbox::within(budget.clone());
+        other.push(&datagram);
+        assert!(other.lock().frames.is_empty());
     }
 }

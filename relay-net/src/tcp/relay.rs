@@ -26,6 +26,8 @@ pub struct Carriers {
     sender: mpsc::Sender<Inbound>,
     links: RwLock<HashMap<SocketAddr, Carried>>,
     next: AtomicU64,
+    /// Bytes queued in all outboxes together ([`super::RELAY_OUTBOX_BUDGET`]).
+    budget: Arc<AtomicUsize>,
     /// Which source `poll_recv` looks at first, alternating, so neither
     /// UDP nor the carriers can starve the other.
     carriers_first: AtomicBool,
@@ -48,6 +50,7 @@ impl Carriers {
             sender,
             links: RwLock::default(),
             next: AtomicU64::new(1),
+            budget: Arc::default(),
             carriers_first: AtomicBool::new(false),
         })
     }
@@ -85,7 +88,7 @@ impl Carriers {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
         let addr = virtual_addr(self.next.fetch_add(1, Ordering::Relaxed));
-        let outbox = Arc::new(Outbox::default());
+        let outbox = Arc::new(Outbox::within(self.budget.clone()));
         self.links
             .write()
             .unwrap_or_else(PoisonError::into_inner)
