@@ -117,6 +117,9 @@ impl RelayLink {
         }
         let conn = rc.conn.clone();
         tracing::debug!(relay = %conn.remote_address(), transport = %rc.via, "connected to relay");
+        if rc.via == Via::Tcp && transport.via == Via::Auto {
+            tracing::info!(relay = %rc.candidate, "QUIC over UDP did not answer in time: using the TCP carrier (TLS over TCP); new streams move back to QUIC once UDP gets through");
+        }
         let upgrade = (rc.via == Via::Tcp && transport.via == Via::Auto).then(|| Upgrade {
             credential: credential_file.clone(),
             transport: transport.clone(),
