@@ -151,6 +151,15 @@ fn default_mtu_bound() -> u16 {
 /// collapses throughput; notes/quinn.md §3 saw the same).
 pub const DEFAULT_MTU_BOUND: u16 = 6000;
 
+/// Upper bound of MTU discovery on the TCP carrier ([`crate::tcp`]): TCP
+/// carries any datagram size, and each QUIC packet costs about the same CPU
+/// whatever its size, so a connection on the carrier grows its packets far
+/// past what UDP allows. Measured (`relay-client --transport tcp bench`,
+/// loopback, 1 GiB): 6000 → 1.5 Gbit/s and 10.4 CPU-s per GiB over client,
+/// relay and agent; 16000 → 2.4 and 6.4; 32000 → 3.0 and 5.0; 60000 → 2.7
+/// and 5.1 (docs/PERFORMANCE.md).
+pub const CARRIER_MTU_BOUND: u16 = 32000;
+
 impl Transport {
     /// The relay's side: many peers, moderate keep-alive (agents keep theirs).
     pub fn relay() -> Transport {
@@ -186,6 +195,15 @@ impl Transport {
             keep_alive: Some(Duration::from_secs(10)),
             max_bidi_streams: 0,
             ..Transport::relay()
+        }
+    }
+
+    /// The same settings for a connection on the TCP carrier: larger
+    /// packets ([`CARRIER_MTU_BOUND`]).
+    pub fn over_carrier(&self) -> Transport {
+        Transport {
+            mtu_upper_bound: CARRIER_MTU_BOUND,
+            ..self.clone()
         }
     }
 
@@ -273,7 +291,7 @@ pub fn server(
     transport: &Transport,
     reset_key: Option<&[u8; 32]>,
     router: Option<Arc<dyn Router>>,
-) -> std::io::Result<(quinn::Endpoint, Arc<Carriers>)> {
+) -> std::io::Result<Server> {
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(tls));
     config.transport_config(Arc::new(transport.to_quinn()));
     // Bounds on handshakes in flight, well below quinn's big-server defaults
@@ -309,7 +327,11 @@ pub fn server(
         }
     };
     let mut endpoint_config = endpoint_config;
-    transport.apply_to(&mut endpoint_config);
+    // Peers on the carrier may send packets up to its bound; over UDP their
+    // own discovery keeps them within what the path carries.
+    transport.over_carrier().apply_to(&mut endpoint_config);
+    let mut carrier_config = config.clone();
+    carrier_config.transport_config(Arc::new(transport.over_carrier().to_quinn()));
     let udp = quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, udp)?;
     let carriers = Carriers::new(udp);
     let socket: Arc<dyn AsyncUdpSocket> = match router {
@@ -322,7 +344,23 @@ pub fn server(
         socket,
         Arc::new(quinn::TokioRuntime),
     )?;
-    Ok((endpoint, carriers))
+    Ok(Server {
+        endpoint,
+        carriers,
+        carrier_config: Arc::new(carrier_config),
+    })
+}
+
+/// The relay's endpoint ([`server`]).
+#[derive(Debug)]
+pub struct Server {
+    /// The QUIC endpoint.
+    pub endpoint: quinn::Endpoint,
+    /// Its socket: UDP and the TCP carriers.
+    pub carriers: Arc<Carriers>,
+    /// The server configuration for connections on a carrier (accept them
+    /// with `Incoming::accept_with`): larger packets, [`CARRIER_MTU_BOUND`].
+    pub carrier_config: Arc<quinn::ServerConfig>,
 }
 
 /// A client endpoint (agent or client) on an ephemeral port of the family of

@@ -102,7 +102,14 @@ pub(crate) async fn serve(
                 .audit
                 .auth_failed(remote.ip(), event.because(Some(code), reason));
         };
-    let conn = match tokio::time::timeout(shared.limits.handshake_timeout, incoming).await {
+    // A carrier's connection gets larger packets (TCP carries any size).
+    let connecting = if transport == "tcp" {
+        incoming.accept_with(shared.carrier_config.clone())
+    } else {
+        incoming.accept()
+    };
+    let handshake = async { connecting?.await };
+    let conn = match tokio::time::timeout(shared.limits.handshake_timeout, handshake).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             return auth_failed(

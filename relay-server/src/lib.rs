@@ -121,6 +121,8 @@ pub(crate) struct Shared {
     /// The relay's socket: UDP and the TCP carriers, which know the real
     /// address behind a carrier's virtual one ([`Shared::remote`]).
     carriers: Arc<relay_net::tcp::Carriers>,
+    /// How connections on a carrier are accepted (larger packets).
+    carrier_config: Arc<quinn::ServerConfig>,
     /// Bumped after every reload attempt of policy or revocations.
     reloads: tokio::sync::watch::Sender<u64>,
     /// Routes of direct paths, read by the UDP socket for every datagram.
@@ -302,7 +304,11 @@ impl Relay {
         ));
         let reset_key = reset_key::load(&config.reset_key);
         let (udp, tcp) = bind_listeners(config.listen, config.listen_tcp)?;
-        let (endpoint, carriers) = relay_net::endpoint::server(
+        let relay_net::endpoint::Server {
+            endpoint,
+            carriers,
+            carrier_config,
+        } = relay_net::endpoint::server(
             udp,
             tls,
             &transport,
@@ -337,6 +343,7 @@ impl Relay {
             client_streams: relay_net::quota::Quota::new(config.limits.streams_per_client as usize),
             direct: routes,
             carriers,
+            carrier_config,
         });
         Ok(Relay {
             endpoint,

@@ -103,13 +103,14 @@ pub async fn quic_server(args: &QuicServerArgs) -> anyhow::Result<ExitCode> {
         relay_net::tls::server_config(&read("relay.crt")?, &read("relay.key")?, &read("ca.crt")?)?;
     let udp = relay_net::endpoint::bind_udp(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let (endpoint, _) = relay_net::endpoint::server(
+    let endpoint = relay_net::endpoint::server(
         udp,
         tls,
         &relay_net::endpoint::Transport::relay(),
         None,
         None,
-    )?;
+    )?
+    .endpoint;
     let shutdown = tokio_util::sync::CancellationToken::new();
     relay_net::signals::cancel_on_signal(shutdown.clone())?;
     println!("bench-quic-server listening on {}", endpoint.local_addr()?);

@@ -253,6 +253,7 @@ async fn dial_tcp(
         }
     };
     let ended = socket.ended();
+    let transport = transport.over_carrier();
     let prefix = crate::direct::random_prefix();
     let endpoint = endpoint::over_carrier(socket, &transport, prefix).map_err(DialError::Socket)?;
     let left = timeout.saturating_sub(started.elapsed());

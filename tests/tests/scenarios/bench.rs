@@ -274,7 +274,7 @@ async fn plain_quinn_baseline_measures_and_counts_add_up() -> anyhow::Result<()>
         None,
         None,
     )?
-    .0;
+    .endpoint;
     let addr = endpoint.local_addr()?;
     let stop = CancellationToken::new();
     let server = tokio::spawn(relay_client::bench::serve_quic(endpoint, stop.clone()));
