@@ -226,7 +226,8 @@ impl OutState {
 
 /// Runs one carrier stream until either direction ends: frames from
 /// `outbox` are written, datagrams read go to `inbox` as coming from
-/// `from`. Returns why it ended.
+/// `from`. Returns why it ended. (The relay's carriers; an agent's or
+/// client's [`StreamSocket`] reads on quinn's task and only writes here.)
 async fn run_link<S>(
     stream: S,
     from: SocketAddr,
@@ -237,19 +238,6 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (mut reader, writer) = tokio::io::split(stream);
-    outbox.give_back(Box::new(writer));
-    let write = async {
-        while let Some((mut writer, frames)) = outbox.take().await {
-            let written = async {
-                writer.write_all(&frames).await?;
-                writer.flush().await
-            }
-            .await;
-            outbox.give_back(writer);
-            written?;
-        }
-        Ok::<_, std::io::Error>(())
-    };
     let read = async {
         let mut buf = BytesMut::with_capacity(64 << 10);
         loop {
@@ -273,14 +261,41 @@ where
             }
         }
     };
-    let ended = tokio::select! {
-        r = write => r,
-        r = read => r,
-    };
+    tokio::select! {
+        why = write_link(Box::new(writer), &outbox) => why,
+        r = read => {
+            if let Some(mut writer) = outbox.close() {
+                let _ = writer.shutdown().await;
+            }
+            match r {
+                Err(e) => e,
+                Ok(()) => std::io::Error::other("carrier closed"),
+            }
+        }
+    }
+}
+
+/// Writes what `outbox` queues on `writer` until the outbox is closed or a
+/// write fails; shuts the stream's write side down; returns why it ended.
+async fn write_link(writer: Writer, outbox: &Outbox) -> std::io::Error {
+    outbox.give_back(writer);
+    let written = async {
+        while let Some((mut writer, frames)) = outbox.take().await {
+            let written = async {
+                writer.write_all(&frames).await?;
+                writer.flush().await
+            }
+            .await;
+            outbox.give_back(writer);
+            written?;
+        }
+        Ok::<_, std::io::Error>(())
+    }
+    .await;
     if let Some(mut writer) = outbox.close() {
         let _ = writer.shutdown().await;
     }
-    match ended {
+    match written {
         Err(e) => e,
         Ok(()) => std::io::Error::other("carrier closed"),
     }

@@ -8,14 +8,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::relay::meta_for;
-use super::{run_link, Inbound, Outbox, INBOX_DATAGRAMS};
+use super::{write_link, Outbox};
 
 /// Why a carrier to the relay could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -101,13 +102,33 @@ fn tls_hint(reason: &io::Error) -> &'static str {
 /// relay whatever its destination (a direct path leaves through the relay
 /// too); every datagram received comes from `peer`, the relay's address as
 /// dialled, so a connection over TCP reports the same remote address as
-/// one over UDP.
-#[derive(Debug)]
+/// one over UDP. Datagrams are read on quinn's own task, straight from the
+/// TLS stream (no reader task, no wake-up in between).
 pub struct StreamSocket {
     outbox: Arc<Outbox>,
-    inbox: Mutex<mpsc::Receiver<Inbound>>,
+    reader: Mutex<Reader>,
+    peer: SocketAddr,
     local: SocketAddr,
+    ended_tx: Arc<watch::Sender<Option<String>>>,
     ended: watch::Receiver<Option<String>>,
+}
+
+impl std::fmt::Debug for StreamSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSocket")
+            .field("peer", &self.peer)
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The read half of the carrier stream and the bytes read but not yet
+/// taken as datagrams.
+struct Reader {
+    half: Box<dyn AsyncRead + Send + Unpin>,
+    buf: BytesMut,
+    /// The stream ended (or sent what is not a frame): nothing more comes.
+    done: bool,
 }
 
 impl StreamSocket {
@@ -136,18 +157,29 @@ impl StreamSocket {
         if stream.get_ref().1.alpn_protocol() != Some(proto::carrier::CARRIER_ALPN) {
             return Err(CarrierError::NotCarrier { port });
         }
+        let (half, writer) = tokio::io::split(stream);
         let outbox = Arc::new(Outbox::default());
-        let (sender, inbox) = mpsc::channel(INBOX_DATAGRAMS);
         let (ended_tx, ended) = watch::channel(None);
-        let link = run_link(stream, peer, outbox.clone(), sender);
+        let ended_tx = Arc::new(ended_tx);
+        let (out, tx) = (outbox.clone(), ended_tx.clone());
         tokio::spawn(async move {
-            let why = link.await;
-            let _ = ended_tx.send(Some(why.to_string()));
+            let why = write_link(Box::new(writer), &out).await;
+            tx.send_if_modified(|e| {
+                let first = e.is_none();
+                e.get_or_insert_with(|| why.to_string());
+                first
+            });
         });
         Ok(StreamSocket {
             outbox,
-            inbox: Mutex::new(inbox),
+            reader: Mutex::new(Reader {
+                half: Box::new(half),
+                buf: BytesMut::with_capacity(READ_CHUNK),
+                done: false,
+            }),
+            peer,
             local,
+            ended_tx,
             ended,
         })
     }
@@ -162,7 +194,27 @@ impl StreamSocket {
             }
         }
     }
+
+    /// The stream ended on the read side: says why, stops the writer.
+    fn end(&self, why: String) {
+        self.ended_tx.send_if_modified(|e| {
+            let first = e.is_none();
+            e.get_or_insert(why);
+            first
+        });
+        let _ = self.outbox.close();
+    }
 }
+
+impl Drop for StreamSocket {
+    fn drop(&mut self) {
+        // The writer task shuts the stream down and ends.
+        let _ = self.outbox.close();
+    }
+}
+
+/// Bytes asked of the TLS stream per read.
+const READ_CHUNK: usize = 64 << 10;
 
 /// A TCP connection to `remote` within `timeout`, without Nagle's delay
 /// (QUIC paces and batches its own datagrams).
@@ -215,28 +267,54 @@ impl AsyncUdpSocket for StreamSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        let mut inbox = self.inbox.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
+        let max = bufs.len().min(meta.len());
         let mut n = 0;
-        while n < bufs.len().min(meta.len()) {
-            match inbox.poll_recv(cx) {
-                Poll::Ready(Some((from, datagram))) => {
-                    let Some(buf) = bufs[n].get_mut(..datagram.len()) else {
-                        continue;
-                    };
-                    buf.copy_from_slice(&datagram);
-                    meta[n] = meta_for(from, datagram.len());
-                    n += 1;
+        // An ended carrier reads as a silent path: the connection's owner
+        // closes it (`ended`), or its idle timeout does.
+        while !reader.done {
+            while n < max {
+                match proto::carrier::decode(&mut reader.buf) {
+                    Ok(Some(datagram)) => {
+                        let Some(buf) = bufs[n].get_mut(..datagram.len()) else {
+                            continue; // larger than quinn accepts: dropped
+                        };
+                        buf.copy_from_slice(&datagram);
+                        meta[n] = meta_for(self.peer, datagram.len());
+                        n += 1;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        reader.done = true;
+                        self.end(format!("the relay sent what is not a carrier frame: {e}"));
+                        break;
+                    }
                 }
-                // An ended carrier reads as a silent path: the connection's
-                // owner closes it (`ended`), or its idle timeout does.
-                Poll::Ready(None) | Poll::Pending => break,
+            }
+            if n > 0 {
+                return Poll::Ready(Ok(n));
+            }
+            if reader.done {
+                break;
+            }
+            if reader.buf.capacity() - reader.buf.len() < READ_CHUNK / 4 {
+                reader.buf.reserve(READ_CHUNK);
+            }
+            let Reader { half, buf, .. } = &mut *reader;
+            match tokio_util::io::poll_read_buf(Pin::new(half), cx, buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    reader.done = true;
+                    self.end("the relay closed the TCP carrier".to_owned());
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    reader.done = true;
+                    self.end(e.to_string());
+                }
             }
         }
-        if n == 0 {
-            Poll::Pending
-        } else {
-            Poll::Ready(Ok(n))
-        }
+        Poll::Pending
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
