@@ -75,18 +75,6 @@ async fn an_agent_holds_every_instance_a_name_resolves_to() -> anyhow::Result<()
     .await
 }
 
-/// Runs `nft ARGS`.
-async fn nft(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("nft").args(args).output().await?;
-    anyhow::ensure!(
-        out.status.success(),
-        "nft {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "runs only inside the namespace the test above creates"]
 async fn in_namespace() -> anyhow::Result<()> {
@@ -161,7 +149,7 @@ async fn in_namespace() -> anyhow::Result<()> {
     );
     let file = dir.path().join("rules.nft");
     std::fs::write(&file, rules)?;
-    nft(&["-f", &file.to_string_lossy()]).await?;
+    crate::nft(&["-f", &file.to_string_lossy()]).await?;
 
     let began = Instant::now();
     let listed = Command::new(&programs.client)

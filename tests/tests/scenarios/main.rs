@@ -86,6 +86,49 @@ async fn rerun_in_namespace(
     Ok(())
 }
 
+/// Runs `nft ARGS` (inside a test's own namespace); returns its output.
+///
+/// # Errors
+/// If nft fails.
+async fn nft(args: &[&str]) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let out = tokio::process::Command::new("nft")
+        .args(args)
+        .output()
+        .await
+        .context("run nft")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "nft {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Why a private network namespace with nftables cannot be made here, if
+/// it cannot (`unshare -rn`, `ip`, `nft`).
+async fn netns_unusable() -> Option<String> {
+    let probe = tokio::process::Command::new("unshare")
+        .args([
+            "-rn",
+            "sh",
+            "-c",
+            "ip link set lo up && nft add table inet relay_probe",
+        ])
+        .output()
+        .await;
+    match probe {
+        Err(e) => Some(format!("cannot run unshare: {e}")),
+        Ok(out) if !out.status.success() => Some(format!(
+            "`unshare -rn` + `ip` + `nft` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Ok(_) => None,
+    }
+}
+
 /// The name libtest knows the test `name` of module `module` by (its path
 /// without the crate), for re-running this binary with `--exact`.
 ///

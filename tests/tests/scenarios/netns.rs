@@ -27,34 +27,12 @@ const INNER: &str = "RELAY_TESTS_INSIDE_NETNS";
 /// The nftables table the inner test owns (inside its namespace only).
 const TABLE: &str = "relay_chaos";
 
-/// Why the namespace test cannot run here, if it cannot.
-async fn namespace_unusable() -> Option<String> {
-    let probe = Command::new("unshare")
-        .args([
-            "-rn",
-            "sh",
-            "-c",
-            "ip link set lo up && nft add table inet relay_probe",
-        ])
-        .output()
-        .await;
-    match probe {
-        Err(e) => Some(format!("cannot run unshare: {e}")),
-        Ok(out) if !out.status.success() => Some(format!(
-            "`unshare -rn` + `ip` + `nft` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )),
-        Ok(_) => None,
-    }
-}
-
 #[tokio::test]
 async fn nftables_loss_and_partition_in_a_private_namespace_end_byte_exact() -> anyhow::Result<()> {
     if std::env::var_os(INNER).is_some() {
         return Ok(()); // already inside: the inner test does the work
     }
-    if let Some(why) = namespace_unusable().await {
+    if let Some(why) = crate::netns_unusable().await {
         println!("SKIPPED: no private network namespace with nftables here: {why}");
         return Ok(());
     }
@@ -69,25 +47,9 @@ async fn nftables_loss_and_partition_in_a_private_namespace_end_byte_exact() -> 
     .await
 }
 
-/// Runs `nft ARGS`.
-async fn nft(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("nft")
-        .args(args)
-        .output()
-        .await
-        .context("run nft")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "nft {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The sum of `counter packets N` of a chain's rules whose text contains `tag`.
 async fn counted(chain: &str, tag: &str) -> anyhow::Result<u64> {
-    let listing = nft(&["list", "chain", "inet", TABLE, chain]).await?;
+    let listing = crate::nft(&["list", "chain", "inet", TABLE, chain]).await?;
     Ok(listing
         .lines()
         .filter(|l| l.contains(tag))
@@ -140,7 +102,7 @@ async fn in_namespace() -> anyhow::Result<()> {
     );
     let file = tempfile::NamedTempFile::new()?;
     std::fs::write(file.path(), rules)?;
-    nft(&["-f", &file.path().display().to_string()]).await?;
+    crate::nft(&["-f", &file.path().display().to_string()]).await?;
 
     let mut data = vec![0u8; 64 << 20];
     rand::rngs::StdRng::seed_from_u64(7).fill_bytes(&mut data);
@@ -156,7 +118,7 @@ async fn in_namespace() -> anyhow::Result<()> {
                     // A 2 s partition a quarter of the way in (the fault's
                     // length, not a synchronisation).
                     for dir in ["dport", "sport"] {
-                        nft(&[
+                        crate::nft(&[
                             "add",
                             "rule",
                             "inet",
@@ -176,7 +138,7 @@ async fn in_namespace() -> anyhow::Result<()> {
                         #[allow(clippy::disallowed_methods)]
                         // the fault itself: a partition this long
                         tokio::time::sleep(Duration::from_secs(2)).await; // sleep-ok: the injected partition's length
-                        nft(&["flush", "chain", "inet", TABLE, "partition"]).await
+                        crate::nft(&["flush", "chain", "inet", TABLE, "partition"]).await
                     });
                 }
             }

@@ -287,21 +287,9 @@ async fn udp_blocked_falls_back_to_tcp_then_returns_to_quic() -> anyhow::Result<
     if std::env::var_os(INNER).is_some() {
         return Ok(()); // already inside: the inner test does the work
     }
-    let probe = Command::new("unshare")
-        .args([
-            "-rn",
-            "sh",
-            "-c",
-            "ip link set lo up && nft add table inet relay_probe",
-        ])
-        .output()
-        .await;
-    match probe {
-        Ok(out) if out.status.success() => {}
-        other => {
-            println!("SKIPPED: no private namespace with nftables here: {other:?}");
-            return Ok(());
-        }
+    if let Some(why) = crate::netns_unusable().await {
+        println!("SKIPPED: no private namespace with nftables here: {why}");
+        return Ok(());
     }
     crate::rerun_in_namespace(
         module_path!(),
@@ -312,18 +300,6 @@ async fn udp_blocked_falls_back_to_tcp_then_returns_to_quic() -> anyhow::Result<
         &[],
     )
     .await
-}
-
-/// Runs `nft ARGS`.
-async fn nft(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("nft").args(args).output().await?;
-    anyhow::ensure!(
-        out.status.success(),
-        "nft {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,8 +319,8 @@ async fn in_namespace() -> anyhow::Result<()> {
     let client_cred = relay.issue("client", "ci").await?;
 
     // UDP to the relay's port is dropped; TCP to it is not.
-    nft(&["add", "table", "inet", "udp_blocked"]).await?;
-    nft(&[
+    crate::nft(&["add", "table", "inet", "udp_blocked"]).await?;
+    crate::nft(&[
         "add",
         "chain",
         "inet",
@@ -353,7 +329,7 @@ async fn in_namespace() -> anyhow::Result<()> {
         "{ type filter hook output priority 0; policy accept; }",
     ])
     .await?;
-    nft(&[
+    crate::nft(&[
         "add",
         "rule",
         "inet",
@@ -410,7 +386,7 @@ async fn in_namespace() -> anyhow::Result<()> {
 
     // UDP gets through again: both move back to QUIC within the probe
     // interval; the stream already open stays where it is, and works.
-    nft(&["delete", "table", "inet", "udp_blocked"]).await?;
+    crate::nft(&["delete", "table", "inet", "udp_blocked"]).await?;
     let healed = Instant::now();
     let moved = agent.line_with(&["again over QUIC"]).await?;
     let agent_moved = healed.elapsed();
