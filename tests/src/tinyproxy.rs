@@ -60,6 +60,20 @@ pub struct TinyProxy {
 }
 
 impl TinyProxy {
+    /// Whether tinyproxy can be run here; a test that needs it says
+    /// SKIPPED without it (`.ci/run` installs it).
+    pub fn missing() -> bool {
+        let found = std::process::Command::new("tinyproxy")
+            .arg("-v")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if found.is_err() {
+            println!("SKIPPED: tinyproxy is not installed (apt-get install tinyproxy)");
+        }
+        found.is_err()
+    }
+
     /// Starts tinyproxy with `config` and waits until it listens.
     ///
     /// # Errors
