@@ -19,10 +19,13 @@ Examples:
   relay-agent --credential agent.cred --allow-socks kube.internal:443 --socks-host kube.internal=10.0.0.1
   relay-agent --credential agent.cred --allow-shell --record-dir /var/log/relay-sessions
   relay-agent --credential agent.cred --allow-shell --shell /bin/bash --shell-user ops --shell-env KUBECONFIG
+  relay-agent --credential agent.cred --expose kube-api=10.0.0.1:6443 --proxy http://proxy.internal:3128
   relay-agent keygen --out agent.key > agent.csr     # then: relay-server issue agent NAME --csr agent.csr
 
 Environment:
   RELAY_CREDENTIAL, RELAY_KEY  instead of --credential, --key
+  RELAY_TRANSPORT, RELAY_TCP_PORT  instead of --transport, --tcp-port
+  HTTPS_PROXY, NO_PROXY  the HTTP proxy of the TCP carrier (--proxy overrides)
   RUST_LOG       log filter on stderr [default: info], e.g. RUST_LOG=debug or
                  RUST_LOG=info,relay_agent=debug (tracing EnvFilter syntax)
   RELAY_RUNTIME  auto|current|multi [default: current]

@@ -24,6 +24,8 @@ Examples:
   relay-client --credential alice.cred connect aks-prod/db
   ssh -o ProxyCommand='relay-client --credential alice.cred connect aks-prod/ssh' admin@node
   relay-client --credential alice.cred list
+  HTTPS_PROXY=http://proxy:3128 relay-client --credential alice.cred list   # UDP blocked: TLS over TCP
+  relay-client --credential alice.cred --transport tcp --tcp-port 443 list  # force the TCP carrier
   relay-client --credential alice.cred shell aks-prod            # interactive shell on the agent
   relay-client --credential alice.cred shell aks-prod -- htop
   relay-client --credential ci.cred run aks-prod -- kubectl get pods -A
