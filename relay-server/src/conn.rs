@@ -81,11 +81,8 @@ pub(crate) async fn serve(
 ) {
     // A carrier's TCP peer, not its virtual address.
     let remote = shared.remote(incoming.remote_address());
-    let transport = if relay_net::tcp::is_virtual(incoming.remote_address()) {
-        "tcp"
-    } else {
-        "quic"
-    };
+    let carried = relay_net::tcp::is_virtual(incoming.remote_address());
+    let transport = if carried { "tcp" } else { "quic" };
     let auth_failed =
         |why: &'static str, reason: String, peer: Option<&PeerCert>, code: ErrorCode| {
             tracing::warn!(%remote, %reason, "peer rejected");
@@ -103,7 +100,7 @@ pub(crate) async fn serve(
                 .auth_failed(remote.ip(), event.because(Some(code), reason));
         };
     // A carrier's connection gets larger packets (TCP carries any size).
-    let connecting = if transport == "tcp" {
+    let connecting = if carried {
         incoming.accept_with(shared.carrier_config.clone())
     } else {
         incoming.accept()

@@ -269,7 +269,7 @@ async fn dial_tcp(
     // A carrier that ends takes its connection with it now, not after the
     // idle timeout.
     let conn = rc.conn.clone();
-    let relay = rc.addr.clone();
+    let relay = rc.candidate.to_string();
     tokio::spawn(async move {
         tokio::select! {
             why = ended => {
@@ -359,7 +359,6 @@ async fn handshake(
         conn,
         endpoint,
         relay,
-        addr: addr.to_owned(),
         prefix,
         via: Via::Quic,
         candidate: dialled,

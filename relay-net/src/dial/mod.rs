@@ -90,8 +90,6 @@ pub struct RelayConn {
     pub endpoint: quinn::Endpoint,
     /// The relay's verified identity.
     pub relay: PeerCert,
-    /// The address that answered.
-    pub addr: String,
     /// The prefix of the endpoint's connection IDs, which routes a direct
     /// path to it ([`crate::direct`]).
     pub prefix: CidPrefix,

@@ -31,6 +31,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
+use quinn::udp::RecvMeta;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
 
@@ -75,6 +76,23 @@ fn virtual_addr(n: u64) -> SocketAddr {
 
 /// The write half of a carrier stream.
 type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Hands one datagram read from a carrier to quinn: copied into `buf`, as
+/// coming from `from`. Whether it fit (one larger than quinn accepts is
+/// dropped, as a UDP socket would truncate it).
+fn deliver(datagram: &[u8], from: SocketAddr, buf: &mut [u8], meta: &mut RecvMeta) -> bool {
+    let Some(to) = buf.get_mut(..datagram.len()) else {
+        return false;
+    };
+    to.copy_from_slice(datagram);
+    *meta = RecvMeta {
+        addr: from,
+        len: datagram.len(),
+        stride: datagram.len(),
+        ..RecvMeta::default()
+    };
+    true
+}
 
 /// Datagrams to write on one carrier. Sent on the caller's thread when the
 /// stream takes them at once (no task wake-up on the way out); what it does

@@ -16,7 +16,7 @@ use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{is_virtual, run_link, virtual_addr, Inbound, Outbox, INBOX_DATAGRAMS};
+use super::{deliver, is_virtual, run_link, virtual_addr, Inbound, Outbox, INBOX_DATAGRAMS};
 
 /// The relay's socket: UDP, and every carrier by its virtual address.
 #[derive(Debug)]
@@ -128,12 +128,7 @@ impl Carriers {
         while n < bufs.len().min(meta.len()) {
             match inbox.poll_recv(cx) {
                 Poll::Ready(Some((from, datagram))) => {
-                    let Some(buf) = bufs[n].get_mut(..datagram.len()) else {
-                        continue; // larger than quinn accepts: dropped
-                    };
-                    buf.copy_from_slice(&datagram);
-                    meta[n] = meta_for(from, datagram.len());
-                    n += 1;
+                    n += usize::from(deliver(&datagram, from, &mut bufs[n], &mut meta[n]));
                 }
                 Poll::Ready(None) | Poll::Pending => break,
             }
@@ -143,16 +138,6 @@ impl Carriers {
         } else {
             Poll::Ready(n)
         }
-    }
-}
-
-/// What quinn learns of a datagram read from a carrier.
-pub(super) fn meta_for(from: SocketAddr, len: usize) -> RecvMeta {
-    RecvMeta {
-        addr: from,
-        len,
-        stride: len,
-        ..RecvMeta::default()
     }
 }
 
@@ -232,7 +217,8 @@ impl Default for TcpLimits {
     fn default() -> TcpLimits {
         TcpLimits {
             total: 4096,
-            per_ip: 256,
+            // Everyone behind one HTTPS proxy or NAT shares an address.
+            per_ip: 1024,
             handshake_timeout: Duration::from_secs(10),
         }
     }

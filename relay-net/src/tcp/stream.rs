@@ -15,8 +15,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use super::relay::meta_for;
-use super::{write_link, Outbox};
+use super::{deliver, write_link, Outbox};
 
 /// Why a carrier to the relay could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -276,12 +275,7 @@ impl AsyncUdpSocket for StreamSocket {
             while n < max {
                 match proto::carrier::decode(&mut reader.buf) {
                     Ok(Some(datagram)) => {
-                        let Some(buf) = bufs[n].get_mut(..datagram.len()) else {
-                            continue; // larger than quinn accepts: dropped
-                        };
-                        buf.copy_from_slice(&datagram);
-                        meta[n] = meta_for(self.peer, datagram.len());
-                        n += 1;
+                        n += usize::from(deliver(&datagram, self.peer, &mut bufs[n], &mut meta[n]));
                     }
                     Ok(None) => break,
                     Err(e) => {

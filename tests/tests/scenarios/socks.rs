@@ -40,7 +40,11 @@ async fn proxy(relay: &TestRelay, agent: &str) -> anyhow::Result<(SocketAddr, Ca
 
 /// A SOCKS5 CONNECT to `host:port` through `proxy`; returns the reply and
 /// the connection.
-async fn connect(proxy: SocketAddr, host: &str, port: u16) -> anyhow::Result<(Reply, TcpStream)> {
+pub(crate) async fn connect(
+    proxy: SocketAddr,
+    host: &str,
+    port: u16,
+) -> anyhow::Result<(Reply, TcpStream)> {
     let mut tcp = TcpStream::connect(proxy).await?;
     tcp.write_all(
         &Greeting {

@@ -10,12 +10,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use proto::socks5::{Greeting, Reply, ReplyCode, Request, NO_AUTH};
-use proto::{Destination, Host};
+use proto::socks5::ReplyCode;
 use relay_tests::launch::{self, Programs, RelayProcess};
 use relay_tests::{guard, http_get, read_n, tcp_echo};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
@@ -71,30 +69,11 @@ async fn metric(relay: &RelayProcess, line: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A SOCKS5 CONNECT to `dest` through `proxy`, then 4 bytes echoed.
+/// A SOCKS5 CONNECT to `dest` through `proxy` (the SOCKS tests' client),
+/// then 4 bytes echoed.
 async fn socks_echo(proxy: SocketAddr, dest: SocketAddr) -> anyhow::Result<()> {
-    let mut tcp = TcpStream::connect(proxy).await?;
-    tcp.write_all(
-        &Greeting {
-            methods: vec![NO_AUTH],
-        }
-        .encode(),
-    )
-    .await?;
-    let mut selection = [0u8; 2];
-    tcp.read_exact(&mut selection).await?;
-    let dest = Destination {
-        host: Host::parse(&dest.ip().to_string())?,
-        port: dest.port(),
-    };
-    tcp.write_all(&Request { dest }.encode()).await?;
-    let mut buf = BytesMut::new();
-    let reply = loop {
-        if let Ok(Some((reply, _))) = Reply::decode(&buf) {
-            break reply;
-        }
-        anyhow::ensure!(tcp.read_buf(&mut buf).await? > 0, "proxy closed");
-    };
+    let (reply, mut tcp) =
+        crate::socks::connect(proxy, &dest.ip().to_string(), dest.port()).await?;
     anyhow::ensure!(reply.code == ReplyCode::SUCCEEDED, "socks reply {reply:?}");
     tcp.write_all(b"sock").await?;
     anyhow::ensure!(guard("socks echo", read_n(&mut tcp, 4)).await? == b"sock");
