@@ -157,8 +157,11 @@ pub const DEFAULT_MTU_BOUND: u16 = 6000;
 /// past what UDP allows. Measured (`relay-client --transport tcp bench`,
 /// loopback, 1 GiB): 6000 → 1.5 Gbit/s and 10.4 CPU-s per GiB over client,
 /// relay and agent; 16000 → 2.4 and 6.4; 32000 → 3.0 and 5.0; 60000 → 2.7
-/// and 5.1 (docs/PERFORMANCE.md).
-pub const CARRIER_MTU_BOUND: u16 = 32000;
+/// and 5.1 (docs/PERFORMANCE.md, with every record sealed by TLS again).
+/// Now the largest payload of a TLS record ([`proto::carrier::MAX_CARRIED`]),
+/// so each packet travels as one well-formed record.
+pub const CARRIER_MTU_BOUND: u16 = 16_640;
+const _: () = assert!(CARRIER_MTU_BOUND as usize == proto::carrier::MAX_CARRIED);
 
 impl Transport {
     /// The relay's side: many peers, moderate keep-alive (agents keep theirs).

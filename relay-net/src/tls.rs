@@ -104,7 +104,7 @@ pub fn client_config(
     QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))
 }
 
-/// The relay's outer TLS on its TCP carrier ([`crate::tcp`]): its own
+/// The TLS handshake of the relay's TCP carrier ([`crate::tcp`]): its own
 /// certificate, TLS 1.3, ALPN [`proto::carrier::CARRIER_ALPN`]. No client
 /// certificate here: the QUIC connection inside asks for it, as over UDP.
 ///
@@ -119,10 +119,13 @@ pub fn carrier_server_config(
         .with_no_client_auth()
         .with_single_cert(pem::certs(cert_pem)?, pem::private_key(key_pem)?)?;
     tls.alpn_protocols = vec![proto::carrier::CARRIER_ALPN.to_vec()];
+    // Nothing goes through TLS after the handshake (`crate::tcp`): no
+    // session tickets, which would follow it.
+    tls.send_tls13_tickets = 0;
     Ok(Arc::new(tls))
 }
 
-/// An agent's or client's outer TLS on the TCP carrier: the relay's
+/// An agent's or client's TLS handshake on the TCP carrier: the relay's
 /// certificate must lead to `ca_pem` and name the host dialled, as inside.
 ///
 /// # Errors

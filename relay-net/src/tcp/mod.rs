@@ -1,11 +1,13 @@
-//! The TCP carrier (issue #15): QUIC datagrams carried over a TLS stream
-//! where UDP is blocked, under quinn, so everything above the socket
-//! (mutual TLS, streams, policy, audit, direct paths) stays the same.
+//! The TCP carrier (issue #15): QUIC datagrams carried over a TCP stream
+//! that opens with a TLS handshake, where UDP is blocked, under quinn, so
+//! everything above the socket (mutual TLS, streams, policy, audit, direct
+//! paths) stays the same. Each datagram then travels as one TLS record's
+//! payload, sealed once, by QUIC ([`proto::carrier`], [`handshake`]).
 //!
 //! ```text
-//! agent/client: quinn ─▶ StreamSocket ─▶ TLS ─▶ TCP [─▶ HTTP CONNECT proxy] ─▶ relay's TCP listener
+//! agent/client: quinn ─▶ StreamSocket ─▶ TCP [─▶ HTTP CONNECT proxy] ─▶ relay's TCP listener
 //! relay:        quinn ─▶ Forwarding ─▶ Carriers ─┬─▶ UDP socket
-//!                                                └─▶ one TLS stream per carrier, by virtual address
+//!                                                └─▶ one TCP stream per carrier, by virtual address
 //! ```
 //!
 //! Both ends are an [`quinn::AsyncUdpSocket`]: [`StreamSocket`] (one
@@ -20,6 +22,7 @@
 //! a full router queue would; QUIC's loss recovery and congestion control
 //! then slow the sender, instead of the queue growing without end.
 
+mod handshake;
 mod relay;
 mod stream;
 
@@ -350,7 +353,7 @@ mod tests {
         }
         let queued = outbox.lock().frames.len();
         assert!(
-            (OUTBOX_LIMIT - 1202..=OUTBOX_LIMIT).contains(&queued),
+            (OUTBOX_LIMIT - 1205..=OUTBOX_LIMIT).contains(&queued),
             "{queued}"
         );
         // A stream that takes everything: the queue goes out, and what is
@@ -362,11 +365,11 @@ mod tests {
         outbox.give_back(writer);
         outbox.push(&datagram);
         assert!(outbox.lock().frames.is_empty());
-        let mut got = vec![0u8; 2 + 1200];
+        let mut got = vec![0u8; 5 + 1200];
         tokio::io::AsyncReadExt::read_exact(&mut far, &mut got)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(&got[..2], &[4, 176]);
+        assert_eq!(&got[..5], &[23, 3, 3, 4, 176]);
         assert!(outbox.close().is_some());
         outbox.push(&datagram);
         assert!(outbox.take().await.is_none());
@@ -380,11 +383,11 @@ mod tests {
         for _ in 0..5 {
             outbox.push(&datagram);
         }
-        assert_eq!(budget.load(Ordering::Relaxed), 5 * 1002);
+        assert_eq!(budget.load(Ordering::Relaxed), 5 * 1005);
         let (near, _far) = tokio::io::duplex(1 << 20);
         outbox.give_back(Box::new(near));
         let (writer, frames) = outbox.take().await.unwrap_or_else(|| panic!("closed"));
-        assert_eq!(frames.len(), 5 * 1002);
+        assert_eq!(frames.len(), 5 * 1005);
         assert_eq!(budget.load(Ordering::Relaxed), 0);
         outbox.give_back(writer);
         // Written at once: nothing waits, nothing counts.

@@ -16,6 +16,7 @@ use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::handshake::accept;
 use super::{deliver, is_virtual, run_link, virtual_addr, Inbound, Outbox, INBOX_DATAGRAMS};
 
 /// The relay's socket: UDP, and every carrier by its virtual address.
@@ -81,7 +82,8 @@ impl Carriers {
         self.len() == 0
     }
 
-    /// Carries QUIC datagrams over `stream` (a TLS stream from `peer`)
+    /// Carries QUIC datagrams over `stream` (from `peer`, after the TLS
+    /// handshake)
     /// until it ends; returns the carrier's virtual address and why it ended.
     pub async fn carry<S>(&self, stream: S, peer: SocketAddr) -> (SocketAddr, io::Error)
     where
@@ -224,7 +226,7 @@ impl Default for TcpLimits {
     }
 }
 
-/// Accepts TCP carriers on `listener` (TLS with `tls`) into `carriers`
+/// Accepts TCP carriers on `listener` (a TLS handshake with `tls` first) into `carriers`
 /// until `stop`; carriers already up run on until their peers leave.
 /// `gone` hears the virtual address of each carrier that ended, so the
 /// connection inside can be closed now rather than after its idle timeout.
@@ -236,7 +238,6 @@ pub async fn serve(
     stop: CancellationToken,
     gone: Arc<dyn Fn(SocketAddr) + Send + Sync>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let live = Arc::new(AtomicUsize::new(0));
     let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
@@ -256,20 +257,19 @@ pub async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        let tls = tls.clone();
         let carriers = carriers.clone();
         let gone = gone.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let tls =
-                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        return tracing::debug!(%peer, err = %e, "tcp carrier handshake failed")
-                    }
-                    Err(_) => return tracing::debug!(%peer, "tcp carrier handshake timed out"),
-                };
-            let (addr, ended) = carriers.carry(tls, peer).await;
+            let tcp = match tokio::time::timeout(limits.handshake_timeout, accept(tcp, tls)).await {
+                Ok(Ok(tcp)) => tcp,
+                Ok(Err(e)) => {
+                    return tracing::debug!(%peer, err = %e, "tcp carrier handshake failed")
+                }
+                Err(_) => return tracing::debug!(%peer, "tcp carrier handshake timed out"),
+            };
+            let (addr, ended) = carriers.carry(tcp, peer).await;
             tracing::debug!(%peer, reason = %ended, "tcp carrier closed");
             gone(addr);
         });

@@ -37,7 +37,7 @@ pub enum CarrierError {
         reason: io::Error,
     },
     /// The TLS peer does not speak the carrier protocol.
-    #[error("TCP {port}: the server there does not speak the relay's carrier protocol (no ALPN relay-carrier/1): is it the relay's TCP port?")]
+    #[error("TCP {port}: the server there does not speak the relay's carrier protocol (no ALPN relay-carrier/2): is it the relay's TCP port?")]
     NotCarrier {
         /// The port dialled.
         port: u16,
@@ -102,7 +102,7 @@ fn tls_hint(reason: &io::Error) -> &'static str {
 /// too); every datagram received comes from `peer`, the relay's address as
 /// dialled, so a connection over TCP reports the same remote address as
 /// one over UDP. Datagrams are read on quinn's own task, straight from the
-/// TLS stream (no reader task, no wake-up in between).
+/// stream (no reader task, no wake-up in between).
 pub struct StreamSocket {
     outbox: Arc<Outbox>,
     reader: Mutex<Reader>,
@@ -131,7 +131,7 @@ struct Reader {
 }
 
 impl StreamSocket {
-    /// Runs the outer TLS handshake on `io` (a TCP stream to the relay,
+    /// Runs the TLS handshake on `io` (a TCP stream to the relay,
     /// perhaps through a proxy) and carries datagrams over it from then on.
     ///
     /// # Errors
@@ -149,11 +149,10 @@ impl StreamSocket {
         let port = peer.port();
         let name = ServerName::try_from(server_name.to_owned())
             .map_err(|_| CarrierError::Name(server_name.to_owned()))?;
-        let stream = tokio_rustls::TlsConnector::from(tls)
-            .connect(name, io)
+        let (stream, alpn) = super::handshake::connect(io, name, tls)
             .await
             .map_err(|reason| CarrierError::Tls { port, reason })?;
-        if stream.get_ref().1.alpn_protocol() != Some(proto::carrier::CARRIER_ALPN) {
+        if alpn.as_deref() != Some(proto::carrier::CARRIER_ALPN) {
             return Err(CarrierError::NotCarrier { port });
         }
         let (half, writer) = tokio::io::split(stream);
@@ -212,7 +211,7 @@ impl Drop for StreamSocket {
     }
 }
 
-/// Bytes asked of the TLS stream per read.
+/// Bytes asked of the stream per read.
 const READ_CHUNK: usize = 64 << 10;
 
 /// A TCP connection to `remote` within `timeout`, without Nagle's delay
