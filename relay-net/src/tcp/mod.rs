@@ -26,17 +26,20 @@ mod handshake;
 mod relay;
 mod stream;
 
+use std::io::IoSlice;
 use std::net::{Ipv6Addr, SocketAddr};
+
+use proto::carrier::HEADER;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use quinn::udp::RecvMeta;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, Notify};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 
 pub use relay::{serve, Carriers, TcpLimits};
 pub use stream::{connect, CarrierError, StreamSocket};
@@ -51,17 +54,13 @@ const OUTBOX_LIMIT: usize = 512 << 10;
 /// must not hold gigabytes. Past it, datagrams to carriers are dropped.
 const RELAY_OUTBOX_BUDGET: usize = 256 << 20;
 
-/// Datagrams read from carriers and not yet taken by quinn. A full inbox
-/// stops reading (TCP's window then slows the sender).
-const INBOX_DATAGRAMS: usize = 1024;
+/// Bytes asked of a carrier stream per read.
+const READ_CHUNK: usize = 64 << 10;
 
 /// A carrier on which nothing arrives for this long is closed: every QUIC
 /// connection sends keep-alives well within it, and its idle timeout ends
 /// it sooner, so only a peer that never spoke QUIC is left to end here.
 const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// One datagram read from a carrier, with the peer address it stands for.
-type Inbound = (SocketAddr, Bytes);
 
 /// Whether `addr` is a carrier's virtual address (`100::/64`).
 pub fn is_virtual(addr: SocketAddr) -> bool {
@@ -139,21 +138,50 @@ impl Outbox {
         }
     }
 
-    /// Sends `datagram`, or queues it for the writer task; drops it if the
-    /// outbox (or the budget it shares) is full, or it is closed.
-    fn push(&self, datagram: &[u8]) {
+    /// Sends the datagrams of one transmit (`contents`, a datagram every
+    /// `segment` bytes) in one write, straight from quinn's buffer, when the
+    /// stream takes them at once; what it does not take waits, framed, for
+    /// the writer task. A datagram that does not fit the outbox (or the
+    /// budget it shares) is dropped, as is everything once it is closed.
+    fn push(&self, contents: &[u8], segment: usize) {
+        let frames: Vec<([u8; HEADER], &[u8])> = contents
+            .chunks(segment.max(1))
+            .filter_map(|d| Some((proto::carrier::header(d.len()).ok()?, d)))
+            .collect();
         let mut state = self.lock();
-        if state.closed || state.frames.len() + datagram.len() > OUTBOX_LIMIT {
+        if state.closed {
             return;
-        }
-        if let Some(budget) = &self.budget {
-            if budget.load(Ordering::Relaxed) + datagram.len() > RELAY_OUTBOX_BUDGET {
-                return;
-            }
         }
         let before = state.frames.len();
-        if proto::carrier::encode(datagram, &mut state.frames).is_err() {
-            return;
+        let mut written = if before == 0 {
+            state.write_vectored(&frames)
+        } else {
+            0
+        };
+        for (header, datagram) in &frames {
+            let len = HEADER + datagram.len();
+            if written >= len {
+                written -= len;
+                continue;
+            }
+            if written > 0 {
+                // The rest of a frame the stream took in part must follow.
+                state
+                    .frames
+                    .extend_from_slice(header.get(written..).unwrap_or_default());
+                state
+                    .frames
+                    .extend_from_slice(&datagram[written.saturating_sub(HEADER)..]);
+                written = 0;
+                continue;
+            }
+            let over_budget = self.budget.as_ref().is_some_and(|budget| {
+                budget.load(Ordering::Relaxed) + len > RELAY_OUTBOX_BUDGET
+            });
+            if state.frames.len() + len <= OUTBOX_LIMIT && !over_budget {
+                state.frames.extend_from_slice(header);
+                state.frames.extend_from_slice(datagram);
+            }
         }
         let sent = state.write_now();
         // The budget counts what stays queued.
@@ -222,6 +250,32 @@ impl Outbox {
 }
 
 impl OutState {
+    /// Writes `frames` on the caller's thread, headers and datagrams in one
+    /// vectored write, if the stream is free; how many bytes it took.
+    fn write_vectored(&mut self, frames: &[([u8; HEADER], &[u8])]) -> usize {
+        let Some(writer) = self.writer.as_mut() else {
+            return 0;
+        };
+        let mut slices: Vec<IoSlice<'_>> = frames
+            .iter()
+            .flat_map(|(header, datagram)| [IoSlice::new(header), IoSlice::new(datagram)])
+            .collect();
+        let mut unwritten = &mut slices[..];
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut written = 0;
+        while !unwritten.is_empty() {
+            match Pin::new(&mut *writer).poll_write_vectored(&mut cx, unwritten) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    written += n;
+                    IoSlice::advance_slices(&mut unwritten, n);
+                }
+                // Would block, or an error the task will meet too.
+                _ => break,
+            }
+        }
+        written
+    }
+
     /// Writes the queued frames on the caller's thread if the stream is
     /// free and takes them without waiting; whether nothing is left for
     /// the task.
@@ -242,57 +296,6 @@ impl OutState {
         }
         self.unflushed = true;
         false
-    }
-}
-
-/// Runs one carrier stream until either direction ends: frames from
-/// `outbox` are written, datagrams read go to `inbox` as coming from
-/// `from`. Returns why it ended. (The relay's carriers; an agent's or
-/// client's [`StreamSocket`] reads on quinn's task and only writes here.)
-async fn run_link<S>(
-    stream: S,
-    from: SocketAddr,
-    outbox: Arc<Outbox>,
-    inbox: mpsc::Sender<Inbound>,
-) -> std::io::Error
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let (mut reader, writer) = tokio::io::split(stream);
-    let read = async {
-        let mut buf = BytesMut::with_capacity(64 << 10);
-        loop {
-            while let Some(datagram) = proto::carrier::decode(&mut buf)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
-            {
-                if inbox.send((from, datagram)).await.is_err() {
-                    return Ok(());
-                }
-            }
-            match tokio::time::timeout(IDLE, reader.read_buf(&mut buf)).await {
-                Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "nothing received for 60 s",
-                    ))
-                }
-            }
-        }
-    };
-    tokio::select! {
-        why = write_link(Box::new(writer), &outbox) => why,
-        r = read => {
-            if let Some(mut writer) = outbox.close() {
-                let _ = writer.shutdown().await;
-            }
-            match r {
-                Err(e) => e,
-                Ok(()) => std::io::Error::other("carrier closed"),
-            }
-        }
     }
 }
 
@@ -349,7 +352,7 @@ mod tests {
         let outbox = Outbox::default();
         let datagram = vec![1u8; 1200];
         for _ in 0..(OUTBOX_LIMIT / 1200 + 10) {
-            outbox.push(&datagram);
+            outbox.push(&datagram, datagram.len());
         }
         let queued = outbox.lock().frames.len();
         assert!(
@@ -363,7 +366,7 @@ mod tests {
         let (writer, frames) = outbox.take().await.unwrap_or_else(|| panic!("closed"));
         assert_eq!(frames.len(), queued);
         outbox.give_back(writer);
-        outbox.push(&datagram);
+        outbox.push(&datagram, datagram.len());
         assert!(outbox.lock().frames.is_empty());
         let mut got = vec![0u8; 5 + 1200];
         tokio::io::AsyncReadExt::read_exact(&mut far, &mut got)
@@ -371,8 +374,42 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(&got[..5], &[23, 3, 3, 4, 176]);
         assert!(outbox.close().is_some());
-        outbox.push(&datagram);
+        outbox.push(&datagram, datagram.len());
         assert!(outbox.take().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_batch_the_stream_takes_in_part_arrives_whole_and_in_order() {
+        // A stream that takes 1,000 bytes at once: the first write ends
+        // inside the first frame, the writer task sends the rest.
+        let (near, mut far) = tokio::io::duplex(1000);
+        let outbox = Arc::new(Outbox::default());
+        let task = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { write_link(Box::new(near), &outbox).await }
+        });
+        // Three datagrams of 1,200 bytes in one transmit, then one more.
+        let batch: Vec<u8> = (0..3 * 1200).map(|i| (i / 1200) as u8 + 1).collect();
+        while outbox.lock().writer.is_none() {
+            tokio::task::yield_now().await;
+        }
+        outbox.push(&batch, 1200);
+        outbox.push(&[9; 700], 700);
+        let mut wire = vec![0u8; 3 * (5 + 1200) + 5 + 700];
+        tokio::io::AsyncReadExt::read_exact(&mut far, &mut wire)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut wire = BytesMut::from(&wire[..]);
+        let mut got = Vec::new();
+        while let Ok(Some(datagram)) = proto::carrier::decode(&mut wire) {
+            got.push(datagram.to_vec());
+        }
+        assert_eq!(
+            got,
+            vec![vec![1; 1200], vec![2; 1200], vec![3; 1200], vec![9; 700]]
+        );
+        let _ = outbox.close();
+        let _ = task.await;
     }
 
     #[tokio::test]
@@ -381,7 +418,7 @@ mod tests {
         let outbox = Outbox::within(budget.clone());
         let datagram = vec![2u8; 1000];
         for _ in 0..5 {
-            outbox.push(&datagram);
+            outbox.push(&datagram, datagram.len());
         }
         assert_eq!(budget.load(Ordering::Relaxed), 5 * 1005);
         let (near, _far) = tokio::io::duplex(1 << 20);
@@ -391,13 +428,13 @@ mod tests {
         assert_eq!(budget.load(Ordering::Relaxed), 0);
         outbox.give_back(writer);
         // Written at once: nothing waits, nothing counts.
-        outbox.push(&datagram);
+        outbox.push(&datagram, datagram.len());
         assert_eq!(budget.load(Ordering::Relaxed), 0);
         // Past the budget, datagrams are dropped.
         budget.store(RELAY_OUTBOX_BUDGET, Ordering::Relaxed);
         let _ = outbox.close();
         let other = Outbox::within(budget.clone());
-        other.push(&datagram);
+        other.push(&datagram, datagram.len());
         assert!(other.lock().frames.is_empty());
     }
 }

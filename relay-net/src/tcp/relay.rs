@@ -2,30 +2,36 @@
 //! socket and every TCP carrier at once, and the TCP listener that adds
 //! carriers to it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::handshake::accept;
-use super::{deliver, is_virtual, run_link, virtual_addr, Inbound, Outbox, INBOX_DATAGRAMS};
+use super::{deliver, is_virtual, virtual_addr, write_link, Outbox, IDLE, READ_CHUNK};
 
 /// The relay's socket: UDP, and every carrier by its virtual address.
+///
+/// Carriers are read on quinn's own task, in `poll_recv`, as the UDP
+/// socket is: a carrier whose stream has bytes puts itself on a queue
+/// (its waker) and wakes quinn, which takes datagrams from the carriers on
+/// the queue in turn. No task and no channel stand in between.
 #[derive(Debug)]
 pub struct Carriers {
     udp: Arc<dyn AsyncUdpSocket>,
-    inbox: Mutex<mpsc::Receiver<Inbound>>,
-    sender: mpsc::Sender<Inbound>,
-    links: RwLock<HashMap<SocketAddr, Carried>>,
+    links: RwLock<HashMap<SocketAddr, Arc<Link>>>,
+    ready: Arc<Ready>,
     next: AtomicU64,
     /// Bytes queued in all outboxes together ([`super::RELAY_OUTBOX_BUDGET`]).
     budget: Arc<AtomicUsize>,
@@ -34,22 +40,98 @@ pub struct Carriers {
     carriers_first: AtomicBool,
 }
 
+/// Carriers with bytes to read, and quinn's task to wake for them.
+#[derive(Debug, Default)]
+struct Ready {
+    queue: Mutex<VecDeque<SocketAddr>>,
+    quinn: Mutex<Option<Waker>>,
+}
+
+impl Ready {
+    fn push(&self, addr: SocketAddr) {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(addr);
+        let quinn = self
+            .quinn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(quinn) = quinn {
+            quinn.wake();
+        }
+    }
+
+    fn pop(&self) -> Option<SocketAddr> {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
+    }
+}
+
 /// One live carrier.
-#[derive(Debug, Clone)]
-struct Carried {
+#[derive(Debug)]
+struct Link {
     outbox: Arc<Outbox>,
     peer: SocketAddr,
+    read: Mutex<LinkRead>,
+    wake: Arc<LinkWake>,
+}
+
+/// A carrier's read half and what was read of it but not yet taken.
+struct LinkRead {
+    half: Box<dyn AsyncRead + Send + Unpin>,
+    buf: BytesMut,
+    last: Instant,
+    /// Tells the carrier's task why the stream ended; taken when it does.
+    ended: Option<oneshot::Sender<io::Error>>,
+}
+
+impl std::fmt::Debug for LinkRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkRead").finish_non_exhaustive()
+    }
+}
+
+/// A carrier's waker: queues the carrier (once) and wakes quinn.
+#[derive(Debug)]
+struct LinkWake {
+    addr: SocketAddr,
+    queued: AtomicBool,
+    ready: Arc<Ready>,
+}
+
+impl Wake for LinkWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            self.ready.push(self.addr);
+        }
+    }
+}
+
+/// What reading one carrier came to.
+enum Read {
+    /// `bufs` are full; the carrier may have more.
+    Full,
+    /// Nothing more to read now; its waker will queue it again.
+    Pending,
+    /// The stream ended.
+    Ended,
 }
 
 impl Carriers {
     /// Wraps the relay's UDP socket.
     pub fn new(udp: Arc<dyn AsyncUdpSocket>) -> Arc<Carriers> {
-        let (sender, inbox) = mpsc::channel(INBOX_DATAGRAMS);
         Arc::new(Carriers {
             udp,
-            inbox: Mutex::new(inbox),
-            sender,
             links: RwLock::default(),
+            ready: Arc::default(),
             next: AtomicU64::new(1),
             budget: Arc::default(),
             carriers_first: AtomicBool::new(false),
@@ -62,11 +144,7 @@ impl Carriers {
         if !is_virtual(addr) {
             return addr;
         }
-        self.links
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&addr)
-            .map_or(addr, |c| c.peer)
+        self.link(addr).map_or(addr, |l| l.peer)
     }
 
     /// Live carriers.
@@ -83,56 +161,99 @@ impl Carriers {
     }
 
     /// Carries QUIC datagrams over `stream` (from `peer`, after the TLS
-    /// handshake)
-    /// until it ends; returns the carrier's virtual address and why it ended.
+    /// handshake) until it ends; returns the carrier's virtual address and
+    /// why it ended. Datagrams are read by quinn's task; this task writes
+    /// what the outbox holds back and watches for silence.
     pub async fn carry<S>(&self, stream: S, peer: SocketAddr) -> (SocketAddr, io::Error)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
         let addr = virtual_addr(self.next.fetch_add(1, Ordering::Relaxed));
-        let outbox = Arc::new(Outbox::within(self.budget.clone()));
+        let (half, writer) = tokio::io::split(stream);
+        let (ended_tx, ended) = oneshot::channel();
+        let link = Arc::new(Link {
+            outbox: Arc::new(Outbox::within(self.budget.clone())),
+            peer,
+            read: Mutex::new(LinkRead {
+                half: Box::new(half),
+                buf: BytesMut::with_capacity(READ_CHUNK),
+                last: Instant::now(),
+                ended: Some(ended_tx),
+            }),
+            wake: Arc::new(LinkWake {
+                addr,
+                queued: AtomicBool::new(false),
+                ready: self.ready.clone(),
+            }),
+        });
         self.links
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(
-                addr,
-                Carried {
-                    outbox: outbox.clone(),
-                    peer,
-                },
-            );
+            .insert(addr, link.clone());
         tracing::debug!(%peer, carrier = %addr, "tcp carrier up");
-        let ended = run_link(stream, addr, outbox, self.sender.clone()).await;
+        // Its first read, on quinn's task.
+        Waker::from(link.wake.clone()).wake();
+        let silent = async {
+            loop {
+                let last = link.read.lock().unwrap_or_else(PoisonError::into_inner).last;
+                if last.elapsed() >= IDLE {
+                    return io::Error::new(io::ErrorKind::TimedOut, "nothing received for 60 s");
+                }
+                tokio::time::sleep_until((last + IDLE).into()).await;
+            }
+        };
+        let why = tokio::select! {
+            why = write_link(Box::new(writer), &link.outbox) => why,
+            why = ended => why.unwrap_or_else(|_| io::Error::other("carrier closed")),
+            why = silent => why,
+        };
         self.links
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&addr);
-        (addr, ended)
+        if let Some(mut writer) = link.outbox.close() {
+            let _ = writer.shutdown().await;
+        }
+        (addr, why)
     }
 
-    fn outbox(&self, addr: SocketAddr) -> Option<Arc<Outbox>> {
+    fn link(&self, addr: SocketAddr) -> Option<Arc<Link>> {
         self.links
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&addr)
-            .map(|c| c.outbox.clone())
+            .cloned()
     }
 
-    /// Takes datagrams read from carriers, as many as `bufs` hold.
+    /// Takes datagrams from the carriers that have bytes, in turn, as many
+    /// as `bufs` hold.
     fn poll_carriers(
         &self,
         cx: &mut Context,
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<usize> {
-        let mut inbox = self.inbox.lock().unwrap_or_else(PoisonError::into_inner);
+        *self
+            .ready
+            .quinn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
+        let max = bufs.len().min(meta.len());
         let mut n = 0;
-        while n < bufs.len().min(meta.len()) {
-            match inbox.poll_recv(cx) {
-                Poll::Ready(Some((from, datagram))) => {
-                    n += usize::from(deliver(&datagram, from, &mut bufs[n], &mut meta[n]));
+        while n < max {
+            let Some(addr) = self.ready.pop() else { break };
+            let Some(link) = self.link(addr) else { continue };
+            link.wake.queued.store(false, Ordering::Release);
+            let waker = Waker::from(link.wake.clone());
+            let mut link_cx = Context::from_waker(&waker);
+            let mut read = link.read.lock().unwrap_or_else(PoisonError::into_inner);
+            match read.poll(&mut link_cx, addr, &mut bufs[n..max], &mut meta[n..max]) {
+                (got, Read::Full) => {
+                    n += got;
+                    // Perhaps more: its turn again after the others'.
+                    waker.wake_by_ref();
                 }
-                Poll::Ready(None) | Poll::Pending => break,
+                (got, Read::Pending | Read::Ended) => n += got,
             }
         }
         if n == 0 {
@@ -140,6 +261,59 @@ impl Carriers {
         } else {
             Poll::Ready(n)
         }
+    }
+}
+
+impl LinkRead {
+    /// Reads datagrams of carrier `from` into `bufs` until they are full or
+    /// the stream has nothing more now.
+    fn poll(
+        &mut self,
+        cx: &mut Context,
+        from: SocketAddr,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> (usize, Read) {
+        let mut n = 0;
+        loop {
+            while n < bufs.len() {
+                match proto::carrier::decode(&mut self.buf) {
+                    Ok(Some(datagram)) => {
+                        n += usize::from(deliver(&datagram, from, &mut bufs[n], &mut meta[n]));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let e = io::Error::new(io::ErrorKind::InvalidData, e);
+                        return (n, self.end(e));
+                    }
+                }
+            }
+            if n == bufs.len() {
+                return (n, Read::Full);
+            }
+            if self.ended.is_none() {
+                return (n, Read::Ended);
+            }
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.half), cx, &mut self.buf) {
+                Poll::Pending => return (n, Read::Pending),
+                Poll::Ready(Ok(0)) => {
+                    return (n, self.end(io::ErrorKind::UnexpectedEof.into()));
+                }
+                Poll::Ready(Ok(_)) => self.last = Instant::now(),
+                Poll::Ready(Err(e)) => return (n, self.end(e)),
+            }
+        }
+    }
+
+    /// Tells the carrier's task the stream ended, and why.
+    fn end(&mut self, why: io::Error) -> Read {
+        if let Some(ended) = self.ended.take() {
+            let _ = ended.send(why);
+        }
+        Read::Ended
     }
 }
 
@@ -155,14 +329,9 @@ impl AsyncUdpSocket for Carriers {
             return self.udp.try_send(transmit);
         }
         // A carrier that ended drops what is still sent to it, as a path would.
-        if let Some(outbox) = self.outbox(transmit.destination) {
-            let size = transmit
-                .segment_size
-                .unwrap_or(transmit.contents.len())
-                .max(1);
-            for datagram in transmit.contents.chunks(size) {
-                outbox.push(datagram);
-            }
+        if let Some(outbox) = self.link(transmit.destination).map(|l| l.outbox.clone()) {
+            let segment = transmit.segment_size.unwrap_or(transmit.contents.len());
+            outbox.push(transmit.contents, segment);
         }
         Ok(())
     }

@@ -15,7 +15,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use super::{deliver, write_link, Outbox};
+use super::{deliver, write_link, Outbox, READ_CHUNK};
 
 /// Why a carrier to the relay could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -211,9 +211,6 @@ impl Drop for StreamSocket {
     }
 }
 
-/// Bytes asked of the stream per read.
-const READ_CHUNK: usize = 64 << 10;
-
 /// A TCP connection to `remote` within `timeout`, without Nagle's delay
 /// (QUIC paces and batches its own datagrams).
 ///
@@ -249,13 +246,8 @@ impl AsyncUdpSocket for StreamSocket {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
-        let size = transmit
-            .segment_size
-            .unwrap_or(transmit.contents.len())
-            .max(1);
-        for datagram in transmit.contents.chunks(size) {
-            self.outbox.push(datagram);
-        }
+        let segment = transmit.segment_size.unwrap_or(transmit.contents.len());
+        self.outbox.push(transmit.contents, segment);
         Ok(())
     }
 
