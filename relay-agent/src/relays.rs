@@ -78,7 +78,7 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(next_resolve) => {
-                let (found, unresolved) = resolve_all(&entries).await;
+                let (found, unresolved) = resolve_all(&entries, &agent.config.transport).await;
                 for e in &unresolved {
                     if uplinks.is_empty() {
                         // Retried every few seconds: said at debug after the first.
@@ -109,7 +109,14 @@ pub(crate) async fn run(
                     uplinks.insert(candidate.addr, (candidate.entry.clone(), retire.clone()));
                     let span = tracing::info_span!("uplink", relay = %candidate);
                     let addr = candidate.addr;
-                    let origin = match origins.reaching(candidate.addr) {
+                    // A name only the proxy resolves has no address to
+                    // dial over UDP: any origin will do for it.
+                    let reach = if candidate.at_proxy() {
+                        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, addr.port()))
+                    } else {
+                        addr
+                    };
+                    let origin = match origins.reaching(reach) {
                         Ok(origin) => origin,
                         Err(e) => {
                             tracing::error!(relay = %candidate, err = %e, "cannot open a UDP socket for this relay");

@@ -90,7 +90,8 @@ impl RelayLink {
         }
         let credential_file = credential;
         let credential = credential.latest();
-        let (mut candidates, unresolved) = resolve_all(&credential.credential.relay).await;
+        let (mut candidates, unresolved) =
+            resolve_all(&credential.credential.relay, transport).await;
         if let Some(unresolved) = unresolved.into_iter().next() {
             if candidates.is_empty() {
                 return Err(unresolved);

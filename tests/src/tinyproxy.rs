@@ -28,6 +28,10 @@ pub struct TinyProxyConfig {
     /// `BasicAuth user password`: the credentials it demands, if any
     /// (keep them to letters and digits: its config has no quoting).
     pub basic_auth: Option<(String, String)>,
+    /// `/etc/hosts` as tinyproxy alone sees it (names only the proxy
+    /// resolves): it then runs under `unshare -m` with these lines
+    /// bind-mounted, which works only inside a test's own user namespace.
+    pub hosts: Option<String>,
 }
 
 impl TinyProxyConfig {
@@ -100,8 +104,29 @@ impl TinyProxy {
         let file = dir.path().join("tinyproxy.conf");
         std::fs::write(&file, config.file(port))
             .with_context(|| format!("write {}", file.display()))?;
-        let mut command = Command::new("tinyproxy");
-        command.arg("-d").arg("-c").arg(&file);
+        let mut command = match &config.hosts {
+            None => {
+                let mut command = Command::new("tinyproxy");
+                command.arg("-d").arg("-c").arg(&file);
+                command
+            }
+            Some(lines) => {
+                let hosts = dir.path().join("hosts");
+                std::fs::write(&hosts, lines)
+                    .with_context(|| format!("write {}", hosts.display()))?;
+                let mut command = Command::new("unshare");
+                command
+                    .args([
+                        "-m",
+                        "sh",
+                        "-c",
+                        r#"mount --bind "$0" /etc/hosts && exec tinyproxy -d -c "$1""#,
+                    ])
+                    .arg(&hosts)
+                    .arg(&file);
+                command
+            }
+        };
         let mut process = Process::spawn("tinyproxy", &mut command, Read::Both)
             .context("is tinyproxy installed? (apt-get install tinyproxy)")?;
         process

@@ -38,6 +38,10 @@ pub async fn quic_again(
         transport.reprobe,
     );
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    if candidate.at_proxy() {
+        // No address to try QUIC at: the name resolves at the proxy only.
+        return std::future::pending().await;
+    }
     loop {
         every.tick().await;
         let cred = credential.current();
@@ -85,6 +89,8 @@ pub(super) async fn dial_candidate(
     match transport.via {
         Via::Quic => quic().await,
         Via::Tcp => tcp().await,
+        // Only the proxy knows where it is.
+        Via::Auto if candidate.at_proxy() => tcp().await,
         Via::Auto => {
             let tcp_port = transport.tcp_port.unwrap_or(candidate.addr.port());
             race(quic(), tcp(), &candidate, tcp_port).await
@@ -233,7 +239,15 @@ async fn dial_tcp(
             }
             None => tcp::connect(remote, timeout).await?,
         };
-        let local = tcp.local_addr().unwrap_or(remote);
+        let local = match tcp.local_addr().unwrap_or(remote) {
+            // quinn dials only addresses of its socket's family: an IPv6
+            // relay (or a stand-in, `Candidate::at_proxy`) behind a proxy
+            // reached over IPv4 needs an IPv6 local address.
+            SocketAddr::V4(v4) if candidate.addr.is_ipv6() => {
+                SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+            }
+            local => local,
+        };
         StreamSocket::handshake(tcp, local, candidate.addr, &candidate.host, carrier_tls).await
     };
     let socket = match tokio::time::timeout(timeout, setup).await {

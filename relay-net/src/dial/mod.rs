@@ -111,9 +111,47 @@ pub struct Candidate {
     pub addr: SocketAddr,
 }
 
+impl Candidate {
+    /// A relay name this machine cannot resolve, dialled through an HTTP
+    /// proxy that resolves it (corporate networks often resolve outside
+    /// names only at the proxy, as browsers use them): TCP carrier only;
+    /// `addr` is a stand-in from `100::/64` that no packet is sent to.
+    pub fn at_proxy(&self) -> bool {
+        crate::tcp::is_virtual(self.addr)
+    }
+
+    /// The candidate for `entry` (`host:port`) when it does not resolve
+    /// here but the TCP carrier may reach it through a proxy that will.
+    fn through_proxy(entry: &str, transport: &Transport) -> Option<Candidate> {
+        if transport.via == Via::Quic {
+            return None;
+        }
+        let (host, port) = entry.rsplit_once(':')?;
+        let port: u16 = port.parse().ok()?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let proxy = match &transport.proxy {
+            Some(url) => crate::proxy::Proxy::parse(url).ok(),
+            None => crate::proxy::Proxy::from_env(host).ok().flatten(),
+        };
+        proxy?;
+        // Stable per entry, distinct between entries.
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(entry, &mut hasher);
+        let mut addr = crate::tcp::virtual_addr(std::hash::Hasher::finish(&hasher));
+        addr.set_port(port);
+        Some(Candidate {
+            entry: entry.to_owned(),
+            host: host.to_owned(),
+            addr,
+        })
+    }
+}
+
 impl std::fmt::Display for Candidate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.entry == self.addr.to_string() {
+        if self.at_proxy() {
+            write!(f, "{} (resolved by the proxy)", self.entry)
+        } else if self.entry == self.addr.to_string() {
             write!(f, "{}", self.entry)
         } else {
             write!(f, "{} ({})", self.entry, self.addr)
@@ -161,8 +199,14 @@ impl Origin {
 pub const STAGGER: Duration = Duration::from_millis(250);
 
 /// Every address every entry resolves to (all A and AAAA records), in
-/// order, without repeats; the entries that do not resolve, with why.
-pub async fn resolve_all(entries: &[String]) -> (Vec<Candidate>, Vec<DialError>) {
+/// order, without repeats; the entries that do not resolve, with why. An
+/// entry that does not resolve here but that `transport` may reach through
+/// an HTTP proxy is left to the proxy to resolve
+/// ([`Candidate::at_proxy`]).
+pub async fn resolve_all(
+    entries: &[String],
+    transport: &Transport,
+) -> (Vec<Candidate>, Vec<DialError>) {
     let mut found: Vec<Candidate> = Vec::new();
     let mut failed = Vec::new();
     for entry in entries {
@@ -178,7 +222,15 @@ pub async fn resolve_all(entries: &[String]) -> (Vec<Candidate>, Vec<DialError>)
                     }
                 }
             }
-            Err(e) => failed.push(e),
+            Err(e) => match Candidate::through_proxy(entry, transport) {
+                Some(candidate) => {
+                    tracing::debug!(%entry, err = %e, "relay name does not resolve here; the proxy will resolve it");
+                    if !found.contains(&candidate) {
+                        found.push(candidate);
+                    }
+                }
+                None => failed.push(e),
+            },
         }
     }
     (found, failed)
@@ -194,7 +246,7 @@ pub async fn dial(
     transport: &Transport,
     timeout: Duration,
 ) -> Result<RelayConn, DialError> {
-    let (candidates, unresolved) = resolve_all(&cred.credential.relay).await;
+    let (candidates, unresolved) = resolve_all(&cred.credential.relay, transport).await;
     match unresolved.into_iter().next() {
         Some(unresolved) if candidates.is_empty() => Err(unresolved),
         _ => dial_any(cred, &candidates, None, transport, timeout).await,

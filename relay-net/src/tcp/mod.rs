@@ -67,8 +67,10 @@ pub fn is_virtual(addr: SocketAddr) -> bool {
     matches!(addr, SocketAddr::V6(a) if a.ip().segments()[..4] == [0x100, 0, 0, 0])
 }
 
-/// The virtual address of carrier number `n`.
-fn virtual_addr(n: u64) -> SocketAddr {
+/// The virtual address of carrier number `n` (on the relay), or of a
+/// relay name only a proxy resolves (on agents and clients,
+/// [`crate::dial::Candidate::at_proxy`]).
+pub(crate) fn virtual_addr(n: u64) -> SocketAddr {
     let low = n.to_be_bytes();
     let ip = Ipv6Addr::from([
         0x01, 0, 0, 0, 0, 0, 0, 0, low[0], low[1], low[2], low[3], low[4], low[5], low[6], low[7],
@@ -175,9 +177,10 @@ impl Outbox {
                 written = 0;
                 continue;
             }
-            let over_budget = self.budget.as_ref().is_some_and(|budget| {
-                budget.load(Ordering::Relaxed) + len > RELAY_OUTBOX_BUDGET
-            });
+            let over_budget = self
+                .budget
+                .as_ref()
+                .is_some_and(|budget| budget.load(Ordering::Relaxed) + len > RELAY_OUTBOX_BUDGET);
             if state.frames.len() + len <= OUTBOX_LIMIT && !over_budget {
                 state.frames.extend_from_slice(header);
                 state.frames.extend_from_slice(datagram);

@@ -195,7 +195,11 @@ impl Carriers {
         Waker::from(link.wake.clone()).wake();
         let silent = async {
             loop {
-                let last = link.read.lock().unwrap_or_else(PoisonError::into_inner).last;
+                let last = link
+                    .read
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .last;
                 if last.elapsed() >= IDLE {
                     return io::Error::new(io::ErrorKind::TimedOut, "nothing received for 60 s");
                 }
@@ -242,7 +246,9 @@ impl Carriers {
         let mut n = 0;
         while n < max {
             let Some(addr) = self.ready.pop() else { break };
-            let Some(link) = self.link(addr) else { continue };
+            let Some(link) = self.link(addr) else {
+                continue;
+            };
             link.wake.queued.store(false, Ordering::Release);
             let waker = Waker::from(link.wake.clone());
             let mut link_cx = Context::from_waker(&waker);

@@ -32,6 +32,7 @@ mod limits;
 mod netns;
 mod observability;
 mod proxy;
+mod proxy_names;
 mod refusals;
 mod relays_shared;
 mod sessions;

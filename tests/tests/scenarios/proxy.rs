@@ -19,6 +19,7 @@ async fn tinyproxy(port: u16, basic_auth: Option<(&str, &str)>) -> anyhow::Resul
     TinyProxy::start(TinyProxyConfig {
         connect_ports: vec![port],
         basic_auth: basic_auth.map(|(u, p)| (u.to_owned(), p.to_owned())),
+        hosts: None,
     })
     .await
 }

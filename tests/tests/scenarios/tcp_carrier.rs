@@ -396,7 +396,7 @@ async fn in_namespace() -> anyhow::Result<()> {
 }
 
 /// `relay-client` with `HTTPS_PROXY` set (and nothing in `NO_PROXY`).
-async fn client_via_proxy(
+pub(crate) async fn client_via_proxy(
     programs: &Programs,
     cred: &Path,
     proxy: &str,
@@ -433,6 +433,7 @@ async fn the_carrier_goes_through_an_https_proxy_with_basic_auth() -> anyhow::Re
     let proxy = relay_tests::TinyProxy::start(relay_tests::TinyProxyConfig {
         connect_ports: vec![relay.addr.port()],
         basic_auth: Some(("corp".to_owned(), "s3cret-pw".to_owned())),
+        hosts: None,
     })
     .await?;
     let with_auth = proxy.url_with("corp", "s3cret-pw");
@@ -496,6 +497,7 @@ async fn the_carrier_goes_through_an_https_proxy_with_basic_auth() -> anyhow::Re
     let strict = relay_tests::TinyProxy::start(relay_tests::TinyProxyConfig {
         connect_ports: vec![443],
         basic_auth: None,
+        hosts: None,
     })
     .await?;
     let refused = client_via_proxy(
