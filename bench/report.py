@@ -52,7 +52,8 @@ LABELS = [
     ("ping_p50", "ping-pong 64 B, p50", "µs"),
     ("ping_p99", "ping-pong 64 B, p99", "µs"),
     ("ping_p50_1cpu", "ping-pong 64 B, p50, all processes on one CPU", "µs"),
-    ("opens", "new connections (open, 1 B echo, close)", "/s"),
+    ("opens", "new connections, 8 at a time (open, 1 B echo, half-close, read to the end)", "/s"),
+    ("opens_one", "new connections, one at a time (open, 1 B echo, read it, close)", "/s"),
     ("iperf_cpu_P1", "CPU-s per GiB, iperf3 1 stream (tunnel processes)", "s/GiB"),
     ("iperf_cpu_P8", "CPU-s per GiB, iperf3 8 streams (tunnel processes)", "s/GiB"),
 ]
@@ -68,7 +69,8 @@ def builtin_table(topo):
             lines.append(
                 f"| {label} {suffix} | {fmt(r)} | {fmt(e)} | {fmt(t)} | {fmt(q)} | {ratio(r, q)} | {ratio(e, q)} | {ratio(t, q)} |"
             )
-    for metric, label in [("bench_opens", "stream opens/s (open, 1 B echo, close)"),
+    for metric, label in [("bench_opens", "stream opens/s, 8 at a time (1 B echo, half-close)"),
+                          ("bench_opens_one", "stream opens/s, one at a time (1 B echo, close)"),
                           ("bench_ping_p50", "ping-pong 64 B p50 (µs)")]:
         r, e, t = (get(topo, metric, p) for p in ("relay", "e2e", "tcp"))
         lines.append(f"| {label} | {fmt(r)} | {fmt(e)} | {fmt(t)} | | | | |")

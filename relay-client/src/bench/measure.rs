@@ -57,6 +57,8 @@ pub struct Latency {
 pub struct Opens {
     /// Streams opened, each echoing one byte.
     pub count: u32,
+    /// How they were opened and closed.
+    pub pattern: OpenPattern,
     /// Concurrent openers.
     pub concurrency: usize,
     /// Seconds for all of them.
@@ -80,8 +82,12 @@ pub struct Measurements {
     pub down_n: Bulk,
     /// 64-byte ping-pong.
     pub ping: Latency,
-    /// Open, 1-byte echo, close.
+    /// Open, 1-byte echo, close: N at a time, each half-closed before its
+    /// echo is read ([`OpenPattern::HalfClose`]).
     pub opens: Opens,
+    /// The same one at a time, each closed after its echo
+    /// ([`OpenPattern::OneAtATime`]).
+    pub opens_one: Opens,
 }
 
 /// Runs every measurement over `path`.
@@ -101,7 +107,16 @@ pub async fn measure(
     let down_1 = bulk(path, BenchMode::Source, 1, opts.bytes, cpu, progress, label).await?;
     let down_n = bulk(path, BenchMode::Source, n, opts.bytes, cpu, progress, label).await?;
     let ping = ping_pong(path, opts.pings, progress, label).await?;
-    let opens = open_rate(path, opts.opens, n, progress, label).await?;
+    let opens = open_rate(path, opts.opens, OpenPattern::HalfClose, n, progress, label).await?;
+    let opens_one = open_rate(
+        path,
+        opts.opens,
+        OpenPattern::OneAtATime,
+        1,
+        progress,
+        label,
+    )
+    .await?;
     Ok(Measurements {
         label: label.to_owned(),
         up_1,
@@ -110,6 +125,7 @@ pub async fn measure(
         down_n,
         ping,
         opens,
+        opens_one,
     })
 }
 
@@ -253,17 +269,36 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1e6
 }
 
-/// Opens `count` streams, `concurrency` at a time: open, 1-byte echo, close.
+/// How the open-rate test opens and closes its connections: the figure
+/// depends on it (a multiplexer gains most from many at once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenPattern {
+    /// Several at a time; each sends 1 byte, half-closes, and reads the
+    /// echo to the end.
+    HalfClose,
+    /// One at a time: connect, send 1 byte, read the echo, close (a client
+    /// that opens a connection per request).
+    OneAtATime,
+}
+
+/// Opens `count` streams in `pattern` (`concurrency` at a time for
+/// [`OpenPattern::HalfClose`]), each echoing 1 byte.
 ///
 /// # Errors
-/// A failed stream or a missing echo.
+/// The first failed stream or short echo.
 pub async fn open_rate(
     path: &BenchPath,
     count: u32,
+    pattern: OpenPattern,
     concurrency: usize,
     progress: &Progress,
     label: &str,
 ) -> Result<Opens, BenchError> {
+    let concurrency = match pattern {
+        OpenPattern::HalfClose => concurrency.max(1),
+        OpenPattern::OneAtATime => 1,
+    };
     let progress = progress.phase(
         format!("{label}: open+echo+close ×{concurrency}"),
         u64::from(count),
@@ -272,7 +307,7 @@ pub async fn open_rate(
     let left = Arc::new(AtomicU64::new(u64::from(count)));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..concurrency.max(1) {
+    for _ in 0..concurrency {
         let (path, left, progress) = (path.clone(), left.clone(), progress.clone());
         tasks.spawn(async move {
             while left
@@ -281,6 +316,12 @@ pub async fn open_rate(
             {
                 let mut s = path.open(BenchHeader::new(BenchMode::Echo, 0)).await?;
                 s.write.write_chunk(Bytes::from_static(b"x")).await?;
+                if pattern == OpenPattern::OneAtATime {
+                    s.read_exact(1, "open+echo").await?;
+                    s.write.finish().await?;
+                    progress.inc(1);
+                    continue; // dropped: closed
+                }
                 s.write.finish().await?;
                 let got = s.drain(None).await?;
                 if got != 1 {
@@ -302,7 +343,8 @@ pub async fn open_rate(
     progress.done();
     Ok(Opens {
         count,
-        concurrency: concurrency.max(1),
+        pattern,
+        concurrency,
         secs,
         per_s: f64::from(count) / secs.max(1e-9),
     })

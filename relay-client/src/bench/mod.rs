@@ -28,7 +28,7 @@ pub mod meter;
 pub mod path;
 
 pub use measure::{
-    bulk, measure, open_rate, ping_pong, Bulk, Latency, Measurements, Opens, PING_LEN,
+    bulk, measure, open_rate, ping_pong, Bulk, Latency, Measurements, OpenPattern, Opens, PING_LEN,
 };
 pub use meter::{cpu_seconds, peak_rss_kib, CpuMeter, Progress};
 pub use path::{BenchPath, BenchStream};
@@ -92,7 +92,7 @@ pub struct Options {
     pub bytes: u64,
     /// Measured 64-byte round trips.
     pub pings: u32,
-    /// Streams opened (open, 1-byte echo, close) for the open rate.
+    /// Streams opened (1-byte echo) for each open-rate pattern.
     pub opens: u32,
 }
 
@@ -102,7 +102,7 @@ impl Default for Options {
             streams: 8,
             bytes: 1 << 30,
             pings: 5000,
-            opens: 3000,
+            opens: 1500,
         }
     }
 }

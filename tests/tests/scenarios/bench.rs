@@ -153,7 +153,14 @@ async fn open_rate_over_the_relay_limit_says_what_to_do() -> anyhow::Result<()> 
     };
     let err = guard(
         "opens past the limit",
-        relay_client::bench::open_rate(&path, 25, 8, &Progress::hidden(), "t"),
+        relay_client::bench::open_rate(
+            &path,
+            25,
+            relay_client::bench::OpenPattern::HalfClose,
+            8,
+            &Progress::hidden(),
+            "t",
+        ),
     )
     .await
     .unwrap_err();
