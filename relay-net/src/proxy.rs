@@ -234,6 +234,18 @@ impl Proxy {
         })
     }
 
+    /// The proxy for dialling `host`: `configured` (a `--proxy` URL) if
+    /// given, else the environment's ([`Proxy::from_env`]).
+    ///
+    /// # Errors
+    /// [`ProxyError::BadUrl`] if the URL chosen is not usable.
+    pub fn choose(configured: Option<&str>, host: &str) -> Result<Option<Proxy>, ProxyError> {
+        match configured {
+            Some(url) => Proxy::parse(url).map(Some),
+            None => Proxy::from_env(host),
+        }
+    }
+
     /// The proxy the environment asks for when dialling `host` (a name or
     /// an IP address, no port): the first non-empty of [`PROXY_VARS`]; none
     /// when they are all unset or empty, or when `NO_PROXY` (else

@@ -218,14 +218,11 @@ async fn dial_tcp(
     let remote = SocketAddr::new(candidate.addr.ip(), port);
     let carrier_tls = crate::tls::carrier_client_config(&ca_pem)
         .map_err(|e| DialError::Credential(format!("the credential's CA: {e}")))?;
-    let proxy = match &transport.proxy {
-        Some(url) => Some(Proxy::parse(url)),
-        None => Proxy::from_env(&candidate.host).transpose(),
-    }
-    .transpose()
-    .map_err(|e| DialError::Proxy {
-        addr: candidate.entry.clone(),
-        reason: e.to_string(),
+    let proxy = Proxy::choose(transport.proxy.as_deref(), &candidate.host).map_err(|e| {
+        DialError::Proxy {
+            addr: candidate.entry.clone(),
+            reason: e.to_string(),
+        }
     })?;
     let started = Instant::now();
     let setup = async {

@@ -126,14 +126,13 @@ impl Candidate {
         if transport.via == Via::Quic {
             return None;
         }
-        let (host, port) = entry.rsplit_once(':')?;
+        let (host, port) = split_host_port(entry)?;
         let port: u16 = port.parse().ok()?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let proxy = match &transport.proxy {
-            Some(url) => crate::proxy::Proxy::parse(url).ok(),
-            None => crate::proxy::Proxy::from_env(host).ok().flatten(),
-        };
-        proxy?;
+        // A proxy setting that does not parse still means one: the dial
+        // then says what is wrong with it.
+        if let Ok(None) = crate::proxy::Proxy::choose(transport.proxy.as_deref(), host) {
+            return None;
+        }
         // Stable per entry, distinct between entries.
         let mut hasher = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(entry, &mut hasher);
@@ -383,6 +382,12 @@ fn client_tls(cred: &Loaded) -> Result<Arc<QuicClientConfig>, DialError> {
     Ok(Arc::new(tls))
 }
 
+/// `host:port` split at its last colon, the host without IPv6 brackets.
+fn split_host_port(entry: &str) -> Option<(&str, &str)> {
+    let (host, port) = entry.rsplit_once(':')?;
+    Some((host.trim_start_matches('[').trim_end_matches(']'), port))
+}
+
 /// Splits `host:port` and resolves it to every address it names; the host
 /// (without port) is the TLS server name.
 async fn resolve(addr: &str) -> Result<(String, Vec<SocketAddr>), DialError> {
@@ -393,13 +398,8 @@ async fn resolve(addr: &str) -> Result<(String, Vec<SocketAddr>), DialError> {
     if let Ok(sa) = addr.parse::<SocketAddr>() {
         return Ok((sa.ip().to_string(), vec![sa]));
     }
-    let (host, _port) = addr
-        .rsplit_once(':')
-        .ok_or_else(|| fail("expected host:port".into()))?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
+    let (host, _port) = split_host_port(addr).ok_or_else(|| fail("expected host:port".into()))?;
+    let host = host.to_owned();
     let mut remotes: Vec<SocketAddr> = Vec::new();
     for remote in tokio::net::lookup_host(addr)
         .await

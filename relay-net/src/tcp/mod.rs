@@ -28,15 +28,13 @@ mod stream;
 
 use std::io::IoSlice;
 use std::net::{Ipv6Addr, SocketAddr};
-
-use proto::carrier::HEADER;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-
-use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, BytesMut};
+use proto::carrier::HEADER;
 use quinn::udp::RecvMeta;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -121,9 +119,6 @@ struct OutState {
     frames: BytesMut,
     /// The stream's write half while no task is writing on it.
     writer: Option<Writer>,
-    /// A write on the caller's thread left bytes in the TLS layer: the task
-    /// must flush them.
-    unflushed: bool,
     closed: bool,
 }
 
@@ -219,9 +214,8 @@ impl Outbox {
                 if state.closed {
                     return None;
                 }
-                if !state.frames.is_empty() || state.unflushed {
+                if !state.frames.is_empty() {
                     if let Some(writer) = state.writer.take() {
-                        state.unflushed = false;
                         let frames = state.frames.split();
                         self.release(frames.len());
                         return Some((writer, frames));
@@ -281,8 +275,12 @@ impl OutState {
 
     /// Writes the queued frames on the caller's thread if the stream is
     /// free and takes them without waiting; whether nothing is left for
-    /// the task.
+    /// the task. (The stream is a TCP socket, directly or through a proxy:
+    /// what it takes is sent, no flush is owed.)
     fn write_now(&mut self) -> bool {
+        if self.frames.is_empty() {
+            return true;
+        }
         let Some(writer) = self.writer.as_mut() else {
             return false; // the task is writing: it takes these next
         };
@@ -294,11 +292,7 @@ impl OutState {
                 _ => return false,
             }
         }
-        if let Poll::Ready(Ok(())) = Pin::new(&mut *writer).poll_flush(&mut cx) {
-            return true;
-        }
-        self.unflushed = true;
-        false
+        true
     }
 }
 

@@ -237,11 +237,18 @@ impl Carriers {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<usize> {
-        *self
-            .ready
-            .quinn
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(cx.waker().clone());
+        {
+            // Called on every other receive, carriers or not: no clone
+            // while quinn's waker is the one kept.
+            let mut quinn = self
+                .ready
+                .quinn
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !quinn.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *quinn = Some(cx.waker().clone());
+            }
+        }
         let max = bufs.len().min(meta.len());
         let mut n = 0;
         while n < max {

@@ -87,6 +87,28 @@ async fn rerun_in_namespace(
     Ok(())
 }
 
+/// The outer half of a namespace test: nothing when already inside (the
+/// inner test does the work), SKIPPED where no private network namespace
+/// with nftables can be made here, else [`rerun_in_namespace`].
+///
+/// # Errors
+/// As [`rerun_in_namespace`].
+async fn outer_namespace_test(
+    module: &str,
+    inner: &str,
+    flags: &str,
+    setup: &str,
+) -> anyhow::Result<()> {
+    if std::env::var_os(inner).is_some() {
+        return Ok(());
+    }
+    if let Some(why) = netns_unusable().await {
+        println!("SKIPPED: no private network namespace with nftables here: {why}");
+        return Ok(());
+    }
+    rerun_in_namespace(module, "in_namespace", inner, flags, setup, &[]).await
+}
+
 /// Runs `nft ARGS` (inside a test's own namespace); returns its output.
 ///
 /// # Errors

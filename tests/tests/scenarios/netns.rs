@@ -29,22 +29,7 @@ const TABLE: &str = "relay_chaos";
 
 #[tokio::test]
 async fn nftables_loss_and_partition_in_a_private_namespace_end_byte_exact() -> anyhow::Result<()> {
-    if std::env::var_os(INNER).is_some() {
-        return Ok(()); // already inside: the inner test does the work
-    }
-    if let Some(why) = crate::netns_unusable().await {
-        println!("SKIPPED: no private network namespace with nftables here: {why}");
-        return Ok(());
-    }
-    crate::rerun_in_namespace(
-        module_path!(),
-        "in_namespace",
-        INNER,
-        "-rn",
-        "ip link set lo up",
-        &[],
-    )
-    .await
+    crate::outer_namespace_test(module_path!(), INNER, "-rn", "ip link set lo up").await
 }
 
 /// The sum of `counter packets N` of a chain's rules whose text contains `tag`.

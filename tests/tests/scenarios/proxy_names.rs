@@ -21,25 +21,10 @@ const PORT: u16 = 4433;
 
 #[tokio::test]
 async fn a_relay_name_only_the_proxy_resolves_is_reached_through_it() -> anyhow::Result<()> {
-    if std::env::var_os(INNER).is_some() {
-        return Ok(()); // already inside: the inner test does the work
-    }
     if TinyProxy::missing() {
         return Ok(());
     }
-    if let Some(why) = crate::netns_unusable().await {
-        println!("SKIPPED: no private namespace here: {why}");
-        return Ok(());
-    }
-    crate::rerun_in_namespace(
-        module_path!(),
-        "in_namespace",
-        INNER,
-        "-rnm",
-        "ip link set lo up",
-        &[],
-    )
-    .await
+    crate::outer_namespace_test(module_path!(), INNER, "-rnm", "ip link set lo up").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

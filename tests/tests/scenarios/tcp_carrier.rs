@@ -263,20 +263,11 @@ const REPROBE: &str = "1s";
 
 #[tokio::test]
 async fn udp_blocked_falls_back_to_tcp_then_returns_to_quic() -> anyhow::Result<()> {
-    if std::env::var_os(INNER).is_some() {
-        return Ok(()); // already inside: the inner test does the work
-    }
-    if let Some(why) = crate::netns_unusable().await {
-        println!("SKIPPED: no private namespace with nftables here: {why}");
-        return Ok(());
-    }
-    crate::rerun_in_namespace(
+    crate::outer_namespace_test(
         module_path!(),
-        "in_namespace",
         INNER,
         "-rn",
         &format!("export RELAY_QUIC_REPROBE={REPROBE} && ip link set lo up"),
-        &[],
     )
     .await
 }
