@@ -26,17 +26,18 @@ mod handshake;
 mod relay;
 mod stream;
 
-use std::io::IoSlice;
+use std::io::{ErrorKind, IoSlice, IoSliceMut};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use proto::carrier::HEADER;
 use quinn::udp::RecvMeta;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 pub use relay::{serve, Carriers, TcpLimits};
@@ -94,6 +95,85 @@ fn deliver(datagram: &[u8], from: SocketAddr, buf: &mut [u8], meta: &mut RecvMet
         ..RecvMeta::default()
     };
     true
+}
+
+/// The read half of a carrier stream and what was read of it but not yet
+/// handed to quinn. Both sockets read it on quinn's own task, in
+/// `poll_recv`: no reader task, no channel, no wake-up in between.
+struct FrameReader {
+    half: Box<dyn AsyncRead + Send + Unpin>,
+    buf: BytesMut,
+    /// When bytes last arrived (the relay closes a carrier silent for [`IDLE`]).
+    last: Instant,
+    /// The stream ended: nothing more is read.
+    done: bool,
+}
+
+/// What one [`FrameReader::poll`] came to.
+enum Read {
+    /// The buffers are full; the stream may have more.
+    Full,
+    /// Nothing more now; the waker of the poll's context is registered.
+    Pending,
+    /// The stream ended in this poll, and why (said once).
+    Ended(std::io::Error),
+    /// It had ended before.
+    Done,
+}
+
+impl FrameReader {
+    fn new(half: Box<dyn AsyncRead + Send + Unpin>) -> FrameReader {
+        FrameReader {
+            half,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            last: Instant::now(),
+            done: false,
+        }
+    }
+
+    /// Reads datagrams into `bufs` (as coming from `from`) until they are
+    /// full or the stream has nothing more now; how many, and why it stopped.
+    fn poll(
+        &mut self,
+        cx: &mut Context,
+        from: SocketAddr,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> (usize, Read) {
+        let max = bufs.len().min(meta.len());
+        let mut n = 0;
+        if self.done {
+            return (n, Read::Done);
+        }
+        loop {
+            while n < max {
+                match proto::carrier::decode(&mut self.buf) {
+                    Ok(Some(datagram)) => {
+                        n += usize::from(deliver(&datagram, from, &mut bufs[n], &mut meta[n]));
+                    }
+                    Ok(None) => break,
+                    Err(e) => return (n, self.end(std::io::Error::new(ErrorKind::InvalidData, e))),
+                }
+            }
+            if n == max {
+                return (n, Read::Full);
+            }
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.half), cx, &mut self.buf) {
+                Poll::Pending => return (n, Read::Pending),
+                Poll::Ready(Ok(0)) => return (n, self.end(ErrorKind::UnexpectedEof.into())),
+                Poll::Ready(Ok(_)) => self.last = Instant::now(),
+                Poll::Ready(Err(e)) => return (n, self.end(e)),
+            }
+        }
+    }
+
+    fn end(&mut self, why: std::io::Error) -> Read {
+        self.done = true;
+        Read::Ended(why)
+    }
 }
 
 /// Datagrams to write on one carrier. Sent on the caller's thread when the

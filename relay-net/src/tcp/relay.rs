@@ -9,17 +9,16 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::BytesMut;
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
-use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::handshake::accept;
-use super::{deliver, is_virtual, virtual_addr, write_link, Outbox, IDLE, READ_CHUNK};
+use super::{is_virtual, virtual_addr, write_link, FrameReader, Outbox, Read, IDLE};
 
 /// The relay's socket: UDP, and every carrier by its virtual address.
 ///
@@ -80,11 +79,9 @@ struct Link {
     wake: Arc<LinkWake>,
 }
 
-/// A carrier's read half and what was read of it but not yet taken.
+/// A carrier's reader, and how to tell its task that the stream ended.
 struct LinkRead {
-    half: Box<dyn AsyncRead + Send + Unpin>,
-    buf: BytesMut,
-    last: Instant,
+    frames: FrameReader,
     /// Tells the carrier's task why the stream ended; taken when it does.
     ended: Option<oneshot::Sender<io::Error>>,
 }
@@ -113,16 +110,6 @@ impl Wake for LinkWake {
             self.ready.push(self.addr);
         }
     }
-}
-
-/// What reading one carrier came to.
-enum Read {
-    /// `bufs` are full; the carrier may have more.
-    Full,
-    /// Nothing more to read now; its waker will queue it again.
-    Pending,
-    /// The stream ended.
-    Ended,
 }
 
 impl Carriers {
@@ -175,9 +162,7 @@ impl Carriers {
             outbox: Arc::new(Outbox::within(self.budget.clone())),
             peer,
             read: Mutex::new(LinkRead {
-                half: Box::new(half),
-                buf: BytesMut::with_capacity(READ_CHUNK),
-                last: Instant::now(),
+                frames: FrameReader::new(Box::new(half)),
                 ended: Some(ended_tx),
             }),
             wake: Arc::new(LinkWake {
@@ -199,6 +184,7 @@ impl Carriers {
                     .read
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
+                    .frames
                     .last;
                 if last.elapsed() >= IDLE {
                     return io::Error::new(io::ErrorKind::TimedOut, "nothing received for 60 s");
@@ -260,13 +246,19 @@ impl Carriers {
             let waker = Waker::from(link.wake.clone());
             let mut link_cx = Context::from_waker(&waker);
             let mut read = link.read.lock().unwrap_or_else(PoisonError::into_inner);
-            match read.poll(&mut link_cx, addr, &mut bufs[n..max], &mut meta[n..max]) {
-                (got, Read::Full) => {
-                    n += got;
-                    // Perhaps more: its turn again after the others'.
-                    waker.wake_by_ref();
+            let (got, what) =
+                read.frames
+                    .poll(&mut link_cx, addr, &mut bufs[n..max], &mut meta[n..max]);
+            n += got;
+            match what {
+                // Perhaps more: its turn again after the others'.
+                Read::Full => waker.wake_by_ref(),
+                Read::Ended(why) => {
+                    if let Some(ended) = read.ended.take() {
+                        let _ = ended.send(why);
+                    }
                 }
-                (got, Read::Pending | Read::Ended) => n += got,
+                Read::Pending | Read::Done => {}
             }
         }
         if n == 0 {
@@ -274,59 +266,6 @@ impl Carriers {
         } else {
             Poll::Ready(n)
         }
-    }
-}
-
-impl LinkRead {
-    /// Reads datagrams of carrier `from` into `bufs` until they are full or
-    /// the stream has nothing more now.
-    fn poll(
-        &mut self,
-        cx: &mut Context,
-        from: SocketAddr,
-        bufs: &mut [IoSliceMut<'_>],
-        meta: &mut [RecvMeta],
-    ) -> (usize, Read) {
-        let mut n = 0;
-        loop {
-            while n < bufs.len() {
-                match proto::carrier::decode(&mut self.buf) {
-                    Ok(Some(datagram)) => {
-                        n += usize::from(deliver(&datagram, from, &mut bufs[n], &mut meta[n]));
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        let e = io::Error::new(io::ErrorKind::InvalidData, e);
-                        return (n, self.end(e));
-                    }
-                }
-            }
-            if n == bufs.len() {
-                return (n, Read::Full);
-            }
-            if self.ended.is_none() {
-                return (n, Read::Ended);
-            }
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                self.buf.reserve(READ_CHUNK);
-            }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.half), cx, &mut self.buf) {
-                Poll::Pending => return (n, Read::Pending),
-                Poll::Ready(Ok(0)) => {
-                    return (n, self.end(io::ErrorKind::UnexpectedEof.into()));
-                }
-                Poll::Ready(Ok(_)) => self.last = Instant::now(),
-                Poll::Ready(Err(e)) => return (n, self.end(e)),
-            }
-        }
-    }
-
-    /// Tells the carrier's task the stream ended, and why.
-    fn end(&mut self, why: io::Error) -> Read {
-        if let Some(ended) = self.ended.take() {
-            let _ = ended.send(why);
-        }
-        Read::Ended
     }
 }
 

@@ -8,14 +8,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use super::{deliver, write_link, Outbox, READ_CHUNK};
+use super::{write_link, FrameReader, Outbox, Read};
 
 /// Why a carrier to the relay could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +104,7 @@ fn tls_hint(reason: &io::Error) -> &'static str {
 /// stream (no reader task, no wake-up in between).
 pub struct StreamSocket {
     outbox: Arc<Outbox>,
-    reader: Mutex<Reader>,
+    reader: Mutex<FrameReader>,
     peer: SocketAddr,
     local: SocketAddr,
     ended_tx: Arc<watch::Sender<Option<String>>>,
@@ -119,15 +118,6 @@ impl std::fmt::Debug for StreamSocket {
             .field("local", &self.local)
             .finish_non_exhaustive()
     }
-}
-
-/// The read half of the carrier stream and the bytes read but not yet
-/// taken as datagrams.
-struct Reader {
-    half: Box<dyn AsyncRead + Send + Unpin>,
-    buf: BytesMut,
-    /// The stream ended (or sent what is not a frame): nothing more comes.
-    done: bool,
 }
 
 impl StreamSocket {
@@ -162,19 +152,11 @@ impl StreamSocket {
         let (out, tx) = (outbox.clone(), ended_tx.clone());
         tokio::spawn(async move {
             let why = write_link(Box::new(writer), &out).await;
-            tx.send_if_modified(|e| {
-                let first = e.is_none();
-                e.get_or_insert_with(|| why.to_string());
-                first
-            });
+            first_reason(&tx, why.to_string());
         });
         Ok(StreamSocket {
             outbox,
-            reader: Mutex::new(Reader {
-                half: Box::new(half),
-                buf: BytesMut::with_capacity(READ_CHUNK),
-                done: false,
-            }),
+            reader: Mutex::new(FrameReader::new(Box::new(half))),
             peer,
             local,
             ended_tx,
@@ -195,13 +177,18 @@ impl StreamSocket {
 
     /// The stream ended on the read side: says why, stops the writer.
     fn end(&self, why: String) {
-        self.ended_tx.send_if_modified(|e| {
-            let first = e.is_none();
-            e.get_or_insert(why);
-            first
-        });
+        first_reason(&self.ended_tx, why);
         let _ = self.outbox.close();
     }
+}
+
+/// Says why the carrier ended, unless one side said it first.
+fn first_reason(ended: &watch::Sender<Option<String>>, why: String) {
+    ended.send_if_modified(|e| {
+        let first = e.is_none();
+        e.get_or_insert(why);
+        first
+    });
 }
 
 impl Drop for StreamSocket {
@@ -258,48 +245,22 @@ impl AsyncUdpSocket for StreamSocket {
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
         let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
-        let max = bufs.len().min(meta.len());
-        let mut n = 0;
-        // An ended carrier reads as a silent path: the connection's owner
-        // closes it (`ended`), or its idle timeout does.
-        while !reader.done {
-            while n < max {
-                match proto::carrier::decode(&mut reader.buf) {
-                    Ok(Some(datagram)) => {
-                        n += usize::from(deliver(&datagram, self.peer, &mut bufs[n], &mut meta[n]));
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        reader.done = true;
-                        self.end(format!("the relay sent what is not a carrier frame: {e}"));
-                        break;
-                    }
+        let (n, what) = reader.poll(cx, self.peer, bufs, meta);
+        if let Read::Ended(why) = what {
+            // An ended carrier reads as a silent path: the connection's
+            // owner closes it (`ended`), or its idle timeout does.
+            self.end(match why.kind() {
+                io::ErrorKind::UnexpectedEof => "the relay closed the TCP carrier".to_owned(),
+                io::ErrorKind::InvalidData => {
+                    format!("the relay sent what is not a carrier frame: {why}")
                 }
-            }
-            if n > 0 {
-                return Poll::Ready(Ok(n));
-            }
-            if reader.done {
-                break;
-            }
-            if reader.buf.capacity() - reader.buf.len() < READ_CHUNK / 4 {
-                reader.buf.reserve(READ_CHUNK);
-            }
-            let Reader { half, buf, .. } = &mut *reader;
-            match tokio_util::io::poll_read_buf(Pin::new(half), cx, buf) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) => {
-                    reader.done = true;
-                    self.end("the relay closed the TCP carrier".to_owned());
-                }
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => {
-                    reader.done = true;
-                    self.end(e.to_string());
-                }
-            }
+                _ => why.to_string(),
+            });
         }
-        Poll::Pending
+        if n == 0 {
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(n))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
