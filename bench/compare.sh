@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark, one run, one machine:
-#   our path    iperf3/bench client -> relay-client forward -> relay-server -> relay-agent -> target
-#   end-to-end  the same with `relay-client --end-to-end forward`: the relay
-#               forwards the client's own QUIC connection to the agent
+#   our path    iperf3/bench client -> relay-client --end-to-end=off forward -> relay-server
+#               -> relay-agent -> target (the relay path)
+#   end-to-end  the same with `relay-client --end-to-end forward` (the default path, made
+#               strict here): the relay forwards the client's own QUIC connection to the agent
 #   TCP carrier the same as our path with agent and client on `--transport tcp`
 #               (QUIC carried over TLS/TCP, for networks that block UDP); a
 #               second agent, bench-agent-tcp, on the same relay and port
@@ -240,7 +241,7 @@ run_topology() {
     timeout 60 "$BIN/relay-server" issue agent bench-agent --dir "$d/relay" --relay "$relay_addr" --out "$d/agent.cred" >/dev/null 2>&1
     timeout 60 "$BIN/relay-server" issue agent bench-agent-tcp --dir "$d/relay" --relay "$relay_addr" --out "$d/agent_tcp.cred" >/dev/null 2>&1
     timeout 60 "$BIN/relay-server" issue client bench --dir "$d/relay" --relay "$relay_addr" --out "$d/client.cred" >/dev/null 2>&1
-    start agent agent "$BIN/relay-agent" --credential "$d/agent.cred" --transport quic --expose-bench \
+    start agent agent "$BIN/relay-agent" --credential "$d/agent.cred" --transport quic --expose-bench --max-direct-open-rate 1000000 \
         --expose "iperf=127.0.0.1:$iperf_port" --expose "benchtcp=127.0.0.1:$bench_port" \
         --expose "hold=127.0.0.1:$hold_port"
     timeout 30 bash -c "until grep -q 'registered with relay' '$WORK/agent.err'; do sleep 0.05; done"
@@ -254,7 +255,7 @@ run_topology() {
     fwd_iperf=$(free_port)
     fwd_bench=$(free_port)
     fwd_hold=$(free_port)
-    start client forward "$BIN/relay-client" --credential "$d/client.cred" --transport quic forward \
+    start client forward "$BIN/relay-client" --credential "$d/client.cred" --transport quic --end-to-end=off forward \
         "127.0.0.1:$fwd_iperf" bench-agent/iperf "127.0.0.1:$fwd_bench" bench-agent/benchtcp \
         "127.0.0.1:$fwd_hold" bench-agent/hold
     wait_port client 127.0.0.1 "$fwd_bench"
@@ -267,7 +268,7 @@ run_topology() {
     local tcp_iperf tcp_bench
     tcp_iperf=$(free_port)
     tcp_bench=$(free_port)
-    start client forward_tcp "$BIN/relay-client" --credential "$d/client.cred" --transport tcp forward \
+    start client forward_tcp "$BIN/relay-client" --credential "$d/client.cred" --transport tcp --end-to-end=off forward \
         "127.0.0.1:$tcp_iperf" bench-agent-tcp/iperf "127.0.0.1:$tcp_bench" bench-agent-tcp/benchtcp
     wait_port client 127.0.0.1 "$tcp_bench"
 
@@ -383,13 +384,13 @@ EOF
         for ((round = 1; round <= ROUNDS; round++)); do
             # Ping-pong and opens in the first round only.
             if [ "$round" = 1 ]; then pings=$PINGS opens=$OPENS; else pings=10 opens=10; fi
-            run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" --transport quic bench --agent bench-agent --json \
+            run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" --transport quic --end-to-end=off bench --agent bench-agent --json \
                 --bytes "$BYTES" --pings "$pings" --opens "$opens" --no-direct \
                 --cpu-pid "$PID_relay" --cpu-pid "$PID_agent" >"$WORK/bench-$TOPO-$round.json"
             run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" --transport quic --end-to-end bench --agent bench-agent --json \
                 --bytes "$BYTES" --pings "$pings" --opens "$opens" --no-direct \
                 --cpu-pid "$PID_relay" --cpu-pid "$PID_agent" >"$WORK/e2e-$TOPO-$round.json"
-            run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" --transport tcp bench --agent bench-agent-tcp --json \
+            run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" --transport tcp --end-to-end=off bench --agent bench-agent-tcp --json \
                 --bytes "$BYTES" --pings "$pings" --opens "$opens" --no-direct \
                 --cpu-pid "$PID_relay" --cpu-pid "$PID_agent_tcp" >"$WORK/tcp-$TOPO-$round.json"
             run_in client timeout 600 "$BIN/relay-client" --credential "$d/client.cred" bench --quic "$quic_addr" --json \

@@ -57,10 +57,11 @@
 //! direct paths (end-to-end mode; the agent registered with a `prefix`):
 //! client ─ Direct { agent, prefix } ─▶ relay          on a fresh bidi stream
 //!   relay: authorizes as for List, opens a bidi stream to one instance:
-//!   relay ─ Grant { caller, serial, targets, sessions } ─▶ agent
+//!   relay ─ Grant { caller, serial, reach } ─▶ agent
 //!   relay ◀─ Accepted | Refused ─ agent
-//! client ◀─ Path { prefix } | Refused ─ relay        both streams stay open:
-//!            ending either withdraws the grant
+//! client ◀─ Path { prefix, reach } | Refused ─ relay  both streams stay open:
+//!            ending either withdraws the grant; the client sends what
+//!            `reach` holds on the path, the rest on the relay path
 //! client ──QUIC, mTLS──▶ (relay's UDP address) ──▶ agent
 //!            the relay forwards datagrams by connection-ID prefix without
 //!            decrypting them; streams on it start with Open, answered by
@@ -91,6 +92,9 @@
 //!   in version 1: an old agent sends no prefix and is never offered one.
 //!   `Grant` gained the caller's certificate `serial` before any release
 //!   shipped it (a grant is bound to one certificate, not an identity).
+//!   `Path` gained an optional `reach` (what its grant holds) when clients
+//!   took end-to-end paths by default: an older relay sends none, and its
+//!   clients send every stream to that agent on the path, as before.
 
 mod bench;
 mod capabilities;
@@ -104,6 +108,7 @@ mod error;
 mod frame;
 mod identity;
 mod name;
+mod reach;
 pub mod socks5;
 
 pub use bench::{BenchError, BenchHeader, BenchMode, BENCH_COUNT_LEN, BENCH_HEADER_LEN};
@@ -120,6 +125,7 @@ pub use frame::{
 };
 pub use identity::{Identity, IdentityError, Role};
 pub use name::{AgentName, Name, NameError, TargetName};
+pub use reach::Reach;
 
 /// The protocol version this crate speaks, sent in [`Register`] and
 /// [`Registered`]. See the version history in the crate docs.

@@ -9,8 +9,8 @@ use proptest::sample::Index;
 use relay_proto::{
     Accepted, AgentInfo, AgentName, Capabilities, CertSerial, Channel, CidPrefix, Data,
     DecodeError, Destination, Direct, Domain, Eof, ErrorCode, Exit, Forwarded, Frame, FrameType,
-    GoAway, Grant, Host, Identity, List, Name, Open, Path, Refused, Register, Registered, Resize,
-    Role, Signal, StreamKind, TargetName, HEADER_LEN, MAX_FRAME_LEN,
+    GoAway, Grant, Host, Identity, List, Name, Open, Path, Reach, Refused, Register, Registered,
+    Resize, Role, Signal, StreamKind, TargetName, HEADER_LEN, MAX_FRAME_LEN,
 };
 
 // ---- strategies ------------------------------------------------------------
@@ -61,6 +61,14 @@ fn stream_kind() -> impl Strategy<Value = StreamKind> {
         vec("[^\0]{0,64}", 1..=8).prop_map(|argv| StreamKind::Exec { argv }),
         destination().prop_map(|dest| StreamKind::Socks { dest }),
     ]
+}
+
+/// Any reach: up to 8 targets, any session bits.
+fn reach() -> impl Strategy<Value = Reach> {
+    (vec(target_name(), 0..=8), any::<u32>()).prop_map(|(targets, sessions)| Reach {
+        targets,
+        sessions: Capabilities(sessions),
+    })
 }
 
 /// A valid domain name (lower and upper case, up to 4 labels).
@@ -114,7 +122,11 @@ fn any_frame() -> impl Strategy<Value = Frame> {
             }
             .into()),
         (agent_name(), cid_prefix()).prop_map(|(agent, prefix)| Direct { agent, prefix }.into()),
-        cid_prefix().prop_map(|prefix| Path { prefix }.into()),
+        (cid_prefix(), proptest::option::of(reach())).prop_map(|(prefix, reach)| Path {
+            prefix,
+            reach
+        }
+        .into()),
         (
             identity(),
             vec(any::<u8>(), 1..=32),
@@ -128,8 +140,10 @@ fn any_frame() -> impl Strategy<Value = Frame> {
                         Grant {
                             caller,
                             serial: CertSerial::from_bytes(&serial)?,
-                            targets,
-                            sessions: Capabilities(sessions),
+                            reach: Reach {
+                                targets,
+                                sessions: Capabilities(sessions),
+                            },
                         }
                         .into(),
                     )

@@ -152,6 +152,11 @@ pub struct Args {
     /// to this agent at once [default: 8].
     #[arg(long, value_name = "N")]
     max_direct_connections: Option<usize>,
+    /// Stream opens per second one client identity may make on its direct
+    /// connections to this agent, bursts of twice that [default: 2000, as
+    /// the relay's --max-open-rate on the relay path].
+    #[arg(long, value_name = "N")]
+    max_direct_open_rate: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -255,6 +260,10 @@ fn run(args: Args, file: File) -> anyhow::Result<()> {
     }
     if let Some(n) = args.max_direct_connections.or(file.max_direct_connections) {
         config.direct.max_connections = n.max(1);
+    }
+    if let Some(n) = args.max_direct_open_rate.or(file.max_direct_open_rate) {
+        config.direct.open_rate = n.max(1);
+        config.direct.open_burst = n.max(1).saturating_mul(2);
     }
     if let Some(max) = args.max_backoff.or(file.max_backoff) {
         config.backoff.max = max;

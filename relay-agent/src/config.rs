@@ -216,6 +216,9 @@ pub struct File {
     /// `max-direct-connections = 8`.
     #[serde(rename = "max-direct-connections")]
     pub max_direct_connections: Option<usize>,
+    /// `max-direct-open-rate = 2000`.
+    #[serde(rename = "max-direct-open-rate")]
+    pub max_direct_open_rate: Option<u32>,
 }
 
 impl File {
@@ -262,6 +265,8 @@ mod tests {
         assert_eq!(file.max_backoff, Some(backoff.max));
         assert_eq!(file.idle_timeout, Some(Transport::agent().idle_timeout));
         assert_eq!(file.max_direct_connections, Some(direct.max_connections));
+        assert_eq!(file.max_direct_open_rate, Some(direct.open_rate));
+        assert_eq!(direct.open_burst, 2 * direct.open_rate);
         assert_eq!(file.log_format, Some(LogFormat::Text));
         assert_eq!(file.audit_log, Some(base.join("agent-audit.jsonl")));
         assert!(file.metrics.is_some());

@@ -16,7 +16,7 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use proto::{ErrorCode, Grant, Identity, Open, Refused, StreamKind};
+use proto::{ErrorCode, Grant, Identity, Open, Refused};
 use relay_net::cert::PeerCert;
 use relay_net::quota::{Held, Quota};
 use tokio::sync::watch;
@@ -112,13 +112,9 @@ impl Grants {
         let Some(grants) = live.get(&peer.identity) else {
             return false;
         };
-        grants.iter().any(|(_, g)| {
-            bound_to(g, peer)
-                && match &open.kind {
-                    StreamKind::Tcp => g.targets.contains(&open.target),
-                    kind => g.sessions.contains(kind.capability()),
-                }
-        })
+        grants
+            .iter()
+            .any(|(_, g)| bound_to(g, peer) && g.reach.covers(open.kind.capability(), &open.target))
     }
 
     /// Takes one of `caller`'s direct connection slots.
@@ -208,8 +204,10 @@ mod tests {
         Grant {
             caller: peer(serial).identity,
             serial: CertSerial::from_hex(serial).unwrap(),
-            targets: vec!["db".parse().unwrap()],
-            sessions: proto::Capabilities::default(),
+            reach: proto::Reach {
+                targets: vec!["db".parse().unwrap()],
+                sessions: proto::Capabilities::default(),
+            },
         }
     }
 
@@ -220,7 +218,7 @@ mod tests {
         let open = Open {
             agent: "edge".parse().unwrap(),
             target: "db".parse().unwrap(),
-            kind: StreamKind::Tcp,
+            kind: proto::StreamKind::Tcp,
         };
         assert!(grants.holds(&peer("0a1b")));
         assert!(grants.allows(&peer("0a1b"), &open));

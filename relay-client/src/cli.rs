@@ -19,8 +19,8 @@ const EXAMPLES: &str = "\
 Examples:
   relay-client --credential alice.cred forward 127.0.0.1:16443 aks-prod/kube-api
   relay-client --credential alice.cred forward 16443 aks-prod/kube-api 15432 aks-prod/db
-  relay-client --credential alice.cred --end-to-end forward 16443 aks-prod/kube-api   # relay cannot decrypt
-  relay-client --credential alice.cred --end-to-end=auto forward 16443 aks-prod/kube-api   # or relay path
+  relay-client --credential alice.cred --end-to-end forward 16443 aks-prod/kube-api   # end to end or not at all
+  relay-client --credential alice.cred --end-to-end=off forward 16443 aks-prod/kube-api   # relay path only
   relay-client --credential alice.cred connect aks-prod/db
   ssh -o ProxyCommand='relay-client --credential alice.cred connect aks-prod/ssh' admin@node
   relay-client --credential alice.cred list
@@ -58,7 +58,7 @@ const DEMO_HELP: &str = "\
 
 Options:
       --check                    Exit after checking that bytes go through, instead of waiting for Ctrl-C
-      --end-to-end[=<MODE>]      Run the demo's forward in end-to-end mode (the relay forwards packets it cannot decrypt); MODE on or auto
+      --end-to-end[=<MODE>]      The demo forward's path: auto (the default: end to end, the relay forwards packets it cannot decrypt), on, or off (the relay path)
       --log-format <LOG_FORMAT>  Log format on stderr [default: text] [possible values: text, json]
   -h, --help                     Print help{after-help}";
 
@@ -76,15 +76,16 @@ pub struct Args {
     /// Deadline for reaching the relay.
     #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
-    /// End-to-end mode: each agent is reached on a QUIC connection of its
+    /// End-to-end paths: each agent is reached on a QUIC connection of its
     /// own, which the relay forwards without decrypting (fewer copies and
-    /// no crypto on the relay); the relay still authorizes it. MODE: on (the
-    /// default of the bare flag, and RELAY_END_TO_END=1) fails where the
-    /// relay or agent cannot offer a path, never using the relay path;
-    /// auto falls back to the relay path and says so; off.
+    /// no crypto on the relay); the relay still authorizes it. MODE: auto
+    /// (the default) uses one where the relay policy and the agent allow
+    /// it, else the relay path, and says so; on (the bare flag, and
+    /// RELAY_END_TO_END=1) fails instead of using the relay path; off uses
+    /// the relay path only.
     #[arg(long, global = true, env = "RELAY_END_TO_END", value_name = "MODE",
           num_args = 0..=1, require_equals = true, default_missing_value = "on",
-          default_value = "off")]
+          default_value = "auto")]
     end_to_end: EndToEnd,
     /// How to reach the relay: auto (QUIC, and the TCP carrier too if QUIC
     /// has not answered within 250 ms; back to QUIC when it works), quic
@@ -250,7 +251,7 @@ enum Command {
     /// Run a whole relay, agent and forward on loopback with a throwaway CA.
     #[command(
         help_template = DEMO_HELP,
-        after_help = "Examples:\n  relay-client demo\n  relay-client --end-to-end demo --check\n\nrelay-server and relay-agent are taken from RELAY_SERVER_BIN and\nRELAY_AGENT_BIN if set, else from beside this program, else from PATH."
+        after_help = "Examples:\n  relay-client demo\n  relay-client --end-to-end=off demo --check   # the relay path\n\nrelay-server and relay-agent are taken from RELAY_SERVER_BIN and\nRELAY_AGENT_BIN if set, else from beside this program, else from PATH."
     )]
     Demo {
         /// Exit after checking that bytes go through, instead of waiting for Ctrl-C.
@@ -322,18 +323,18 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 // does) so a bad credential, an unreachable relay or a target
                 // the policy does not allow is reported now, not as a reset
                 // of every connection.
-                crate::cmd::reach::ensure_target(&client, &dest).await?;
-                dests.push((local, dest));
+                let path = crate::cmd::reach::ensure_target(&client, &dest).await?;
+                dests.push((local, dest, path.path_name()));
             }
             let shutdown = tokio_util::sync::CancellationToken::new();
             relay_net::signals::cancel_on_signal(shutdown.clone())?;
             relay_net::signals::reload_on_hangup(client.credential_file(), shutdown.clone())?;
             let mut forwards = tokio::task::JoinSet::new();
-            for (local, dest) in dests {
+            for (local, dest, path) in dests {
                 let listener = tokio::net::TcpListener::bind(local)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen on {local}: {e}"))?;
-                eprintln!("forwarding {} -> {dest}", listener.local_addr()?);
+                eprintln!("forwarding {} -> {dest} ({path})", listener.local_addr()?);
                 forwards.spawn(crate::cmd::forward::run(
                     client.clone(),
                     listener,
@@ -373,12 +374,16 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Socks { listen, agent } => {
             let client = Arc::new(client(&args)?);
-            crate::cmd::reach::ensure_socks(&client, agent).await?;
+            let path = crate::cmd::reach::ensure_socks(&client, agent).await?;
             let local = parse_local(listen)?;
             let listener = tokio::net::TcpListener::bind(local)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {local}: {e}"))?;
-            eprintln!("socks5 proxy on {} -> {agent}", listener.local_addr()?);
+            eprintln!(
+                "socks5 proxy on {} -> {agent} ({})",
+                listener.local_addr()?,
+                path.path_name()
+            );
             let shutdown = tokio_util::sync::CancellationToken::new();
             relay_net::signals::cancel_on_signal(shutdown.clone())?;
             relay_net::signals::reload_on_hangup(client.credential_file(), shutdown.clone())?;

@@ -9,10 +9,11 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use proto::{AgentName, CidPrefix, Direct, Frame, Identity, Role};
+use proto::{AgentName, CidPrefix, Direct, Frame, Identity, Reach, Role};
 use relay_net::cert::{CertError, PeerCert};
 use relay_net::credential::Loaded;
 use relay_net::endpoint::Transport;
@@ -31,10 +32,12 @@ const RETRY_AFTER: Duration = Duration::from_secs(30);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum EndToEnd {
     /// Every stream goes through the relay path.
-    #[default]
     Off,
     /// Direct paths where they can be had, else the relay path (which the
-    /// relay can read); the first fallback to each agent is logged.
+    /// relay can read); the first fallback to each agent is logged. The
+    /// default: the relay path stays for policies that want the relay to
+    /// see each stream (`direct = "deny"`) and for agents that offer none.
+    #[default]
     Auto,
     /// Direct paths only: one that cannot be had is an error, never a
     /// silent downgrade to a path the relay can read.
@@ -67,7 +70,7 @@ impl std::str::FromStr for EndToEnd {
             "auto" => Ok(EndToEnd::Auto),
             "0" | "false" | "no" | "off" => Ok(EndToEnd::Off),
             other => Err(format!(
-                "{other:?} is not an end-to-end mode: give on (the default: a direct path or an error), auto (fall back to the relay path) or off"
+                "{other:?} is not an end-to-end mode: give auto (the default: a direct path where one can be had, else the relay path), on (a direct path or an error) or off (the relay path only)"
             )),
         }
     }
@@ -77,9 +80,8 @@ impl std::str::FromStr for EndToEnd {
 /// on the relay path instead.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "no end-to-end path to agent {agent}: {reason}; --end-to-end does not fall back to the \
-     relay path (which the relay can read): use --end-to-end=auto to allow that, or leave out \
-     --end-to-end"
+    "no end-to-end path to agent {agent}: {reason}; --end-to-end=on does not fall back to the \
+     relay path (which the relay can read): give --end-to-end=auto (the default) to allow that"
 )]
 pub struct NoDirectPath {
     /// The agent asked for.
@@ -99,13 +101,7 @@ impl NoDirectPath {
             NoPath::Refused(r) => {
                 // The relay path would be refused as well (or already says
                 // so): the relay's words are the whole story.
-                let final_ = [
-                    proto::ErrorCode::UNAUTHORIZED,
-                    proto::ErrorCode::REVOKED,
-                    proto::ErrorCode::UNKNOWN_AGENT,
-                    proto::ErrorCode::AGENT_OFFLINE,
-                ];
-                if final_.contains(&r.code) {
+                if is_final(&r) || r.code == proto::ErrorCode::UNAUTHORIZED {
                     return crate::OpenError::Refused(r);
                 }
                 crate::OpenError::Refused(proto::Refused::new(
@@ -120,6 +116,18 @@ impl NoDirectPath {
             reason => crate::OpenError::NoDirectPath(NoDirectPath { agent, reason }),
         }
     }
+}
+
+/// Whether the relay's refusal of a path holds for the relay path too:
+/// the agent is not there, or the caller is revoked. (`UNAUTHORIZED` may
+/// be the policy's `direct = "deny"`, which the relay path is for.)
+pub fn is_final(r: &proto::Refused) -> bool {
+    [
+        proto::ErrorCode::REVOKED,
+        proto::ErrorCode::UNKNOWN_AGENT,
+        proto::ErrorCode::AGENT_OFFLINE,
+    ]
+    .contains(&r.code)
 }
 
 /// What a new direct path is set up with.
@@ -218,6 +226,10 @@ pub enum NoPath {
     /// that predates keeping one): the path cannot move there.
     #[error("the agent answers the other relay from another address; the path cannot move")]
     Moved,
+    /// The path's grant does not hold this stream: the relay policy allows
+    /// it only on the relay path.
+    #[error("its grant does not hold {0} (the relay policy allows that only on the relay path: direct = \"deny\")")]
+    OutsideGrant(String),
     /// The relay answered something else than `Path` or `Refused`.
     #[error("the relay answered {0}")]
     Unexpected(proto::FrameType),
@@ -251,11 +263,21 @@ pub enum NoPath {
 #[derive(Debug)]
 pub struct DirectPath {
     conn: quinn::Connection,
+    /// What the grant holds, as the relay said in `Path`.
+    reach: Option<Arc<Reach>>,
+    /// Set while the relay that granted it is lost and the grant is being
+    /// asked for again: the path may close at any moment.
+    relay_lost: Arc<AtomicBool>,
     _lease: tokio::sync::oneshot::Sender<()>,
 }
 
-/// How often a path checks that its datagrams are answered.
-const STALL_CHECK: Duration = Duration::from_millis(250);
+/// A live path: its connection and what its grant holds.
+pub type Live = (quinn::Connection, Option<Arc<Reach>>);
+
+/// How often a path checks that its datagrams are answered: the relay
+/// connection beside it carries no streams, so this is what notices a dead
+/// relay (a check costs a timer wake; a false alarm one ping).
+const STALL_CHECK: Duration = Duration::from_millis(100);
 
 /// Holds the grant until the relay ends it (withdrawal, revocation) or the
 /// path is dropped, then closes the direct connection: the agent's own
@@ -267,11 +289,15 @@ async fn hold_lease(
     mut lease: Lease,
     conn: quinn::Connection,
     dropped: tokio::sync::oneshot::Receiver<()>,
-    agent: AgentName,
-    prefix: CidPrefix,
-    agent_prefix: CidPrefix,
-    regrant: Regrant,
+    held: Held,
 ) {
+    let Held {
+        agent,
+        prefix,
+        agent_prefix,
+        regrant,
+        relay_lost,
+    } = held;
     let mut dropped = std::pin::pin!(dropped);
     let mut look = tokio::time::interval(STALL_CHECK);
     let counts = |c: &quinn::Connection| {
@@ -289,6 +315,7 @@ async fn hold_lease(
                     );
                     return;
                 }
+                relay_lost.store(true, Ordering::Relaxed);
                 match regrant.ask(&agent, prefix, agent_prefix).await {
                     Ok(again) if again.relay.remote_address() != conn.remote_address() => {
                         // Our datagrams go to the lost relay's address, and
@@ -303,8 +330,9 @@ async fn hold_lease(
                         return;
                     }
                     Ok(again) => {
-                        tracing::info!(%agent, relay = %again.relay.remote_address(), "the relay of the direct path was lost; granted again through another");
+                        tracing::info!(%agent, relay = %again.relay.remote_address(), "the relay of the direct path was lost; the path was granted again");
                         lease = again;
+                        relay_lost.store(false, Ordering::Relaxed);
                     }
                     Err(e) => {
                         tracing::warn!(%agent, err = %e, "the relay of the direct path was lost and no other grants it");
@@ -327,6 +355,7 @@ async fn hold_lease(
                 let stalled = now.0 != last.0 && now.1 == last.1;
                 last = now;
                 if stalled && !crate::relay::answers(&lease.relay).await {
+                    relay_lost.store(true, Ordering::Relaxed);
                     tracing::warn!(%agent, relay = %lease.relay.remote_address(), "the relay of the direct path stopped answering");
                     lease.relay.close(
                         proto::ErrorCode::GOING_AWAY.0.into(),
@@ -336,6 +365,16 @@ async fn hold_lease(
             }
         }
     }
+}
+
+/// What holding a path's lease needs besides the lease: whom it reaches,
+/// how to ask for it again, and the flag that says it is being asked for.
+struct Held {
+    agent: AgentName,
+    prefix: CidPrefix,
+    agent_prefix: CidPrefix,
+    regrant: Regrant,
+    relay_lost: Arc<AtomicBool>,
 }
 
 /// The state of the path to one agent.
@@ -353,15 +392,24 @@ pub enum PathState {
 
 impl PathState {
     /// The live direct connection, if there is one (a lost one is forgotten).
-    pub fn live(&mut self) -> Option<quinn::Connection> {
+    pub fn live(&mut self) -> Option<Live> {
         match self {
-            PathState::Live(path) if path.conn.close_reason().is_none() => Some(path.conn.clone()),
+            PathState::Live(path) if path.conn.close_reason().is_none() => {
+                Some((path.conn.clone(), path.reach.clone()))
+            }
             PathState::Live(_) => {
                 *self = PathState::Unknown;
                 None
             }
             _ => None,
         }
+    }
+
+    /// Whether the path is up but the relay that granted it is lost: in
+    /// auto mode, streams take the relay path (which re-dials on its own)
+    /// until the grant is back or the path is gone.
+    pub fn relay_lost(&self) -> bool {
+        matches!(self, PathState::Live(path) if path.relay_lost.load(Ordering::Relaxed))
     }
 
     /// Whether the path failed so recently that the relay path should be
@@ -375,19 +423,23 @@ impl PathState {
     ///
     /// # Errors
     /// Why there is no path (refused, agent too old, handshake failed).
-    pub async fn open(
-        &mut self,
-        agent: &AgentName,
-        via: Via<'_>,
-    ) -> Result<quinn::Connection, NoPath> {
+    pub async fn open(&mut self, agent: &AgentName, via: Via<'_>) -> Result<Live, NoPath> {
         match connect(agent, via).await {
             Ok(path) => {
-                let conn = path.conn.clone();
+                let live = (path.conn.clone(), path.reach.clone());
                 *self = PathState::Live(path);
-                Ok(conn)
+                Ok(live)
             }
             Err(e) => {
-                *self = PathState::Failed(Instant::now());
+                // An agent that is not there now may be back at the next
+                // open, with a path: only a path refused or broken rests.
+                let absent =
+                    matches!(&e, NoPath::Refused(r) if r.code == proto::ErrorCode::AGENT_OFFLINE);
+                *self = if absent {
+                    PathState::Unknown
+                } else {
+                    PathState::Failed(Instant::now())
+                };
                 Err(e)
             }
         }
@@ -450,8 +502,8 @@ async fn connect(agent: &AgentName, via: Via<'_>) -> Result<DirectPath, NoPath> 
     };
     write_frame(&mut send, ask).await?;
     let mut reader = FrameReader::new(recv);
-    let agent_prefix = match reader.expect(HANDSHAKE_TIMEOUT).await? {
-        Frame::Path(path) => path.prefix,
+    let (agent_prefix, reach) = match reader.expect(HANDSHAKE_TIMEOUT).await? {
+        Frame::Path(path) => (path.prefix, path.reach.map(Arc::new)),
         Frame::Refused(r) => return Err(NoPath::Refused(r)),
         other => return Err(NoPath::Unexpected(other.frame_type())),
     };
@@ -484,24 +536,26 @@ async fn connect(agent: &AgentName, via: Via<'_>) -> Result<DirectPath, NoPath> 
             found: peer.identity,
         });
     }
-    tracing::info!(%agent, "direct path up");
+    tracing::debug!(%agent, "direct path up");
     let (lease, dropped) = tokio::sync::oneshot::channel();
-    let held = Lease {
+    let relay_lost = Arc::new(AtomicBool::new(false));
+    let lease_held = Lease {
         _send: send,
         reader,
         relay: via.relay.clone(),
     };
-    tokio::spawn(hold_lease(
-        held,
-        conn.clone(),
-        dropped,
-        agent.clone(),
-        via.prefix,
+    let held = Held {
+        agent: agent.clone(),
+        prefix: via.prefix,
         agent_prefix,
-        via.regrant,
-    ));
+        regrant: via.regrant,
+        relay_lost: relay_lost.clone(),
+    };
+    tokio::spawn(hold_lease(lease_held, conn.clone(), dropped, held));
     Ok(DirectPath {
         conn,
+        reach,
+        relay_lost,
         _lease: lease,
     })
 }

@@ -121,6 +121,9 @@ pub struct Carrier {
     pub conn: quinn::Connection,
     /// [`Side::Relay`], or [`Side::Agent`] for a direct path.
     pub peer: Side,
+    /// On a direct path, what its grant holds (`None`: not said, by a
+    /// relay older than `Path::reach`).
+    reach: Option<Arc<proto::Reach>>,
 }
 
 impl Carrier {
@@ -128,6 +131,22 @@ impl Carrier {
         Carrier {
             conn,
             peer: Side::Relay,
+            reach: None,
+        }
+    }
+
+    /// Whether a stream of `kind` to `target` belongs on this connection:
+    /// always on the relay path; on a direct path if its grant holds it.
+    pub fn carries(&self, kind: proto::Capabilities, target: &TargetName) -> bool {
+        self.reach.as_ref().is_none_or(|r| r.covers(kind, target))
+    }
+
+    /// Which path this is, as the commands print it: `end-to-end` or
+    /// `relay path`.
+    pub fn path_name(&self) -> &'static str {
+        match self.peer {
+            Side::Agent => "end-to-end",
+            Side::Relay | Side::Local => "relay path",
         }
     }
 
@@ -154,7 +173,8 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client that dials lazily on first use.
+    /// A client that dials lazily on first use, in the default end-to-end
+    /// mode ([`direct::EndToEnd::Auto`]).
     pub fn new(credential: Loaded) -> Client {
         Client {
             credential: Reloading::new(credential),
@@ -164,13 +184,15 @@ impl Client {
             direct: None,
             mode: direct::EndToEnd::Off,
         }
+        .end_to_end(direct::EndToEnd::default())
     }
 
     /// End-to-end mode: streams to an agent travel on a QUIC connection to
     /// the agent itself, which the relay forwards without decrypting. Where
     /// the relay or agent cannot offer one, [`direct::EndToEnd::Strict`]
-    /// (also `true`) fails the open, [`direct::EndToEnd::Auto`] uses the
-    /// relay path and says so once per agent.
+    /// (also `true`) fails the open, [`direct::EndToEnd::Auto`] (the
+    /// default) uses the relay path and says so once per agent;
+    /// [`direct::EndToEnd::Off`] (`false`) always uses the relay path.
     pub fn end_to_end(mut self, mode: impl Into<direct::EndToEnd>) -> Client {
         self.mode = mode.into();
         self.direct = self.mode.is_on().then(direct::DirectPaths::default);
@@ -243,11 +265,18 @@ impl Client {
         let strict = self.mode == direct::EndToEnd::Strict;
         let entry = paths.entry(agent);
         let mut path = entry.lock().await;
-        if let Some(conn) = path.live() {
-            return Ok(Carrier {
-                conn,
-                peer: Side::Agent,
-            });
+        if let Some((conn, reach)) = path.live() {
+            if !path.relay_lost() || strict {
+                return Ok(Carrier {
+                    conn,
+                    peer: Side::Agent,
+                    reach,
+                });
+            }
+            // Its relay is gone and the path may follow: not a stream more
+            // on it until it is granted again (or gone, and asked anew).
+            drop(path);
+            return Ok(Carrier::relay(self.connection().await?));
         }
         let relay = self.connection().await?;
         // Strict mode asks again at every open: nothing else may carry it.
@@ -274,24 +303,66 @@ impl Client {
             },
         };
         match path.open(agent, via).await {
-            Ok(conn) => Ok(Carrier {
+            Ok((conn, reach)) => Ok(Carrier {
                 conn,
                 peer: Side::Agent,
+                reach,
             }),
             Err(reason) if strict => Err(direct::NoDirectPath {
                 agent: agent.clone(),
                 reason,
             }
             .into_open_error()),
+            // The relay path would hear the same from the same relay: one
+            // refusal (and one audit line), not two.
+            Err(direct::NoPath::Refused(r)) if direct::is_final(&r) => Err(OpenError::Refused(r)),
             Err(reason) => {
-                if paths.first_fallback(agent) {
-                    tracing::warn!(%agent, %reason, "no end-to-end path; --end-to-end=auto uses the relay path, which the relay can read (asking again every 30 s; said once)");
-                } else {
+                if !paths.first_fallback(agent) {
                     tracing::debug!(%agent, %reason, "no end-to-end path; using the relay path");
+                } else if let direct::NoPath::Refused(_) = reason {
+                    // The relay's policy or the agent's version: as configured.
+                    tracing::info!(%agent, %reason, "no end-to-end path; using the relay path, which the relay can read (said once)");
+                } else {
+                    tracing::warn!(%agent, %reason, "no end-to-end path; using the relay path, which the relay can read (asking again every 30 s; said once)");
                 }
                 Ok(Carrier::relay(relay))
             }
         }
+    }
+
+    /// The connection that carries a stream of `kind` to `target` on
+    /// `agent`: the agent's path ([`Client::connection_to`]) where its grant
+    /// holds the stream; else, in auto mode, the relay path (the policy
+    /// allows that stream only there: `direct = "deny"`).
+    ///
+    /// # Errors
+    /// As [`Client::connection_to`]; in strict mode also a stream the
+    /// path's grant does not hold ([`direct::NoPath::OutsideGrant`]).
+    pub async fn connection_for(
+        &self,
+        agent: &AgentName,
+        kind: proto::Capabilities,
+        target: &TargetName,
+    ) -> Result<Carrier, OpenError> {
+        let carrier = self.connection_to(agent).await?;
+        if carrier.carries(kind, target) {
+            return Ok(carrier);
+        }
+        if self.mode == direct::EndToEnd::Strict {
+            let what = if kind == proto::Capabilities::TCP {
+                format!("tcp {target}")
+            } else {
+                format!("{target} sessions")
+            };
+            let reason = direct::NoPath::OutsideGrant(what);
+            return Err(direct::NoDirectPath {
+                agent: agent.clone(),
+                reason,
+            }
+            .into_open_error());
+        }
+        tracing::debug!(%agent, %target, "not in the end-to-end path's grant: using the relay path");
+        Ok(Carrier::relay(self.connection().await?))
     }
 
     /// Opens a stream and writes `Open`; the answer is read by the caller
@@ -326,7 +397,9 @@ impl Client {
         &self,
         open: Open,
     ) -> Result<(quinn::SendStream, quinn::RecvStream, Carrier), OpenError> {
-        let carrier = self.connection_to(&open.agent).await?;
+        let carrier = self
+            .connection_for(&open.agent, open.kind.capability(), &open.target)
+            .await?;
         let (mut send, recv) = carrier
             .conn
             .open_bi()
@@ -359,16 +432,34 @@ impl Client {
 
     /// Sends `open` and reads the answer: the stream, with what came behind
     /// `Accepted` still in the reader.
+    ///
+    /// A `Tcp` or `Socks` open whose direct path closed before the answer
+    /// (withdrawn, or the agent gone, as the open raced the news) is sent
+    /// once more, on a new path or the relay path: nothing was served on it.
+    /// A session is not, as its program may have started.
     async fn open_answered(
         &self,
         open: Open,
     ) -> Result<(quinn::SendStream, FrameReader, Carrier), OpenError> {
-        let (send, recv, carrier) = self.open_carried(open).await?;
-        let mut reader = FrameReader::new(recv);
-        match read_answer(&mut reader, None).await {
-            Ok(_) => Ok((send, reader, carrier)),
-            Err(AnswerError::Refused(r)) => Err(OpenError::Refused(r)),
-            Err(e) => Err(carrier.failed(Cause::Answer(e)).into()),
+        let mut again =
+            matches!(open.kind, StreamKind::Tcp | StreamKind::Socks { .. }).then(|| open.clone());
+        let mut open = open;
+        loop {
+            let (send, recv, carrier) = self.open_carried(open).await?;
+            let mut reader = FrameReader::new(recv);
+            let e = match read_answer(&mut reader, None).await {
+                Ok(_) => return Ok((send, reader, carrier)),
+                Err(AnswerError::Refused(r)) => return Err(OpenError::Refused(r)),
+                Err(e) => e,
+            };
+            let path_closed = carrier.peer == Side::Agent && carrier.conn.close_reason().is_some();
+            match again.take() {
+                Some(retry) if path_closed => {
+                    tracing::debug!(agent = %retry.agent, err = %e, "the direct path closed under an open: sending it again");
+                    open = retry;
+                }
+                _ => return Err(carrier.failed(Cause::Answer(e)).into()),
+            }
         }
     }
 

@@ -6,8 +6,7 @@
 //! Refusals name what to do; an agent the client may not use is described
 //! the same whether or not it exists, so the policy does not reveal agents.
 
-use proto::{AgentInfo, AgentName, Capabilities, ErrorCode, Grant, Open, Refused, StreamKind};
-use proto::{Name, TargetName};
+use proto::{AgentInfo, AgentName, ErrorCode, Grant, Name, Open, Reach, Refused, StreamKind};
 use relay_net::cert::PeerCert;
 
 use crate::policy::{Carrier, Policy, View};
@@ -84,7 +83,7 @@ fn direct_required(client: &Name, open: &Open) -> Refused {
     Refused::new(
         ErrorCode::UNAUTHORIZED,
         format!(
-            "client {client} may reach {what} only end to end: the relay policy says direct = \"require\" for it; use relay-client --end-to-end"
+            "client {client} may reach {what} only end to end: the relay policy says direct = \"require\" for it, and this stream came on the relay path (the client runs with --end-to-end=off, or could not set up its end-to-end path: its log says why)"
         ),
     )
 }
@@ -153,34 +152,19 @@ pub(crate) fn instances(shared: &Shared, agent: &AgentName) -> Result<Vec<Instan
     }
 }
 
-/// What a client may open on one registered agent: the exposed targets the
-/// policy lets it reach, and the session kinds both the policy grants and
-/// the agent serves.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Reach {
-    /// Targets it may open.
-    pub(crate) targets: Vec<TargetName>,
-    /// Session kinds (shell, run, socks) it may open.
-    pub(crate) sessions: Capabilities,
-}
-
-impl Reach {
-    /// `client`'s reach on `pool` under `policy` (as it applies on one carrier).
-    fn of(policy: View<'_>, client: &Name, pool: &Pool) -> Reach {
-        Reach {
-            targets: policy
-                .reachable(client, &pool.agent, &pool.targets)
-                .into_iter()
-                .cloned()
-                .collect(),
-            sessions: policy
-                .sessions(client, &pool.agent)
-                .intersection(pool.capabilities),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.targets.is_empty() && self.sessions.is_empty()
+/// What `client` may open on `pool` under `policy` (as it applies on one
+/// carrier): the exposed targets the policy lets it reach, and the session
+/// kinds both the policy grants and the agent serves.
+fn reach_of(policy: View<'_>, client: &Name, pool: &Pool) -> Reach {
+    Reach {
+        targets: policy
+            .reachable(client, &pool.agent, &pool.targets)
+            .into_iter()
+            .cloned()
+            .collect(),
+        sessions: policy
+            .sessions(client, &pool.agent)
+            .intersection(pool.capabilities),
     }
 }
 
@@ -195,7 +179,7 @@ pub(crate) fn listing(shared: &Shared, peer: &PeerCert) -> Vec<AgentInfo> {
         .into_iter()
         .filter(|pool| policy.mentions(client, &pool.agent))
         .map(|pool| {
-            let reach = Reach::of(policy.on(Carrier::Any), client, &pool);
+            let reach = reach_of(policy.on(Carrier::Any), client, &pool);
             AgentInfo {
                 targets: reach.targets,
                 sessions: reach.sessions,
@@ -216,14 +200,13 @@ pub(crate) fn grant(shared: &Shared, peer: &PeerCert, agent: &AgentName) -> Opti
         .into_iter()
         .find(|p| &p.agent == agent)?;
     let policy = shared.policy();
-    let reach = Reach::of(policy.on(Carrier::Direct), &peer.identity.name, &pool);
+    let reach = reach_of(policy.on(Carrier::Direct), &peer.identity.name, &pool);
     // Bound to this certificate: no other of the same identity rides on it.
     let serial = peer.cert_serial()?;
     (!reach.is_empty()).then(|| Grant {
         caller: peer.identity.clone(),
         serial,
-        targets: reach.targets,
-        sessions: reach.sessions,
+        reach,
     })
 }
 
@@ -245,7 +228,7 @@ pub(crate) fn direct(
         if !policy.on(Carrier::Direct).mentions(client, agent) {
             let message = if policy.mentions(client, agent) {
                 format!(
-                    "client {client} may not use end-to-end paths to {agent}: the relay policy says direct = \"deny\" for it; leave out --end-to-end (or give --end-to-end=auto) to use the relay path"
+                    "client {client} may not use end-to-end paths to {agent}: the relay policy says direct = \"deny\" for it; relay-client --end-to-end=auto (the default) uses the relay path instead"
                 )
             } else {
                 format!(

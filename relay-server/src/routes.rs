@@ -15,7 +15,10 @@
 //!
 //! Who may route what: a prefix belongs to one connection (an agent's, as
 //! registered, or the client's that first used it while its paths live);
-//! a `Direct` that names a prefix someone else holds is refused. Each client
+//! a `Direct` that names a prefix someone else holds is refused. A new
+//! connection with the same certificate takes it over: that is its owner
+//! dialling again after losing the old connection (a partition, say) before
+//! the relay noticed, and the old connection's paths end. Each client
 //! identity and each agent has a cap on live paths, and a second `Direct`
 //! from one client connection to one agent instance replaces the first.
 
@@ -80,15 +83,23 @@ pub(crate) enum RouteError {
     },
 }
 
+/// Who holds a prefix: a connection (its `stable_id`), with the serial of
+/// its certificate, for as many live paths.
+#[derive(Debug)]
+struct Owner {
+    conn: usize,
+    serial: String,
+    paths: usize,
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// Legs by (destination prefix, sender address).
     legs: HashMap<(CidPrefix, SocketAddr), Leg>,
     /// Live paths by id.
     paths: HashMap<u64, Live>,
-    /// Prefixes held by a connection (its `stable_id`) with live paths,
-    /// and how many.
-    owners: HashMap<CidPrefix, (usize, usize)>,
+    /// Prefixes held by a connection with live paths.
+    owners: HashMap<CidPrefix, Owner>,
     per_client: HashMap<Name, usize>,
     per_agent: HashMap<AgentName, usize>,
 }
@@ -134,9 +145,9 @@ impl State {
             if self.legs.get(&key).is_some_and(|l| l.path == id) {
                 self.legs.remove(&key);
             }
-            if let Some((_, n)) = self.owners.get_mut(&key.0) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
+            if let Some(owner) = self.owners.get_mut(&key.0) {
+                owner.paths = owner.paths.saturating_sub(1);
+                if owner.paths == 0 {
                     self.owners.remove(&key.0);
                 }
             }
@@ -165,10 +176,11 @@ impl Router for Routes {
     }
 }
 
-/// One end of a path to install: the relay's connection with the peer, and
-/// the prefix of the peer's connection IDs.
+/// One end of a path to install: the relay's connection with the peer, the
+/// serial of the certificate it showed, and the prefix of its connection IDs.
 pub(crate) struct End<'c> {
     pub(crate) conn: &'c quinn::Connection,
+    pub(crate) serial: &'c str,
     pub(crate) prefix: CidPrefix,
 }
 
@@ -190,8 +202,9 @@ impl Installed<'_> {
         )
     }
 
-    /// Completes when a newer path from the same client connection to the
-    /// same agent instance has taken this one's place.
+    /// Completes when a newer path has taken this one's place: from the
+    /// same client connection to the same agent instance, or from a new
+    /// connection of the same certificate that took its prefix over.
     ///
     /// # Cancel safety
     /// Cancel safe: a replacement that happens meanwhile is kept.
@@ -253,10 +266,26 @@ impl Routes {
         let up_key = (agent.prefix, client_addr);
         let down_key = (client.prefix, agent_addr);
         let mut state = self.write();
+        let mut taken_over = Vec::new();
         for end in [&client, &agent] {
-            let held = state.owners.get(&end.prefix);
-            if held.is_some_and(|(owner, _)| *owner != end.conn.stable_id()) {
-                return Err(RouteError::PrefixTaken(end.prefix));
+            match state.owners.get(&end.prefix) {
+                Some(owner) if owner.conn == end.conn.stable_id() => {}
+                Some(owner) if owner.serial == end.serial => taken_over.push(end.prefix),
+                Some(_) => return Err(RouteError::PrefixTaken(end.prefix)),
+                None => {}
+            }
+        }
+        // The same certificate on a new connection: the old one's paths
+        // with that prefix end (their owner has moved on).
+        for prefix in taken_over {
+            let ids: Vec<u64> = state
+                .paths
+                .iter()
+                .filter(|(_, live)| live.keys.iter().any(|k| k.0 == prefix))
+                .map(|(id, _)| *id)
+                .collect();
+            for old in ids.into_iter().filter_map(|id| state.remove(id)) {
+                old.replaced.notify_one();
             }
         }
         // The same client connection to the same agent instance: the new
@@ -292,8 +321,12 @@ impl Routes {
             state
                 .owners
                 .entry(end.prefix)
-                .or_insert((end.conn.stable_id(), 0))
-                .1 += 1;
+                .or_insert_with(|| Owner {
+                    conn: end.conn.stable_id(),
+                    serial: end.serial.to_owned(),
+                    paths: 0,
+                })
+                .paths += 1;
         }
         *state.per_client.entry(client_name.clone()).or_default() += 1;
         *state.per_agent.entry(agent_name.clone()).or_default() += 1;

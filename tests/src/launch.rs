@@ -4,7 +4,7 @@
 //!
 //! Every launcher waits for the line the program prints when it is ready
 //! (`relay-server listening on ADDR`, the agent's `registered with relay`,
-//! `forwarding ADDR -> DEST`, `socks5 proxy on ADDR`) and hands back the
+//! `forwarding ADDR -> DEST (PATH)`, `socks5 proxy on ADDR ...`) and hands back the
 //! address in it; none of them sleeps. Every child is killed when its
 //! handle drops, so a failing test leaves no process behind. A child's
 //! other output goes to our stderr when `RUST_LOG` is set, else nowhere.
@@ -26,7 +26,8 @@ pub const RELAY_LISTENING: &str = "relay-server listening on ";
 pub const RELAY_METRICS: &str = "relay-server metrics on http://";
 /// What the agent logs (at `info`) each time a relay accepted its registration.
 pub const AGENT_REGISTERED: &str = "registered with relay";
-/// What `relay-client forward` prints once it listens: `forwarding LOCAL -> DEST`.
+/// What `relay-client forward` prints once it listens: `forwarding LOCAL -> DEST (PATH)`,
+/// PATH `end-to-end` or `relay path`.
 pub const CLIENT_FORWARDING: &str = "forwarding ";
 /// What `relay-client socks` prints once it listens: `socks5 proxy on ADDR ...`.
 pub const CLIENT_SOCKS: &str = "socks5 proxy on ";
@@ -568,21 +569,39 @@ pub async fn forward(
     credential: &Path,
     dest: &str,
 ) -> anyhow::Result<(Process, SocketAddr)> {
-    let (process, rest) = client(
-        programs,
-        credential,
-        &["forward", "127.0.0.1:0", dest],
-        CLIENT_FORWARDING,
-    )
-    .await?;
+    let (process, local, _path) = forward_with(programs, credential, &[], dest).await?;
+    Ok((process, local))
+}
+
+/// `relay-client ARGS forward 127.0.0.1:0 DEST`; returns it with its local
+/// address and the path it says its streams take (`end-to-end` or
+/// `relay path`), once it listens.
+///
+/// # Errors
+/// If it cannot be started, exits, or announces another destination.
+pub async fn forward_with(
+    programs: &Programs,
+    credential: &Path,
+    args: &[&str],
+    dest: &str,
+) -> anyhow::Result<(Process, SocketAddr, String)> {
+    let args: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["forward", "127.0.0.1:0", dest])
+        .collect();
+    let (process, rest) = client(programs, credential, &args, CLIENT_FORWARDING).await?;
     let (local, to) = rest
         .split_once(" -> ")
-        .with_context(|| format!("expected `LOCAL -> DEST`, got {rest:?}"))?;
+        .with_context(|| format!("expected `LOCAL -> DEST (PATH)`, got {rest:?}"))?;
+    let (to, path) = to
+        .split_once(" (")
+        .with_context(|| format!("expected `LOCAL -> DEST (PATH)`, got {rest:?}"))?;
     anyhow::ensure!(to == dest, "forwarding to {to}, not {dest}");
     let local = local
         .parse()
         .with_context(|| format!("forward address {local:?}"))?;
-    Ok((process, local))
+    Ok((process, local, path.trim_end_matches(')').to_owned()))
 }
 
 /// `relay-client socks 127.0.0.1:0 AGENT`; returns it with its address,

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use proto::{Name, Role};
 use relay_agent::allowlist::Allowlist;
+use relay_client::direct::EndToEnd;
 use relay_client::Client;
 use relay_net::credential::{Credential, Loaded};
 use relay_server::cmd::init::Init;
@@ -175,9 +176,12 @@ impl TestRelay {
         Credential::load(&self.issue(role, name), None).expect("load credential")
     }
 
-    /// An in-process client named `name`.
+    /// An in-process client named `name`, on the relay path: what most
+    /// tests check is the relay's (its audit, metrics, limits, routing).
+    /// `.end_to_end(mode)` gives the others, e.g. the product's default,
+    /// `EndToEnd::Auto`; the programs the tests launch run with it.
     pub fn client(&self, name: &str) -> Client {
-        Client::new(self.credential(Role::Client, name))
+        Client::new(self.credential(Role::Client, name)).end_to_end(EndToEnd::Off)
     }
 
     /// An in-process agent named `name` exposing `targets`, registered.
@@ -521,14 +525,49 @@ pub async fn connect(addr: SocketAddr) -> TcpStream {
 /// # Panics
 /// If a line is not JSON (the audit log is one JSON object per line).
 pub fn audit_in(dir: &Path) -> Vec<serde_json::Value> {
-    let file = Paths::from(dir).audit();
-    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    json_lines(&Paths::from(dir).audit())
+}
+
+/// The audit events of the streams the in-process agents of the relay
+/// directory `dir` served on direct paths (their credentials are issued
+/// there, and their log defaults to beside them), parsed.
+///
+/// # Panics
+/// If a line is not JSON.
+pub fn agent_audit_in(dir: &Path) -> Vec<serde_json::Value> {
+    json_lines(&dir.join("agent-audit.jsonl"))
+}
+
+/// The JSON lines of `file`; none if there is no file.
+fn json_lines(file: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
     text.lines()
         .map(|l| {
             serde_json::from_str(l)
                 .unwrap_or_else(|e| panic!("{}: not a JSON line ({e}): {l}", file.display()))
         })
         .collect()
+}
+
+/// Opens a `Tcp` stream to `agent/target` on `conn` by hand (not through
+/// a client, which checks first what it may send) and gives the answer.
+///
+/// # Errors
+/// If the stream cannot be opened or written.
+pub async fn open_by_hand(
+    conn: &quinn::Connection,
+    to: &str,
+) -> anyhow::Result<Result<proto::Accepted, relay_net::answer::AnswerError>> {
+    let dest = dest(to);
+    let (mut send, recv) = conn.open_bi().await?;
+    let open = proto::Open {
+        agent: dest.agent,
+        target: dest.target,
+        kind: proto::StreamKind::Tcp,
+    };
+    relay_net::framed::write_frame(&mut send, open).await?;
+    let mut reader = relay_net::framed::FrameReader::new(recv);
+    Ok(guard("answer", relay_net::answer::read_answer(&mut reader, None)).await)
 }
 
 /// `agent/target` as a client destination.

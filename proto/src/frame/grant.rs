@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! | caller role: u8 | caller name: name | serial: len u8 + bytes (1..=32) |
-//! | count: u16 | target: name × count | sessions: u32 |
+//! | reach: count u16 + target name × count + sessions u32 |
 //! ```
 //!
 //! `serial` is the serial number of the certificate the caller presented to
@@ -18,11 +18,10 @@
 use bytes::BufMut;
 
 use super::{Frame, FrameType};
-use crate::capabilities::Capabilities;
-use crate::codec::{list_len, name_len, put_list, put_name, Reader};
+use crate::codec::{name_len, put_name, Reader};
 use crate::error::DecodeError;
 use crate::identity::{Identity, Role};
-use crate::name::TargetName;
+use crate::reach::Reach;
 
 /// The longest serial number accepted: RFC 5280 4.1.2.2 allows 20 octets;
 /// the margin covers a DER sign byte and non-conforming CAs.
@@ -83,10 +82,8 @@ pub struct Grant {
     /// The serial of the certificate it presented to the relay: the only
     /// one the agent admits on the direct path.
     pub serial: CertSerial,
-    /// Targets it may open `Tcp` streams to.
-    pub targets: Vec<TargetName>,
-    /// The other stream kinds it may open (`SHELL`, `EXEC`, `SOCKS`).
-    pub sessions: Capabilities,
+    /// What it may open on the direct path.
+    pub reach: Reach,
 }
 
 impl Grant {
@@ -99,14 +96,12 @@ impl Grant {
         let serial = r.bytes(usize::from(len))?;
         let serial =
             CertSerial::from_bytes(serial).ok_or_else(|| r.malformed("serial not 1..=32 bytes"))?;
-        let targets = r.read_list(|r| r.read_name().map(TargetName::from))?;
-        let sessions = Capabilities(r.read_u32()?);
+        let reach = Reach::read(&mut r)?;
         r.finish()?;
         Ok(Self {
             caller: Identity { role, name },
             serial,
-            targets,
-            sessions,
+            reach,
         })
     }
 
@@ -116,16 +111,11 @@ impl Grant {
         // At most MAX_SERIAL_LEN (CertSerial's invariant): fits the u8.
         dst.put_u8(self.serial.0.len() as u8);
         dst.put_slice(&self.serial.0);
-        put_list(dst, &self.targets, |dst, t| put_name(dst, t.as_name()));
-        dst.put_u32(self.sessions.bits());
+        self.reach.write(dst);
     }
 
     pub(crate) fn encoded_len(&self) -> usize {
-        1 + name_len(&self.caller.name)
-            + 1
-            + self.serial.0.len()
-            + list_len(&self.targets, |t| name_len(t.as_name()))
-            + 4
+        1 + name_len(&self.caller.name) + 1 + self.serial.0.len() + self.reach.encoded_len()
     }
 }
 
@@ -148,8 +138,10 @@ mod tests {
                 name: "ci".parse().unwrap(),
             },
             serial: CertSerial::from_hex("0A1b").unwrap(),
-            targets: vec!["kube".parse().unwrap()],
-            sessions: Capabilities::EXEC,
+            reach: Reach {
+                targets: vec!["kube".parse().unwrap()],
+                sessions: crate::Capabilities::EXEC,
+            },
         });
         let wire = b"\x14\x00\x00\x00\x12\x02\x02ci\x02\x0a\x1b\x00\x01\x04kube\x00\x00\x00\x04";
         assert_eq!(&frame.to_bytes()[..], wire);

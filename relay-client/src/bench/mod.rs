@@ -75,9 +75,9 @@ impl From<Failure> for BenchError {
 /// streams as fast as it can, which is what the relay's limit is there to stop.
 fn limit_hint(f: &Failure) -> &'static str {
     if f.code == ErrorCode::LIMIT_EXCEEDED {
-        " (a relay limit: for the open-rate test, measure fewer streams with --opens, \
-         a relay allows bursts of twice its `relay-server run --max-open-rate`, \
-         or raise that limit)"
+        " (an open-rate limit: for the open-rate test, measure fewer streams with --opens, \
+         or raise the limit: bursts of twice `relay-server run --max-open-rate` on the relay \
+         path, of twice `relay-agent --max-direct-open-rate` end to end)"
     } else {
         ""
     }

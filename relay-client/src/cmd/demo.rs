@@ -36,8 +36,8 @@ async fn hello_target() -> anyhow::Result<std::net::SocketAddr> {
     Ok(addr)
 }
 
-/// Runs the demo; with `check`, exits once bytes went through; with
-/// `end_to_end`, the forward runs in end-to-end mode.
+/// Runs the demo; with `check`, exits once bytes went through; the
+/// forward's path follows `end_to_end` (auto by default).
 ///
 /// # Errors
 /// If any part fails to start.
@@ -59,6 +59,7 @@ pub async fn run(check: bool, end_to_end: crate::direct::EndToEnd) -> anyhow::Re
     let dest: AgentTarget = "demo-agent/hello"
         .parse()
         .map_err(|e: String| anyhow::anyhow!(e))?;
+    let path = super::reach::ensure_target(&client, &dest).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn(super::forward::run(
         client.clone(),
@@ -81,10 +82,9 @@ pub async fn run(check: bool, end_to_end: crate::direct::EndToEnd) -> anyhow::Re
     drop(tcp);
 
     let d = relay.path().display();
-    let mode = if end_to_end.is_on() {
-        " (end-to-end: the relay forwards packets it cannot decrypt)"
-    } else {
-        ""
+    let mode = match path.peer {
+        crate::Side::Agent => " (end-to-end: the relay forwards packets it cannot decrypt)",
+        _ => " (relay path)",
     };
     println!(
         "\nThe tunnel works: {} -> relay {} -> agent demo-agent -> {target}{mode}",

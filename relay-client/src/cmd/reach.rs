@@ -2,12 +2,14 @@
 //! agent online and does it offer this credential the target (or SOCKS)?
 //! Asked with `List`, which the relay answers from the same policy it
 //! enforces on `Open`, so a command that could only reset every connection
-//! fails at once with the reason instead. In strict end-to-end mode the
-//! direct path is set up now too: one that cannot be had ends the command.
+//! fails at once with the reason instead. The path to the agent is set up
+//! now too, so the command can say which it is and the first connection
+//! does not wait for it; in strict end-to-end mode one that cannot be had
+//! ends the command.
 
-use proto::{AgentInfo, AgentName, Capabilities};
+use proto::{AgentInfo, AgentName, Capabilities, TargetName};
 
-use crate::{AgentTarget, Client, OpenError};
+use crate::{AgentTarget, Carrier, Client, OpenError};
 
 /// Why a command will not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,14 +52,17 @@ async fn listed(client: &Client, agent: &AgentName) -> Result<AgentInfo, NotReac
         .ok_or_else(|| NotReachable::Agent(agent.clone()))
 }
 
-/// Checks that the relay lists `dest` for this credential.
+/// Checks that the relay lists `dest` for this credential; gives the path
+/// its streams will take.
 ///
 /// # Errors
 /// [`NotReachable`], with what the agent offers instead.
-pub async fn ensure_target(client: &Client, dest: &AgentTarget) -> Result<(), NotReachable> {
+pub async fn ensure_target(client: &Client, dest: &AgentTarget) -> Result<Carrier, NotReachable> {
     let agent = listed(client, &dest.agent).await?;
     if agent.targets.contains(&dest.target) {
-        return ensure_path(client, &dest.agent).await;
+        return Ok(client
+            .connection_for(&dest.agent, Capabilities::TCP, &dest.target)
+            .await?);
     }
     let offered: Vec<String> = agent.targets.iter().map(ToString::to_string).collect();
     Err(NotReachable::Target {
@@ -75,23 +80,15 @@ pub async fn ensure_target(client: &Client, dest: &AgentTarget) -> Result<(), No
 ///
 /// # Errors
 /// [`NotReachable`].
-pub async fn ensure_socks(client: &Client, agent: &AgentName) -> Result<(), NotReachable> {
+pub async fn ensure_socks(client: &Client, agent: &AgentName) -> Result<Carrier, NotReachable> {
     let listed = listed(client, agent).await?;
     if listed.sessions.contains(Capabilities::SOCKS) {
-        ensure_path(client, agent).await
+        // A SOCKS stream's target is its kind's name (proto `Open`).
+        let target = TargetName::try_from("socks").map_err(OpenError::from)?;
+        Ok(client
+            .connection_for(agent, Capabilities::SOCKS, &target)
+            .await?)
     } else {
         Err(NotReachable::Socks(agent.clone()))
     }
-}
-
-/// In strict end-to-end mode, sets up the direct path to `agent` (kept for
-/// the streams to come).
-///
-/// # Errors
-/// Why there is none ([`crate::direct::NoDirectPath`], or the relay's refusal).
-async fn ensure_path(client: &Client, agent: &AgentName) -> Result<(), NotReachable> {
-    if client.end_to_end_mode() == crate::direct::EndToEnd::Strict {
-        client.connection_to(agent).await?;
-    }
-    Ok(())
 }

@@ -14,7 +14,7 @@
 use std::time::Instant;
 
 use proto::CidPrefix;
-use proto::{Accepted, AgentName, Direct, ErrorCode, Grant, Path, Refused};
+use proto::{Accepted, AgentName, Direct, ErrorCode, Grant, Path, Reach, Refused};
 use relay_net::answer::{read_answer, AnswerError};
 use relay_net::cert::PeerCert;
 use relay_net::framed::{refuse, write_frame, FrameReader};
@@ -55,6 +55,7 @@ pub(super) async fn serve(
         mut agent_recv,
         agent_prefix,
         grant,
+        served,
     } = granted;
     if let Err(e) = shared.audit.record(event.clone()).await {
         let r = Refused::new(
@@ -63,8 +64,11 @@ pub(super) async fn serve(
         );
         return refuse(&mut send, &mut reader.recv, r).await;
     }
+    // The client learns what the instance's grant holds, and sends the
+    // rest on the relay path.
     let path = Path {
         prefix: agent_prefix,
+        reach: Some(served),
     };
     if write_frame(&mut send, path).await.is_err() {
         return;
@@ -83,7 +87,7 @@ pub(super) async fn serve(
                 Ok(Some(f)) => format!("agent sent {} on a Grant stream", f.frame_type()),
                 Err(e) => format!("agent: {e}"),
             },
-            () = installed.replaced() => break "replaced by a newer Direct from the same connection".to_owned(),
+            () = installed.replaced() => break "replaced by a newer Direct".to_owned(),
             changed = reloads.changed() => {
                 if changed.is_err() {
                     break "relay shutting down".to_owned();
@@ -114,7 +118,11 @@ struct Granted<'a> {
     agent_send: quinn::SendStream,
     agent_recv: FrameReader,
     agent_prefix: CidPrefix,
+    /// The pool's grant as the policy gives it (a reload that changes it
+    /// ends the path).
     grant: Grant,
+    /// What the chosen instance was granted of it.
+    served: Reach,
 }
 
 /// Checks, grants on one instance and installs the routes.
@@ -147,7 +155,17 @@ async fn grant<'a>(
         let Some(agent_prefix) = instance.prefix else {
             continue;
         };
-        let (agent_send, agent_recv) = match offer(shared, &direct.agent, &instance, &grant).await {
+        // What this instance serves of it: the client sends the rest of a
+        // pool's targets on the relay path, which routes by target.
+        let served = Grant {
+            reach: within(&grant.reach, &instance),
+            ..grant.clone()
+        };
+        if served.reach.is_empty() {
+            continue;
+        }
+        let (agent_send, agent_recv) = match offer(shared, &direct.agent, &instance, &served).await
+        {
             Ok(streams) => streams,
             Err(Some(refused)) => {
                 last = refused;
@@ -161,11 +179,13 @@ async fn grant<'a>(
                 client,
                 End {
                     conn,
+                    serial: &peer.serial,
                     prefix: client_prefix,
                 },
                 &direct.agent,
                 End {
                     conn: &instance.conn,
+                    serial: &instance.serial,
                     prefix: agent_prefix,
                 },
             )
@@ -176,9 +196,24 @@ async fn grant<'a>(
             agent_recv,
             agent_prefix,
             grant,
+            served: served.reach,
         });
     }
     Err(last)
+}
+
+/// The part of `reach` that `instance` serves: the targets it exposes and
+/// the session kinds it offers (instances of one pool may differ).
+fn within(reach: &Reach, instance: &Instance) -> Reach {
+    Reach {
+        targets: reach
+            .targets
+            .iter()
+            .filter(|t| instance.targets.contains(t))
+            .cloned()
+            .collect(),
+        sessions: reach.sessions.intersection(instance.capabilities),
+    }
 }
 
 /// The refusal of a path the routes will not take.

@@ -424,7 +424,8 @@ async fn kubectl_and_curl_through_socks_with_names_resolved_by_the_agent() -> an
     let _ = proxy.wait().await;
     agent.shutdown().await;
     let dir = relay.stop().await;
-    let audit = relay_tests::audit_in(dir.path());
+    // End to end (the default), the agent audits what the relay cannot see.
+    let audit = relay_tests::agent_audit_in(dir.path());
     assert!(
         audit
             .iter()

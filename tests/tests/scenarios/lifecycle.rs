@@ -471,15 +471,31 @@ async fn forward_binary_end_to_end() -> anyhow::Result<()> {
     let relay = TestRelay::start(ALLOW_ALL).await;
     let agent = relay.agent("edge", &[("echo", echo)]).await;
     let cred = relay.issue(Role::Client, "ci");
-    let (child, fwd) = launch::forward(&relay_tests::programs!(), &cred, "edge/echo").await?;
+    let programs = relay_tests::programs!();
+    // The default: end to end, which the relay grants once and cannot read.
+    let (child, fwd, path) = launch::forward_with(&programs, &cred, &[], "edge/echo").await?;
     assert!(fwd.ip().is_loopback(), "forward not on loopback: {fwd}");
     assert_ne!(fwd.port(), 0, "forward port not reported");
+    assert_eq!(path, "end-to-end");
+    echo_through(fwd, &pattern(100_000)).await?;
+    echo_through(fwd, b"a second connection").await?;
+    let audit = relay.audit_events();
+    assert_eq!(
+        events(&audit, "direct", "client/ci").count(),
+        1,
+        "{audit:?}"
+    );
+    assert_eq!(events(&audit, "open", "client/ci").count(), 0, "{audit:?}");
+    terminate_cleanly("relay-client forward after SIGTERM", child).await?;
 
+    // The relay path, asked for: the relay audits every connection.
+    let off = ["--end-to-end=off"];
+    let (child, fwd, path) = launch::forward_with(&programs, &cred, &off, "edge/echo").await?;
+    assert_eq!(path, "relay path");
     echo_through(fwd, &pattern(100_000)).await?;
     echo_through(fwd, b"a second connection").await?;
     let opens = events(&relay.audit_events(), "open", "client/ci").count();
     assert_eq!(opens, 2, "one audited open per connection");
-
     terminate_cleanly("relay-client forward after SIGTERM", child).await?;
     agent.shutdown().await;
     relay.shutdown().await;

@@ -246,6 +246,8 @@ async fn measure_all(
         agent,
         target: TargetName::try_from(BENCH_TARGET).map_err(|e| anyhow::anyhow!("{e}"))?,
     };
+    // The path the streams will take, set up before anything is timed.
+    let path_name = client.connection_to(&dest.agent).await?.path_name();
     let path = BenchPath::Tunnel {
         client: client.clone(),
         dest: dest.clone(),
@@ -295,13 +297,8 @@ async fn measure_all(
     client.close().await;
     let mut report = Report::new(
         format!(
-            "tunnel: this client -> relay -> agent {}{}",
+            "tunnel: this client -> relay -> agent {} ({path_name})",
             dest.agent,
-            if end_to_end.is_on() {
-                " (end-to-end)"
-            } else {
-                ""
-            }
         ),
         opts,
         measured,
@@ -328,7 +325,13 @@ async fn local(
     let agent_cred = relay.issue("agent", "bench-agent").await?;
     let client_cred = relay.issue("client", "bench").await?;
     let agent = relay
-        .start_agent(&agent_cred, &["--expose-bench".to_owned()])
+        .start_agent(
+            &agent_cred,
+            &[
+                "--expose-bench".into(),
+                "--max-direct-open-rate=1000000".into(),
+            ],
+        )
         .await?;
     let (server, direct_addr) = start_bench_server(&bins.agent).await?;
     let client =
@@ -336,6 +339,7 @@ async fn local(
     let dest: AgentTarget = "bench-agent/bench"
         .parse()
         .map_err(|e: String| anyhow::anyhow!(e))?;
+    let path_name = client.connection_to(&dest.agent).await?.path_name();
     let path = BenchPath::Tunnel {
         client: client.clone(),
         dest,
@@ -361,9 +365,8 @@ async fn local(
     client.close().await;
     let mut report = Report::new(
         format!(
-            "tunnel: relay-client -> relay-server {} -> relay-agent (3 processes, loopback{}); direct TCP: relay-client -> bench-server",
+            "tunnel: relay-client -> relay-server {} -> relay-agent (3 processes, loopback, {path_name}); direct TCP: relay-client -> bench-server",
             relay.addr,
-            if end_to_end.is_on() { ", end-to-end" } else { "" }
         ),
         opts.clone(),
         measured,

@@ -10,7 +10,9 @@ mod rules;
 use std::sync::Arc;
 
 use proto::{ErrorCode, Role};
+use relay_client::direct::NoPath;
 use relay_client::OpenError;
+use relay_net::answer::AnswerError;
 use relay_tests::{dest, guard, read_n, tcp_echo, TestRelay, ALLOW_ALL};
 use tokio::io::AsyncWriteExt;
 
@@ -80,11 +82,21 @@ async fn the_agent_holds_the_client_to_the_grant() -> anyhow::Result<()> {
     let mut buf = [0u8; 2];
     guard("echo", opened.recv.read_exact(&mut buf)).await?;
     assert_eq!(&buf, b"hi");
-    // On the same direct connection, a target outside the grant is refused
-    // by the agent itself.
+    // The client knows the grant (the relay's `Path` says it) and does not
+    // send a target outside it...
     let other = dest("edge/secret");
     match guard("open secret", client.open(&other)).await {
-        Err(OpenError::Refused(r)) => {
+        Err(OpenError::NoDirectPath(e)) => assert!(
+            matches!(&e.reason, NoPath::OutsideGrant(what) if what == "tcp secret"),
+            "{e}"
+        ),
+        other => panic!("expected no path for edge/secret, got {other:?}"),
+    }
+    // ...and one that does, on the same direct connection, is refused by
+    // the agent itself.
+    let path = guard("the path", client.connection_to(&"edge".parse()?)).await?;
+    match relay_tests::open_by_hand(&path.conn, "edge/secret").await? {
+        Err(AnswerError::Refused(r)) => {
             assert_eq!(r.code, ErrorCode::UNAUTHORIZED);
             assert!(r.message.contains("grant"), "{}", r.message);
         }

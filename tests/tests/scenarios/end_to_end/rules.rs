@@ -1,12 +1,12 @@
 //! What decides whether a stream travels end to end: the relay policy's
 //! `direct` field per entry, the client's mode (`--end-to-end` never falls
-//! back, `--end-to-end=auto` may and says so), and a `Direct` that tells an
-//! unauthorized client nothing about which agents exist.
+//! back, the default `--end-to-end=auto` may and says so), and a `Direct`
+//! that tells an unauthorized client nothing about which agents exist.
 
 use std::process::Stdio;
 
 use proto::{Direct, ErrorCode, Frame, Refused, Role};
-use relay_client::direct::EndToEnd;
+use relay_client::direct::{EndToEnd, NoPath};
 use relay_client::{Client, OpenError};
 use relay_net::framed::{write_frame, FrameReader};
 use relay_tests::{dest, guard, tcp_echo, TestRelay};
@@ -44,22 +44,39 @@ async fn the_policy_denies_or_requires_end_to_end_per_entry() -> anyhow::Result<
 
     // On the relay path: "deny" entries work, "require" ones are refused
     // with what to do.
-    let relayed = relay.client("ci");
+    let relayed = relay.client("ci").end_to_end(EndToEnd::Off);
     echo_one(&relayed, "edge/plain").await?;
     let r = refusal(&relayed, "edge/secret").await;
     assert_eq!(r.code, ErrorCode::UNAUTHORIZED);
     assert!(
-        r.message.contains("direct = \"require\"") && r.message.contains("--end-to-end"),
+        r.message.contains("direct = \"require\"") && r.message.contains("--end-to-end=off"),
         "{}",
         r.message
     );
+    // The default (auto) takes each where the policy allows it: "secret"
+    // end to end, "plain" on the relay path, which audits that stream.
+    let auto = relay.client("ci").end_to_end(EndToEnd::Auto);
+    echo_one(&auto, "edge/secret").await?;
+    echo_one(&auto, "edge/plain").await?;
+    let relayed_opens: Vec<_> = relay
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "open")
+        .map(|e| e["target"].clone())
+        .collect();
+    assert_eq!(relayed_opens, ["plain", "plain"], "relay-path opens");
 
-    // End to end: the grant holds the "require" entry's target only.
+    // End to end: the grant holds the "require" entry's target only, and
+    // the path says so; a strict client does not send the rest.
     let direct = relay.client("ci").end_to_end(true);
     echo_one(&direct, "edge/secret").await?;
-    let r = refusal(&direct, "edge/plain").await;
-    assert_eq!(r.code, ErrorCode::UNAUTHORIZED);
-    assert!(r.message.contains("grant"), "{}", r.message);
+    match guard("open", direct.open(&dest("edge/plain"))).await {
+        Err(OpenError::NoDirectPath(e)) => assert!(
+            matches!(&e.reason, NoPath::OutsideGrant(what) if what == "tcp plain"),
+            "{e}"
+        ),
+        other => panic!("expected no path for edge/plain, got {other:?}"),
+    }
     // An agent only "deny" entries name: no path, and the relay says why.
     let r = refusal(&direct, "core/echo").await;
     assert_eq!(r.code, ErrorCode::UNAUTHORIZED);
@@ -70,9 +87,10 @@ async fn the_policy_denies_or_requires_end_to_end_per_entry() -> anyhow::Result<
     );
     let audit = relay.audit_events();
     let paths: Vec<_> = audit.iter().filter(|e| e["event"] == "direct").collect();
-    assert_eq!(paths.len(), 1, "{audit:?}");
-    assert_eq!(paths[0]["agent"], "edge", "{audit:?}");
+    assert_eq!(paths.len(), 2, "{audit:?}");
+    assert!(paths.iter().all(|p| p["agent"] == "edge"), "{audit:?}");
     direct.close().await;
+    auto.close().await;
     relayed.close().await;
     edge.shutdown().await;
     core.shutdown().await;
@@ -156,17 +174,18 @@ async fn strict_end_to_end_never_uses_the_relay_path() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `relay-client connect edge/echo` with `mode` in RELAY_END_TO_END
-/// (or the bare `--end-to-end` flag when `None`) and stdin closed.
+/// Runs `relay-client ARGS connect edge/echo` with `env` in
+/// RELAY_END_TO_END (if any) and stdin closed.
 async fn connect_with(
     cred: &std::path::Path,
-    mode: Option<&str>,
+    args: &[&str],
+    env: Option<&str>,
 ) -> anyhow::Result<std::process::Output> {
     let mut cmd = tokio::process::Command::new(relay_tests::programs!().client);
-    cmd.arg("--credential").arg(cred);
-    match mode {
+    cmd.arg("--credential").arg(cred).args(args);
+    match env {
         Some(mode) => cmd.env("RELAY_END_TO_END", mode),
-        None => cmd.arg("--end-to-end"),
+        None => cmd.env_remove("RELAY_END_TO_END"),
     };
     cmd.args(["connect", "edge/echo"])
         .env("RUST_LOG", "info")
@@ -176,30 +195,36 @@ async fn connect_with(
 }
 
 #[tokio::test]
-async fn the_command_line_fails_without_a_path_unless_auto_is_asked_for() -> anyhow::Result<()> {
+async fn the_command_line_falls_back_by_default_and_fails_only_when_strict() -> anyhow::Result<()> {
     let echo = tcp_echo().await;
     let policy =
         "[[allow]]\nclient = \"ci\"\nagent = \"edge\"\ntargets = [\"echo\"]\ndirect = \"deny\"\n";
     let relay = TestRelay::start(policy).await;
     let agent = relay.agent("edge", &[("echo", echo)]).await;
     let cred = relay.issue(Role::Client, "ci");
-    for strict in [None, Some("1")] {
-        let out = connect_with(&cred, strict).await?;
+    for (args, env) in [(&["--end-to-end"][..], None), (&[][..], Some("1"))] {
+        let out = connect_with(&cred, args, env).await?;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{strict:?}: {stderr}");
+        assert!(!out.status.success(), "{args:?} {env:?}: {stderr}");
         assert!(
             stderr.contains("direct = \"deny\"") && stderr.contains("--end-to-end=auto"),
-            "{strict:?}: {stderr}"
+            "{args:?} {env:?}: {stderr}"
         );
     }
-    let out = connect_with(&cred, Some("auto")).await?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert_eq!(
-        stderr.matches("no end-to-end path").count(),
-        1,
-        "the fallback is said once: {stderr}"
-    );
+    for (args, env) in [
+        (&[][..], None),
+        (&["--end-to-end=auto"][..], None),
+        (&[][..], Some("auto")),
+    ] {
+        let out = connect_with(&cred, args, env).await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?} {env:?}: {stderr}");
+        assert_eq!(
+            stderr.matches("no end-to-end path").count(),
+            1,
+            "the fallback is said once: {stderr}"
+        );
+    }
     agent.shutdown().await;
     relay.shutdown().await;
     Ok(())
