@@ -66,7 +66,7 @@ pub(super) async fn dial_candidate(
     timeout: Duration,
     ca_pem: Arc<str>,
 ) -> Result<RelayConn, DialError> {
-    let quic = || {
+    let quic = |answered| {
         dial_quic(
             candidate.clone(),
             origin.clone(),
@@ -74,6 +74,7 @@ pub(super) async fn dial_candidate(
             expected.clone(),
             transport.clone(),
             timeout,
+            answered,
         )
     };
     let tcp = || {
@@ -87,13 +88,14 @@ pub(super) async fn dial_candidate(
         )
     };
     match transport.via {
-        Via::Quic => quic().await,
+        Via::Quic => quic(None).await,
         Via::Tcp => tcp().await,
         // Only the proxy knows where it is.
         Via::Auto if candidate.at_proxy() => tcp().await,
         Via::Auto => {
             let tcp_port = transport.tcp_port.unwrap_or(candidate.addr.port());
-            race(quic(), tcp(), &candidate, tcp_port).await
+            let (answered, heard) = tokio::sync::oneshot::channel();
+            race(quic(Some(answered)), heard, tcp(), &candidate, tcp_port).await
         }
     }
 }
@@ -101,20 +103,33 @@ pub(super) async fn dial_candidate(
 /// QUIC first, the TCP carrier once QUIC has not answered within
 /// [`STAGGER`] or has failed; the first connection up wins. When both fail,
 /// the error says what each got.
+///
+/// `heard` fires when the relay's first QUIC flight has arrived: UDP gets
+/// through, and a handshake still going at the stagger is a busy relay (a
+/// reconnect storm), not a blocked network, so QUIC is waited for alone
+/// and the carrier tried only if it fails (thousands of agents would
+/// otherwise land on carriers at every relay restart, issue #19).
 async fn race(
     quic: impl std::future::Future<Output = Result<RelayConn, DialError>>,
+    mut heard: tokio::sync::oneshot::Receiver<()>,
     tcp: impl std::future::Future<Output = Result<RelayConn, DialError>>,
     candidate: &Candidate,
     tcp_port: u16,
 ) -> Result<RelayConn, DialError> {
     tokio::pin!(quic);
-    let quic_failed = tokio::select! {
+    let mut quic_failed = tokio::select! {
         r = &mut quic => match r {
             Ok(conn) => return Ok(conn),
             Err(e) => Some(e),
         },
         () = tokio::time::sleep(STAGGER) => None,
     };
+    if quic_failed.is_none() && heard.try_recv().is_ok() {
+        match (&mut quic).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => quic_failed = Some(e),
+        }
+    }
     tokio::pin!(tcp);
     let (quic_err, tcp_err) = match quic_failed {
         Some(quic_err) => match tcp.await {
@@ -183,6 +198,7 @@ async fn dial_quic(
     expected: proto::Name,
     transport: Transport,
     timeout: Duration,
+    answered: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<RelayConn, DialError> {
     // An endpoint of our own is closed if the dial fails; a shared one is not.
     let (Origin { endpoint, prefix }, own) = match origin {
@@ -195,7 +211,7 @@ async fn dial_quic(
         _ => no_answer_hint(candidate.addr),
     };
     handshake(
-        endpoint, prefix, own, candidate, tls, expected, transport, timeout, &hint,
+        endpoint, prefix, own, candidate, tls, expected, transport, timeout, &hint, answered,
     )
     .await
 }
@@ -270,7 +286,7 @@ async fn dial_tcp(
     let left = timeout.saturating_sub(started.elapsed());
     let hint = format!("over TCP {port}, the relay did not finish the QUIC handshake");
     let mut rc = handshake(
-        endpoint, prefix, true, candidate, tls, expected, transport, left, &hint,
+        endpoint, prefix, true, candidate, tls, expected, transport, left, &hint, None,
     )
     .await?;
     rc.via = Via::Tcp;
@@ -294,7 +310,8 @@ async fn dial_tcp(
 }
 
 /// The QUIC handshake with the relay at `candidate` from `endpoint`, and the
-/// checks that it is our relay. `hint` says what to check if nothing answers.
+/// checks that it is our relay. `hint` says what to check if nothing
+/// answers; `answered` is told when the relay's first flight arrives.
 #[allow(clippy::too_many_arguments)]
 async fn handshake(
     endpoint: quinn::Endpoint,
@@ -306,6 +323,7 @@ async fn handshake(
     transport: Transport,
     timeout: Duration,
     hint: &str,
+    answered: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<RelayConn, DialError> {
     let dialled = candidate.clone();
     let Candidate {
@@ -320,10 +338,17 @@ async fn handshake(
     };
     let mut config = quinn::ClientConfig::new(tls);
     config.transport_config(Arc::new(transport.to_quinn()));
-    let connecting = endpoint
+    let mut connecting = endpoint
         .connect_with(config, remote, &host)
         .map_err(|e| unreachable(e.to_string()))?;
-    let conn = match tokio::time::timeout(timeout, connecting).await {
+    let deadline = tokio::time::Instant::now() + timeout;
+    if let Some(answered) = answered {
+        // Resolves with the relay's first flight (or the handshake's end).
+        if let Ok(Ok(_)) = tokio::time::timeout_at(deadline, connecting.handshake_data()).await {
+            let _ = answered.send(());
+        }
+    }
+    let conn = match tokio::time::timeout_at(deadline, connecting).await {
         Err(_) => {
             if own {
                 endpoint.close(0u32.into(), b"");

@@ -125,7 +125,7 @@ impl FrameReader {
     fn new(half: Box<dyn AsyncRead + Send + Unpin>) -> FrameReader {
         FrameReader {
             half,
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            buf: BytesMut::new(),
             last: Instant::now(),
             done: false,
         }
@@ -162,7 +162,15 @@ impl FrameReader {
                 self.buf.reserve(READ_CHUNK);
             }
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.half), cx, &mut self.buf) {
-                Poll::Pending => return (n, Read::Pending),
+                Poll::Pending => {
+                    // An idle carrier holds no read buffer (thousands of
+                    // idle agents may sit on carriers, issue #19); the next
+                    // read takes one again.
+                    if self.buf.is_empty() {
+                        self.buf = BytesMut::new();
+                    }
+                    return (n, Read::Pending);
+                }
                 Poll::Ready(Ok(0)) => return (n, self.end(ErrorKind::UnexpectedEof.into())),
                 Poll::Ready(Ok(_)) => self.last = Instant::now(),
                 Poll::Ready(Err(e)) => return (n, self.end(e)),
