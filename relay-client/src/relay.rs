@@ -110,10 +110,11 @@ impl RelayLink {
             timeout,
         )
         .await?;
-        if rc.via == Via::Quic {
+        if let (Via::Quic, Some(ears)) = (rc.via, &rc.ears) {
             self.origin().get_or_insert_with(|| Origin {
                 endpoint: rc.endpoint.clone(),
                 prefix: rc.prefix,
+                ears: ears.clone(),
             });
         }
         let conn = rc.conn.clone();

@@ -390,7 +390,7 @@ pub fn client_with_prefix(
     transport: &Transport,
     prefix: CidPrefix,
 ) -> std::io::Result<quinn::Endpoint> {
-    let mut endpoint = origin(remote, transport, prefix)?;
+    let (mut endpoint, _ears) = origin(remote, transport, prefix)?;
     let mut config = quinn::ClientConfig::new(tls);
     config.transport_config(Arc::new(transport.to_quinn()));
     endpoint.set_default_client_config(config);
@@ -407,7 +407,8 @@ pub fn origin(
     remote: SocketAddr,
     transport: &Transport,
     prefix: CidPrefix,
-) -> std::io::Result<quinn::Endpoint> {
+) -> std::io::Result<(quinn::Endpoint, Arc<crate::heard::Ears>)> {
+    use quinn::Runtime;
     let local: SocketAddr = if remote.is_ipv6() {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     } else {
@@ -415,12 +416,13 @@ pub fn origin(
     };
     let mut endpoint_config = transport.endpoint_config();
     endpoint_config.cid_generator(move || Box::new(PrefixedCids(prefix)));
-    quinn::Endpoint::new(
-        endpoint_config,
-        None,
-        bind_udp(local)?,
-        Arc::new(quinn::TokioRuntime),
-    )
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let socket = runtime.wrap_udp_socket(bind_udp(local)?)?;
+    let ears = Arc::new(crate::heard::Ears::default());
+    let socket = Arc::new(crate::heard::Listening::new(socket, ears.clone()));
+    let endpoint =
+        quinn::Endpoint::new_with_abstract_socket(endpoint_config, None, socket, runtime)?;
+    Ok((endpoint, ears))
 }
 
 /// An endpoint to dial a relay over a TCP carrier ([`StreamSocket`]),

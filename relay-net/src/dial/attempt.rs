@@ -66,15 +66,20 @@ pub(super) async fn dial_candidate(
     timeout: Duration,
     ca_pem: Arc<str>,
 ) -> Result<RelayConn, DialError> {
-    let quic = |answered| {
+    // An endpoint of our own is closed if the dial fails; a shared one is not.
+    let from = |origin: Option<Origin>| match origin {
+        Some(origin) => Ok((origin, false)),
+        None => Origin::bind(candidate.addr, &transport).map(|o| (o, true)),
+    };
+    let quic = |(origin, own)| {
         dial_quic(
             candidate.clone(),
-            origin.clone(),
+            origin,
+            own,
             tls.clone(),
             expected.clone(),
             transport.clone(),
             timeout,
-            answered,
         )
     };
     let tcp = || {
@@ -88,14 +93,15 @@ pub(super) async fn dial_candidate(
         )
     };
     match transport.via {
-        Via::Quic => quic(None).await,
+        Via::Quic => quic(from(origin)?).await,
         Via::Tcp => tcp().await,
         // Only the proxy knows where it is.
         Via::Auto if candidate.at_proxy() => tcp().await,
         Via::Auto => {
             let tcp_port = transport.tcp_port.unwrap_or(candidate.addr.port());
-            let (answered, heard) = tokio::sync::oneshot::channel();
-            race(quic(Some(answered)), heard, tcp(), &candidate, tcp_port).await
+            let (origin, own) = from(origin)?;
+            let heard = origin.ears.hear(candidate.addr);
+            race(quic((origin, own)), heard, tcp(), &candidate, tcp_port).await
         }
     }
 }
@@ -104,11 +110,12 @@ pub(super) async fn dial_candidate(
 /// [`STAGGER`] or has failed; the first connection up wins. When both fail,
 /// the error says what each got.
 ///
-/// `heard` fires when the relay's first QUIC flight has arrived: UDP gets
-/// through, and a handshake still going at the stagger is a busy relay (a
-/// reconnect storm), not a blocked network, so QUIC is waited for alone
-/// and the carrier tried only if it fails (thousands of agents would
-/// otherwise land on carriers at every relay restart, issue #19).
+/// `heard` fires when anything from the relay has arrived over UDP (its
+/// Retry, at the latest): UDP gets through, and a handshake still going at
+/// the stagger is a busy relay (a reconnect storm), not a blocked network,
+/// so QUIC is waited for alone ([`HEARD_GRACE`] more) and the carrier
+/// tried only after that (a herd of agents registering at once otherwise
+/// sends many to carriers, which cost the relay more, issue #19).
 async fn race(
     quic: impl std::future::Future<Output = Result<RelayConn, DialError>>,
     mut heard: tokio::sync::oneshot::Receiver<()>,
@@ -125,10 +132,15 @@ async fn race(
         () = tokio::time::sleep(STAGGER) => None,
     };
     if quic_failed.is_none() && heard.try_recv().is_ok() {
-        match (&mut quic).await {
-            Ok(conn) => return Ok(conn),
-            Err(e) => quic_failed = Some(e),
-        }
+        // Not for ever: a path that passes a small Retry but drops full-size
+        // packets must still reach the carrier.
+        quic_failed = tokio::select! {
+            r = &mut quic => match r {
+                Ok(conn) => return Ok(conn),
+                Err(e) => Some(e),
+            },
+            () = tokio::time::sleep(HEARD_GRACE) => None,
+        };
     }
     tokio::pin!(tcp);
     let (quic_err, tcp_err) = match quic_failed {
@@ -181,6 +193,11 @@ async fn race(
     })
 }
 
+/// How long QUIC is waited for alone once the relay has answered over UDP
+/// (a handshake queued behind thousands at a busy relay), before the
+/// carrier races it after all.
+const HEARD_GRACE: Duration = Duration::from_secs(3);
+
 /// `host` as it goes before `:port`: an IPv6 address in brackets.
 fn bracketed(host: &str) -> String {
     if host.contains(':') {
@@ -193,27 +210,29 @@ fn bracketed(host: &str) -> String {
 /// Dials `candidate` over QUIC (UDP), from `origin` if given.
 async fn dial_quic(
     candidate: Candidate,
-    origin: Option<Origin>,
+    origin: Origin,
+    own: bool,
     tls: Arc<QuicClientConfig>,
     expected: proto::Name,
     transport: Transport,
     timeout: Duration,
-    answered: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<RelayConn, DialError> {
-    // An endpoint of our own is closed if the dial fails; a shared one is not.
-    let (Origin { endpoint, prefix }, own) = match origin {
-        Some(origin) => (origin, false),
-        None => (Origin::bind(candidate.addr, &transport)?, true),
-    };
+    let Origin {
+        endpoint,
+        prefix,
+        ears,
+    } = origin;
     // Raced with TCP, the race's error says what to check.
     let hint = match transport.via {
         Via::Auto => String::new(),
         _ => no_answer_hint(candidate.addr),
     };
-    handshake(
-        endpoint, prefix, own, candidate, tls, expected, transport, timeout, &hint, answered,
+    let mut rc = handshake(
+        endpoint, prefix, own, candidate, tls, expected, transport, timeout, &hint,
     )
-    .await
+    .await?;
+    rc.ears = Some(ears);
+    Ok(rc)
 }
 
 /// Dials `candidate` over the TCP carrier ([`crate::tcp`]): TCP (to
@@ -286,7 +305,7 @@ async fn dial_tcp(
     let left = timeout.saturating_sub(started.elapsed());
     let hint = format!("over TCP {port}, the relay did not finish the QUIC handshake");
     let mut rc = handshake(
-        endpoint, prefix, true, candidate, tls, expected, transport, left, &hint, None,
+        endpoint, prefix, true, candidate, tls, expected, transport, left, &hint,
     )
     .await?;
     rc.via = Via::Tcp;
@@ -310,8 +329,7 @@ async fn dial_tcp(
 }
 
 /// The QUIC handshake with the relay at `candidate` from `endpoint`, and the
-/// checks that it is our relay. `hint` says what to check if nothing
-/// answers; `answered` is told when the relay's first flight arrives.
+/// checks that it is our relay. `hint` says what to check if nothing answers.
 #[allow(clippy::too_many_arguments)]
 async fn handshake(
     endpoint: quinn::Endpoint,
@@ -323,7 +341,6 @@ async fn handshake(
     transport: Transport,
     timeout: Duration,
     hint: &str,
-    answered: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<RelayConn, DialError> {
     let dialled = candidate.clone();
     let Candidate {
@@ -338,17 +355,10 @@ async fn handshake(
     };
     let mut config = quinn::ClientConfig::new(tls);
     config.transport_config(Arc::new(transport.to_quinn()));
-    let mut connecting = endpoint
+    let connecting = endpoint
         .connect_with(config, remote, &host)
         .map_err(|e| unreachable(e.to_string()))?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    if let Some(answered) = answered {
-        // Resolves with the relay's first flight (or the handshake's end).
-        if let Ok(Ok(_)) = tokio::time::timeout_at(deadline, connecting.handshake_data()).await {
-            let _ = answered.send(());
-        }
-    }
-    let conn = match tokio::time::timeout_at(deadline, connecting).await {
+    let conn = match tokio::time::timeout(timeout, connecting).await {
         Err(_) => {
             if own {
                 endpoint.close(0u32.into(), b"");
@@ -398,6 +408,7 @@ async fn handshake(
         prefix,
         via: Via::Quic,
         candidate: dialled,
+        ears: None,
     })
 }
 

@@ -97,6 +97,8 @@ pub struct RelayConn {
     pub via: Via,
     /// The relay address dialled.
     pub candidate: Candidate,
+    /// Who the endpoint's socket has heard from; `None` on the carrier.
+    pub ears: Option<Arc<crate::heard::Ears>>,
 }
 
 /// One address a relay name resolved to: where to send, and the name to
@@ -171,6 +173,8 @@ pub struct Origin {
     pub endpoint: quinn::Endpoint,
     /// The prefix of its connection IDs.
     pub prefix: CidPrefix,
+    /// Who its socket has heard from (the dial race, [`crate::heard`]).
+    pub ears: Arc<crate::heard::Ears>,
 }
 
 impl Origin {
@@ -180,8 +184,13 @@ impl Origin {
     /// If no local socket can be bound.
     pub fn bind(remote: SocketAddr, transport: &Transport) -> Result<Origin, DialError> {
         let prefix = crate::direct::random_prefix();
-        let endpoint = endpoint::origin(remote, transport, prefix).map_err(DialError::Socket)?;
-        Ok(Origin { endpoint, prefix })
+        let (endpoint, ears) =
+            endpoint::origin(remote, transport, prefix).map_err(DialError::Socket)?;
+        Ok(Origin {
+            endpoint,
+            prefix,
+            ears,
+        })
     }
 
     /// Whether relays at `remote` can be dialled from here.

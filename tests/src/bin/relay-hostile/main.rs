@@ -54,6 +54,9 @@ async fn main() {
         Some("soak") => soak(&Args(args[1..].to_vec())).await,
         Some("stall") => stall::stall(&Args(args[1..].to_vec())).await,
         Some("scale") => scale::scale(&Args(args[1..].to_vec())).await,
+        Some("worker") if args.get(1).map(String::as_str) == Some("agents") => {
+            scale::agents_worker(&Args(args[2..].to_vec())).await
+        }
         Some("worker") => worker(&Args(args[1..].to_vec())).await,
         _ => Err(anyhow::anyhow!(
             "usage: relay-hostile flood|stall|soak|scale --bins DIR [options] (see the source's doc)"

@@ -11,11 +11,14 @@
 //! ```
 //!
 //! The agents are the real agent (`relay_agent::Agent`, its own endpoint,
-//! keep-alives and backoff), one credential each, run in this process; the
-//! clients are idle QUIC connections with a client credential (handshake
-//! done, keep-alives, no stream), from the `idle` worker.
+//! keep-alives and backoff), one credential each, 2,500 to a worker process
+//! (each agent holds a socket or two; a process may open 20,000 files
+//! here), all started at once; the clients are idle QUIC connections with
+//! a client credential (handshake done, keep-alives, no stream), from the
+//! `idle` worker.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,9 +27,12 @@ use proto::{Name, Role};
 use relay_agent::allowlist::Allowlist;
 use relay_client::Client;
 use relay_net::credential::{Credential, Loaded};
+use relay_net::endpoint::Transport;
 use relay_server::cmd::issue::Issue;
 use relay_server::config::Paths;
 use relay_tests::launch::Programs;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use crate::{memory_kib, mib, percentile, ping_pong, spawn_worker, Args};
@@ -46,62 +52,152 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
-/// `n` agent credentials named `scale-0` …, issued into `dir` (the
-/// relay's directory) and loaded.
-fn issue_agents(dir: &Path, relay: std::net::SocketAddr, n: usize) -> anyhow::Result<Vec<Loaded>> {
+/// Agents per worker process: each agent owns a UDP socket (and a TCP one
+/// while it races the carrier), and a process may hold 20,000 files here.
+const AGENTS_PER_WORKER: usize = 2_500;
+
+/// `n` agent credentials named `scale-0` …, issued into `dir` (the relay's
+/// directory) and saved in `dir/scale/`.
+fn issue_agents(dir: &Path, relay: std::net::SocketAddr, n: usize) -> anyhow::Result<PathBuf> {
     let out = dir.join("scale");
     std::fs::create_dir_all(&out)?;
-    (0..n)
-        .map(|i| {
-            let name = format!("scale-{i}");
-            let (credential, _) = Issue {
-                paths: Paths::from(dir),
-                role: Role::Agent,
-                name: Name::try_from(name.as_str())?,
-                relay: vec![relay.to_string()],
-                ttl: None,
-                csr: None,
-            }
-            .run()?;
-            let path = out.join(format!("{name}.cred"));
-            credential.save(&path)?;
-            Ok(Credential::load(&path, None)?)
-        })
-        .collect()
+    for i in 0..n {
+        let name = format!("scale-{i}");
+        let (credential, _) = Issue {
+            paths: Paths::from(dir),
+            role: Role::Agent,
+            name: Name::try_from(name.as_str())?,
+            relay: vec![relay.to_string()],
+            ttl: None,
+            csr: None,
+        }
+        .run()?;
+        credential.save(&out.join(format!("{name}.cred")))?;
+    }
+    Ok(out)
 }
 
-/// Starts one in-process agent per credential; gives their shutdown token
-/// and each one's registration time, in order of registration (`None` for
-/// one not registered within `within`).
-async fn register_all(
-    credentials: Vec<Loaded>,
-    target: std::net::SocketAddr,
-    transport: &relay_net::endpoint::Transport,
-    within: Duration,
-) -> anyhow::Result<(CancellationToken, Vec<Option<Duration>>)> {
-    let shutdown = CancellationToken::new();
-    let mut waits = tokio::task::JoinSet::new();
-    for credential in credentials {
-        let mut allowlist = Allowlist::default();
-        allowlist
-            .add("echo", &target.to_string())
-            .map_err(anyhow::Error::msg)?;
-        let mut config = relay_agent::Config::new(credential, allowlist);
-        config.transport = transport.clone();
-        let agent = relay_agent::Agent::new(config);
-        let mut registered = agent.registered();
-        tokio::spawn(agent.run(shutdown.clone()));
-        let started = Instant::now();
-        waits.spawn(async move {
-            let done = tokio::time::timeout(within, registered.wait_for(|n| *n > 0)).await;
-            matches!(done, Ok(Ok(_))).then(|| started.elapsed())
-        });
+/// The agent transport a run asks for: `--agent-transport`, and the
+/// `--agent-keep-alive` what-if (idle timeout at least 3× it).
+fn agent_transport(args: &Args) -> anyhow::Result<Transport> {
+    let mut transport = Transport::agent();
+    // As across an MTU-1500 network: on loopback MTU discovery would grow
+    // packets (and every buffer sized by them, here and on the relay) to
+    // 6000 bytes, and each agent endpoint's receive buffer to 12 MiB.
+    transport.mtu_upper_bound = relay_net::endpoint::ETHERNET_MTU_BOUND;
+    transport.via = args
+        .get("agent-transport")
+        .unwrap_or("auto")
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    if let Some(every) = args.get("agent-keep-alive") {
+        let every = humantime::parse_duration(every)?;
+        transport.keep_alive = Some(every);
+        transport.idle_timeout = transport.idle_timeout.max(every * 3);
+    }
+    Ok(transport)
+}
+
+/// `worker agents --creds DIR --from I --count N --echo ADDR --seconds S
+/// [--agent-transport T] [--agent-keep-alive D]`: agents `scale-I` … in
+/// this process. Its first line is each one's registration time in ms
+/// (`-` for one not registered within 120 s); then they idle until S.
+pub(crate) async fn agents_worker(args: &Args) -> anyhow::Result<()> {
+    let dir = args.path("creds")?;
+    let from: usize = args.num("from", 0)?;
+    let count: usize = args.num("count", 0)?;
+    let seconds: u64 = args.num("seconds", 60)?;
+    let echo: std::net::SocketAddr = args.get("echo").context("--echo")?.parse()?;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let credentials = (from..from + count)
+        .map(|i| {
+            Ok(Credential::load(
+                &dir.join(format!("scale-{i}.cred")),
+                None,
+            )?)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let transport = agent_transport(args)?;
+    let (stop, times) =
+        register_all(credentials, echo, &transport, Duration::from_secs(120)).await?;
+    let line: Vec<String> = times
+        .iter()
+        .map(|t| t.map_or("-".to_owned(), |d| d.as_millis().to_string()))
+        .collect();
+    println!("registered {}", line.join(" "));
+    #[allow(clippy::disallowed_methods)] // the run's length: idle until its deadline
+    tokio::time::sleep_until(deadline.into()).await; // sleep-ok: idle until the run's deadline
+    stop.cancel();
+    Ok(())
+}
+
+/// Starts the agent workers for `agents` credentials in `creds` at once
+/// (a herd, as after a relay restart); gives them, the registration times
+/// (ms, sorted) and how many did not register.
+async fn start_agents(
+    creds: &Path,
+    agents: usize,
+    echo: std::net::SocketAddr,
+    args: &Args,
+    seconds: u64,
+) -> anyhow::Result<(Vec<Child>, Vec<u64>, usize)> {
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    let mut firsts = Vec::new();
+    for from in (0..agents).step_by(AGENTS_PER_WORKER) {
+        let count = AGENTS_PER_WORKER.min(agents - from);
+        let mut command = Command::new(&exe);
+        command
+            .args(["worker", "agents", "--creds"])
+            .arg(creds)
+            .args(["--from", &from.to_string(), "--count", &count.to_string()])
+            .args([
+                "--echo",
+                &echo.to_string(),
+                "--seconds",
+                &seconds.to_string(),
+            ]);
+        for flag in ["agent-transport", "agent-keep-alive"] {
+            if let Some(v) = args.get(flag) {
+                command.args([format!("--{flag}"), v.to_owned()]);
+            }
+        }
+        let mut child = command.stdout(Stdio::piped()).kill_on_drop(true).spawn()?;
+        let stdout = child.stdout.take().context("worker stdout")?;
+        firsts.push(tokio::spawn(async move {
+            BufReader::new(stdout).lines().next_line().await
+        }));
+        children.push(child);
     }
     let mut times = Vec::new();
-    while let Some(t) = waits.join_next().await {
-        times.push(t?);
+    let mut missing = 0;
+    for first in firsts {
+        let line = tokio::time::timeout(Duration::from_secs(300), first)
+            .await
+            .context("agents not registered within 300 s")???
+            .context("an agents worker exited before its agents registered")?;
+        for t in line.trim_start_matches("registered").split_whitespace() {
+            match t.parse::<u64>() {
+                Ok(ms) => times.push(ms),
+                Err(_) => missing += 1,
+            }
+        }
     }
-    Ok((shutdown, times))
+    times.sort_unstable();
+    Ok((children, times, missing))
+}
+
+/// How many agent connections the relay counts on `transport`.
+fn agents_on(metrics: &str, transport: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("relay_connections{")
+                && l.contains("role=\"agent\"")
+                && l.contains(&format!("transport=\"{transport}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 pub(crate) async fn scale(args: &Args) -> anyhow::Result<()> {
@@ -110,18 +206,8 @@ pub(crate) async fn scale(args: &Args) -> anyhow::Result<()> {
     let clients: usize = args.num("clients", 10_000)?;
     let idle_seconds: u64 = args.num("idle-seconds", 30)?;
     let samples: usize = args.num("samples", 2000)?;
-    let mut transport = relay_net::endpoint::Transport::agent();
-    transport.via = args
-        .get("agent-transport")
-        .unwrap_or("auto")
-        .parse()
-        .map_err(anyhow::Error::msg)?;
-    if let Some(every) = args.get("agent-keep-alive") {
-        // A what-if: the agent's keep-alive interval (idle timeout 3×).
-        let every = humantime::parse_duration(every)?;
-        transport.keep_alive = Some(every);
-        transport.idle_timeout = transport.idle_timeout.max(every * 3);
-    }
+    // Long enough for every phase; the workers are killed when this ends.
+    let run_seconds = idle_seconds + 900;
 
     let relay = crate::start_relay(&programs).await?;
     let pid = relay.process.pid()?;
@@ -145,8 +231,7 @@ pub(crate) async fn scale(args: &Args) -> anyhow::Result<()> {
     let t = Instant::now();
     let dir = relay.dir.path().to_owned();
     let addr = relay.addr;
-    let credentials =
-        tokio::task::spawn_blocking(move || issue_agents(&dir, addr, agents)).await??;
+    let creds = tokio::task::spawn_blocking(move || issue_agents(&dir, addr, agents)).await??;
     println!(
         "{agents} agent credentials issued in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -154,58 +239,38 @@ pub(crate) async fn scale(args: &Args) -> anyhow::Result<()> {
 
     let cpu0 = cpu_seconds(pid)?;
     let t = Instant::now();
-    let (stop_agents, times) =
-        register_all(credentials, echo, &transport, Duration::from_secs(120)).await?;
+    let (agent_workers, registered, missing) =
+        start_agents(&creds, agents, echo, args, run_seconds).await?;
     let cpu_register = cpu_seconds(pid)? - cpu0;
-    let mut registered: Vec<u64> = times
-        .iter()
-        .flatten()
-        .map(|d| d.as_millis() as u64)
-        .collect();
-    registered.sort_unstable();
     let (rss_agents, hwm_agents) = memory_kib(pid)?;
     let metrics = crate::relay_metrics(&relay).await?;
-    let on = |transport: &str| {
-        metrics
-            .lines()
-            .filter(|l| {
-                l.starts_with("relay_connections{")
-                    && l.contains("role=\"agent\"")
-                    && l.contains(&format!("transport=\"{transport}\""))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
-    };
     println!(
-        "agents on QUIC: {}, on the TCP carrier: {}",
-        on("quic"),
-        on("tcp")
-    );
-    println!(
-        "{} of {agents} agents registered in {:.1} s (each: p50 {} ms, p99 {} ms, max {} ms); relay CPU {:.1} s; RSS {:.1} MiB (peak {:.1}), {:.1} KiB per agent",
+        "{} of {agents} agents registered ({missing} not within 120 s) in {:.1} s (each: p50 {} ms, p99 {} ms, max {} ms); {} on QUIC, {} on the TCP carrier; relay CPU {:.1} s; RSS {:.1} MiB (peak {:.1}), {:.1} KiB per agent",
         registered.len(),
         t.elapsed().as_secs_f64(),
         percentile(&registered, 0.5),
         percentile(&registered, 0.99),
         registered.last().copied().unwrap_or(0),
+        agents_on(&metrics, "quic"),
+        agents_on(&metrics, "tcp"),
         cpu_register,
         mib(rss_agents),
         mib(hwm_agents),
         rss_agents.saturating_sub(rss0) as f64 / agents.max(1) as f64,
     );
 
-    let flooder = relay.issue("client", "idler").await?;
+    let idler = relay.issue("client", "idler").await?;
     let worker_args = [
         "--relay".to_owned(),
         relay.addr.to_string(),
         "--credential".to_owned(),
-        flooder.display().to_string(),
+        idler.display().to_string(),
         "--seconds".to_owned(),
-        (idle_seconds + 300).to_string(),
+        run_seconds.to_string(),
         "--count".to_owned(),
         clients.to_string(),
     ];
-    let (worker, ready, summary) = spawn_worker("idle", &worker_args).await?;
+    let (worker, ready, _summary) = spawn_worker("idle", &worker_args).await?;
     let (rss_clients, hwm_clients) = memory_kib(pid)?;
     println!(
         "{ready}; relay RSS {:.1} MiB (peak {:.1}), {:.1} KiB per client",
@@ -235,17 +300,41 @@ pub(crate) async fn scale(args: &Args) -> anyhow::Result<()> {
         percentile(&loaded, 0.5) as f64 / percentile(&unloaded, 0.5).max(1) as f64,
         percentile(&loaded, 0.99) as f64 / percentile(&unloaded, 0.99).max(1) as f64,
     );
-    stop_agents.cancel();
+    drop(agent_workers);
     drop(worker);
-    let _ = finish_worker_quietly(summary).await;
     client.close().await;
     Ok(())
 }
-
-/// The worker was dropped (killed): its summary task ends with its pipe.
-async fn finish_worker_quietly(summary: tokio::task::JoinHandle<String>) -> Option<String> {
-    tokio::time::timeout(Duration::from_secs(5), summary)
-        .await
-        .ok()?
-        .ok()
+/// Starts one in-process agent per credential; gives their shutdown token
+/// and each one's registration time, in order of registration (`None` for
+/// one not registered within `within`).
+async fn register_all(
+    credentials: Vec<Loaded>,
+    target: std::net::SocketAddr,
+    transport: &Transport,
+    within: Duration,
+) -> anyhow::Result<(CancellationToken, Vec<Option<Duration>>)> {
+    let shutdown = CancellationToken::new();
+    let mut waits = tokio::task::JoinSet::new();
+    for credential in credentials {
+        let mut allowlist = Allowlist::default();
+        allowlist
+            .add("echo", &target.to_string())
+            .map_err(anyhow::Error::msg)?;
+        let mut config = relay_agent::Config::new(credential, allowlist);
+        config.transport = transport.clone();
+        let agent = relay_agent::Agent::new(config);
+        let mut registered = agent.registered();
+        tokio::spawn(agent.run(shutdown.clone()));
+        let started = Instant::now();
+        waits.spawn(async move {
+            let done = tokio::time::timeout(within, registered.wait_for(|n| *n > 0)).await;
+            matches!(done, Ok(Ok(_))).then(|| started.elapsed())
+        });
+    }
+    let mut times = Vec::new();
+    while let Some(t) = waits.join_next().await {
+        times.push(t?);
+    }
+    Ok((shutdown, times))
 }
