@@ -1,5 +1,6 @@
 //! Who may route which connection IDs through the relay, and how many
-//! paths: a client cannot take an agent's or another client's prefix, a
+//! paths: a client cannot take an agent's or another client's prefix (a new
+//! connection of the same certificate can: its owner dialled again), a
 //! repeated `Direct` replaces the path it repeats, and each client and
 //! agent has a cap of live paths.
 
@@ -93,6 +94,52 @@ async fn a_client_cannot_take_another_peers_prefix() -> anyhow::Result<()> {
     alice.close().await;
     edge.shutdown().await;
     core.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_new_connection_of_the_same_certificate_takes_its_prefix_over() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let echo = tcp_echo().await;
+    let relay = TestRelay::start(ALLOW_ALL).await;
+    let edge = relay.agent("edge", &[("echo", echo)]).await;
+    // A client whose relay connection the relay still holds, while the
+    // client has given it up (a partition) and dialled again.
+    let alice = relay.credential(proto::Role::Client, "alice");
+    let first = relay_client::Client::new(alice.clone()).end_to_end(false);
+    let first_conn = guard("first connection", first.connection()).await?;
+    let prefix = relay_net::direct::random_prefix();
+    let mut old = ask(&first_conn, "edge", prefix).await?;
+    old.prefix();
+    // Another certificate of the same name may not take it...
+    let other = relay.client("alice");
+    let other_conn = guard("other certificate", other.connection()).await?;
+    let squat = ask(&other_conn, "edge", prefix).await?;
+    assert_eq!(squat.refusal().code, ErrorCode::UNAUTHORIZED);
+    // ...the same certificate on a new connection does, and the old path
+    // ends.
+    let again = relay_client::Client::new(alice).end_to_end(false);
+    let again_conn = guard("new connection", again.connection()).await?;
+    let new = ask(&again_conn, "edge", prefix).await?;
+    new.prefix();
+    assert!(
+        guard("the old path ends", old.reader.read())
+            .await?
+            .is_none(),
+        "the old path's Direct stream ends"
+    );
+    let audit = relay.audit_events();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["event"] == "direct_close" && e["reason"] == "replaced by a newer Direct"),
+        "{audit:?}"
+    );
+    first.close().await;
+    other.close().await;
+    again.close().await;
+    edge.shutdown().await;
     relay.shutdown().await;
     Ok(())
 }
