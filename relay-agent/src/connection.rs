@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use relay_net::cert::PeerCert;
+use relay_net::endpoint::{StreamAllowance, AGENT_INITIAL_STREAMS, AGENT_MAX_STREAMS};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -45,6 +46,9 @@ pub async fn serve<T>(
     until: impl Future<Output = T>,
 ) -> (ConnectionEnd<T>, Streams) {
     let mut streams = JoinSet::new();
+    // The connection announced AGENT_INITIAL_STREAMS (its transport); more
+    // as they are used, so an idle relay connection holds little.
+    let mut allowance = StreamAllowance::new(AGENT_INITIAL_STREAMS, AGENT_MAX_STREAMS);
     let mut until = std::pin::pin!(until);
     let end = loop {
         tokio::select! {
@@ -53,6 +57,7 @@ pub async fn serve<T>(
                     let span = crate::stream::span(shared, &recv);
                     let serving = crate::stream::serve(shared.clone(), peer.clone(), send, recv);
                     streams.spawn(serving.instrument(span));
+                    allowance.used(conn, streams.len());
                 }
                 Err(e) => break ConnectionEnd::Closed(e),
             },

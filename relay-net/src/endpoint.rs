@@ -130,6 +130,51 @@ fn ack_frequency_threshold() -> Option<u32> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The streams a peer may have open at once on a connection we accept
+/// streams on, raised as it uses them: quinn keeps two hash-map entries for
+/// every stream a peer may open (16,384 of them were 1.4 MiB per agent
+/// connection, 256 were 21 KiB of an idle client's 55 on the relay), so a
+/// peer starts with few and is given twice as many whenever it has three
+/// quarters of them open. A burst waits a round trip per doubling.
+#[derive(Debug)]
+pub struct StreamAllowance {
+    allowed: u32,
+    max: u32,
+}
+
+impl StreamAllowance {
+    /// Starts at `initial` (what the connection's transport announced, or
+    /// set with [`StreamAllowance::announce`]), never above `max`.
+    pub fn new(initial: u32, max: u32) -> StreamAllowance {
+        let max = max.max(1);
+        StreamAllowance {
+            allowed: initial.clamp(1, max),
+            max,
+        }
+    }
+
+    /// Sets the peer's limit on `conn` to the current allowance.
+    pub fn announce(&self, conn: &quinn::Connection) {
+        conn.set_max_concurrent_bi_streams(self.allowed.into());
+    }
+
+    /// After a stream was accepted, with `open` streams now open: raises the
+    /// limit when three quarters of it are in use.
+    pub fn used(&mut self, conn: &quinn::Connection, open: usize) {
+        if open as u64 * 4 >= u64::from(self.allowed) * 3 && self.allowed < self.max {
+            self.allowed = self.allowed.saturating_mul(2).min(self.max);
+            self.announce(conn);
+        }
+    }
+}
+
+/// Streams an agent lets a relay (or a direct client) have open at first;
+/// [`StreamAllowance`] raises it with use up to [`AGENT_MAX_STREAMS`].
+pub const AGENT_INITIAL_STREAMS: u32 = 64;
+
+/// The most streams an agent lets one connection have open.
+pub const AGENT_MAX_STREAMS: u32 = 16_384;
+
 /// quinn's default MTU discovery bound: within Ethernet's 1500 for IPv4 and IPv6.
 pub const ETHERNET_MTU_BOUND: u16 = 1452;
 
@@ -181,12 +226,14 @@ impl Transport {
         }
     }
 
-    /// An agent: notices a dead relay within seconds and keeps NAT mappings alive.
+    /// An agent: notices a dead relay within seconds and keeps NAT mappings
+    /// alive; gives the streams it serves a growing allowance.
     pub fn agent() -> Transport {
         Transport {
             idle_timeout: Duration::from_secs(10),
             keep_alive: Some(Duration::from_secs(3)),
             datagram_buffer: None,
+            max_bidi_streams: AGENT_INITIAL_STREAMS,
             ..Transport::relay()
         }
     }

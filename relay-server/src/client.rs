@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use proto::{ErrorCode, Refused};
 use relay_net::cert::PeerCert;
+use relay_net::endpoint::StreamAllowance;
 use relay_net::framed::refuse;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -25,9 +26,8 @@ pub(crate) async fn serve(
     // quinn keeps state for every stream a peer may open, so the limit grows
     // with use (doubling at 3/4) instead of starting at its maximum: an idle
     // client costs little, a forward of thousands of connections still fits.
-    let max_streams = shared.limits.client_streams.max(1);
-    let mut allowed = INITIAL_STREAMS.min(max_streams);
-    conn.set_max_concurrent_bi_streams(allowed.into());
+    let mut allowance = StreamAllowance::new(INITIAL_STREAMS, shared.limits.client_streams);
+    allowance.announce(conn);
     let mut over_rate = OverRate::default();
     let mut pongs = Pongs::default();
     // Set once the relay shuts down: until then, streams are served as usual.
@@ -81,10 +81,7 @@ pub(crate) async fn serve(
                         let _held = held;
                         stream.await;
                     }.instrument(span));
-                    if streams.len() as u64 * 4 >= u64::from(allowed) * 3 && allowed < max_streams {
-                        allowed = allowed.saturating_mul(2).min(max_streams);
-                        conn.set_max_concurrent_bi_streams(allowed.into());
-                    }
+                    allowance.used(conn, streams.len());
                 }
                 Err(e) => {
                     tracing::info!(reason = %relay_net::dial::describe_peer(&e, proto::Role::Client), "client disconnected");
@@ -210,10 +207,9 @@ async fn over_streams(
     refused
 }
 
-/// Streams a client may open at first; raised as it uses them. quinn keeps
-/// two hash-map entries for each stream a peer may open: at 256 they were
-/// 21 KiB of every idle client's ~55 KiB on the relay (heaptrack, issue
-/// #19); at 16 a burst of opens waits a round trip per doubling instead.
+/// Streams a client may open at first; raised as it uses them
+/// ([`StreamAllowance`]: at 256 they were 21 KiB of every idle client's
+/// ~55 KiB on the relay, issue #19).
 const INITIAL_STREAMS: u32 = 16;
 
 /// Opens refused for the rate within the current second.
