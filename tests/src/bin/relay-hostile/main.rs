@@ -212,6 +212,15 @@ async fn spawn_worker(
     kind: &str,
     args: &[String],
 ) -> anyhow::Result<(Child, String, tokio::task::JoinHandle<String>)> {
+    spawn_worker_within(kind, args, Duration::from_secs(60)).await
+}
+
+/// [`spawn_worker`], waiting up to `within` for it to be ready.
+async fn spawn_worker_within(
+    kind: &str,
+    args: &[String],
+    within: Duration,
+) -> anyhow::Result<(Child, String, tokio::task::JoinHandle<String>)> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
         .args(["worker", kind])
@@ -221,9 +230,9 @@ async fn spawn_worker(
         .spawn()?;
     let stdout = child.stdout.take().context("worker stdout")?;
     let mut lines = BufReader::new(stdout).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+    let ready = tokio::time::timeout(within, lines.next_line())
         .await
-        .context("flood worker not ready within 60 s")??
+        .with_context(|| format!("{kind} worker not ready within {within:?}"))??
         .context("flood worker exited before it was ready")?;
     let summary = tokio::spawn(async move {
         let mut last = String::new();

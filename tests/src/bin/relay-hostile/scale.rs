@@ -35,7 +35,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-use crate::{memory_kib, mib, percentile, ping_pong, spawn_worker, Args};
+use crate::{memory_kib, mib, percentile, ping_pong, spawn_worker_within, Args};
 
 /// The relay's user + system CPU time so far, in seconds (`/proc/PID/stat`).
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
@@ -270,7 +270,8 @@ pub(crate) async fn scale(args: &Args) -> anyhow::Result<()> {
         "--count".to_owned(),
         clients.to_string(),
     ];
-    let (worker, ready, _summary) = spawn_worker("idle", &worker_args).await?;
+    let (worker, ready, _summary) =
+        spawn_worker_within("idle", &worker_args, Duration::from_secs(600)).await?;
     let (rss_clients, hwm_clients) = memory_kib(pid)?;
     println!(
         "{ready}; relay RSS {:.1} MiB (peak {:.1}), {:.1} KiB per client",
