@@ -48,6 +48,7 @@ pub mod framed;
 pub mod fsutil;
 #[cfg(feature = "net")]
 pub mod gone;
+#[cfg(feature = "net")]
 pub mod heard;
 #[cfg(feature = "net")]
 pub mod logging;
