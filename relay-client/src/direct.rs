@@ -431,10 +431,10 @@ impl PathState {
                 Ok(live)
             }
             Err(e) => {
-                // An agent that is not there now may be back at the next
-                // open, with a path: only a path refused or broken rests.
-                let absent =
-                    matches!(&e, NoPath::Refused(r) if r.code == proto::ErrorCode::AGENT_OFFLINE);
+                // A refusal the relay path would repeat (the agent is not
+                // there now) may not hold at the next open: only a path
+                // refused or broken rests.
+                let absent = matches!(&e, NoPath::Refused(r) if is_final(r));
                 *self = if absent {
                     PathState::Unknown
                 } else {
