@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use proto::{AgentName, CidPrefix, Direct, Frame, Identity, Reach, Role};
@@ -19,6 +19,8 @@ use relay_net::credential::Loaded;
 use relay_net::endpoint::Transport;
 use relay_net::framed::{write_frame, FrameError, FrameReader};
 use relay_net::tls::TlsError;
+
+use crate::relay::Departure;
 
 /// How long a direct handshake may take before the relay path is used.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -134,6 +136,11 @@ pub fn is_final(r: &proto::Refused) -> bool {
 pub struct Via<'a> {
     /// The connection to the relay, which grants the path.
     pub relay: &'a quinn::Connection,
+    /// Whether the client has left that relay (the path then takes no
+    /// new streams).
+    pub(crate) departure: Departure,
+    /// The agent's entry the path will live in, which forgets it then.
+    pub(crate) entry: Weak<tokio::sync::Mutex<PathState>>,
     /// The endpoint of that connection: the path must leave from its socket.
     pub endpoint: &'a quinn::Endpoint,
     /// The prefix of that endpoint's connection IDs.
@@ -265,14 +272,66 @@ pub struct DirectPath {
     conn: quinn::Connection,
     /// What the grant holds, as the relay said in `Path`.
     reach: Option<Arc<Reach>>,
-    /// Set while the relay that granted it is lost and the grant is being
-    /// asked for again: the path may close at any moment.
-    relay_lost: Arc<AtomicBool>,
+    /// Whether the client has left the relay that granted it, and whether
+    /// that relay was lost: then new streams take a new path through the
+    /// relay the client uses now, and this one serves its own until they
+    /// end (a draining relay exits at the end of its grace period; a grant
+    /// held through another relay may not last).
+    departure: Departure,
+    retired: Arc<AtomicBool>,
     _lease: tokio::sync::oneshot::Sender<()>,
 }
 
-/// A live path: its connection and what its grant holds.
-pub type Live = (quinn::Connection, Option<Arc<Reach>>);
+impl DirectPath {
+    /// Whether new streams may start on this path.
+    fn serves_new(&self) -> bool {
+        self.conn.close_reason().is_none()
+            && !self.retired.load(Ordering::Relaxed)
+            && !self.departure.left()
+    }
+}
+
+/// Retires a path from new streams: sets its flag and takes it out of its
+/// agent's entry, so an idle client lets go of a draining relay at once
+/// (the path closes, and its lease ends, when the last stream on it does).
+struct Retire {
+    retired: Arc<AtomicBool>,
+    departure: Departure,
+    entry: Weak<tokio::sync::Mutex<PathState>>,
+    /// The path's connection, by `stable_id`.
+    id: usize,
+}
+
+impl Retire {
+    fn now(&self) {
+        if self.retired.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let (entry, id) = (self.entry.clone(), self.id);
+        // Not awaited: the entry is locked while a path to the agent is set
+        // up, and the lease's holder must not wait for that.
+        tokio::spawn(async move {
+            if let Some(entry) = entry.upgrade() {
+                let mut state = entry.lock().await;
+                if matches!(&*state, PathState::Live(p) if p.conn.stable_id() == id) {
+                    *state = PathState::Unknown;
+                }
+            }
+        });
+    }
+}
+
+/// A stream's hold on the direct path it travels on: a path retired from
+/// new streams ([`PathState::live`]) stays up until the last stream on it
+/// ends. Empty for a stream on the relay path.
+#[derive(Clone, Debug, Default)]
+pub struct InUse {
+    _path: Option<Arc<DirectPath>>,
+}
+
+/// A live path: its connection, what its grant holds, and the hold a
+/// stream on it keeps.
+pub type Live = (quinn::Connection, Option<Arc<Reach>>, InUse);
 
 /// How often a path checks that its datagrams are answered: the relay
 /// connection beside it carries no streams, so this is what notices a dead
@@ -284,7 +343,9 @@ const STALL_CHECK: Duration = Duration::from_millis(100);
 /// close cannot reach us once the relay has dropped the route. When the
 /// relay that granted it is lost instead (its connection closed, or it
 /// stopped answering while the path's datagrams went unanswered), the grant
-/// is asked for again through another relay and the connection lives on.
+/// is asked for again through another relay and the connection lives on
+/// for the streams on it. A path whose relay is lost, or which the client
+/// has left, is retired from new streams ([`Retire`]).
 async fn hold_lease(
     mut lease: Lease,
     conn: quinn::Connection,
@@ -296,7 +357,7 @@ async fn hold_lease(
         prefix,
         agent_prefix,
         regrant,
-        relay_lost,
+        retire,
     } = held;
     let mut dropped = std::pin::pin!(dropped);
     let mut look = tokio::time::interval(STALL_CHECK);
@@ -315,7 +376,7 @@ async fn hold_lease(
                     );
                     return;
                 }
-                relay_lost.store(true, Ordering::Relaxed);
+                retire.now();
                 match regrant.ask(&agent, prefix, agent_prefix).await {
                     Ok(again) if again.relay.remote_address() != conn.remote_address() => {
                         // Our datagrams go to the lost relay's address, and
@@ -332,7 +393,6 @@ async fn hold_lease(
                     Ok(again) => {
                         tracing::info!(%agent, relay = %again.relay.remote_address(), "the relay of the direct path was lost; the path was granted again");
                         lease = again;
-                        relay_lost.store(false, Ordering::Relaxed);
                     }
                     Err(e) => {
                         tracing::warn!(%agent, err = %e, "the relay of the direct path was lost and no other grants it");
@@ -350,12 +410,14 @@ async fn hold_lease(
             }
             _ = conn.closed() => return,
             _ = look.tick() => {
+                if retire.departure.left() {
+                    retire.now();
+                }
                 // Sent something, heard nothing: is the relay still there?
                 let now = counts(&conn);
                 let stalled = now.0 != last.0 && now.1 == last.1;
                 last = now;
                 if stalled && !crate::relay::answers(&lease.relay).await {
-                    relay_lost.store(true, Ordering::Relaxed);
                     tracing::warn!(%agent, relay = %lease.relay.remote_address(), "the relay of the direct path stopped answering");
                     lease.relay.close(
                         proto::ErrorCode::GOING_AWAY.0.into(),
@@ -368,13 +430,13 @@ async fn hold_lease(
 }
 
 /// What holding a path's lease needs besides the lease: whom it reaches,
-/// how to ask for it again, and the flag that says it is being asked for.
+/// how to ask for it again, and how to retire it.
 struct Held {
     agent: AgentName,
     prefix: CidPrefix,
     agent_prefix: CidPrefix,
     regrant: Regrant,
-    relay_lost: Arc<AtomicBool>,
+    retire: Retire,
 }
 
 /// The state of the path to one agent.
@@ -383,33 +445,36 @@ pub enum PathState {
     /// None yet, or the last one was lost: ask on the next open.
     #[default]
     Unknown,
-    /// Up.
-    Live(DirectPath),
+    /// Up; shared with the streams on it.
+    Live(Arc<DirectPath>),
     /// Could not be had at this instant: in auto mode, use the relay path
     /// for a while.
     Failed(Instant),
 }
 
 impl PathState {
-    /// The live direct connection, if there is one (a lost one is forgotten).
+    /// The live direct connection, if there is one that takes new streams.
+    /// A lost one is forgotten, and so is one whose relay the client has
+    /// left: the next open sets up a path through the relay in use, while
+    /// the streams on the old one finish there.
     pub fn live(&mut self) -> Option<Live> {
         match self {
-            PathState::Live(path) if path.conn.close_reason().is_none() => {
-                Some((path.conn.clone(), path.reach.clone()))
-            }
+            PathState::Live(path) if path.serves_new() => Some((
+                path.conn.clone(),
+                path.reach.clone(),
+                InUse {
+                    _path: Some(path.clone()),
+                },
+            )),
             PathState::Live(_) => {
+                tracing::debug!(
+                    "the direct path's relay is gone or going away: new streams take a new path"
+                );
                 *self = PathState::Unknown;
                 None
             }
             _ => None,
         }
-    }
-
-    /// Whether the path is up but the relay that granted it is lost: in
-    /// auto mode, streams take the relay path (which re-dials on its own)
-    /// until the grant is back or the path is gone.
-    pub fn relay_lost(&self) -> bool {
-        matches!(self, PathState::Live(path) if path.relay_lost.load(Ordering::Relaxed))
     }
 
     /// Whether the path failed so recently that the relay path should be
@@ -426,7 +491,14 @@ impl PathState {
     pub async fn open(&mut self, agent: &AgentName, via: Via<'_>) -> Result<Live, NoPath> {
         match connect(agent, via).await {
             Ok(path) => {
-                let live = (path.conn.clone(), path.reach.clone());
+                let path = Arc::new(path);
+                let live = (
+                    path.conn.clone(),
+                    path.reach.clone(),
+                    InUse {
+                        _path: Some(path.clone()),
+                    },
+                );
                 *self = PathState::Live(path);
                 Ok(live)
             }
@@ -538,7 +610,7 @@ async fn connect(agent: &AgentName, via: Via<'_>) -> Result<DirectPath, NoPath> 
     }
     tracing::debug!(%agent, "direct path up");
     let (lease, dropped) = tokio::sync::oneshot::channel();
-    let relay_lost = Arc::new(AtomicBool::new(false));
+    let retired = Arc::new(AtomicBool::new(false));
     let lease_held = Lease {
         _send: send,
         reader,
@@ -549,13 +621,19 @@ async fn connect(agent: &AgentName, via: Via<'_>) -> Result<DirectPath, NoPath> 
         prefix: via.prefix,
         agent_prefix,
         regrant: via.regrant,
-        relay_lost: relay_lost.clone(),
+        retire: Retire {
+            retired: retired.clone(),
+            departure: via.departure.clone(),
+            entry: via.entry,
+            id: conn.stable_id(),
+        },
     };
     tokio::spawn(hold_lease(lease_held, conn.clone(), dropped, held));
     Ok(DirectPath {
         conn,
         reach,
-        relay_lost,
+        departure: via.departure,
+        retired,
         _lease: lease,
     })
 }

@@ -124,6 +124,8 @@ pub struct Carrier {
     /// On a direct path, what its grant holds (`None`: not said, by a
     /// relay older than `Path::reach`).
     reach: Option<Arc<proto::Reach>>,
+    /// On a direct path, the hold that keeps it up for the stream.
+    in_use: direct::InUse,
 }
 
 impl Carrier {
@@ -132,6 +134,16 @@ impl Carrier {
             conn,
             peer: Side::Relay,
             reach: None,
+            in_use: direct::InUse::default(),
+        }
+    }
+
+    fn direct((conn, reach, in_use): direct::Live) -> Carrier {
+        Carrier {
+            conn,
+            peer: Side::Agent,
+            reach,
+            in_use,
         }
     }
 
@@ -265,20 +277,13 @@ impl Client {
         let strict = self.mode == direct::EndToEnd::Strict;
         let entry = paths.entry(agent);
         let mut path = entry.lock().await;
-        if let Some((conn, reach)) = path.live() {
-            if !path.relay_lost() || strict {
-                return Ok(Carrier {
-                    conn,
-                    peer: Side::Agent,
-                    reach,
-                });
-            }
-            // Its relay is gone and the path may follow: not a stream more
-            // on it until it is granted again (or gone, and asked anew).
-            drop(path);
-            return Ok(Carrier::relay(self.connection().await?));
+        if let Some(live) = path.live() {
+            return Ok(Carrier::direct(live));
         }
-        let relay = self.connection().await?;
+        let (relay, departure) = self
+            .relay
+            .connection_watched(&self.credential, &self.transport, self.connect_timeout)
+            .await?;
         // Strict mode asks again at every open: nothing else may carry it.
         if path.resting() && !strict {
             return Ok(Carrier::relay(relay));
@@ -291,6 +296,8 @@ impl Client {
         let credential = self.credential.current();
         let via = direct::Via {
             relay: &relay,
+            departure,
+            entry: Arc::downgrade(&entry),
             endpoint: &endpoint,
             prefix,
             credential: &credential,
@@ -303,11 +310,7 @@ impl Client {
             },
         };
         match path.open(agent, via).await {
-            Ok((conn, reach)) => Ok(Carrier {
-                conn,
-                peer: Side::Agent,
-                reach,
-            }),
+            Ok(live) => Ok(Carrier::direct(live)),
             Err(reason) if strict => Err(direct::NoDirectPath {
                 agent: agent.clone(),
                 reason,
@@ -367,6 +370,8 @@ impl Client {
 
     /// Opens a stream and writes `Open`; the answer is read by the caller
     /// (see [`stream::Answered`]) so data can follow without a round trip.
+    /// The raw stream does not keep up a direct path whose relay the client
+    /// leaves ([`direct::InUse`]); [`Client::open_early`] does.
     ///
     /// # Errors
     /// If the relay cannot be reached or the connection fails.
@@ -389,7 +394,10 @@ impl Client {
         open: Open,
     ) -> Result<(quinn::SendStream, stream::Answered), OpenError> {
         let (send, recv, carrier) = self.open_carried(open).await?;
-        Ok((send, stream::Answered::with_peer(recv, carrier.peer)))
+        Ok((
+            send,
+            stream::Answered::on(recv, carrier.peer, carrier.in_use),
+        ))
     }
 
     /// As [`Client::open_raw`], also naming the connection it went on.
@@ -425,9 +433,14 @@ impl Client {
     /// # Errors
     /// A refusal (with the relay's or agent's message) or a failure.
     pub async fn open_with(&self, open: Open) -> Result<stream::Opened, OpenError> {
-        let (send, reader, _) = self.open_answered(open).await?;
+        let (send, reader, carrier) = self.open_answered(open).await?;
         let (recv, early) = reader.into_parts();
-        Ok(stream::Opened { send, recv, early })
+        Ok(stream::Opened {
+            send,
+            recv,
+            early,
+            in_use: carrier.in_use,
+        })
     }
 
     /// Sends `open` and reads the answer: the stream, with what came behind
@@ -466,6 +479,8 @@ impl Client {
     /// Opens a `Shell` or `Exec` session on `agent` and waits until the
     /// agent has started its program. Returns the stream, with the agent's
     /// frames that arrived behind `Accepted` still buffered in the reader.
+    /// It does not keep up a direct path whose relay the client leaves
+    /// ([`direct::InUse`]); [`Client::open_program`] does.
     ///
     /// # Errors
     /// A refusal (policy, agent without `--allow-shell`, …) or a failure.
@@ -488,7 +503,12 @@ impl Client {
         kind: StreamKind,
     ) -> Result<program::RemoteProgram, OpenError> {
         let (send, reader, carrier) = self.open_answered(session_open(agent, kind)?).await?;
-        Ok(program::RemoteProgram::new(send, reader, carrier.peer))
+        Ok(program::RemoteProgram::new(
+            send,
+            reader,
+            carrier.peer,
+            carrier.in_use,
+        ))
     }
 
     /// Agents this client may reach, with their targets.

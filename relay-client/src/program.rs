@@ -23,6 +23,8 @@ pub struct RemoteProgram {
     writer: JoinHandle<Result<u64, SendError>>,
     /// The stream's other end: the relay, or the agent on a direct path.
     peer: Side,
+    /// Keeps a direct path up while the program runs.
+    _in_use: crate::direct::InUse,
 }
 
 /// How the remote program's stream ended for us.
@@ -50,8 +52,14 @@ impl ProgramOutcome {
 }
 
 impl RemoteProgram {
-    /// Starts the writer of an accepted stream whose other end is `peer`.
-    pub fn new(send: quinn::SendStream, reader: FrameReader, peer: Side) -> RemoteProgram {
+    /// Starts the writer of an accepted stream whose other end is `peer`
+    /// (on a direct path, `in_use` keeps the path up for it).
+    pub fn new(
+        send: quinn::SendStream,
+        reader: FrameReader,
+        peer: Side,
+        in_use: crate::direct::InUse,
+    ) -> RemoteProgram {
         let (tx, rx) = mpsc::channel(16);
         let writer = tokio::spawn(send_frames(send, rx));
         RemoteProgram {
@@ -59,6 +67,7 @@ impl RemoteProgram {
             reader,
             writer,
             peer,
+            _in_use: in_use,
         }
     }
 

@@ -69,11 +69,28 @@ impl RelayLink {
         transport: &Transport,
         timeout: Duration,
     ) -> Result<quinn::Connection, DialError> {
+        let (conn, _) = self
+            .connection_watched(credential, transport, timeout)
+            .await?;
+        Ok(conn)
+    }
+
+    /// As [`RelayLink::connection`], with the [`Departure`] of that
+    /// connection: a direct path it grants serves new streams until then.
+    ///
+    /// # Errors
+    /// If no relay can be reached.
+    pub(crate) async fn connection_watched(
+        &self,
+        credential: &Reloading,
+        transport: &Transport,
+        timeout: Duration,
+    ) -> Result<(quinn::Connection, Departure), DialError> {
         let mut slot = self.slot.lock().await;
         if let Some(link) = slot.as_ref() {
             let relay = link.rc.conn.remote_address();
             match link.check().await {
-                Ok(()) => return Ok(link.rc.conn.clone()),
+                Ok(()) => return Ok((link.rc.conn.clone(), Departure(link.heard.clone()))),
                 Err(Leave::Closed(lost)) => {
                     tracing::info!(%relay, reason = %lost, "relay connection lost; re-dialling");
                 }
@@ -127,13 +144,10 @@ impl RelayLink {
             transport: transport.clone(),
             origin: origin.clone(),
         });
-        *slot = Some(Link::watch(
-            rc,
-            Arc::downgrade(&self.slot),
-            self.avoid.clone(),
-            upgrade,
-        ));
-        Ok(conn)
+        let link = Link::watch(rc, Arc::downgrade(&self.slot), self.avoid.clone(), upgrade);
+        let departure = Departure(link.heard.clone());
+        *slot = Some(link);
+        Ok((conn, departure))
     }
 
     /// The endpoint and connection-ID prefix of the live link (direct
@@ -235,6 +249,18 @@ struct Heard {
     /// The link left its slot: the watcher lets go of the connection
     /// (unless it is still finding out whether the relay is dead).
     left: Notify,
+}
+
+/// Whether the client has left a relay connection for another relay: it
+/// said `GoAway`, or did not answer a probe. Set once, never cleared.
+#[derive(Clone, Debug)]
+pub(crate) struct Departure(Arc<Heard>);
+
+impl Departure {
+    /// Whether new streams go elsewhere now.
+    pub(crate) fn left(&self) -> bool {
+        self.0.going_away.load(Ordering::Relaxed) || self.0.silent.load(Ordering::Relaxed)
+    }
 }
 
 /// Datagrams received from the relay as of the last check.

@@ -7,6 +7,7 @@ use relay_net::answer::{read_answer, AnswerError};
 use relay_net::framed::FrameReader;
 use relay_net::splice::{read_one, ChunkRead, Failure};
 
+use crate::direct::InUse;
 use crate::Side;
 
 /// An accepted stream.
@@ -18,6 +19,8 @@ pub struct Opened {
     pub recv: quinn::RecvStream,
     /// Bytes that arrived right behind `Accepted`.
     pub early: Bytes,
+    /// On a direct path, keeps the path up: hold it as long as the stream.
+    pub in_use: InUse,
 }
 
 /// A receive stream whose first frame is the answer to our `Open`: on
@@ -28,6 +31,8 @@ pub struct Answered {
     state: State,
     /// Who answers: the relay, or the agent on a direct path.
     peer: Side,
+    /// Keeps a direct path up while the stream lives.
+    _in_use: InUse,
 }
 
 #[derive(Debug)]
@@ -40,14 +45,16 @@ enum State {
 impl Answered {
     /// Wraps the receive half of a stream that has just sent `Open` to the relay.
     pub fn new(recv: quinn::RecvStream) -> Answered {
-        Answered::with_peer(recv, Side::Relay)
+        Answered::on(recv, Side::Relay, InUse::default())
     }
 
-    /// As [`Answered::new`], for a stream whose other end is `peer`.
-    pub fn with_peer(recv: quinn::RecvStream, peer: Side) -> Answered {
+    /// As [`Answered::new`], for a stream whose other end is `peer` (on a
+    /// direct path, `in_use` keeps the path up for it).
+    pub fn on(recv: quinn::RecvStream, peer: Side, in_use: InUse) -> Answered {
         Answered {
             state: State::Waiting(FrameReader::new(recv)),
             peer,
+            _in_use: in_use,
         }
     }
 }

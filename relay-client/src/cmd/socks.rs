@@ -171,6 +171,7 @@ pub async fn one(
         mut send,
         mut recv,
         early,
+        in_use: _in_use,
     } = opened;
     let (mut tcp_read, mut tcp_write) = tcp_halves(tcp);
     let outcome = splice(

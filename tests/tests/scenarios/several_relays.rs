@@ -236,6 +236,12 @@ async fn a_rolling_restart_of_three_relays_fails_no_open_and_loses_no_byte_for_a
             back < Duration::from_secs(5),
             "agent took {back:?} to come back (a dial timeout is 10 s)"
         );
+        // The clients leave as soon as their streams there end: not at the
+        // agent's grace (5 s), when it closes its side.
+        assert!(
+            drained < Duration::from_secs(5),
+            "the relay took {drained:?} to drain: a client held on to it"
+        );
     }
     guard("the 256 MiB transfer", big).await??;
     stop.cancel();
