@@ -98,8 +98,9 @@ pub struct Args {
     /// names the relay].
     #[arg(long, value_name = "URL")]
     proxy: Option<String>,
-    /// Idle timeout of the relay connection (a dead relay is noticed after
-    /// it) [default: 10s].
+    /// Idle timeout of the relay connection: a relay that is silently gone
+    /// is noticed after it (a restarted one at the next keep-alive, a third
+    /// of it) [default: 45s].
     #[arg(long, value_parser = humantime::parse_duration)]
     idle_timeout: Option<Duration>,
     /// Serve /metrics, /healthz and /readyz (ready = registered with a

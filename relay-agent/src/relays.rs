@@ -51,6 +51,9 @@ pub const REDIAL_EVERY: Duration = Duration::from_millis(500);
 const REDIAL_ATTEMPT: Duration = Duration::from_secs(2);
 /// ...for this long; then the usual exponential backoff.
 const REDIAL_FOR: Duration = Duration::from_secs(30);
+/// The longest wait (before jitter) after a relay refused us as busy: it
+/// is up, and over its handshake budget only for moments.
+const BUSY_BACKOFF: Duration = Duration::from_secs(4);
 
 /// Keeps an uplink to every relay address until `stop`; returns the first
 /// error that cannot heal once no relay is left serving.
@@ -246,8 +249,15 @@ async fn supervise(
             }
             Err(e) => {
                 quickly_until = None;
-                let wait = jitter(delay);
-                tracing::warn!(%addr, err = %e, retry_in = ?wait, "cannot register with the relay");
+                // A busy relay is up and takes us within seconds: the wait
+                // stays short, and jittered, which spreads the herd.
+                let busy = matches!(e, uplink::RegisterError::Dial(DialError::Busy { .. }));
+                let wait = jitter(if busy { delay.min(BUSY_BACKOFF) } else { delay });
+                if busy {
+                    tracing::info!(%addr, retry_in = ?wait, "the relay is busy (a reconnect storm): trying again");
+                } else {
+                    tracing::warn!(%addr, err = %e, retry_in = ?wait, "cannot register with the relay");
+                }
                 delay = (delay * 2).min(config.backoff.max);
                 wait
             }

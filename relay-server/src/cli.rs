@@ -191,6 +191,10 @@ struct RunArgs {
     /// clients) [default: 1024].
     #[arg(long)]
     max_direct_per_agent: Option<usize>,
+    /// Handshakes worked on at once; past it new peers are refused and back
+    /// off with jitter (a reconnect storm is spread, not slowed) [default: 1024].
+    #[arg(long)]
+    max_handshakes: Option<usize>,
     /// Serve /metrics, /healthz and /readyz on this local TCP address
     /// (e.g. 127.0.0.1:9090; no authentication: keep it private) [default: off].
     #[arg(long, value_name = "ADDR")]
@@ -231,6 +235,9 @@ impl RunArgs {
         }
         if let Some(n) = self.max_direct_per_agent.or(file.max_direct_per_agent) {
             limits.direct_per_agent = n;
+        }
+        if let Some(n) = self.max_handshakes.or(file.max_handshakes) {
+            limits.handshakes = n.max(1);
         }
         if let Some(interval) = self.reload_interval.or(file.reload_interval) {
             limits.reload_interval = interval;

@@ -98,6 +98,11 @@ pub struct Limits {
     pub direct_per_client: usize,
     /// Live direct paths per agent (all instances, all clients).
     pub direct_per_agent: usize,
+    /// Handshakes the relay works on at once. Past it a new peer is refused
+    /// at once (QUIC `CONNECTION_REFUSED`) and backs off with jitter: a
+    /// reconnect storm is spread by its peers, instead of every handshake
+    /// slowing down until they all time out and are tried again.
+    pub handshakes: usize,
 }
 
 impl Default for Limits {
@@ -116,6 +121,7 @@ impl Default for Limits {
             auth_failed_window: crate::audit::AUTH_FAILED_WINDOW,
             direct_per_client: crate::routes::DIRECT_PER_CLIENT,
             direct_per_agent: crate::routes::DIRECT_PER_AGENT,
+            handshakes: 1024,
         }
     }
 }

@@ -89,6 +89,8 @@ pub struct RunFile {
     pub max_direct_per_client: Option<usize>,
     /// Live end-to-end paths per agent.
     pub max_direct_per_agent: Option<usize>,
+    /// Handshakes worked on at once.
+    pub max_handshakes: Option<usize>,
     /// Local address of the admin endpoint.
     pub metrics: Option<SocketAddr>,
 }
@@ -154,6 +156,7 @@ mod tests {
         assert_eq!(file.max_streams_per_client, Some(limits.streams_per_client));
         assert_eq!(file.max_direct_per_client, Some(limits.direct_per_client));
         assert_eq!(file.max_direct_per_agent, Some(limits.direct_per_agent));
+        assert_eq!(file.max_handshakes, Some(limits.handshakes));
         assert!(file.metrics.is_some());
         let base = example().parent().unwrap().to_owned();
         assert_eq!(file.audit_log, Some(base.join("audit.jsonl")));

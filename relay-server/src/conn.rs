@@ -74,9 +74,12 @@ impl ConnTable {
 }
 
 /// Serves one incoming connection until it ends or the relay shuts down.
+/// `handshake` is its slot in the handshake budget, given back once the
+/// handshake is over.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     incoming: quinn::Incoming,
+    handshake: relay_net::quota::Held<()>,
     shutdown: CancellationToken,
 ) {
     // A carrier's TCP peer, not its virtual address.
@@ -105,8 +108,11 @@ pub(crate) async fn serve(
     } else {
         incoming.accept()
     };
-    let handshake = async { connecting?.await };
-    let conn = match tokio::time::timeout(shared.limits.handshake_timeout, handshake).await {
+    let handshaken = async { connecting?.await };
+    let handshaken = tokio::time::timeout(shared.limits.handshake_timeout, handshaken).await;
+    drop(handshake);
+    shared.metrics.handshakes.dec();
+    let conn = match handshaken {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             return auth_failed(

@@ -116,6 +116,9 @@ pub(crate) struct Shared {
     open_limiter: governor::DefaultKeyedRateLimiter<Name>,
     /// Streams open at once per client identity.
     client_streams: relay_net::quota::Quota<Name>,
+    /// Handshakes under way (one key: the relay's), capped at
+    /// [`config::Limits::handshakes`].
+    handshakes: relay_net::quota::Quota<()>,
     /// Live client connections, so tests and tools can wait on them.
     clients: tokio::sync::watch::Sender<usize>,
     /// The relay's socket: UDP and the TCP carriers, which know the real
@@ -341,6 +344,7 @@ impl Relay {
             metrics,
             open_limiter,
             client_streams: relay_net::quota::Quota::new(config.limits.streams_per_client as usize),
+            handshakes: relay_net::quota::Quota::new(config.limits.handshakes),
             direct: routes,
             carriers,
             carrier_config,
@@ -477,10 +481,17 @@ impl Relay {
                 let _ = incoming.retry();
                 continue;
             }
+            // Over the handshake budget: refused now, so the peer backs off
+            // (a reconnect storm spreads itself instead of timing out).
+            let Some(handshake) = self.shared.handshakes.try_hold(&()) else {
+                self.shared.metrics.limit_hit("handshakes");
+                incoming.refuse();
+                continue;
+            };
+            self.shared.metrics.handshakes.inc();
             let span = tracing::debug_span!("incoming", remote = %incoming.remote_address());
-            tasks.spawn(
-                conn::serve(self.shared.clone(), incoming, shutdown.clone()).instrument(span),
-            );
+            let serve = conn::serve(self.shared.clone(), incoming, handshake, shutdown.clone());
+            tasks.spawn(serve.instrument(span));
         }
         // Draining: agents got `GoAway` on their control streams and
         // clients in datagrams; live connections are served until they

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub connections: Family<RoleLabel, Gauge>,
     /// Registered agent instances.
     pub agents: Gauge,
+    /// Handshakes under way (capped by `--max-handshakes`).
+    pub handshakes: Gauge,
     /// Streams open now, by kind.
     pub streams_open: Family<KindLabel, Gauge>,
     /// Streams opened, by kind.
@@ -82,6 +84,11 @@ impl Metrics {
             "agents_registered",
             "Registered agent instances",
             self.agents.clone(),
+        );
+        r.register(
+            "handshakes",
+            "Handshakes under way",
+            self.handshakes.clone(),
         );
         r.register(
             "streams_open",

@@ -124,12 +124,18 @@ async fn race(
     tcp_port: u16,
 ) -> Result<RelayConn, DialError> {
     tokio::pin!(quic);
-    let mut quic_failed = tokio::select! {
+    let quic_failed = tokio::select! {
         r = &mut quic => match r {
             Ok(conn) => return Ok(conn),
             Err(e) => Some(e),
         },
         () = tokio::time::sleep(STAGGER) => None,
+    };
+    // UDP gets through and the relay answered that it is busy: the carrier
+    // would only cost it a TLS handshake more.
+    let mut quic_failed = match quic_failed {
+        Some(busy @ DialError::Busy { .. }) => return Err(busy),
+        other => other,
     };
     if quic_failed.is_none() && heard.try_recv().is_ok() {
         // Not for ever: a path that passes a small Retry but drops full-size
@@ -365,6 +371,11 @@ async fn handshake(
             }
             return Err(unreachable(no_answer(timeout, hint)));
         }
+        Ok(Err(e)) if is_refused(&e) => {
+            return Err(DialError::Busy {
+                addr: addr.to_owned(),
+            })
+        }
         Ok(Err(e)) => {
             let gone = PeerGone::new(Role::Relay, &e);
             return Err(match gone.cause {
@@ -410,6 +421,13 @@ async fn handshake(
         candidate: dialled,
         ears: None,
     })
+}
+
+/// Whether the relay refused the connection before its handshake (it is
+/// over its handshake budget).
+fn is_refused(err: &ConnectionError) -> bool {
+    matches!(err, ConnectionError::ConnectionClosed(c)
+        if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED)
 }
 
 /// Whether a connection failed in the TLS handshake (a CRYPTO_ERROR).

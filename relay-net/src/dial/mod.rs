@@ -42,6 +42,14 @@ pub enum DialError {
         /// A human description.
         reason: String,
     },
+    /// The relay refused the connection: it is working on as many
+    /// handshakes as it takes at once (a reconnect storm). Back off with
+    /// jitter and try again.
+    #[error("relay {addr} is busy: too many peers are connecting at once; try again shortly")]
+    Busy {
+        /// The address dialed.
+        addr: String,
+    },
     /// The TLS handshake failed: one side does not trust the other's certificate.
     #[error("relay {addr} and this credential do not trust each other: {reason}")]
     Untrusted {

@@ -1,7 +1,7 @@
 //! Limits, each proven with small values: open rate per identity (resets
 //! count), first-frame timeout, an agent that never registers, dials in
-//! flight per agent; floods that are cut off while others keep working; and
-//! clients that connect and never open a stream.
+//! flight per agent; floods that are cut off while others keep working;
+//! clients that connect and never open a stream; and the handshake budget.
 
 use std::time::Duration;
 
@@ -332,6 +332,49 @@ async fn clients_that_never_open_a_stream_stay_idle_and_are_dropped_when_silent(
     echoes(&relay.client("after"), "edge/echo").await?;
 
     agent.shutdown().await;
+    relay.shutdown().await;
+    Ok(())
+}
+
+/// The relay works on `limits.handshakes` handshakes at once: one more peer
+/// is refused at once, with an error that says the relay is busy (an agent
+/// backs off with jitter on it), and is taken once the slot is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_at_its_handshake_budget_refuses_the_next_peer_until_a_slot_frees(
+) -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let relay = TestRelay::start_with(ALLOW_ALL, |c| {
+        c.limits.handshakes = 1;
+        c.metrics = "127.0.0.1:0".parse().ok();
+    })
+    .await;
+    let admin = relay
+        .admin
+        .ok_or_else(|| anyhow::anyhow!("no admin endpoint"))?;
+    // A slow peer holds the one slot: 250 ms each way keeps its handshake
+    // going for half a second once it has begun.
+    let proxy = relay_tests::chaos::ChaosProxy::start(relay.addr, 19).await;
+    proxy.set_delay(Duration::from_millis(250));
+    let slow = relay_tests::credential_via(&relay, Role::Client, "slow", proxy.addr);
+    let slow = Client::new(slow);
+    let slow = tokio::spawn(async move { slow.connection().await });
+    wait_metrics(admin, |m| gauge(m, "relay_handshakes") == 1).await;
+
+    let fast = relay_tests::credential_via(&relay, Role::Client, "fast", relay.addr);
+    match Client::new(fast).connection().await {
+        Err(e @ relay_net::dial::DialError::Busy { .. }) => {
+            assert!(e.to_string().contains("busy"), "{e}");
+        }
+        other => anyhow::bail!("expected a busy relay to refuse, got {other:?}"),
+    }
+    let metrics = wait_metrics(admin, |m| gauge(m, "relay_handshakes") == 0).await;
+    assert!(
+        metrics.contains("relay_limit_hits_total{reason=\"handshakes\"} 1"),
+        "{metrics}"
+    );
+    guard("the slow peer's handshake", slow).await??;
+    // The slot is free again: the refused peer is served.
+    guard("a list after", relay.client("fast").list()).await?;
     relay.shutdown().await;
     Ok(())
 }

@@ -42,6 +42,7 @@ use tokio::process::{Child, Command};
 
 mod scale;
 mod stall;
+mod storm;
 
 const POLICY: &str =
     "[[allow]]\nclient = \"*\"\nagent = \"*\"\ntargets = [\"*\"]\nshell = true\nrun = true\n";

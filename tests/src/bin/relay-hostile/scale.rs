@@ -7,7 +7,7 @@
 //! ```text
 //! relay-hostile scale --bins DIR [--agents 10000] [--clients 10000]
 //!                     [--idle-seconds 30] [--samples 2000] [--agent-transport auto|quic|tcp]
-//!                     [--agent-keep-alive 3s]
+//!                     [--agent-keep-alive 3s] [--storm crash|drain]
 //! ```
 //!
 //! The agents are the real agent (`relay_agent::Agent`, its own endpoint,
@@ -15,7 +15,8 @@
 //! (each agent holds a socket or two; a process may open 20,000 files
 //! here), all started at once; the clients are idle QUIC connections with
 //! a client credential (handshake done, keep-alives, no stream), from the
-//! `idle` worker.
+//! `idle` worker. `--storm` then restarts the relay under them (module
+//! `storm`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -38,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{memory_kib, mib, percentile, ping_pong, spawn_worker_within, Args};
 
 /// The relay's user + system CPU time so far, in seconds (`/proc/PID/stat`).
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name, which is in parentheses.
     let rest = stat.rsplit_once(')').context("/proc stat")?.1;
@@ -301,8 +302,13 @@ pub(crate) async fn scale(args: &Args) -> anyhow::Result<()> {
         percentile(&loaded, 0.5) as f64 / percentile(&unloaded, 0.5).max(1) as f64,
         percentile(&loaded, 0.99) as f64 / percentile(&unloaded, 0.99).max(1) as f64,
     );
+    let relay = match args.get("storm") {
+        Some(how) => crate::storm::storm(how, relay, &programs, agents, fwd, &unloaded).await?,
+        None => relay,
+    };
     drop(agent_workers);
     drop(worker);
+    drop(relay);
     client.close().await;
     Ok(())
 }
