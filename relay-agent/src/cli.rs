@@ -99,8 +99,8 @@ pub struct Args {
     #[arg(long, value_name = "URL")]
     proxy: Option<String>,
     /// Idle timeout of the relay connection: a relay that is silently gone
-    /// is noticed after it (a restarted one at the next keep-alive, a third
-    /// of it) [default: 45s].
+    /// is noticed after it (a restarted one at the next keep-alive, sent
+    /// every half of it; the relay's own, 30 s, caps it) [default: 30s].
     #[arg(long, value_parser = humantime::parse_duration)]
     idle_timeout: Option<Duration>,
     /// Serve /metrics, /healthz and /readyz (ready = registered with a
@@ -271,7 +271,7 @@ fn run(args: Args, file: File) -> anyhow::Result<()> {
     }
     if let Some(idle) = args.idle_timeout.or(file.idle_timeout) {
         config.transport.idle_timeout = idle;
-        config.transport.keep_alive = Some(idle / 3);
+        config.transport.keep_alive = Some(idle / 2);
     }
     if let Some(via) = args.transport.or(file.transport) {
         config.transport.via = via;

@@ -235,11 +235,12 @@ impl Transport {
     /// 10,000 idle agents make cost the relay ~3.5 % of a core (3 s: ~9 %;
     /// docs/PERFORMANCE.md). A restarted relay answers the next keep-alive
     /// with a stateless reset; one that is silently gone is noticed at the
-    /// idle timeout (meanwhile the agent's other relays serve). Gives the
-    /// streams it serves a growing allowance.
+    /// idle timeout, 30 s (the lower of the two ends' applies, and the
+    /// relay's is 30 s; meanwhile the agent's other relays serve). Gives
+    /// the streams it serves a growing allowance.
     pub fn agent() -> Transport {
         Transport {
-            idle_timeout: Duration::from_secs(45),
+            idle_timeout: Duration::from_secs(30),
             keep_alive: Some(Duration::from_secs(15)),
             datagram_buffer: None,
             max_bidi_streams: AGENT_INITIAL_STREAMS,
