@@ -73,13 +73,41 @@ impl ConnTable {
     }
 }
 
+/// How long a handshake holds its slot in the relay's budget at most.
+const SLOT_HELD: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A handshake's slot in the relay's budget ([`crate::config::Limits::handshakes`]),
+/// counted in `relay_handshakes`; given back when dropped.
+pub(crate) struct HandshakeSlot {
+    _held: relay_net::quota::Held<()>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl HandshakeSlot {
+    /// A slot, if the budget has one.
+    pub(crate) fn take(shared: &Shared) -> Option<HandshakeSlot> {
+        let held = shared.handshakes.try_hold(&())?;
+        shared.metrics.handshakes.inc();
+        Some(HandshakeSlot {
+            _held: held,
+            metrics: shared.metrics.clone(),
+        })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        self.metrics.handshakes.dec();
+    }
+}
+
 /// Serves one incoming connection until it ends or the relay shuts down.
 /// `handshake` is its slot in the handshake budget, given back once the
-/// handshake is over.
+/// handshake is over or has waited [`SLOT_HELD`].
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     incoming: quinn::Incoming,
-    handshake: relay_net::quota::Held<()>,
+    handshake: HandshakeSlot,
     shutdown: CancellationToken,
 ) {
     // A carrier's TCP peer, not its virtual address.
@@ -108,10 +136,21 @@ pub(crate) async fn serve(
     } else {
         incoming.accept()
     };
-    let handshaken = async { connecting?.await };
-    let handshaken = tokio::time::timeout(shared.limits.handshake_timeout, handshaken).await;
-    drop(handshake);
-    shared.metrics.handshakes.dec();
+    // The budget bounds fresh handshakes: one that has waited on its peer
+    // for SLOT_HELD (a stalling peer, a slow network) goes on without its
+    // slot, so stalled handshakes cannot keep the door shut for 10 s each.
+    let mut slot = Some(handshake);
+    let handshaken =
+        tokio::time::timeout(shared.limits.handshake_timeout, async { connecting?.await });
+    let mut handshaken = std::pin::pin!(handshaken);
+    let mut release = std::pin::pin!(tokio::time::sleep(SLOT_HELD));
+    let handshaken = loop {
+        tokio::select! {
+            done = &mut handshaken => break done,
+            () = &mut release, if slot.is_some() => slot = None,
+        }
+    };
+    drop(slot);
     let conn = match handshaken {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {

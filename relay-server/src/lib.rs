@@ -483,12 +483,11 @@ impl Relay {
             }
             // Over the handshake budget: refused now, so the peer backs off
             // (a reconnect storm spreads itself instead of timing out).
-            let Some(handshake) = self.shared.handshakes.try_hold(&()) else {
+            let Some(handshake) = conn::HandshakeSlot::take(&self.shared) else {
                 self.shared.metrics.limit_hit("handshakes");
                 incoming.refuse();
                 continue;
             };
-            self.shared.metrics.handshakes.inc();
             let span = tracing::debug_span!("incoming", remote = %incoming.remote_address());
             let serve = conn::serve(self.shared.clone(), incoming, handshake, shutdown.clone());
             tasks.spawn(serve.instrument(span));
