@@ -253,6 +253,9 @@ pub struct Relay {
     shared: Arc<Shared>,
     config: Config,
     admin: Option<std::net::TcpListener>,
+    /// The policy and revocation files as they were before they were
+    /// loaded: what the reload task compares against.
+    seen: reload::Seen,
     /// Locked while the relay runs, so no other instance uses the key.
     _reset_key: reset_key::ResetKey,
 }
@@ -275,6 +278,8 @@ impl Relay {
         let cert = read(paths.relay_cert())?;
         let key = read(paths.relay_key())?;
         let relay_name = PeerCert::from_pem(&cert)?.relay;
+        // Read before they are loaded: a change in between is reloaded.
+        let seen = reload::Seen::now(paths);
         let policy = Policy::load(&paths.policy())?;
         let revocations = Revocations::load(&paths.revoked())?;
         let audit = Audit::open_with(&config.audit_log, config.limits.auth_failed_window)?;
@@ -355,6 +360,7 @@ impl Relay {
             shared,
             config,
             admin,
+            seen,
             _reset_key: reset_key,
         })
     }
@@ -408,6 +414,7 @@ impl Relay {
         tasks.spawn(reload::run(
             self.shared.clone(),
             self.config.paths.clone(),
+            self.seen.clone(),
             shutdown.clone(),
         ));
         if let Some(listener) = self.admin.as_ref().and_then(|l| l.try_clone().ok()) {

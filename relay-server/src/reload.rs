@@ -17,14 +17,35 @@ use crate::policy::Policy;
 use crate::revocation::{RevocationError, Revocations};
 use crate::Shared;
 
-/// Watches the files until `shutdown`.
+/// The policy and revocation files' text as last seen.
+#[derive(Clone, Debug)]
+pub(crate) struct Seen {
+    policy: Option<String>,
+    revoked: Option<String>,
+}
+
+impl Seen {
+    /// The files as they are now. Taken before the relay loads them, so a
+    /// change made while it starts is reloaded, never taken as seen.
+    pub(crate) fn now(paths: &Paths) -> Seen {
+        Seen {
+            policy: std::fs::read_to_string(paths.policy()).ok(),
+            revoked: std::fs::read_to_string(paths.revoked()).ok(),
+        }
+    }
+}
+
+/// Watches the files until `shutdown`, from what the relay loaded (`seen`).
 pub(crate) async fn run(
     shared: Arc<Shared>,
     paths: Paths,
+    seen: Seen,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let mut policy_text = std::fs::read_to_string(paths.policy()).ok();
-    let mut revoked_text = std::fs::read_to_string(paths.revoked()).ok();
+    let Seen {
+        policy: mut policy_text,
+        revoked: mut revoked_text,
+    } = seen;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(shared.limits.reload_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
