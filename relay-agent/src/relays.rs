@@ -19,7 +19,10 @@
 //!
 //! A relay that restarts is back within [`REDIAL_EVERY`] of listening:
 //! after a loss the agent does not wait out a handshake timeout but starts
-//! an attempt every [`REDIAL_EVERY`] (each may take [`REDIAL_ATTEMPT`]).
+//! an attempt every [`REDIAL_EVERY`] while the relay is silent, over the
+//! transport it lost ([`redial`]). One that answers busy (a reconnect
+//! storm) is dialled again after a short jittered wait, one attempt at a
+//! time.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -47,7 +50,8 @@ const RESOLVE_RETRY: Duration = Duration::from_secs(2);
 
 /// After losing a relay: a new dial attempt this often...
 pub const REDIAL_EVERY: Duration = Duration::from_millis(500);
-/// ...each allowed this long (a handshake with `Retry` takes two round trips)...
+/// ...each allowed this long while the relay is silent (a handshake with
+/// `Retry` takes two round trips)...
 const REDIAL_ATTEMPT: Duration = Duration::from_secs(2);
 /// ...for this long; then the usual exponential backoff.
 const REDIAL_FOR: Duration = Duration::from_secs(30);
@@ -177,22 +181,29 @@ async fn supervise(
     let mut ever_up = false;
     // Set after a loss: until then, re-dial quickly.
     let mut quickly_until: Option<Instant> = None;
+    // The transport the relay last answered on, kept while it goes on
+    // answering (lost, then busy): with `--transport auto` the agent
+    // dials only that one meanwhile. A restarted relay answers there as
+    // soon as it listens, and a herd that raced the carrier too would
+    // cost it a TLS handshake more per agent (issue #19).
+    let mut answered_on: Option<Via> = None;
     loop {
         let quickly = quickly_until.is_some_and(|until| Instant::now() < until);
         // Each dial takes the credential file as it is now (module renewal).
         let used = shared.credential.current();
+        let transport = match (config.transport.via, answered_on) {
+            (Via::Auto, Some(via)) => relay_net::endpoint::Transport {
+                via,
+                ..config.transport.clone()
+            },
+            _ => config.transport.clone(),
+        };
         let dialling = async {
             if quickly {
-                redial(config, &used, &candidate, &origin).await
+                redial(config, &transport, &used, &candidate, &origin).await
             } else {
-                dial_one(
-                    &used,
-                    &candidate,
-                    Some(&origin),
-                    &config.transport,
-                    config.connect_timeout,
-                )
-                .await
+                let timeout = config.connect_timeout;
+                dial_one(&used, &candidate, Some(&origin), &transport, timeout).await
             }
         };
         let dialled = tokio::select! {
@@ -204,6 +215,7 @@ async fn supervise(
             Ok(rc) => {
                 uplink::run(config, &shared, rc, &origin, &instances, &shutdown, |via| {
                     over_tcp.set(i64::from(via == Via::Tcp));
+                    answered_on = Some(via);
                     if std::mem::replace(&mut was_up, true) {
                         return; // moved from TCP to QUIC: still one registration
                     }
@@ -234,6 +246,7 @@ async fn supervise(
             Ok(uplink::UplinkEnd::Duplicate(other)) => {
                 tracing::info!(%other, "this relay instance is already held through another address; checking again later");
                 quickly_until = None;
+                answered_on = None;
                 jitter(RESOLVE_EVERY)
             }
             Ok(uplink::UplinkEnd::Lost(reason)) => {
@@ -252,13 +265,23 @@ async fn supervise(
                 // A busy relay is up and takes us within seconds: the wait
                 // stays short, and jittered, which spreads the herd.
                 let busy = matches!(e, uplink::RegisterError::Dial(DialError::Busy { .. }));
+                if !busy {
+                    answered_on = None;
+                }
                 let wait = jitter(if busy { delay.min(BUSY_BACKOFF) } else { delay });
                 if busy {
                     tracing::info!(%addr, retry_in = ?wait, "the relay is busy (a reconnect storm): trying again");
                 } else {
                     tracing::warn!(%addr, err = %e, retry_in = ?wait, "cannot register with the relay");
                 }
-                delay = (delay * 2).min(config.backoff.max);
+                // Busy stays busy-short: a relay that answered is not
+                // waited for as long as one that did not.
+                let cap = if busy {
+                    BUSY_BACKOFF
+                } else {
+                    config.backoff.max
+                };
+                delay = (delay * 2).min(cap);
                 wait
             }
         };
@@ -269,32 +292,65 @@ async fn supervise(
     }
 }
 
-/// Dials `candidate` again after a loss: a new attempt every
-/// [`REDIAL_EVERY`] (each allowed [`REDIAL_ATTEMPT`]) until one connects,
+/// Dials `candidate` again after a loss, over `transport` (the one the
+/// lost connection used, with `--transport auto`).
+///
+/// Over QUIC a new attempt starts every [`REDIAL_EVERY`] while the relay
+/// is silent, since a QUIC handshake alone would resend its first packet
+/// only after 1, 3, 7 s; each is given up after [`REDIAL_ATTEMPT`] of
+/// silence. Once the relay has answered no more start, and those under way
+/// run to the connect timeout: a busy relay is not sent one handshake per
+/// agent every [`REDIAL_EVERY`]. Over TCP one attempt at a time (a relay
+/// that is down refuses the connection at once). Ends when one connects,
 /// one fails for another reason than no answer, or [`REDIAL_FOR`] passes.
-/// A QUIC handshake alone would resend its first packet only after 1, 3, 7 s.
 async fn redial(
     config: &crate::Config,
+    transport: &relay_net::endpoint::Transport,
     credential: &relay_net::credential::Loaded,
     candidate: &Candidate,
     origin: &Origin,
 ) -> Result<RelayConn, DialError> {
+    let overlap = transport.via == Via::Quic;
+    let mut heard = origin.ears.hear(candidate.addr);
+    let mut answered = false;
     let until = Instant::now() + REDIAL_FOR;
     let mut attempts = JoinSet::new();
+    // Attempts started while the relay was silent, oldest first: each is
+    // given up after REDIAL_ATTEMPT of silence; once the relay answers they
+    // run to the connect timeout (a busy relay's handshake is slow, and
+    // starting it again costs the relay more).
+    let mut silent: std::collections::VecDeque<(Instant, tokio::task::AbortHandle)> =
+        std::collections::VecDeque::new();
     let mut next = Instant::now();
     let mut last = None;
     loop {
-        let more = next < until;
+        let more = next < until && (attempts.is_empty() || (overlap && !answered));
+        let give_up = silent.front().map(|(at, _)| *at + REDIAL_ATTEMPT);
         tokio::select! {
             () = tokio::time::sleep_until(next), if more => {
-                let (cred, c, o, t) = (credential.clone(), candidate.clone(), origin.clone(), config.transport.clone());
-                attempts.spawn(async move { dial_one(&cred, &c, Some(&o), &t, REDIAL_ATTEMPT).await });
-                next += REDIAL_EVERY;
+                let (cred, c, o, t) = (credential.clone(), candidate.clone(), origin.clone(), transport.clone());
+                let timeout = config.connect_timeout;
+                let abort = attempts.spawn(async move { dial_one(&cred, &c, Some(&o), &t, timeout).await });
+                if !answered {
+                    silent.push_back((Instant::now(), abort));
+                }
+                next = Instant::now().max(next + REDIAL_EVERY);
+            }
+            () = tokio::time::sleep_until(give_up.unwrap_or(until)), if give_up.is_some() => {
+                if let Some((_, attempt)) = silent.pop_front() {
+                    attempt.abort();
+                }
+            }
+            // (Not once nothing is left to wait for: `else` ends the loop.)
+            _ = &mut heard, if !answered && (more || !attempts.is_empty()) => {
+                answered = true;
+                silent.clear();
             }
             Some(done) = attempts.join_next() => match done {
                 Ok(Ok(rc)) => return Ok(rc),
                 Ok(Err(e @ DialError::Unreachable { .. })) => last = Some(e),
                 Ok(Err(e)) => return Err(e),
+                Err(e) if e.is_cancelled() => {}
                 Err(e) => tracing::error!(err = %e, "a dial attempt panicked"),
             },
             else => {

@@ -6,7 +6,7 @@
 //! the agent shuts down.
 //!
 //! ```text
-//! Register ─▶ Registered ─▶ serve streams ─▶ GoAway ─▶ keep serving (in the background) until the relay closes
+//! Register ─▶ Registered ─▶ serve streams ─▶ GoAway, or silent past the keep-alive ─▶ keep serving (in the background) for the grace
 //!          │              └▶ lost / shutdown
 //!          ├▶ Registered by an instance already held through another address ─▶ Duplicate
 //!          └▶ Refused, or the relay closes ─▶ RegisterError
@@ -60,6 +60,10 @@ pub enum LostRelay {
     /// The control stream failed while the connection stayed up.
     #[error("{0}")]
     Control(FrameError),
+    /// Nothing came from the relay for this long, keep-alives included
+    /// (a relay that died and whose restart's reset did not reach us).
+    #[error("the relay has been silent for {0:?}")]
+    Silent(Duration),
 }
 
 /// Why the agent could not register with a relay.
@@ -341,6 +345,33 @@ enum Served {
     Upgraded(Box<Registration>),
 }
 
+/// Beyond the keep-alive interval, how long the relay may stay silent
+/// before the agent dials it anew beside the old connection: the relay
+/// acknowledges each keep-alive within a round trip, so this much silence
+/// is a lost relay, noticed long before the idle timeout.
+const SILENCE_SLACK: Duration = Duration::from_secs(3);
+
+/// Resolves once nothing has arrived on `conn` for `keep_alive` plus
+/// [`SILENCE_SLACK`]; never without keep-alives. Looks once a second.
+async fn silence(conn: &quinn::Connection, keep_alive: Option<Duration>) -> Duration {
+    let Some(keep_alive) = keep_alive else {
+        return std::future::pending().await;
+    };
+    let limit = keep_alive + SILENCE_SLACK;
+    let mut heard = (conn.stats().udp_rx.datagrams, tokio::time::Instant::now());
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let count = conn.stats().udp_rx.datagrams;
+        if count != heard.0 {
+            heard = (count, tokio::time::Instant::now());
+        } else if heard.1.elapsed() >= limit {
+            return heard.1.elapsed();
+        }
+    }
+}
+
 /// Serves a registered connection (the relay's streams) until it ends, the
 /// relay sends `GoAway`, or `shutdown`. Direct connections reach the
 /// agent's endpoint, not this connection: they are served apart
@@ -404,6 +435,7 @@ async fn serve(
             }),
             () = shutdown.cancelled() => Served::Ended(UplinkEnd::Shutdown),
             quic = upgrade => Served::Upgraded(Box::new(quic)),
+            silent = silence(&conn, config.transport.keep_alive) => Served::Ended(UplinkEnd::Lost(LostRelay::Silent(silent))),
         }
     };
     let relay = Arc::new(relay);
@@ -419,8 +451,8 @@ async fn serve(
             streams.drain(grace).await;
             conn.close(ErrorCode::GOING_AWAY.0.into(), b"agent shutting down");
         }
-        Served::Ended(UplinkEnd::GoAway(_)) => {
-            // The relay drains: clients that have not yet moved to another
+        Served::Ended(UplinkEnd::GoAway(_) | UplinkEnd::Lost(LostRelay::Silent(_))) => {
+            // The relay drains (or fell silent, and may yet answer): clients that have not yet moved to another
             // relay may still open streams here, so keep serving until the
             // relay closes the connection (it does once they are gone),
             // bounded by our grace; meanwhile the caller dials again.

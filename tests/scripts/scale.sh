@@ -7,6 +7,7 @@
 #
 #   tests/scripts/scale.sh [--agents 10000] [--clients 10000] [--idle-seconds 30]
 #                          [--agent-transport auto|quic|tcp] [--agent-keep-alive 3s]
+#                          [--max-handshakes N] (the relay's)
 #                          [--storm crash|drain]   (then restart the relay under them)
 #
 # Release build of the real programs; every process is a child of

@@ -1,7 +1,8 @@
 //! A relay that crashes (SIGKILL: no CONNECTION_CLOSE, no GoAway) and comes
 //! back on the same address: thanks to the stateless-reset key it keeps in
 //! its directory, agents learn at once that their connection is gone and
-//! re-register, instead of waiting out their idle timeout.
+//! re-register, instead of waiting out their idle timeout; and one whose
+//! restart cannot reset them is noticed by its silence.
 
 use std::time::Duration;
 
@@ -42,6 +43,48 @@ async fn agent_learns_of_a_relay_crash_by_stateless_reset() -> anyhow::Result<()
     let dir = relay.crash().await?;
     let relay = RelayProcess::run_in(&programs, dir, &addr, &[]).await?;
     guard("agent notices the crash", registered.wait_for(|n| *n == 0)).await?;
+    guard("agent re-registers", registered.wait_for(|n| *n == 1)).await?;
+
+    shutdown.cancel();
+    guard("agent stops", task).await?;
+    relay.crash().await?;
+    Ok(())
+}
+
+/// A relay replaced by one that cannot reset the old connections (a fresh
+/// stateless-reset key: a new machine at the old address): the agent
+/// notices its keep-alives going unanswered and dials anew, long before its
+/// idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_dials_anew_when_a_relay_falls_silent() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let programs = relay_tests::programs!();
+    let relay = RelayProcess::start(&programs, ALLOW_ALL, &[]).await?;
+    let cred_path = relay.issue("agent", "edge").await?;
+    let mut allowlist = Allowlist::default();
+    allowlist
+        .add("echo", &tcp_echo().await.to_string())
+        .map_err(anyhow::Error::msg)?;
+    let mut config = relay_agent::Config::new(Credential::load(&cred_path, None)?, allowlist);
+    // An idle timeout far beyond the hang guard: only the agent's own
+    // silence check can bring it back in time.
+    config.transport.idle_timeout = Duration::from_secs(120);
+    config.transport.keep_alive = Some(Duration::from_millis(300));
+    let agent = relay_agent::Agent::new(config);
+    let mut registered = agent.registered();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(agent.run(shutdown.clone()));
+    guard("first registration", registered.wait_for(|n| *n == 1)).await?;
+
+    let addr = relay.addr.to_string();
+    let dir = relay.crash().await?;
+    std::fs::remove_file(dir.path().join("reset.key"))?;
+    let relay = RelayProcess::run_in(&programs, dir, &addr, &[]).await?;
+    guard(
+        "agent notices the silence",
+        registered.wait_for(|n| *n == 0),
+    )
+    .await?;
     guard("agent re-registers", registered.wait_for(|n| *n == 1)).await?;
 
     shutdown.cancel();

@@ -7,13 +7,15 @@
 //! ```text
 //! relay-hostile scale --bins DIR [--agents 10000] [--clients 10000]
 //!                     [--idle-seconds 30] [--samples 2000] [--agent-transport auto|quic|tcp]
-//!                     [--agent-keep-alive 3s] [--storm crash|drain]
+//!                     [--agent-keep-alive 3s] [--max-handshakes N] [--storm crash|drain]
 //! ```
 //!
 //! The agents are the real agent (`relay_agent::Agent`, its own endpoint,
 //! keep-alives and backoff), one credential each, 2,500 to a worker process
 //! (each agent holds a socket or two; a process may open 20,000 files
-//! here), all started at once; the clients are idle QUIC connections with
+//! here), all started at once, at nice 19: they stand for machines of
+//! their own, so the relay and the pinger's processes come first on the
+//! cores they share here; the clients are idle QUIC connections with
 //! a client credential (handshake done, keep-alives, no stream), from the
 //! `idle` worker. `--storm` then restarts the relay under them (module
 //! `storm`).
@@ -31,7 +33,7 @@ use relay_net::credential::{Credential, Loaded};
 use relay_net::endpoint::Transport;
 use relay_server::cmd::issue::Issue;
 use relay_server::config::Paths;
-use relay_tests::launch::Programs;
+use relay_tests::launch::{Programs, RelayProcess};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
@@ -147,8 +149,13 @@ async fn start_agents(
     let mut firsts = Vec::new();
     for from in (0..agents).step_by(AGENTS_PER_WORKER) {
         let count = AGENTS_PER_WORKER.min(agents - from);
-        let mut command = Command::new(&exe);
+        // At the lowest priority: the agents stand for machines of their
+        // own, so the relay and the pinger's processes come first on the
+        // cores they share with them here.
+        let mut command = Command::new("nice");
         command
+            .args(["-n", "19"])
+            .arg(&exe)
             .args(["worker", "agents", "--creds"])
             .arg(creds)
             .args(["--from", &from.to_string(), "--count", &count.to_string()])
@@ -210,7 +217,12 @@ pub(crate) async fn scale(args: &Args) -> anyhow::Result<()> {
     // Long enough for every phase; the workers are killed when this ends.
     let run_seconds = idle_seconds + 900;
 
-    let relay = crate::start_relay(&programs).await?;
+    // `relay-server run` flags of the relay (and of its restart).
+    let mut relay_args = vec!["--metrics", "127.0.0.1:0"];
+    if let Some(n) = args.get("max-handshakes") {
+        relay_args.extend(["--max-handshakes", n]);
+    }
+    let relay = RelayProcess::start(&programs, crate::POLICY, &relay_args).await?;
     let pid = relay.process.pid()?;
     let echo = relay_tests::tcp_echo().await;
     let pinger_agent = relay.issue("agent", "edge").await?;
@@ -303,7 +315,9 @@ pub(crate) async fn scale(args: &Args) -> anyhow::Result<()> {
         percentile(&loaded, 0.99) as f64 / percentile(&unloaded, 0.99).max(1) as f64,
     );
     let relay = match args.get("storm") {
-        Some(how) => crate::storm::storm(how, relay, &programs, agents, fwd, &unloaded).await?,
+        Some(how) => {
+            crate::storm::storm(how, relay, &relay_args, &programs, agents, fwd, &unloaded).await?
+        }
         None => relay,
     };
     drop(agent_workers);

@@ -26,11 +26,16 @@ use crate::{memory_kib, metric_sum, mib, percentile, ping_pong, relay_metrics};
 /// How long the herd may take before the run gives up on it.
 const WITHIN: Duration = Duration::from_secs(180);
 
+/// How often the report prints a line of the herd's progress.
+const TIMELINE_EVERY: Duration = Duration::from_secs(5);
+
 /// Restarts `relay` the way `how` says under `agents` registered agents
-/// (plus the pinger's), and reports the storm; gives the new relay.
+/// (plus the pinger's), and reports the storm; gives the new relay,
+/// started with `relay_args` as the first one was.
 pub(crate) async fn storm(
     how: &str,
     relay: RelayProcess,
+    relay_args: &[&str],
     programs: &Programs,
     agents: usize,
     fwd: SocketAddr,
@@ -44,13 +49,7 @@ pub(crate) async fn storm(
         other => anyhow::bail!("--storm {other}: give crash or drain"),
     };
     let stopped = began.elapsed();
-    let relay = RelayProcess::run_in(
-        programs,
-        dir,
-        &addr.to_string(),
-        &["--metrics", "127.0.0.1:0"],
-    )
-    .await?;
+    let relay = RelayProcess::run_in(programs, dir, &addr.to_string(), relay_args).await?;
     let listening = Instant::now();
     let pid = relay.process.pid()?;
     println!(
@@ -70,12 +69,32 @@ pub(crate) async fn storm(
     let mut last = (Instant::now(), 0.0);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut registered = 0usize;
+    let mut last_text = String::new();
+    // A line every TIMELINE_EVERY shows how the herd comes in (or why not).
+    let mut next_line = Duration::ZERO;
+    let mut line_cpu = 0.0;
     while listening.elapsed() < WITHIN && reached.iter().any(Option::is_none) {
         tick.tick().await;
         let Ok(text) = relay_metrics(&relay).await else {
             continue;
         };
         registered = metric_sum(&text, "relay_agents_registered") as usize;
+        last_text.clone_from(&text);
+        if listening.elapsed() >= next_line {
+            let cpu = cpu_seconds(pid)?;
+            println!(
+                "  {:5.1} s: {registered} registered of {} agents connected, {} handshakes under way, {} refused as busy, {} failed; relay CPU {:.0} % since the last line",
+                listening.elapsed().as_secs_f64(),
+                metric_sum(&text, "relay_connections{role=\"agent\",transport=\"quic\"}")
+                    + metric_sum(&text, "relay_connections{role=\"agent\",transport=\"tcp\"}"),
+                metric_sum(&text, "relay_handshakes"),
+                metric_sum(&text, "relay_limit_hits_total{reason=\"handshakes\"}"),
+                metric_sum(&text, "relay_handshake_failures_total"),
+                (cpu - line_cpu) * 100.0 / TIMELINE_EVERY.as_secs_f64(),
+            );
+            line_cpu = cpu;
+            next_line += TIMELINE_EVERY;
+        }
         for (mark, at) in marks.iter().zip(reached.iter_mut()) {
             if at.is_none() && registered as f64 >= mark * all as f64 {
                 *at = Some(listening.elapsed());
@@ -111,6 +130,13 @@ pub(crate) async fn storm(
         mib(rss),
         mib(hwm)
     );
+    let failures: Vec<&str> = last_text
+        .lines()
+        .filter(|l| l.starts_with("relay_handshake_failures_total{"))
+        .collect();
+    if !failures.is_empty() {
+        println!("handshakes the relay gave up on: {}", failures.join(", "));
+    }
     match first {
         Some(first) => println!(
             "the pinger's agent back {:.2} s after the relay listened; {} round trips while the herd came in: p50 {} µs, p99 {} µs ({:.2}× and {:.2}× unloaded); {failed} tries failed before",
