@@ -192,7 +192,7 @@ struct RunArgs {
     #[arg(long)]
     max_direct_per_agent: Option<usize>,
     /// Handshakes worked on at once; past it new peers are refused and back
-    /// off with jitter (a reconnect storm is spread, not slowed) [default: 1024].
+    /// off with jitter (a reconnect storm is spread, not slowed) [default: 256].
     #[arg(long)]
     max_handshakes: Option<usize>,
     /// Serve /metrics, /healthz and /readyz on this local TCP address

@@ -101,7 +101,11 @@ pub struct Limits {
     /// Handshakes the relay works on at once. Past it a new peer is refused
     /// at once (QUIC `CONNECTION_REFUSED`) and backs off with jitter: a
     /// reconnect storm is spread by its peers, instead of every handshake
-    /// slowing down until they all time out and are tried again.
+    /// slowing down until they all time out and are tried again. Fewer
+    /// at once keep the relay's latency for peers already connected low
+    /// while a herd comes in; more bring a herd in sooner (256: 10,000
+    /// agents back within ~31-33 s here, a client's p99 ~3.5x unloaded;
+    /// 1,024: 24-27 s, 8-11x; docs/PERFORMANCE.md).
     pub handshakes: usize,
 }
 
@@ -121,7 +125,7 @@ impl Default for Limits {
             auth_failed_window: crate::audit::AUTH_FAILED_WINDOW,
             direct_per_client: crate::routes::DIRECT_PER_CLIENT,
             direct_per_agent: crate::routes::DIRECT_PER_AGENT,
-            handshakes: 1024,
+            handshakes: 256,
         }
     }
 }
