@@ -10,6 +10,36 @@ use relay_agent::allowlist::Allowlist;
 use relay_net::credential::Credential;
 use relay_tests::launch::RelayProcess;
 use relay_tests::{guard, tcp_echo, ALLOW_ALL};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// An agent of `relay` with an idle timeout far beyond the hang guard and
+/// keep-alives every 300 ms, registered: only what the test is about can
+/// tell it in time that the relay lost its connection. Stops on the token.
+async fn registered_agent(
+    relay: &RelayProcess,
+    tune: impl FnOnce(&mut relay_agent::Config),
+) -> anyhow::Result<(
+    watch::Receiver<usize>,
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+)> {
+    let cred_path = relay.issue("agent", "edge").await?;
+    let mut allowlist = Allowlist::default();
+    allowlist
+        .add("echo", &tcp_echo().await.to_string())
+        .map_err(anyhow::Error::msg)?;
+    let mut config = relay_agent::Config::new(Credential::load(&cred_path, None)?, allowlist);
+    config.transport.idle_timeout = Duration::from_secs(120);
+    config.transport.keep_alive = Some(Duration::from_millis(300));
+    tune(&mut config);
+    let agent = relay_agent::Agent::new(config);
+    let mut registered = agent.registered();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(agent.run(shutdown.clone()));
+    guard("first registration", registered.wait_for(|n| *n == 1)).await?;
+    Ok((registered, shutdown, task))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_learns_of_a_relay_crash_by_stateless_reset() -> anyhow::Result<()> {
@@ -20,23 +50,11 @@ async fn agent_learns_of_a_relay_crash_by_stateless_reset() -> anyhow::Result<()
         relay.dir.path().join("reset.key").exists(),
         "run keeps a stateless-reset key"
     );
-    let cred_path = relay.issue("agent", "edge").await?;
-    let mut allowlist = Allowlist::default();
-    allowlist
-        .add("echo", &tcp_echo().await.to_string())
-        .map_err(anyhow::Error::msg)?;
-    let mut config = relay_agent::Config::new(Credential::load(&cred_path, None)?, allowlist);
-    // An idle timeout far beyond the hang guard: only a stateless reset can
-    // tell the agent in time that the relay lost its connection.
-    config.transport.idle_timeout = Duration::from_secs(120);
-    config.transport.keep_alive = Some(Duration::from_millis(300));
-    config.backoff.initial = Duration::from_millis(50);
-    config.backoff.max = Duration::from_millis(200);
-    let agent = relay_agent::Agent::new(config);
-    let mut registered = agent.registered();
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(agent.run(shutdown.clone()));
-    guard("first registration", registered.wait_for(|n| *n == 1)).await?;
+    let (mut registered, shutdown, task) = registered_agent(&relay, |config| {
+        config.backoff.initial = Duration::from_millis(50);
+        config.backoff.max = Duration::from_millis(200);
+    })
+    .await?;
 
     // Crash: no close, no GoAway. Then the same relay comes back.
     let addr = relay.addr.to_string();
@@ -60,21 +78,7 @@ async fn agent_dials_anew_when_a_relay_falls_silent() -> anyhow::Result<()> {
     relay_tests::trace_init();
     let programs = relay_tests::programs!();
     let relay = RelayProcess::start(&programs, ALLOW_ALL, &[]).await?;
-    let cred_path = relay.issue("agent", "edge").await?;
-    let mut allowlist = Allowlist::default();
-    allowlist
-        .add("echo", &tcp_echo().await.to_string())
-        .map_err(anyhow::Error::msg)?;
-    let mut config = relay_agent::Config::new(Credential::load(&cred_path, None)?, allowlist);
-    // An idle timeout far beyond the hang guard: only the agent's own
-    // silence check can bring it back in time.
-    config.transport.idle_timeout = Duration::from_secs(120);
-    config.transport.keep_alive = Some(Duration::from_millis(300));
-    let agent = relay_agent::Agent::new(config);
-    let mut registered = agent.registered();
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(agent.run(shutdown.clone()));
-    guard("first registration", registered.wait_for(|n| *n == 1)).await?;
+    let (mut registered, shutdown, task) = registered_agent(&relay, |_| {}).await?;
 
     let addr = relay.addr.to_string();
     let dir = relay.crash().await?;
