@@ -195,6 +195,10 @@ struct RunArgs {
     /// off with jitter (a reconnect storm is spread, not slowed) [default: 256].
     #[arg(long)]
     max_handshakes: Option<usize>,
+    /// Of those, how many one source address (an IPv6 /64) may have under
+    /// way, so a flood from one place cannot take them all [default: 64].
+    #[arg(long)]
+    max_handshakes_per_address: Option<usize>,
     /// Serve /metrics, /healthz and /readyz on this local TCP address
     /// (e.g. 127.0.0.1:9090; no authentication: keep it private) [default: off].
     #[arg(long, value_name = "ADDR")]
@@ -238,6 +242,12 @@ impl RunArgs {
         }
         if let Some(n) = self.max_handshakes.or(file.max_handshakes) {
             limits.handshakes = n.max(1);
+        }
+        if let Some(n) = self
+            .max_handshakes_per_address
+            .or(file.max_handshakes_per_address)
+        {
+            limits.handshakes_per_address = n.max(1);
         }
         if let Some(interval) = self.reload_interval.or(file.reload_interval) {
             limits.reload_interval = interval;

@@ -107,6 +107,12 @@ pub struct Limits {
     /// agents back within ~31-33 s here, a client's p99 ~3.5x unloaded;
     /// 1,024: 24-27 s, 8-11x; docs/PERFORMANCE.md).
     pub handshakes: usize,
+    /// Of those, how many one source address may have under way (an IPv6
+    /// address counts by its /64): a flood from one place cannot take the
+    /// whole budget and keep everyone else's agents out. Many agents
+    /// behind one NAT are refused past it only for moments, as past the
+    /// budget.
+    pub handshakes_per_address: usize,
 }
 
 impl Default for Limits {
@@ -126,6 +132,7 @@ impl Default for Limits {
             direct_per_client: crate::routes::DIRECT_PER_CLIENT,
             direct_per_agent: crate::routes::DIRECT_PER_AGENT,
             handshakes: 256,
+            handshakes_per_address: 64,
         }
     }
 }

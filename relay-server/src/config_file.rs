@@ -91,6 +91,8 @@ pub struct RunFile {
     pub max_direct_per_agent: Option<usize>,
     /// Handshakes worked on at once.
     pub max_handshakes: Option<usize>,
+    /// Handshakes worked on at once from one source address.
+    pub max_handshakes_per_address: Option<usize>,
     /// Local address of the admin endpoint.
     pub metrics: Option<SocketAddr>,
 }
@@ -157,6 +159,10 @@ mod tests {
         assert_eq!(file.max_direct_per_client, Some(limits.direct_per_client));
         assert_eq!(file.max_direct_per_agent, Some(limits.direct_per_agent));
         assert_eq!(file.max_handshakes, Some(limits.handshakes));
+        assert_eq!(
+            file.max_handshakes_per_address,
+            Some(limits.handshakes_per_address)
+        );
         assert!(file.metrics.is_some());
         let base = example().parent().unwrap().to_owned();
         assert_eq!(file.audit_log, Some(base.join("audit.jsonl")));

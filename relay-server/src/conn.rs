@@ -76,22 +76,49 @@ impl ConnTable {
 /// How long a handshake holds its slot in the relay's budget at most.
 const SLOT_HELD: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// A handshake's slot in the relay's budget ([`crate::config::Limits::handshakes`]),
-/// counted in `relay_handshakes`; given back when dropped.
+/// A handshake's slot in the relay's budget ([`crate::config::Limits::handshakes`])
+/// and in its source address's share of it, counted in `relay_handshakes`;
+/// given back when dropped.
 pub(crate) struct HandshakeSlot {
     _held: relay_net::quota::Held<()>,
+    _from: relay_net::quota::Held<std::net::IpAddr>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl HandshakeSlot {
-    /// A slot, if the budget has one.
-    pub(crate) fn take(shared: &Shared) -> Option<HandshakeSlot> {
-        let held = shared.handshakes.try_hold(&())?;
+    /// A slot for a peer at `from`, or the limit (as counted in
+    /// `relay_limit_hits_total`) that has none.
+    pub(crate) fn take(
+        shared: &Shared,
+        from: std::net::IpAddr,
+    ) -> Result<HandshakeSlot, &'static str> {
+        let from = shared
+            .handshakes_per_address
+            .try_hold(&address_key(from))
+            .ok_or("handshakes_per_address")?;
+        let held = shared.handshakes.try_hold(&()).ok_or("handshakes")?;
         shared.metrics.handshakes.inc();
-        Some(HandshakeSlot {
+        Ok(HandshakeSlot {
             _held: held,
+            _from: from,
             metrics: shared.metrics.clone(),
         })
+    }
+}
+
+/// What a source address counts as for its share of the handshake budget:
+/// an IPv4 address itself (an IPv4-mapped IPv6 one too), an IPv6 address
+/// its /64, the least one holder is given.
+pub(crate) fn address_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.into(),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                std::net::IpAddr::V6(prefix.into())
+            }
+        },
+        v4 => v4,
     }
 }
 
@@ -240,4 +267,32 @@ impl Drop for ClientCount<'_> {
 fn until(t: time::OffsetDateTime) -> std::time::Duration {
     let left = t - time::OffsetDateTime::now_utc();
     std::time::Duration::try_from(left).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::address_key;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn an_address_counts_as_itself_and_an_ipv6_one_as_its_64() {
+        assert_eq!(address_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(address_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:aaaa::1")),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            address_key(ip("2001:db8:1:2::9"))
+        );
+        assert_ne!(
+            address_key(ip("2001:db8:1:2::1")),
+            address_key(ip("2001:db8:1:3::1"))
+        );
+    }
 }

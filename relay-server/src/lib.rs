@@ -119,6 +119,9 @@ pub(crate) struct Shared {
     /// Handshakes under way (one key: the relay's), capped at
     /// [`config::Limits::handshakes`].
     handshakes: relay_net::quota::Quota<()>,
+    /// Handshakes under way per source address ([`conn::address_key`]),
+    /// capped at [`config::Limits::handshakes_per_address`].
+    handshakes_per_address: relay_net::quota::Quota<std::net::IpAddr>,
     /// Live client connections, so tests and tools can wait on them.
     clients: tokio::sync::watch::Sender<usize>,
     /// The relay's socket: UDP and the TCP carriers, which know the real
@@ -350,6 +353,9 @@ impl Relay {
             open_limiter,
             client_streams: relay_net::quota::Quota::new(config.limits.streams_per_client as usize),
             handshakes: relay_net::quota::Quota::new(config.limits.handshakes),
+            handshakes_per_address: relay_net::quota::Quota::new(
+                config.limits.handshakes_per_address,
+            ),
             direct: routes,
             carriers,
             carrier_config,
@@ -488,12 +494,17 @@ impl Relay {
                 let _ = incoming.retry();
                 continue;
             }
-            // Over the handshake budget: refused now, so the peer backs off
-            // (a reconnect storm spreads itself instead of timing out).
-            let Some(handshake) = conn::HandshakeSlot::take(&self.shared) else {
-                self.shared.metrics.limit_hit("handshakes");
-                incoming.refuse();
-                continue;
+            // Over the handshake budget, or its share for this address:
+            // refused now, so the peer backs off (a reconnect storm spreads
+            // itself instead of timing out).
+            let from = self.shared.remote(incoming.remote_address()).ip();
+            let handshake = match conn::HandshakeSlot::take(&self.shared, from) {
+                Ok(slot) => slot,
+                Err(limit) => {
+                    self.shared.metrics.limit_hit(limit);
+                    incoming.refuse();
+                    continue;
+                }
             };
             let span = tracing::debug_span!("incoming", remote = %incoming.remote_address());
             let serve = conn::serve(self.shared.clone(), incoming, handshake, shutdown.clone());

@@ -71,6 +71,8 @@ pub struct ChaosProxy {
 #[derive(Debug)]
 struct Upstream {
     addr: Mutex<SocketAddr>,
+    /// The loopback address new peers' sockets are bound to.
+    source: Mutex<std::net::IpAddr>,
     sockets: Mutex<Vec<Arc<UdpSocket>>>,
 }
 
@@ -119,6 +121,7 @@ impl ChaosProxy {
         let stop = CancellationToken::new();
         let upstream = Arc::new(Upstream {
             addr: Mutex::new(upstream),
+            source: Mutex::new(std::net::Ipv4Addr::LOCALHOST.into()),
             sockets: Mutex::default(),
         });
         tokio::spawn(run(front, upstream.clone(), faults.clone(), stop.clone()));
@@ -128,6 +131,16 @@ impl ChaosProxy {
             upstream,
             stop,
         }
+    }
+
+    /// Peers seen from now on reach the upstream from `source` (another
+    /// loopback address, e.g. 127.0.0.2: another machine to the relay).
+    pub fn set_source(&self, source: std::net::IpAddr) {
+        *self
+            .upstream
+            .source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = source;
     }
 
     /// Sends from now on to `upstream`, from the same sockets: what a load
@@ -207,7 +220,8 @@ async fn run(
         let back = match sessions.get(&peer) {
             Some(s) => s.clone(),
             None => {
-                let Ok(s) = UdpSocket::bind("127.0.0.1:0").await else {
+                let source = *upstream.source.lock().unwrap_or_else(|p| p.into_inner());
+                let Ok(s) = UdpSocket::bind(SocketAddr::new(source, 0)).await else {
                     continue;
                 };
                 let to = *upstream.addr.lock().unwrap_or_else(|p| p.into_inner());

@@ -348,17 +348,9 @@ async fn a_relay_at_its_handshake_budget_refuses_the_next_peer_until_a_slot_free
         c.metrics = "127.0.0.1:0".parse().ok();
     })
     .await;
-    let admin = relay
-        .admin
-        .ok_or_else(|| anyhow::anyhow!("no admin endpoint"))?;
-    // A slow peer holds the one slot: 250 ms each way keeps its handshake
-    // going for half a second once it has begun.
-    let proxy = relay_tests::chaos::ChaosProxy::start(relay.addr, 19).await;
-    proxy.set_delay(Duration::from_millis(250));
-    let slow = relay_tests::credential_via(&relay, Role::Client, "slow", proxy.addr);
-    let slow = Client::new(slow);
-    let slow = tokio::spawn(async move { slow.connection().await });
-    wait_metrics(admin, |m| gauge(m, "relay_handshakes") == 1).await;
+    // 250 ms each way keeps its handshake going for half a second once it
+    // has begun.
+    let (admin, _proxy, slow) = slow_handshake(&relay, Duration::from_millis(250)).await?;
 
     let fast = relay_tests::credential_via(&relay, Role::Client, "fast", relay.addr);
     match Client::new(fast).connection().await {
@@ -377,6 +369,64 @@ async fn a_relay_at_its_handshake_budget_refuses_the_next_peer_until_a_slot_free
     guard("a list after", relay.client("fast").list()).await?;
     relay.shutdown().await;
     Ok(())
+}
+
+/// One source address gets its share of the handshake budget, not all of
+/// it: while a slow peer holds its address's one slot, a second peer from
+/// that address is refused and one from another address is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_the_whole_handshake_budget() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let relay = TestRelay::start_with(ALLOW_ALL, |c| {
+        c.limits.handshakes_per_address = 1;
+        c.metrics = "127.0.0.1:0".parse().ok();
+    })
+    .await;
+    // From 127.0.0.1, so slow (a second each way) that its handshake holds
+    // the address's slot until the relay lets it go (2 s).
+    let (admin, _proxy, slow) = slow_handshake(&relay, Duration::from_secs(1)).await?;
+
+    let same = relay_tests::credential_via(&relay, Role::Client, "same", relay.addr);
+    match Client::new(same).connection().await {
+        Err(relay_net::dial::DialError::Busy { .. }) => {}
+        other => anyhow::bail!("expected the address's share to be taken, got {other:?}"),
+    }
+    // Another machine, as the relay sees it, is served meanwhile.
+    let elsewhere = relay_tests::chaos::ChaosProxy::start(relay.addr, 24).await;
+    elsewhere.set_source(std::net::Ipv4Addr::new(127, 0, 0, 2).into());
+    let other = relay_tests::credential_via(&relay, Role::Client, "other", elsewhere.addr);
+    guard("a list from another address", Client::new(other).list()).await?;
+    let metrics = wait_metrics(admin, |m| gauge(m, "relay_handshakes") <= 1).await;
+    assert!(
+        metrics.contains("relay_limit_hits_total{reason=\"handshakes_per_address\"} 1"),
+        "{metrics}"
+    );
+    guard("the slow peer's handshake", slow).await??;
+    relay.shutdown().await;
+    Ok(())
+}
+
+/// A client whose packets to `relay` take `delay` each way, connecting:
+/// its handshake holds a slot of the relay's budget, which the relay's
+/// metrics (at the returned address) show before this returns.
+async fn slow_handshake(
+    relay: &TestRelay,
+    delay: Duration,
+) -> anyhow::Result<(
+    std::net::SocketAddr,
+    relay_tests::chaos::ChaosProxy,
+    tokio::task::JoinHandle<Result<quinn::Connection, relay_net::dial::DialError>>,
+)> {
+    let admin = relay
+        .admin
+        .ok_or_else(|| anyhow::anyhow!("no admin endpoint"))?;
+    let proxy = relay_tests::chaos::ChaosProxy::start(relay.addr, 19).await;
+    proxy.set_delay(delay);
+    let slow = relay_tests::credential_via(relay, Role::Client, "slow", proxy.addr);
+    let slow = Client::new(slow);
+    let slow = tokio::spawn(async move { slow.connection().await });
+    wait_metrics(admin, |m| gauge(m, "relay_handshakes") == 1).await;
+    Ok((admin, proxy, slow))
 }
 
 /// The value of the agent's gauge `name` in a `/metrics` text (0 if absent).

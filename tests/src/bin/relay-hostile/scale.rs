@@ -217,8 +217,15 @@ pub(crate) async fn scale(args: &Args) -> anyhow::Result<()> {
     // Long enough for every phase; the workers are killed when this ends.
     let run_seconds = idle_seconds + 900;
 
-    // `relay-server run` flags of the relay (and of its restart).
-    let mut relay_args = vec!["--metrics", "127.0.0.1:0"];
+    // `relay-server run` flags of the relay (and of its restart). Every
+    // agent here comes from 127.0.0.1, where each stands for a machine of
+    // its own: no share of the handshake budget per address.
+    let mut relay_args = vec![
+        "--metrics",
+        "127.0.0.1:0",
+        "--max-handshakes-per-address",
+        "1000000",
+    ];
     if let Some(n) = args.get("max-handshakes") {
         relay_args.extend(["--max-handshakes", n]);
     }
