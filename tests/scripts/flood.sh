@@ -4,7 +4,7 @@
 # (relay path and direct paths): figures, not a pass/fail test
 # (docs/RELIABILITY.md has a run).
 #
-#   tests/scripts/flood.sh [--samples 3000] [--idle 500] [--seconds 8] [--junk-pps 50000]
+#   tests/scripts/flood.sh [--samples 3000] [--idle 500] [--seconds 8] [--junk-pps 50000] [--initials-pps 5000]
 #                          [--streams 64] [--mib 64]
 #
 # Release build of the real programs; relay, agent and flooders are separate

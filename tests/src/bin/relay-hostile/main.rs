@@ -16,7 +16,7 @@
 //!     forwards, `connect`s and `run` sessions busy through loss and
 //!     partitions; RSS, fds and live streams of relay and agent every 5 s;
 //!     fails on growth or on any byte mismatch
-//! relay-hostile worker open-reset|idle|junk ...   (a flood, as a child process)
+//! relay-hostile worker open-reset|idle|junk|initials ...   (a flood, as a child process)
 //! ```
 //!
 //! Every process it starts is its child, killed on drop; every flood is
@@ -40,6 +40,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
+mod initials;
 mod scale;
 mod stall;
 mod storm;
@@ -223,7 +224,11 @@ async fn spawn_worker_within(
     within: Duration,
 ) -> anyhow::Result<(Child, String, tokio::task::JoinHandle<String>)> {
     let exe = std::env::current_exe()?;
-    let mut child = Command::new(exe)
+    // At the lowest priority: a worker stands for other machines (flooders,
+    // idle peers), whose CPU is not the relay's or the pinger's.
+    let mut child = Command::new("nice")
+        .args(["-n", "19"])
+        .arg(exe)
         .args(["worker", kind])
         .args(args)
         .stdout(Stdio::piped())
@@ -353,14 +358,36 @@ async fn flood(args: &Args) -> anyhow::Result<()> {
 
     // 3. Junk UDP at a bounded rate.
     let rate: u64 = args.num("junk-pps", 50_000)?;
+    let (cpu, began) = (scale::cpu_seconds(pid)?, Instant::now());
     let (child, _, summary) =
         spawn_worker("junk", &common(&["--pps".into(), rate.to_string()])).await?;
     let rtts = ping_pong(fwd, samples).await?;
     let sent = finish_worker(child, summary).await?;
+    let busy = (scale::cpu_seconds(pid)? - cpu) / began.elapsed().as_secs_f64();
     record(
         "junk UDP",
         &rtts,
-        format!("{sent} of 1200 bytes in {seconds} s (target {rate}/s)"),
+        format!(
+            "{sent} of 1200 bytes in {seconds} s (target {rate}/s); relay CPU {:.0} % of a core",
+            busy * 100.0
+        ),
+    )?;
+
+    // 4. Well-formed Initials that never finish (module `initials`).
+    let rate: u64 = args.num("initials-pps", 5_000)?;
+    let (cpu, began) = (scale::cpu_seconds(pid)?, Instant::now());
+    let (child, _, summary) =
+        spawn_worker("initials", &common(&["--pps".into(), rate.to_string()])).await?;
+    let rtts = ping_pong(fwd, samples).await?;
+    let sent = finish_worker(child, summary).await?;
+    let busy = (scale::cpu_seconds(pid)? - cpu) / began.elapsed().as_secs_f64();
+    record(
+        "QUIC Initials",
+        &rtts,
+        format!(
+            "{sent} in {seconds} s (target {rate}/s), never finished; relay CPU {:.0} % of a core",
+            busy * 100.0
+        ),
     )?;
 
     println!();
@@ -459,6 +486,11 @@ async fn worker(args: &Args) -> anyhow::Result<()> {
             tokio::time::sleep_until(deadline.into()).await; // sleep-ok: the flood's length, idle until its deadline
             drop(conns);
             endpoint.close(0u32.into(), b"done");
+        }
+        "initials" => {
+            let pps: u64 = args.num("pps", 5_000)?;
+            let sent = initials::flood(relay, &cred, pps, deadline).await?;
+            println!("{sent} Initials");
         }
         "junk" => {
             let pps: u64 = args.num("pps", 50_000)?;
