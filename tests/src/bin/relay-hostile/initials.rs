@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use quinn_proto::{ClientConfig, Endpoint, EndpointConfig, EndpointEvent};
 use relay_net::credential::Loaded;
@@ -30,23 +30,20 @@ pub(crate) async fn flood(
     let mut endpoint = Endpoint::new(Arc::new(EndpointConfig::default()), None, false, None);
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
     let mut packet = Vec::with_capacity(1500);
-    println!("ready");
-    let per_ms = (pps / 1000).max(1);
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    let mut sent = 0u64;
-    while Instant::now() < deadline {
-        tick.tick().await;
-        for _ in 0..per_ms {
-            let now = Instant::now();
-            let (handle, mut conn) = endpoint.connect(now, config.clone(), relay, "127.0.0.1")?;
-            packet.clear();
-            if let Some(t) = conn.poll_transmit(now, 1, &mut packet) {
-                let _ = socket.send_to(&packet[..t.size], t.destination).await;
-                sent += 1;
-            }
-            // Forgotten at once: the endpoint keeps nothing of it.
-            endpoint.handle_event(handle, EndpointEvent::drained());
-        }
-    }
+    let sent = crate::at_rate(pps, deadline, || {
+        let now = Instant::now();
+        let Ok((handle, mut conn)) = endpoint.connect(now, config.clone(), relay, "127.0.0.1")
+        else {
+            return false;
+        };
+        packet.clear();
+        let sent = conn
+            .poll_transmit(now, 1, &mut packet)
+            .is_some_and(|t| socket.try_send_to(&packet[..t.size], t.destination).is_ok());
+        // Forgotten at once: the endpoint keeps nothing of it.
+        endpoint.handle_event(handle, EndpointEvent::drained());
+        sent
+    })
+    .await;
     Ok(sent)
 }

@@ -356,39 +356,28 @@ async fn flood(args: &Args) -> anyhow::Result<()> {
     )?;
     finish_worker(child, summary).await?;
 
-    // 3. Junk UDP at a bounded rate.
-    let rate: u64 = args.num("junk-pps", 50_000)?;
-    let (cpu, began) = (scale::cpu_seconds(pid)?, Instant::now());
-    let (child, _, summary) =
-        spawn_worker("junk", &common(&["--pps".into(), rate.to_string()])).await?;
-    let rtts = ping_pong(fwd, samples).await?;
-    let sent = finish_worker(child, summary).await?;
-    let busy = (scale::cpu_seconds(pid)? - cpu) / began.elapsed().as_secs_f64();
-    record(
-        "junk UDP",
-        &rtts,
-        format!(
-            "{sent} of 1200 bytes in {seconds} s (target {rate}/s); relay CPU {:.0} % of a core",
-            busy * 100.0
-        ),
-    )?;
-
-    // 4. Well-formed Initials that never finish (module `initials`).
-    let rate: u64 = args.num("initials-pps", 5_000)?;
-    let (cpu, began) = (scale::cpu_seconds(pid)?, Instant::now());
-    let (child, _, summary) =
-        spawn_worker("initials", &common(&["--pps".into(), rate.to_string()])).await?;
-    let rtts = ping_pong(fwd, samples).await?;
-    let sent = finish_worker(child, summary).await?;
-    let busy = (scale::cpu_seconds(pid)? - cpu) / began.elapsed().as_secs_f64();
-    record(
-        "QUIC Initials",
-        &rtts,
-        format!(
-            "{sent} in {seconds} s (target {rate}/s), never finished; relay CPU {:.0} % of a core",
-            busy * 100.0
-        ),
-    )?;
+    // 3. Junk UDP, and 4. well-formed Initials that never finish (module
+    // `initials`), each at a bounded rate, with the relay's CPU for it.
+    for (phase, kind, flag, default) in [
+        ("junk UDP", "junk", "junk-pps", 50_000),
+        ("QUIC Initials", "initials", "initials-pps", 5_000),
+    ] {
+        let rate: u64 = args.num(flag, default)?;
+        let (cpu, began) = (scale::cpu_seconds(pid)?, Instant::now());
+        let (child, _, summary) =
+            spawn_worker(kind, &common(&["--pps".into(), rate.to_string()])).await?;
+        let rtts = ping_pong(fwd, samples).await?;
+        let sent = finish_worker(child, summary).await?;
+        let busy = (scale::cpu_seconds(pid)? - cpu) / began.elapsed().as_secs_f64();
+        record(
+            phase,
+            &rtts,
+            format!(
+                "{sent} in {seconds} s (target {rate}/s); relay CPU {:.0} % of a core",
+                busy * 100.0
+            ),
+        )?;
+    }
 
     println!();
     println!(
@@ -497,24 +486,33 @@ async fn worker(args: &Args) -> anyhow::Result<()> {
             let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
             let mut payload = vec![0u8; 1200];
             let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-            println!("ready");
-            let per_ms = (pps / 1000).max(1);
-            let mut tick = tokio::time::interval(Duration::from_millis(1));
-            let mut sent = 0u64;
-            while Instant::now() < deadline {
-                tick.tick().await;
-                for _ in 0..per_ms {
-                    rng.fill_bytes(&mut payload);
-                    payload[0] = 0xc3; // looks like a long-header packet
-                    let _ = socket.send_to(&payload, relay).await;
-                    sent += 1;
-                }
-            }
-            println!("{sent} junk datagrams");
+            let sent = at_rate(pps, deadline, || {
+                rng.fill_bytes(&mut payload);
+                payload[0] = 0xc3; // looks like a long-header packet
+                socket.try_send_to(&payload, relay).is_ok()
+            })
+            .await;
+            println!("{sent} junk datagrams of 1200 bytes");
         }
         other => bail!("unknown worker {other:?}"),
     }
     Ok(())
+}
+
+/// Says "ready", then calls `send` `pps` times a second (in 1 ms batches)
+/// until `deadline`; how many times it sent (`send` says whether it did).
+async fn at_rate(pps: u64, deadline: Instant, mut send: impl FnMut() -> bool) -> u64 {
+    println!("ready");
+    let per_ms = (pps / 1000).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut sent = 0u64;
+    while Instant::now() < deadline {
+        tick.tick().await;
+        for _ in 0..per_ms {
+            sent += u64::from(send());
+        }
+    }
+    sent
 }
 
 // ---------------------------------------------------------------------------
