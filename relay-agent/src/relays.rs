@@ -251,6 +251,11 @@ async fn supervise(
             }
             Ok(uplink::UplinkEnd::Lost(reason)) => {
                 tracing::warn!(%addr, %reason, "lost the relay; re-dialling");
+                if reason.is_silence() {
+                    // The transport itself may have stopped working (UDP
+                    // blocked from now on): both are tried again.
+                    answered_on = None;
+                }
                 Duration::ZERO
             }
             Err(e)
@@ -292,10 +297,11 @@ async fn supervise(
     }
 }
 
-/// Dials `candidate` again after a loss, over `transport` (the one the
-/// lost connection used, with `--transport auto`).
+/// Dials `candidate` again after a loss, over `transport` (with
+/// `--transport auto`, the one the lost connection used, unless the relay
+/// fell silent: then both).
 ///
-/// Over QUIC a new attempt starts every [`REDIAL_EVERY`] while the relay
+/// Over QUIC (or both) a new attempt starts every [`REDIAL_EVERY`] while the relay
 /// is silent, since a QUIC handshake alone would resend its first packet
 /// only after 1, 3, 7 s; each is given up after [`REDIAL_ATTEMPT`] of
 /// silence. Once the relay has answered no more start, and those under way
@@ -310,7 +316,7 @@ async fn redial(
     candidate: &Candidate,
     origin: &Origin,
 ) -> Result<RelayConn, DialError> {
-    let overlap = transport.via == Via::Quic;
+    let overlap = transport.via != Via::Tcp;
     let mut heard = origin.ears.hear(candidate.addr);
     let mut answered = false;
     let until = Instant::now() + REDIAL_FOR;

@@ -66,6 +66,17 @@ pub enum LostRelay {
     Silent(Duration),
 }
 
+impl LostRelay {
+    /// Whether the relay fell silent (no reset, no close: the path may be
+    /// what broke) rather than ending the connection in words.
+    pub fn is_silence(&self) -> bool {
+        matches!(
+            self,
+            LostRelay::Silent(_) | LostRelay::Connection(ConnectionError::TimedOut)
+        )
+    }
+}
+
 /// Why the agent could not register with a relay.
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {

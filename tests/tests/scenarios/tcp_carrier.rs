@@ -288,35 +288,18 @@ async fn in_namespace() -> anyhow::Result<()> {
     let agent_cred = relay.issue("agent", "edge").await?;
     let client_cred = relay.issue("client", "ci").await?;
 
-    // UDP to the relay's port is dropped; TCP to it is not.
-    crate::nft(&["add", "table", "inet", "udp_blocked"]).await?;
-    crate::nft(&[
-        "add",
-        "chain",
-        "inet",
-        "udp_blocked",
-        "out",
-        "{ type filter hook output priority 0; policy accept; }",
-    ])
-    .await?;
-    crate::nft(&[
-        "add",
-        "rule",
-        "inet",
-        "udp_blocked",
-        "out",
-        "udp",
-        "dport",
-        "4433",
-        "drop",
-    ])
-    .await?;
+    block_udp().await?;
 
     let began = Instant::now();
+    // Keep-alives every 2 s, so a relay fallen silent is noticed in 4 s.
     let mut agent = launch::spawn_agent(
         &programs,
         &agent_cred,
-        &["--expose".to_owned(), format!("echo={echo}")],
+        &[
+            "--expose".to_owned(),
+            format!("echo={echo}"),
+            "--idle-timeout=4s".to_owned(),
+        ],
     )?;
     let registered = agent.line_with(&[launch::AGENT_REGISTERED]).await?;
     let agent_took = began.elapsed();
@@ -383,6 +366,46 @@ async fn in_namespace() -> anyhow::Result<()> {
     echoes(&mut live, b"after the move").await?;
     println!("UDP restored: the agent moved to QUIC after {agent_moved:?}, the client after {client_moved:?} (probe every {REPROBE}); the stream opened over TCP still echoes");
     assert!(agent_moved < Duration::from_secs(5), "{agent_moved:?}");
+
+    // UDP blocked under the agent's QUIC connection: the relay falls
+    // silent, and the agent dials both transports again (not only the one
+    // it lost), so it is back over TCP soon after its idle timeout.
+    block_udp().await?;
+    let blocked = Instant::now();
+    let back = agent.line_with(&[launch::AGENT_REGISTERED]).await?;
+    let agent_back = blocked.elapsed();
+    assert!(back.contains("transport=tcp"), "{back}");
+    println!(
+        "UDP blocked again: the agent was back over TCP after {agent_back:?} (idle timeout 4 s)"
+    );
+    assert!(agent_back < Duration::from_secs(20), "{agent_back:?}");
+    Ok(())
+}
+
+/// Drops UDP to the relay's port (4433) in this namespace; TCP still passes.
+async fn block_udp() -> anyhow::Result<()> {
+    crate::nft(&["add", "table", "inet", "udp_blocked"]).await?;
+    crate::nft(&[
+        "add",
+        "chain",
+        "inet",
+        "udp_blocked",
+        "out",
+        "{ type filter hook output priority 0; policy accept; }",
+    ])
+    .await?;
+    crate::nft(&[
+        "add",
+        "rule",
+        "inet",
+        "udp_blocked",
+        "out",
+        "udp",
+        "dport",
+        "4433",
+        "drop",
+    ])
+    .await?;
     Ok(())
 }
 
