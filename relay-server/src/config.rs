@@ -104,7 +104,7 @@ pub struct Limits {
     /// slowing down until they all time out and are tried again. Fewer
     /// at once keep the relay's latency for peers already connected low
     /// while a herd comes in; more bring a herd in sooner (256: 10,000
-    /// agents back within ~31-33 s here, a client's p99 ~3.5x unloaded;
+    /// agents back within ~31-35 s here, a client's p99 1.5-4.6x unloaded;
     /// 1,024: 24-27 s, 8-11x; docs/PERFORMANCE.md).
     pub handshakes: usize,
     /// Of those, how many one source address may have under way (an IPv6
