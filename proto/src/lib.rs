@@ -120,8 +120,9 @@ pub use destination::{Destination, Domain, DomainError, Host};
 pub use error::DecodeError;
 pub use frame::{
     Accepted, AgentInfo, CertSerial, Channel, Data, Direct, Eof, Exit, Forwarded, Frame, FrameType,
-    GoAway, Grant, List, Open, Path, Refused, Register, Registered, Resize, Signal, StreamKind,
-    HEADER_LEN, MAX_FRAME_LEN,
+    GoAway, Grant, List, LoginCert, LoginHello, LoginOffer, LoginToken, Open, Path, ProviderInfo,
+    ProviderKind, Refused, Register, Registered, Resize, Signal, StreamKind, HEADER_LEN,
+    MAX_FRAME_LEN,
 };
 pub use identity::{Identity, IdentityError, Role};
 pub use name::{AgentName, Name, NameError, TargetName};

@@ -9,8 +9,9 @@ use proptest::sample::Index;
 use relay_proto::{
     Accepted, AgentInfo, AgentName, Capabilities, CertSerial, Channel, CidPrefix, Data,
     DecodeError, Destination, Direct, Domain, Eof, ErrorCode, Exit, Forwarded, Frame, FrameType,
-    GoAway, Grant, Host, Identity, List, Name, Open, Path, Reach, Refused, Register, Registered,
-    Resize, Role, Signal, StreamKind, TargetName, HEADER_LEN, MAX_FRAME_LEN,
+    GoAway, Grant, Host, Identity, List, LoginCert, LoginHello, LoginOffer, LoginToken, Name, Open,
+    Path, ProviderInfo, ProviderKind, Reach, Refused, Register, Registered, Resize, Role, Signal,
+    StreamKind, TargetName, HEADER_LEN, MAX_FRAME_LEN,
 };
 
 // ---- strategies ------------------------------------------------------------
@@ -196,6 +197,42 @@ fn any_frame() -> impl Strategy<Value = Frame> {
             any::<u8>().prop_map(Exit::Signal)
         ]
         .prop_map(Frame::from),
+        Just(LoginHello.into()),
+        (
+            ".{0,64}",
+            vec(
+                (name(), prop::bool::ANY, ".{0,64}", ".{0,32}", ".{0,64}"),
+                0..4
+            )
+        )
+            .prop_map(|(nonce, providers)| LoginOffer {
+                nonce,
+                providers: providers
+                    .into_iter()
+                    .map(|(name, people, issuer, client_id, scopes)| ProviderInfo {
+                        name,
+                        kind: if people {
+                            ProviderKind::People
+                        } else {
+                            ProviderKind::Workload
+                        },
+                        issuer,
+                        client_id,
+                        scopes,
+                    })
+                    .collect(),
+            }
+            .into()),
+        (name(), ".{0,600}", ".{0,300}", any::<u32>()).prop_map(
+            |(provider, token, csr, lifetime_s)| LoginToken {
+                provider,
+                token,
+                csr,
+                lifetime_s
+            }
+            .into()
+        ),
+        ".{0,600}".prop_map(|chain| LoginCert { chain }.into()),
     ]
 }
 
@@ -219,7 +256,11 @@ fn covers_every_variant(frame: &Frame) {
         | Frame::Eof(_)
         | Frame::Resize(_)
         | Frame::Signal(_)
-        | Frame::Exit(_) => {}
+        | Frame::Exit(_)
+        | Frame::LoginHello(_)
+        | Frame::LoginOffer(_)
+        | Frame::LoginToken(_)
+        | Frame::LoginCert(_) => {}
     }
 }
 
@@ -299,6 +340,7 @@ proptest! {
     #[test]
     fn junk_payload_never_panics(ty in prop::sample::select(vec![
         0x01u8, 0x02, 0x03, 0x10, 0x11, 0x12, 0x13, 0x14, 0x20, 0x21, 0x30, 0x31, 0x32, 0x33, 0x34,
+        0x40, 0x41, 0x42, 0x43,
     ]), payload in vec(any::<u8>(), 0..512)) {
         // Valid headers around arbitrary payloads reach every field parser.
         let mut buf = BytesMut::new();

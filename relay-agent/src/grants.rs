@@ -197,6 +197,9 @@ mod tests {
             serial: serial.into(),
             not_before: time::OffsetDateTime::UNIX_EPOCH,
             not_after: time::OffsetDateTime::UNIX_EPOCH,
+            groups: Vec::new(),
+            login: None,
+            signer: None,
         }
     }
 

@@ -32,6 +32,9 @@ Examples:
   relay-client --credential alice.cred socks 127.0.0.1:1080 aks-prod   # SOCKS5, names resolved by the agent
   relay-client --credential ci.cred with aks-prod/kube-api -- kubectl apply -f deploy.yaml
   relay-client --credential alice.cred kubeconfig aks-prod/kube-api --out ~/.kube/config
+  relay-client login --relay relay.example.com:4433 --ca relay-ca.crt   # single sign-on, then no --credential
+  relay-client login --device             # on a machine without a browser
+  relay-client login --oidc-token-file $TOKEN_FILE   # a CI job's workload identity
   relay-client demo                       # a whole relay + agent + forward on loopback
   relay-client bench --local              # how fast is it? (relay + agent on loopback)
 
@@ -241,6 +244,14 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Log in with your organisation's account (or a CI job's identity
+    /// token) and keep the short-lived credential the relay gives, where
+    /// every other command finds it.
+    #[command(after_help = crate::cmd::login::AFTER_HELP)]
+    Login(crate::cmd::login::LoginArgs),
+    /// Remove the credential `login` wrote.
+    #[command(after_help = "Example:\n  relay-client logout")]
+    Logout,
     /// Measure throughput, latency and stream-open rate through the tunnel
     /// against direct TCP (`--local`: no set-up needed).
     Bench(crate::cmd::bench::BenchArgs),
@@ -295,10 +306,29 @@ fn parse_local(s: &str) -> anyhow::Result<SocketAddr> {
     })
 }
 
+/// How the relay is reached, as the global flags say.
+fn transport(args: &Args) -> relay_net::endpoint::Transport {
+    let mut transport = relay_net::endpoint::Transport::client();
+    transport.via = args.transport;
+    transport.tcp_port = args.tcp_port;
+    transport.proxy = args.proxy.clone();
+    transport
+}
+
+/// Where the credential is: `--credential`, else where `login` writes.
+fn credential_path(args: &Args) -> Option<PathBuf> {
+    args.credential
+        .clone()
+        .or_else(crate::login::store::default_path)
+}
+
 fn client(args: &Args) -> anyhow::Result<Client> {
-    let path = args.credential.as_ref().ok_or_else(|| {
-        anyhow::anyhow!("give --credential FILE (from `relay-server issue client NAME`)")
-    })?;
+    let path = credential_path(args)
+        .filter(|p| args.credential.is_some() || p.exists())
+        .ok_or_else(|| {
+            anyhow::anyhow!("give --credential FILE (from `relay-server issue client NAME`), or log in with `relay-client login`")
+        })?;
+    let path = &path;
     let loaded = Credential::load(path, args.key.as_deref())?;
     crate::check_role(&loaded)?;
     Ok(Client::new(loaded)
@@ -310,6 +340,25 @@ fn client(args: &Args) -> anyhow::Result<Client> {
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match &args.command {
+        Command::Login(login) => {
+            let out = credential_path(&args).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no home directory to keep the credential in: give --credential FILE"
+                )
+            })?;
+            crate::cmd::login::run(login, out, transport(&args), args.connect_timeout).await
+        }
+        Command::Logout => {
+            let path = credential_path(&args).ok_or_else(|| {
+                anyhow::anyhow!("no credential to remove: give --credential FILE")
+            })?;
+            if crate::login::logout(&path)? {
+                println!("removed {}", path.display());
+            } else {
+                println!("{} does not exist: not logged in", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Forward { pairs } => {
             if pairs.len() % 2 != 0 {
                 anyhow::bail!("forward takes pairs: LOCAL AGENT/TARGET [LOCAL AGENT/TARGET ...]");

@@ -35,6 +35,7 @@ pub mod error;
 pub mod kube;
 pub mod listen;
 pub mod local;
+pub mod login;
 pub mod program;
 mod relay;
 pub mod stream;

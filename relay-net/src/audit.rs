@@ -42,6 +42,8 @@ pub enum Event {
     Direct,
     /// A direct path ended.
     DirectClose,
+    /// A single sign-on gave a client a certificate.
+    Login,
 }
 
 /// One audit event: built from the peer it concerns, with what happened
@@ -61,6 +63,16 @@ pub struct AuditEvent {
     /// The peer's UDP address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote: Option<String>,
+    /// The OpenID provider that vouched for the peer (a single sign-on's
+    /// certificate), its `iss`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The peer's subject at that provider, its `sub`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The peer's groups, as its certificate names them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
     /// The agent of an open.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
@@ -115,6 +127,9 @@ impl AuditEvent {
             peer: None,
             serial: None,
             remote: None,
+            issuer: None,
+            subject: None,
+            groups: Vec::new(),
             agent: None,
             target: None,
             kind: None,
@@ -136,6 +151,9 @@ impl AuditEvent {
             peer: Some(peer.identity.to_string()),
             serial: Some(peer.serial.clone()),
             remote: remote.map(|r| r.to_string()),
+            issuer: peer.login.as_ref().map(|l| l.issuer.clone()),
+            subject: peer.login.as_ref().map(|l| l.subject.clone()),
+            groups: peer.groups.iter().map(ToString::to_string).collect(),
             ..AuditEvent::new(event)
         }
     }

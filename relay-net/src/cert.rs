@@ -19,6 +19,67 @@ pub struct PeerCert {
     pub not_before: OffsetDateTime,
     /// End of validity.
     pub not_after: OffsetDateTime,
+    /// The groups the certificate names (`relay-group:` URI names), which
+    /// the policy's `group = ...` entries match.
+    pub groups: Vec<Name>,
+    /// The single sign-on that minted it, if one did (`relay-login:` URI name).
+    pub login: Option<Login>,
+    /// The serial of the intermediate that signed it (the relay's online
+    /// signer), `None` when the root CA did. Known only from a connection's
+    /// chain ([`PeerCert::of_connection`]).
+    pub signer: Option<String>,
+}
+
+/// The OpenID Connect login a certificate was minted for: the provider's
+/// issuer and the person's or workload's subject there, which audit
+/// records carry beside the name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Login {
+    /// The provider's issuer URL (`iss`).
+    pub issuer: String,
+    /// The subject at that provider (`sub`).
+    pub subject: String,
+}
+
+/// The URI name of a group: `relay-group:<name>`.
+pub const GROUP_PREFIX: &str = "relay-group:";
+
+impl Login {
+    /// The URI name prefix: `relay-login:?iss=<issuer>&sub=<subject>`,
+    /// both percent-encoded.
+    pub const PREFIX: &'static str = "relay-login:?";
+
+    /// The certificate URI name of this login.
+    pub fn to_uri(&self) -> String {
+        use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+        format!(
+            "{}iss={}&sub={}",
+            Login::PREFIX,
+            utf8_percent_encode(&self.issuer, NON_ALPHANUMERIC),
+            utf8_percent_encode(&self.subject, NON_ALPHANUMERIC)
+        )
+    }
+
+    /// Parses a `relay-login:` URI name.
+    ///
+    /// # Errors
+    /// If it is not exactly `relay-login:?iss=…&sub=…` with UTF-8 values.
+    pub fn from_uri(uri: &str) -> Result<Login, CertError> {
+        let bad = || CertError::Parse(format!("malformed login name {uri:?}"));
+        let rest = uri.strip_prefix(Login::PREFIX).ok_or_else(bad)?;
+        let (iss, sub) = rest.split_once('&').ok_or_else(bad)?;
+        let value = |part: &str, key: &str| {
+            let raw = part.strip_prefix(key).ok_or_else(bad)?;
+            percent_encoding::percent_decode_str(raw)
+                .decode_utf8()
+                .map(|v| v.into_owned())
+                .map_err(|_| bad())
+        };
+        Ok(Login {
+            issuer: value(iss, "iss=")?,
+            subject: value(sub, "sub=")?,
+        })
+    }
 }
 
 /// Why a certificate carries no usable identity.
@@ -65,10 +126,29 @@ impl PeerCert {
             Ok(None) => Vec::new(),
             Err(e) => return Err(CertError::Parse(e.to_string())),
         };
-        let [uri] = uris[..] else {
-            return Err(CertError::UriCount(uris.len()));
+        let identities: Vec<&str> = uris
+            .iter()
+            .copied()
+            .filter(|u| u.starts_with("relay://"))
+            .collect();
+        let [uri] = identities[..] else {
+            return Err(CertError::UriCount(identities.len()));
         };
         let (relay, identity) = Identity::from_uri(uri)?;
+        let mut groups = Vec::new();
+        let mut login = None;
+        for uri in &uris {
+            if let Some(group) = uri.strip_prefix(GROUP_PREFIX) {
+                let group = Name::try_from(group)
+                    .map_err(|e| CertError::Parse(format!("group name {group:?}: {e}")))?;
+                groups.push(group);
+            } else if uri.starts_with(Login::PREFIX) {
+                if login.is_some() {
+                    return Err(CertError::Parse("more than one login name".into()));
+                }
+                login = Some(Login::from_uri(uri)?);
+            }
+        }
         let eku = cert
             .extended_key_usage()
             .map_err(|e| CertError::Parse(e.to_string()))?
@@ -95,6 +175,9 @@ impl PeerCert {
             serial: hex::encode(cert.raw_serial()),
             not_before,
             not_after,
+            groups,
+            login,
+            signer: None,
         })
     }
 
@@ -136,10 +219,37 @@ impl PeerCert {
                     .ok()
             })
             .ok_or_else(|| CertError::Parse("peer presented no certificate".into()))?;
+        PeerCert::from_chain(&certs)
+    }
+
+    /// The identity of a verified chain: its leaf, and the serial of the
+    /// intermediate that issued it, if one did (the relay's online signer).
+    /// The chain is the one rustls verified, so the leaf's issuer is either
+    /// the root or an intermediate the root signed.
+    ///
+    /// # Errors
+    /// As [`PeerCert::from_der`].
+    pub fn from_chain(
+        certs: &[rustls_pki_types::CertificateDer<'_>],
+    ) -> Result<PeerCert, CertError> {
         let leaf = certs
             .first()
             .ok_or_else(|| CertError::Parse("peer presented no certificate".into()))?;
-        PeerCert::from_der(leaf)
+        let mut peer = PeerCert::from_der(leaf)?;
+        fn parse(der: &[u8]) -> Result<X509Certificate<'_>, CertError> {
+            X509Certificate::from_der(der)
+                .map(|(_, cert)| cert)
+                .map_err(|e| CertError::Parse(e.to_string()))
+        }
+        let parsed = parse(leaf)?;
+        for der in &certs[1..] {
+            let cert = parse(der)?;
+            let self_signed = cert.subject().as_raw() == cert.issuer().as_raw();
+            if cert.subject().as_raw() == parsed.issuer().as_raw() && !self_signed {
+                peer.signer = Some(hex::encode(cert.raw_serial()));
+            }
+        }
+        Ok(peer)
     }
 }
 
@@ -151,4 +261,76 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
         .unwrap_or(t);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any issuer and subject survive the URI name, percent-encoded.
+        #[test]
+        fn login_uri_round_trips(issuer in ".{0,80}", subject in ".{0,80}") {
+            let login = Login { issuer, subject };
+            prop_assert_eq!(Login::from_uri(&login.to_uri()), Ok(login));
+        }
+
+        #[test]
+        fn login_uri_parse_never_panics(s in "relay-login:\\?.{0,80}") {
+            let _ = Login::from_uri(&s);
+        }
+    }
+
+    /// A certificate from the online signer names its groups and login,
+    /// and the chain tells the signer's serial; the root's own do not.
+    #[cfg(feature = "net")]
+    #[test]
+    fn a_signed_online_chain_names_its_signer_groups_and_login() {
+        use crate::pki::{Ca, KeySource};
+        use proto::{Identity, Role};
+        let relay = Name::try_from("relay.test").unwrap();
+        let (root, _) = Ca::generate(&relay).unwrap();
+        let signer = root
+            .issue_signer(&relay, std::time::Duration::from_secs(3600))
+            .unwrap();
+        let signer_ca = Ca::load(&signer.cert_pem, signer.key_pem.as_deref().unwrap()).unwrap();
+        let alice = Identity::new(Role::Client, Name::try_from("alice").unwrap());
+        let login = Login {
+            issuer: "https://login.example.com/t/v2.0".into(),
+            subject: "a b/c".into(),
+        };
+        let groups = [
+            Name::try_from("sre").unwrap(),
+            Name::try_from("dev").unwrap(),
+        ];
+        let leaf = signer_ca
+            .issue_identity_with(
+                &relay,
+                &alice,
+                &groups,
+                Some(&login),
+                std::time::Duration::from_secs(600),
+                KeySource::Generate,
+            )
+            .unwrap();
+        let chain = crate::pem::certs(&format!("{}{}", leaf.cert_pem, signer.cert_pem)).unwrap();
+        let peer = PeerCert::from_chain(&chain).unwrap();
+        assert_eq!(peer.identity, alice);
+        assert_eq!(peer.groups, groups);
+        assert_eq!(peer.login, Some(login));
+        assert_eq!(peer.signer.as_deref(), Some(signer.serial.as_str()));
+
+        let direct = root
+            .issue_identity(
+                &relay,
+                &alice,
+                std::time::Duration::from_secs(600),
+                KeySource::Generate,
+            )
+            .unwrap();
+        let chain = crate::pem::certs(&format!("{}{}", direct.cert_pem, root.cert_pem())).unwrap();
+        let peer = PeerCert::from_chain(&chain).unwrap();
+        assert_eq!((peer.signer, peer.groups, peer.login), (None, vec![], None));
+    }
 }

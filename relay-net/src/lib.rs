@@ -52,6 +52,8 @@ pub mod gone;
 pub mod heard;
 #[cfg(feature = "net")]
 pub mod logging;
+#[cfg(feature = "oidc")]
+pub mod oidc;
 pub mod pem;
 #[cfg(feature = "net")]
 pub mod pki;

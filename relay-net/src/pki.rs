@@ -9,6 +9,8 @@
 use std::time::Duration;
 
 use proto::{Identity, Name, Role};
+
+use crate::cert::{Login, GROUP_PREFIX};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
@@ -26,6 +28,10 @@ pub const RELAY_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Default lifetime of a client credential: short, as operators and CI jobs
 /// get fresh ones often (Teleport's short-lived certificates).
 pub const CLIENT_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Default lifetime of the relay's online signer: long enough that its
+/// rotation (on the machine with the root key) is a quarterly chore, short
+/// enough that a stolen signer key stops working on its own.
+pub const SIGNER_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Default lifetime of an agent credential.
 pub const AGENT_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 
@@ -104,7 +110,9 @@ impl Ca {
             DnType::CommonName,
             format!("{relay} relay CA {}", &random_serial().1[..8]),
         );
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        // Path length 1: one intermediate, the relay's online signer
+        // ([`Ca::issue_signer`]), may stand between the CA and a leaf.
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         set_validity(&mut params, CA_TTL)?;
         params.serial_number = Some(random_serial().0);
@@ -180,6 +188,68 @@ impl Ca {
         key: KeySource<'_>,
     ) -> Result<Issued, PkiError> {
         self.issue(relay, identity, Vec::new(), ttl, key)
+    }
+
+    /// Issues an identity certificate that also names `groups` and, for a
+    /// single sign-on, the `login` it came from ([`crate::cert::PeerCert`]
+    /// reads both back).
+    ///
+    /// # Errors
+    /// If the CSR is invalid or generation fails.
+    pub fn issue_identity_with(
+        &self,
+        relay: &Name,
+        identity: &Identity,
+        groups: &[Name],
+        login: Option<&Login>,
+        ttl: Duration,
+        key: KeySource<'_>,
+    ) -> Result<Issued, PkiError> {
+        let uri = |text: String| {
+            text.as_str()
+                .try_into()
+                .map(SanType::URI)
+                .map_err(|_| PkiError::BadServerName { name: text.clone() })
+        };
+        let mut sans = groups
+            .iter()
+            .map(|g| uri(format!("{GROUP_PREFIX}{g}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(login) = login {
+            sans.push(uri(login.to_uri())?);
+        }
+        self.issue(relay, identity, sans, ttl, key)
+    }
+
+    /// Issues the relay's online signer: an intermediate CA the relay keeps
+    /// on its host to mint client certificates at single sign-on, so the
+    /// root key can stay offline. It may sign client-auth certificates
+    /// only (its extended key usage), no further CA (path length 0), and
+    /// the relay refuses any other role from it.
+    ///
+    /// # Errors
+    /// If generation fails or `ttl` is out of range.
+    pub fn issue_signer(&self, relay: &Name, ttl: Duration) -> Result<Issued, PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        let (serial_number, serial) = random_serial();
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!("{relay} online signer {}", &serial[..8]),
+        );
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let not_after = set_validity(&mut params, ttl)?;
+        params.serial_number = Some(serial_number);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: Some(key.serialize_pem()),
+            serial,
+            not_after,
+        })
     }
 
     /// Issues an identity certificate valid exactly from `not_before` to

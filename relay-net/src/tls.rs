@@ -72,8 +72,30 @@ pub fn server_config(
     key_pem: &str,
     ca_pem: &str,
 ) -> Result<QuicServerConfig, TlsError> {
+    relay_server_config(cert_pem, key_pem, ca_pem, false)
+}
+
+/// The relay's TLS as [`server_config`]; with `login`, a peer may also come
+/// without a certificate, and the relay then serves it nothing but a
+/// single sign-on (relay-server `login`). A certificate that is presented
+/// is verified all the same.
+///
+/// # Errors
+/// If any PEM is malformed or the key does not match the certificate.
+pub fn relay_server_config(
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+    login: bool,
+) -> Result<QuicServerConfig, TlsError> {
     let provider = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone())
+    let builder = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone());
+    let builder = if login {
+        builder.allow_unauthenticated()
+    } else {
+        builder
+    };
+    let verifier = builder
         .build()
         .map_err(|e| TlsError::Verifier(e.to_string()))?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
@@ -99,6 +121,21 @@ pub fn client_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(ca_pem)?)
         .with_client_auth_cert(pem::certs(cert_pem)?, pem::private_key(key_pem)?)?;
+    tls.alpn_protocols = vec![proto::ALPN.to_vec()];
+    tls.enable_early_data = false;
+    QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))
+}
+
+/// A client's TLS for a single sign-on: it trusts only `ca_pem` and
+/// presents no certificate, since getting one is what it came for.
+///
+/// # Errors
+/// If the PEM is malformed.
+pub fn login_client_config(ca_pem: &str) -> Result<QuicClientConfig, TlsError> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(ca_pem)?)
+        .with_no_client_auth();
     tls.alpn_protocols = vec![proto::ALPN.to_vec()];
     tls.enable_early_data = false;
     QuicClientConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))

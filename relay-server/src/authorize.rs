@@ -9,7 +9,7 @@
 use proto::{AgentInfo, AgentName, ErrorCode, Grant, Name, Open, Reach, Refused, StreamKind};
 use relay_net::cert::PeerCert;
 
-use crate::policy::{Carrier, Policy, View};
+use crate::policy::{Caller, Carrier, Policy, View};
 use crate::registry::{Instance, Lookup, Pool};
 use crate::Shared;
 
@@ -31,18 +31,19 @@ pub(crate) fn open(
     not_revoked(shared, peer)?;
     let policy = shared.policy();
     let client = &peer.identity.name;
+    let caller = Caller::from(peer);
     let agent = &open.agent;
     let allowed = |view: View<'_>| match &open.kind {
-        StreamKind::Tcp => view.allows_tcp(client, agent, &open.target),
-        StreamKind::Shell { .. } => view.allows_shell(client, agent),
-        StreamKind::Exec { .. } => view.allows_run(client, agent),
-        StreamKind::Socks { .. } => view.allows_socks(client, agent),
+        StreamKind::Tcp => view.allows_tcp(caller, agent, &open.target),
+        StreamKind::Shell { .. } => view.allows_shell(caller, agent),
+        StreamKind::Exec { .. } => view.allows_run(caller, agent),
+        StreamKind::Socks { .. } => view.allows_socks(caller, agent),
     };
     if !allowed(policy.on(Carrier::Relay)) {
         if allowed(policy.on(Carrier::Direct)) {
             return Err(direct_required(client, open));
         }
-        return Err(denied(&policy, client, open));
+        return Err(denied(&policy, peer, open));
     }
     // Only instances that serve this kind: a pool may mix versions or
     // configurations, and an open must not land on one that lacks it.
@@ -107,9 +108,10 @@ fn unsupported(open: &Open) -> Refused {
 /// Why the policy refuses `open`. When no `[[allow]]` entry for the client
 /// names the agent at all, the name may be a typo or an agent it may not
 /// use: say both, and how to see the agents it may use.
-fn denied(policy: &Policy, client: &Name, open: &Open) -> Refused {
+fn denied(policy: &Policy, peer: &PeerCert, open: &Open) -> Refused {
+    let client = &peer.identity.name;
     let agent = &open.agent;
-    let message = if !policy.mentions(client, agent) {
+    let message = if !policy.mentions(peer, agent) {
         let what = match &open.kind {
             StreamKind::Tcp => format!("{agent}/{}", open.target),
             kind => format!("{kind} sessions on {agent}"),
@@ -155,7 +157,7 @@ pub(crate) fn instances(shared: &Shared, agent: &AgentName) -> Result<Vec<Instan
 /// What `client` may open on `pool` under `policy` (as it applies on one
 /// carrier): the exposed targets the policy lets it reach, and the session
 /// kinds both the policy grants and the agent serves.
-fn reach_of(policy: View<'_>, client: &Name, pool: &Pool) -> Reach {
+fn reach_of(policy: View<'_>, client: Caller<'_>, pool: &Pool) -> Reach {
     Reach {
         targets: policy
             .reachable(client, &pool.agent, &pool.targets)
@@ -172,14 +174,13 @@ fn reach_of(policy: View<'_>, client: &Name, pool: &Pool) -> Reach {
 /// (what `List` answers).
 pub(crate) fn listing(shared: &Shared, peer: &PeerCert) -> Vec<AgentInfo> {
     let policy = shared.policy();
-    let client = &peer.identity.name;
     shared
         .registry
         .snapshot()
         .into_iter()
-        .filter(|pool| policy.mentions(client, &pool.agent))
+        .filter(|pool| policy.mentions(peer, &pool.agent))
         .map(|pool| {
-            let reach = reach_of(policy.on(Carrier::Any), client, &pool);
+            let reach = reach_of(policy.on(Carrier::Any), peer.into(), &pool);
             AgentInfo {
                 targets: reach.targets,
                 sessions: reach.sessions,
@@ -200,7 +201,7 @@ pub(crate) fn grant(shared: &Shared, peer: &PeerCert, agent: &AgentName) -> Opti
         .into_iter()
         .find(|p| &p.agent == agent)?;
     let policy = shared.policy();
-    let reach = reach_of(policy.on(Carrier::Direct), &peer.identity.name, &pool);
+    let reach = reach_of(policy.on(Carrier::Direct), peer.into(), &pool);
     // Bound to this certificate: no other of the same identity rides on it.
     let serial = peer.cert_serial()?;
     (!reach.is_empty()).then(|| Grant {
@@ -225,8 +226,8 @@ pub(crate) fn direct(
     let client = &peer.identity.name;
     {
         let policy = shared.policy();
-        if !policy.on(Carrier::Direct).mentions(client, agent) {
-            let message = if policy.mentions(client, agent) {
+        if !policy.on(Carrier::Direct).mentions(peer, agent) {
+            let message = if policy.mentions(peer, agent) {
                 format!(
                     "client {client} may not use end-to-end paths to {agent}: the relay policy says direct = \"deny\" for it; relay-client --end-to-end=auto (the default) uses the relay path instead"
                 )

@@ -21,6 +21,7 @@ Examples:
   relay-server run    --dir /etc/relay --listen 0.0.0.0:4433
   relay-server run    --config /etc/relay/relay.toml
   relay-server issued --dir /etc/relay
+  relay-server check-oidc --dir /etc/relay
   relay-server revoke client alice --dir /etc/relay
   relay-server unrevoke client alice --dir /etc/relay
 
@@ -97,6 +98,31 @@ enum Command {
         /// Where to write the credential (mode 0600) [default: NAME.cred].
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Make a new online signer for single sign-on (needs the CA key; `init` makes the first).
+    #[command(
+        after_help = "Example:\n  relay-server signer --dir ./relay --ttl 90d\n\nWrites DIR/signer.crt and DIR/signer.key: copy both to the relay host\n(which then needs no ca.key) and restart the relay. Certificates the old\nsigner minted stay valid until they expire; revoke its serial to end them now."
+    )]
+    Signer {
+        /// The relay directory (with the CA key).
+        #[arg(long, env = "RELAY_DIR")]
+        dir: PathBuf,
+        /// Lifetime of the signer.
+        #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Fetch each single sign-on provider's discovery document and keys, and say what was found.
+    #[command(
+        name = "check-oidc",
+        after_help = "Examples:\n  relay-server check-oidc --dir /etc/relay\n  relay-server check-oidc --config /etc/relay/relay.toml\n\nReads [login] from the config file (DIR/relay.toml or --config) and exits\nnon-zero if a provider cannot be used."
+    )]
+    CheckOidc {
+        /// The relay directory (its relay.toml is read).
+        #[arg(long, env = "RELAY_DIR")]
+        dir: Option<PathBuf>,
+        /// The config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// List the certificates `issue` recorded in DIR/issued.jsonl, with their state.
     #[command(
@@ -264,6 +290,16 @@ impl RunArgs {
         if let Some(idle) = self.idle_timeout.or(file.idle_timeout) {
             config.transport.idle_timeout = idle;
         }
+        if let Some(login) = &file.login {
+            let shown = source
+                .as_deref()
+                .map_or_else(|| "the config file".to_owned(), |p| p.display().to_string());
+            config.login = Some(
+                login
+                    .check()
+                    .map_err(|e| anyhow::anyhow!("invalid config {shown}: {e}"))?,
+            );
+        }
         if let Some(path) = source {
             tracing::info!(config = %path.display(), "config file read (flags override it)");
         }
@@ -368,6 +404,19 @@ fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(run) => serve(run.config()?),
+        Command::Signer { dir, ttl } => {
+            let paths = Paths::from(dir.as_path());
+            let issued = crate::cmd::signer::make(&paths, ttl)?;
+            println!(
+                "wrote {} and {}: serial {}, valid until {}; copy both to the relay host and restart the relay",
+                paths.signer_cert().display(),
+                paths.signer_key().display(),
+                issued.serial,
+                relay_net::cert::rfc3339(issued.not_after)
+            );
+            Ok(())
+        }
+        Command::CheckOidc { dir, config } => check_oidc(dir, config),
         Command::Revoke { target, dir } => {
             let paths = Paths::from(dir.as_path());
             let target = target.target()?;
@@ -405,6 +454,36 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
+fn check_oidc(dir: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let (path, file) = match (config, dir) {
+        (Some(path), _) => (path.clone(), RunFile::load(&path)?),
+        (None, Some(dir)) => RunFile::load_default(&dir)?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} does not exist: give --config FILE",
+                dir.join(crate::config_file::DEFAULT_NAME).display()
+            )
+        })?,
+        (None, None) => anyhow::bail!("give --dir DIR or --config FILE"),
+    };
+    let login = file
+        .login
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} has no [login] section: single sign-on is off",
+                path.display()
+            )
+        })?
+        .check()
+        .map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
+    let runtime = relay_net::runtime::build(relay_net::runtime::Flavor::Auto)?;
+    let (report, ok) = runtime.block_on(crate::cmd::check_oidc::report(&login));
+    print!("{report}");
+    if !ok {
+        anyhow::bail!("a provider has a problem (above)");
+    }
+    Ok(())
+}
+
 fn init(init: Init) -> anyhow::Result<()> {
     let relay = init.run()?;
     let dir = init.paths.dir.display();
@@ -413,6 +492,9 @@ fn init(init: Init) -> anyhow::Result<()> {
     println!(
         "  relay.crt relay.key the relay's server certificate for: {}",
         init.names.join(", ")
+    );
+    println!(
+        "  signer.crt signer.key the online signer of single sign-on (client certificates only)"
     );
     println!("  policy.toml        allows nothing until you add [[allow]] entries");
     println!("next: relay-server issue agent NAME --dir {dir} --relay HOST:PORT");

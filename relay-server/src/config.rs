@@ -53,6 +53,16 @@ impl Paths {
     pub fn audit(&self) -> PathBuf {
         self.dir.join("audit.jsonl")
     }
+    /// The online signer's certificate: an intermediate of the CA that
+    /// mints client certificates at single sign-on (`relay-server signer`).
+    pub fn signer_cert(&self) -> PathBuf {
+        self.dir.join("signer.crt")
+    }
+    /// The online signer's key: the one private key of the PKI that `run`
+    /// reads, and only with `[login]` configured.
+    pub fn signer_key(&self) -> PathBuf {
+        self.dir.join("signer.key")
+    }
 }
 
 impl From<&Path> for Paths {
@@ -184,6 +194,8 @@ pub struct Config {
     /// Local address of the admin endpoint (`/metrics`, `/healthz`,
     /// `/readyz`); off when `None`.
     pub metrics: Option<SocketAddr>,
+    /// Single sign-on (`[login]` in the config file); off when `None`.
+    pub login: Option<crate::login::settings::LoginSettings>,
 }
 
 impl Config {
@@ -199,6 +211,7 @@ impl Config {
             limits: Limits::default(),
             transport: Transport::relay(),
             metrics: None,
+            login: None,
         }
     }
 }

@@ -95,6 +95,9 @@ pub struct RunFile {
     pub max_handshakes_per_address: Option<usize>,
     /// Local address of the admin endpoint.
     pub metrics: Option<SocketAddr>,
+    /// Single sign-on: providers and lifetimes (`[login]`, see
+    /// [`crate::login::settings`]).
+    pub login: Option<crate::login::settings::LoginFile>,
 }
 
 impl RunFile {

@@ -201,10 +201,26 @@ pub(crate) async fn serve(
         conn.close(code.0.into(), reason.as_bytes());
         auth_failed(why, reason, peer, code);
     };
+    if conn.peer_identity().is_none() {
+        // Only a relay with single sign-on lets a peer in without a
+        // certificate (relay_net::tls::relay_server_config), to log in.
+        return match &shared.login {
+            Some(logins) => crate::login::serve(&shared, &conn, logins).await,
+            None => reject(
+                "identity",
+                ErrorCode::UNAUTHORIZED,
+                "peer presented no certificate".into(),
+                None,
+            ),
+        };
+    }
     let peer = match PeerCert::of_connection(&conn) {
         Ok(peer) => peer,
         Err(e) => return reject("identity", ErrorCode::UNAUTHORIZED, e.to_string(), None),
     };
+    if let Some(reason) = signed_online_beyond_its_rights(&shared, &peer) {
+        return reject("signer", ErrorCode::UNAUTHORIZED, reason, Some(&peer));
+    }
     if peer.relay != shared.relay_name {
         let reason = format!(
             "certificate is for relay {}, this is {}",
@@ -246,6 +262,37 @@ pub(crate) async fn serve(
             span.in_scope(|| tracing::info!("certificate expired: connection closed"));
         }
     }
+}
+
+/// Why a certificate from the online signer claims more than the signer
+/// may give: the signer mints client certificates of a login's lifetime
+/// only, so anything else was not minted by this relay's code (a stolen
+/// signer key, say), and is refused.
+fn signed_online_beyond_its_rights(shared: &Shared, peer: &PeerCert) -> Option<String> {
+    peer.signer.as_ref()?;
+    if peer.identity.role != Role::Client {
+        return Some(format!(
+            "certificate of {} comes from the online signer, which may issue client certificates only",
+            peer.identity
+        ));
+    }
+    let max = shared
+        .login
+        .as_ref()
+        .map_or(crate::login::settings::PEOPLE_LIFETIME, |l| {
+            l.max_lifetime()
+        });
+    // Certificates start a little in the past (relay_net::pki CLOCK_SKEW).
+    let allowed = max + std::time::Duration::from_secs(10 * 60);
+    let lifetime =
+        std::time::Duration::try_from(peer.not_after - peer.not_before).unwrap_or_default();
+    (lifetime > allowed).then(|| {
+        format!(
+            "certificate of {} from the online signer is valid for {}, longer than a login gives",
+            peer.identity,
+            humantime::format_duration(lifetime)
+        )
+    })
 }
 
 /// Counts a live client connection in `Shared::clients` while alive.

@@ -40,6 +40,7 @@ pub mod config;
 pub mod config_file;
 mod conn;
 mod control;
+pub mod login;
 pub mod metrics;
 pub mod policy;
 pub mod registry;
@@ -84,6 +85,9 @@ pub enum RelayError {
     /// The audit log cannot be opened.
     #[error(transparent)]
     Audit(#[from] audit::AuditError),
+    /// Single sign-on cannot start (its signer is missing, say).
+    #[error("{0}")]
+    Login(String),
     /// The UDP address cannot be bound.
     #[error("cannot listen on {addr}: {err}")]
     Bind {
@@ -133,6 +137,9 @@ pub(crate) struct Shared {
     reloads: tokio::sync::watch::Sender<u64>,
     /// Routes of direct paths, read by the UDP socket for every datagram.
     direct: Arc<routes::Routes>,
+    /// Single sign-on, if configured: the one service of a connection
+    /// without a certificate.
+    login: Option<login::Logins>,
 }
 
 /// How long a freshly started relay lets agents come back before it says an
@@ -299,7 +306,13 @@ impl Relay {
             }
             None => None,
         };
-        let tls = relay_net::tls::server_config(&cert, &key, &ca)?;
+        let login = config
+            .login
+            .as_ref()
+            .map(|settings| login::Logins::load(settings, paths))
+            .transpose()
+            .map_err(RelayError::Login)?;
+        let tls = relay_net::tls::relay_server_config(&cert, &key, &ca, login.is_some())?;
         // Until a peer's role is known it may open only a few streams; the
         // role's own limit is set once its certificate is read (conn.rs).
         let mut transport = config.transport.clone();
@@ -359,6 +372,7 @@ impl Relay {
             direct: routes,
             carriers,
             carrier_config,
+            login,
         });
         Ok(Relay {
             endpoint,

@@ -69,6 +69,8 @@ pub struct Metrics {
     pub reloads: Family<ReasonLabel, Counter>,
     /// Limits hit, by limit.
     pub limit_hits: Family<ReasonLabel, Counter>,
+    /// Single sign-ons, by outcome (`issued`, `refused`).
+    pub logins: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -114,7 +116,15 @@ impl Metrics {
             self.reloads.clone(),
         );
         r.register("limit_hits", "Limits hit by limit", self.limit_hits.clone());
+        r.register("logins", "Single sign-ons by outcome", self.logins.clone());
         r
+    }
+
+    /// Counts a single sign-on's outcome.
+    pub fn login(&self, outcome: &'static str) {
+        self.logins
+            .get_or_create(&ReasonLabel { reason: outcome })
+            .inc();
     }
 
     /// Counts a refusal.

@@ -4,6 +4,7 @@
 //! ```toml
 //! [[allow]]
 //! client  = "alice"          # a client name, or "*" for any client
+//! # group = "sre"            # or, instead of client: any client in this group
 //! agent   = "aks-prod"       # an agent name, or "*"
 //! targets = ["kube-api", "db"]   # target names, or ["*"]
 //! shell   = true             # interactive sessions (`relay-client shell`), default false
@@ -26,6 +27,10 @@
 //!
 //! A shell or a command is code execution on the agent's host, so it is its
 //! own grant, never implied by `targets = ["*"]`.
+//!
+//! `group` matches a client whose certificate names that group: the groups
+//! a single sign-on's provider gave it (DESIGN "Single sign-on"). An entry
+//! names `client` or `group`, never both.
 //!
 //! An empty or missing list allows nothing (an empty allowlist never means
 //! "everything": Vault CVE-2024-7594).
@@ -100,30 +105,120 @@ impl DirectRule {
     }
 }
 
+/// Which clients an entry grants to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Who {
+    /// `client = "alice"` or `"*"`.
+    Client(Pattern),
+    /// `group = "sre"`: clients whose certificate names the group.
+    Group(Name),
+}
+
+impl Who {
+    /// Whether `caller` is among them.
+    pub fn matches(&self, caller: Caller<'_>) -> bool {
+        match self {
+            Who::Client(pattern) => pattern.matches(caller.name.as_str()),
+            Who::Group(group) => caller.groups.contains(group),
+        }
+    }
+}
+
+/// The client a request comes from, as its certificate says: its name and
+/// its groups.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller<'a> {
+    /// The client's name.
+    pub name: &'a Name,
+    /// Its groups.
+    pub groups: &'a [Name],
+}
+
+impl<'a> From<&'a Name> for Caller<'a> {
+    /// A caller with no groups.
+    fn from(name: &'a Name) -> Self {
+        Caller { name, groups: &[] }
+    }
+}
+
+impl<'a> From<&'a relay_net::cert::PeerCert> for Caller<'a> {
+    fn from(peer: &'a relay_net::cert::PeerCert) -> Self {
+        Caller {
+            name: &peer.identity.name,
+            groups: &peer.groups,
+        }
+    }
+}
+
+/// An `[[allow]]` entry as written, before `client`/`group` is checked.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllowFields {
+    client: Option<Pattern>,
+    group: Option<String>,
+    agent: Pattern,
+    #[serde(default)]
+    targets: Vec<Pattern>,
+    #[serde(default)]
+    shell: bool,
+    #[serde(default)]
+    run: bool,
+    #[serde(default)]
+    socks: bool,
+    #[serde(default)]
+    direct: DirectRule,
+}
+
+impl TryFrom<AllowFields> for Allow {
+    type Error = &'static str;
+
+    fn try_from(f: AllowFields) -> Result<Self, Self::Error> {
+        let who = match (f.client, f.group) {
+            (Some(client), None) => Who::Client(client),
+            (None, Some(group)) => Who::Group(
+                Name::try_from(group.as_str())
+                    .map_err(|_| "a group is a name: lowercase letters, digits, '-' and '.'")?,
+            ),
+            (Some(_), Some(_)) => {
+                return Err(
+                    "an [[allow]] entry names client or group, not both (write two entries)",
+                )
+            }
+            (None, None) => {
+                return Err("an [[allow]] entry needs client = \"...\" or group = \"...\"")
+            }
+        };
+        Ok(Allow {
+            who,
+            agent: f.agent,
+            targets: f.targets,
+            shell: f.shell,
+            run: f.run,
+            socks: f.socks,
+            direct: f.direct,
+        })
+    }
+}
+
 /// One `[[allow]]` entry.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "AllowFields")]
 pub struct Allow {
-    /// Which clients.
-    pub client: Pattern,
+    /// Which clients: by name, or by group.
+    pub who: Who,
     /// Which agents.
     pub agent: Pattern,
     /// Which targets of those agents (TCP streams).
-    #[serde(default)]
     pub targets: Vec<Pattern>,
     /// Interactive `Shell` sessions on those agents.
-    #[serde(default)]
     pub shell: bool,
     /// Non-interactive `Exec` commands on those agents.
-    #[serde(default)]
     pub run: bool,
     /// `Socks` streams through those agents (destinations checked by the
     /// agent's `--allow-socks` rules).
-    #[serde(default)]
     pub socks: bool,
     /// Whether these grants may (`allow`), may not (`deny`) or must
     /// (`require`) travel on end-to-end paths.
-    #[serde(default)]
     pub direct: DirectRule,
 }
 
@@ -206,29 +301,34 @@ impl Policy {
     }
 
     /// Whether `client` may open a TCP stream to `agent/target` (on any carrier).
-    pub fn allows_tcp(&self, client: &Name, agent: &AgentName, target: &TargetName) -> bool {
+    pub fn allows_tcp<'c>(
+        &self,
+        client: impl Into<Caller<'c>>,
+        agent: &AgentName,
+        target: &TargetName,
+    ) -> bool {
         self.on(Carrier::Any).allows_tcp(client, agent, target)
     }
 
     /// Whether `client` may open an interactive shell on `agent` (on any carrier).
-    pub fn allows_shell(&self, client: &Name, agent: &AgentName) -> bool {
+    pub fn allows_shell<'c>(&self, client: impl Into<Caller<'c>>, agent: &AgentName) -> bool {
         self.on(Carrier::Any).allows_shell(client, agent)
     }
 
     /// Whether `client` may run a command on `agent` (on any carrier).
-    pub fn allows_run(&self, client: &Name, agent: &AgentName) -> bool {
+    pub fn allows_run<'c>(&self, client: impl Into<Caller<'c>>, agent: &AgentName) -> bool {
         self.on(Carrier::Any).allows_run(client, agent)
     }
 
     /// Whether `client` may open SOCKS streams through `agent` (on any carrier).
-    pub fn allows_socks(&self, client: &Name, agent: &AgentName) -> bool {
+    pub fn allows_socks<'c>(&self, client: impl Into<Caller<'c>>, agent: &AgentName) -> bool {
         self.on(Carrier::Any).allows_socks(client, agent)
     }
 
     /// The targets among `exposed` that `client` may reach on `agent` (on any carrier).
-    pub fn reachable<'a>(
+    pub fn reachable<'a, 'c>(
         &self,
-        client: &Name,
+        client: impl Into<Caller<'c>>,
         agent: &AgentName,
         exposed: &'a [TargetName],
     ) -> Vec<&'a TargetName> {
@@ -236,12 +336,12 @@ impl Policy {
     }
 
     /// The session kinds `client` may open on `agent` (on any carrier).
-    pub fn sessions(&self, client: &Name, agent: &AgentName) -> Capabilities {
+    pub fn sessions<'c>(&self, client: impl Into<Caller<'c>>, agent: &AgentName) -> Capabilities {
         self.on(Carrier::Any).sessions(client, agent)
     }
 
     /// Whether any entry names `agent` for `client` at all.
-    pub fn mentions(&self, client: &Name, agent: &AgentName) -> bool {
+    pub fn mentions<'c>(&self, client: impl Into<Caller<'c>>, agent: &AgentName) -> bool {
         self.on(Carrier::Any).mentions(client, agent)
     }
 }
@@ -255,33 +355,39 @@ pub struct View<'p> {
 
 impl<'p> View<'p> {
     /// Whether `client` may open a TCP stream to `agent/target`.
-    pub fn allows_tcp(&self, client: &Name, agent: &AgentName, target: &TargetName) -> bool {
-        self.grants(client, agent)
+    pub fn allows_tcp<'c>(
+        &self,
+        client: impl Into<Caller<'c>>,
+        agent: &AgentName,
+        target: &TargetName,
+    ) -> bool {
+        self.grants(client.into(), agent)
             .any(|a| a.targets.iter().any(|t| t.matches(target.as_str())))
     }
 
     /// Whether `client` may open an interactive shell on `agent`.
-    pub fn allows_shell(&self, client: &Name, agent: &AgentName) -> bool {
-        self.grants(client, agent).any(|a| a.shell)
+    pub fn allows_shell<'c>(&self, client: impl Into<Caller<'c>>, agent: &AgentName) -> bool {
+        self.grants(client.into(), agent).any(|a| a.shell)
     }
 
     /// Whether `client` may run a command on `agent`.
-    pub fn allows_run(&self, client: &Name, agent: &AgentName) -> bool {
-        self.grants(client, agent).any(|a| a.run)
+    pub fn allows_run<'c>(&self, client: impl Into<Caller<'c>>, agent: &AgentName) -> bool {
+        self.grants(client.into(), agent).any(|a| a.run)
     }
 
     /// Whether `client` may open SOCKS streams through `agent`.
-    pub fn allows_socks(&self, client: &Name, agent: &AgentName) -> bool {
-        self.grants(client, agent).any(|a| a.socks)
+    pub fn allows_socks<'c>(&self, client: impl Into<Caller<'c>>, agent: &AgentName) -> bool {
+        self.grants(client.into(), agent).any(|a| a.socks)
     }
 
     /// The targets among `exposed` that `client` may reach on `agent`.
-    pub fn reachable<'a>(
+    pub fn reachable<'a, 'c>(
         &self,
-        client: &Name,
+        client: impl Into<Caller<'c>>,
         agent: &AgentName,
         exposed: &'a [TargetName],
     ) -> Vec<&'a TargetName> {
+        let client: Caller<'_> = client.into();
         exposed
             .iter()
             .filter(|t| self.allows_tcp(client, agent, t))
@@ -290,8 +396,8 @@ impl<'p> View<'p> {
 
     /// The session kinds `client` may open on `agent`: `SHELL`, `EXEC`
     /// (`run`) and `SOCKS`, as the grants say (for `list`).
-    pub fn sessions(&self, client: &Name, agent: &AgentName) -> Capabilities {
-        self.grants(client, agent)
+    pub fn sessions<'c>(&self, client: impl Into<Caller<'c>>, agent: &AgentName) -> Capabilities {
+        self.grants(client.into(), agent)
             .flat_map(|a| {
                 [
                     (a.shell, Capabilities::SHELL),
@@ -304,13 +410,13 @@ impl<'p> View<'p> {
     }
 
     /// Whether any entry names `agent` for `client` on this carrier.
-    pub fn mentions(&self, client: &Name, agent: &AgentName) -> bool {
-        self.grants(client, agent).next().is_some()
+    pub fn mentions<'c>(&self, client: impl Into<Caller<'c>>, agent: &AgentName) -> bool {
+        self.grants(client.into(), agent).next().is_some()
     }
 
     fn grants<'a>(
         &'a self,
-        client: &'a Name,
+        client: Caller<'a>,
         agent: &'a AgentName,
     ) -> impl Iterator<Item = &'p Allow> + 'a
     where
@@ -318,9 +424,7 @@ impl<'p> View<'p> {
     {
         let carrier = self.carrier;
         self.policy.allow.iter().filter(move |a| {
-            a.client.matches(client.as_str())
-                && a.agent.matches(agent.as_str())
-                && a.direct.permits(carrier)
+            a.who.matches(client) && a.agent.matches(agent.as_str()) && a.direct.permits(carrier)
         })
     }
 }
@@ -392,6 +496,44 @@ mod tests {
         );
         let p = Policy::parse(INITIAL_POLICY, "p").unwrap();
         assert!(!p.allows_socks(&n("alice"), &a("x")));
+    }
+
+    #[test]
+    fn a_group_grants_to_its_members_only() {
+        let p = Policy::parse(
+            "[[allow]]\ngroup = \"sre\"\nagent = \"edge\"\ntargets = [\"db\"]\nshell = true\n",
+            "p",
+        )
+        .unwrap();
+        let sre = [n("sre")];
+        let member = Caller {
+            name: &n("carol"),
+            groups: &sre,
+        };
+        let other = Caller {
+            name: &n("sre"),
+            groups: &[],
+        };
+        assert!(p.allows_tcp(member, &a("edge"), &t("db")));
+        assert!(p.allows_shell(member, &a("edge")));
+        assert!(
+            !p.allows_tcp(other, &a("edge"), &t("db")),
+            "a client named like the group is not in it"
+        );
+        for (text, says) in [
+            (
+                "[[allow]]\nclient = \"a\"\ngroup = \"sre\"\nagent = \"x\"\n",
+                "not both",
+            ),
+            ("[[allow]]\nagent = \"x\"\n", "needs client"),
+            (
+                "[[allow]]\ngroup = \"SRE\"\nagent = \"x\"\n",
+                "a group is a name",
+            ),
+        ] {
+            let e = Policy::parse(text, "p").unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
     }
 
     #[test]

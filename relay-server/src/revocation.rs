@@ -102,8 +102,22 @@ impl Revocations {
 
     /// Whether `peer` is revoked: the first entry that names its identity
     /// or its certificate's serial.
+    /// A certificate from a revoked online signer is revoked with it.
     pub fn check(&self, peer: &PeerCert) -> Option<RevokedPeer> {
-        self.find(&peer.identity, &peer.serial)
+        self.find(&peer.identity, &peer.serial).or_else(|| {
+            let signer = peer.signer.as_deref()?;
+            let entry = self.revoked.iter().find(|r| {
+                r.serial
+                    .as_deref()
+                    .is_some_and(|s| normalize_serial(s) == normalize_serial(signer))
+            })?;
+            Some(RevokedPeer {
+                identity: peer.identity.clone(),
+                serial: signer.to_owned(),
+                by: RevokedBy::Signer,
+                entry: entry.clone(),
+            })
+        })
     }
 
     /// As [`Revocations::check`], for a certificate known by identity and
@@ -148,6 +162,9 @@ pub enum RevokedBy {
     Name,
     /// Its serial: that one certificate.
     Serial,
+    /// The serial of the online signer that issued it (`serial` is the
+    /// signer's): every certificate that signer minted.
+    Signer,
 }
 
 /// A peer found on the revocation list, with the entry that matched it.
@@ -171,6 +188,11 @@ impl std::fmt::Display for RevokedPeer {
             RevokedBy::Serial => write!(
                 f,
                 "certificate {} of {} is revoked",
+                self.serial, self.identity
+            ),
+            RevokedBy::Signer => write!(
+                f,
+                "the online signer {} that issued the certificate of {} is revoked; log in again",
                 self.serial, self.identity
             ),
         }
@@ -219,6 +241,9 @@ mod tests {
             serial: "0a1b2c".into(),
             not_before: time::OffsetDateTime::UNIX_EPOCH,
             not_after: time::OffsetDateTime::UNIX_EPOCH,
+            groups: Vec::new(),
+            login: None,
+            signer: None,
         };
         for written in ["0a1b2c", "0A:1B:2C", "a1b2c"] {
             let list =

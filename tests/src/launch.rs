@@ -539,6 +539,22 @@ pub async fn agent(
     Ok(agent)
 }
 
+/// `relay-client ARGS...` without waiting, its standard output and error
+/// read as one stream of lines ([`Process::line_with`]).
+///
+/// # Errors
+/// If it cannot be started.
+pub fn spawn_client<S: AsRef<std::ffi::OsStr>>(
+    programs: &Programs,
+    args: &[S],
+) -> anyhow::Result<Process> {
+    Process::spawn(
+        "relay-client",
+        Command::new(&programs.client).args(args),
+        Read::Both,
+    )
+}
+
 /// `relay-client --credential FILE ARGS...`, waiting for the line that
 /// starts with `ready`; returns the process and what follows `ready`.
 pub async fn client(

@@ -35,6 +35,7 @@ pub use relay_client::AgentTarget as Destination;
 
 pub mod chaos;
 pub mod launch;
+pub mod oidc;
 pub mod tinyproxy;
 
 pub use tinyproxy::{TinyProxy, TinyProxyConfig};

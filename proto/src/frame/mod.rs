@@ -24,6 +24,10 @@ mod forwarded;
 mod go_away;
 mod grant;
 mod list;
+mod login_cert;
+mod login_hello;
+mod login_offer;
+mod login_token;
 mod open;
 mod path;
 mod refused;
@@ -42,6 +46,10 @@ pub use forwarded::Forwarded;
 pub use go_away::GoAway;
 pub use grant::{CertSerial, Grant};
 pub use list::List;
+pub use login_cert::LoginCert;
+pub use login_hello::LoginHello;
+pub use login_offer::{LoginOffer, ProviderInfo, ProviderKind};
+pub use login_token::LoginToken;
 pub use open::{Open, StreamKind};
 pub use path::Path;
 pub use refused::Refused;
@@ -99,6 +107,14 @@ pub enum FrameType {
     Signal = 0x33,
     /// [`Exit`]: agent → client, the session's program ended.
     Exit = 0x34,
+    /// [`LoginHello`]: client → relay, a single sign-on begins.
+    LoginHello = 0x40,
+    /// [`LoginOffer`]: relay → client, the providers and a nonce.
+    LoginOffer = 0x41,
+    /// [`LoginToken`]: client → relay, a token to exchange.
+    LoginToken = 0x42,
+    /// [`LoginCert`]: relay → client, the certificate it earned.
+    LoginCert = 0x43,
 }
 
 impl FrameType {
@@ -122,6 +138,10 @@ impl FrameType {
             FrameType::Resize => "Resize",
             FrameType::Signal => "Signal",
             FrameType::Exit => "Exit",
+            FrameType::LoginHello => "LoginHello",
+            FrameType::LoginOffer => "LoginOffer",
+            FrameType::LoginToken => "LoginToken",
+            FrameType::LoginCert => "LoginCert",
         }
     }
 }
@@ -151,6 +171,10 @@ impl TryFrom<u8> for FrameType {
             0x32 => FrameType::Resize,
             0x33 => FrameType::Signal,
             0x34 => FrameType::Exit,
+            0x40 => FrameType::LoginHello,
+            0x41 => FrameType::LoginOffer,
+            0x42 => FrameType::LoginToken,
+            0x43 => FrameType::LoginCert,
             _ => return Err(DecodeError::UnknownType(byte)),
         })
     }
@@ -205,6 +229,14 @@ pub enum Frame {
     Signal(Signal),
     /// See [`Exit`].
     Exit(Exit),
+    /// See [`LoginHello`].
+    LoginHello(LoginHello),
+    /// See [`LoginOffer`].
+    LoginOffer(LoginOffer),
+    /// See [`LoginToken`].
+    LoginToken(LoginToken),
+    /// See [`LoginCert`].
+    LoginCert(LoginCert),
 }
 
 impl Frame {
@@ -228,6 +260,10 @@ impl Frame {
             Frame::Resize(_) => FrameType::Resize,
             Frame::Signal(_) => FrameType::Signal,
             Frame::Exit(_) => FrameType::Exit,
+            Frame::LoginHello(_) => FrameType::LoginHello,
+            Frame::LoginOffer(_) => FrameType::LoginOffer,
+            Frame::LoginToken(_) => FrameType::LoginToken,
+            Frame::LoginCert(_) => FrameType::LoginCert,
         }
     }
 
@@ -305,6 +341,10 @@ impl Frame {
             FrameType::Resize => Frame::Resize(Resize::decode(&payload)?),
             FrameType::Signal => Frame::Signal(Signal::decode(&payload)?),
             FrameType::Exit => Frame::Exit(Exit::decode(&payload)?),
+            FrameType::LoginHello => Frame::LoginHello(LoginHello::decode(&payload)?),
+            FrameType::LoginOffer => Frame::LoginOffer(LoginOffer::decode(&payload)?),
+            FrameType::LoginToken => Frame::LoginToken(LoginToken::decode(&payload)?),
+            FrameType::LoginCert => Frame::LoginCert(LoginCert::decode(&payload)?),
         })
     }
 
@@ -343,6 +383,10 @@ impl Frame {
             Frame::Resize(f) => f.encode(dst),
             Frame::Signal(f) => f.encode(dst),
             Frame::Exit(f) => f.encode(dst),
+            Frame::LoginHello(f) => f.encode(dst),
+            Frame::LoginOffer(f) => f.encode(dst),
+            Frame::LoginToken(f) => f.encode(dst),
+            Frame::LoginCert(f) => f.encode(dst),
         }
     }
 
@@ -372,6 +416,10 @@ impl Frame {
             Frame::Resize(f) => f.encoded_len(),
             Frame::Signal(f) => f.encoded_len(),
             Frame::Exit(f) => f.encoded_len(),
+            Frame::LoginHello(f) => f.encoded_len(),
+            Frame::LoginOffer(f) => f.encoded_len(),
+            Frame::LoginToken(f) => f.encoded_len(),
+            Frame::LoginCert(f) => f.encoded_len(),
         }
     }
 

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod forward;
 pub mod kubeconfig;
 pub mod list;
+pub mod login;
 pub mod reach;
 pub mod run;
 pub mod shell;

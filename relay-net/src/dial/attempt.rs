@@ -61,7 +61,7 @@ pub(super) async fn dial_candidate(
     candidate: Candidate,
     origin: Option<Origin>,
     tls: Arc<QuicClientConfig>,
-    expected: proto::Name,
+    expected: Option<proto::Name>,
     transport: Transport,
     timeout: Duration,
     ca_pem: Arc<str>,
@@ -219,7 +219,7 @@ async fn dial_quic(
     origin: Origin,
     own: bool,
     tls: Arc<QuicClientConfig>,
-    expected: proto::Name,
+    expected: Option<proto::Name>,
     transport: Transport,
     timeout: Duration,
 ) -> Result<RelayConn, DialError> {
@@ -246,7 +246,7 @@ async fn dial_quic(
 async fn dial_tcp(
     candidate: Candidate,
     tls: Arc<QuicClientConfig>,
-    expected: proto::Name,
+    expected: Option<proto::Name>,
     transport: Transport,
     timeout: Duration,
     ca_pem: Arc<str>,
@@ -343,7 +343,7 @@ async fn handshake(
     own: bool,
     candidate: Candidate,
     tls: Arc<QuicClientConfig>,
-    expected: proto::Name,
+    expected: Option<proto::Name>,
     transport: Transport,
     timeout: Duration,
     hint: &str,
@@ -405,7 +405,7 @@ async fn handshake(
             relay.identity
         )));
     }
-    if relay.relay != expected {
+    if let Some(expected) = expected.filter(|e| *e != relay.relay) {
         conn.close(ErrorCode::UNAUTHORIZED.0.into(), b"wrong relay");
         return Err(not_relay(format!(
             "it is relay {}, the credential is for {}",

@@ -290,7 +290,53 @@ pub async fn dial_any(
 ) -> Result<RelayConn, DialError> {
     let tls = client_tls(cred)?;
     let ca_pem: Arc<str> = cred.credential.ca.as_str().into();
-    let relay = cred.cert.relay.clone();
+    let relay = Some(cred.cert.relay.clone());
+    dial_first(tls, ca_pem, relay, candidates, origin, transport, timeout).await
+}
+
+/// Dials the relay at `entries` (`host:port`) without a certificate of
+/// one's own, trusting `ca_pem`: a single sign-on's connection, whose one
+/// service is the login. Any relay of that CA will do: the CA is the
+/// relay's own (`relay-server init`).
+///
+/// # Errors
+/// If no address resolves or no relay can be reached or verified.
+pub async fn dial_login(
+    ca_pem: &str,
+    entries: &[String],
+    transport: &Transport,
+    timeout: Duration,
+) -> Result<RelayConn, DialError> {
+    let tls = crate::tls::login_client_config(ca_pem)
+        .map_err(|e| DialError::Credential(format!("the relay's CA: {e}")))?;
+    let (candidates, unresolved) = resolve_all(entries, transport).await;
+    if candidates.is_empty() {
+        if let Some(e) = unresolved.into_iter().next() {
+            return Err(e);
+        }
+    }
+    dial_first(
+        Arc::new(tls),
+        ca_pem.into(),
+        None,
+        &candidates,
+        None,
+        transport,
+        timeout,
+    )
+    .await
+}
+
+/// The first of `candidates` to answer, tried a [`STAGGER`] apart.
+async fn dial_first(
+    tls: Arc<QuicClientConfig>,
+    ca_pem: Arc<str>,
+    relay: Option<proto::Name>,
+    candidates: &[Candidate],
+    origin: Option<&Origin>,
+    transport: &Transport,
+    timeout: Duration,
+) -> Result<RelayConn, DialError> {
     let mut waiting = candidates.iter().enumerate();
     let mut attempts = tokio::task::JoinSet::new();
     let mut failures: Vec<(usize, DialError)> = Vec::new();
@@ -353,7 +399,7 @@ pub async fn dial_one(
     timeout: Duration,
 ) -> Result<RelayConn, DialError> {
     let tls = client_tls(cred)?;
-    let relay = cred.cert.relay.clone();
+    let relay = Some(cred.cert.relay.clone());
     let from = origin.filter(|o| o.reaches(candidate.addr)).cloned();
     dial_candidate(
         candidate.clone(),

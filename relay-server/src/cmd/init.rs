@@ -70,6 +70,7 @@ impl Init {
             &p.relay_key(),
             issued.key_pem.unwrap_or_default().as_bytes(),
         )?;
+        super::signer::make(p, relay_net::pki::SIGNER_TTL)?;
         if !p.policy().exists() {
             write_public(&p.policy(), INITIAL_POLICY.as_bytes())?;
         }

@@ -175,6 +175,7 @@ pub fn state(cert: &IssuedCert, revocations: &Revocations, now: OffsetDateTime) 
         Some(revoked) => match revoked.by {
             RevokedBy::Name => "revoked (by name)".to_owned(),
             RevokedBy::Serial => "revoked (by serial)".to_owned(),
+            RevokedBy::Signer => "revoked (its signer)".to_owned(),
         },
         None => {
             let expired = time::OffsetDateTime::parse(
