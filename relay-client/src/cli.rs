@@ -70,7 +70,8 @@ Options:
 #[derive(Debug, Parser)]
 #[command(name = "relay-client", version, after_help = EXAMPLES)]
 pub struct Args {
-    /// Credential file from `relay-server issue client`.
+    /// Credential file from `relay-server issue client` [default: the one
+    /// `relay-client login` wrote, ~/.config/relay/credential.toml].
     #[arg(long, global = true, env = "RELAY_CREDENTIAL")]
     credential: Option<PathBuf>,
     /// Private key, for a credential issued from a CSR (`keygen`).

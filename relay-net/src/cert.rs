@@ -253,6 +253,21 @@ impl PeerCert {
     }
 }
 
+/// The serial (lowercase hex) of the first certificate of a PEM document,
+/// one that names no identity too (the online signer's).
+///
+/// # Errors
+/// If the PEM holds no certificate that parses.
+pub fn serial_of_pem(pem: &str) -> Result<String, CertError> {
+    let der = crate::pem::certs(pem)
+        .map_err(|e| CertError::Parse(e.to_string()))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| CertError::Parse("no certificate in PEM".into()))?;
+    let (_, cert) = X509Certificate::from_der(&der).map_err(|e| CertError::Parse(e.to_string()))?;
+    Ok(hex::encode(cert.raw_serial()))
+}
+
 /// A time as people and logs read it: RFC 3339 in UTC, whole seconds.
 pub fn rfc3339(t: OffsetDateTime) -> String {
     let t = t

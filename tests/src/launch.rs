@@ -548,11 +548,24 @@ pub fn spawn_client<S: AsRef<std::ffi::OsStr>>(
     programs: &Programs,
     args: &[S],
 ) -> anyhow::Result<Process> {
-    Process::spawn(
-        "relay-client",
-        Command::new(&programs.client).args(args),
-        Read::Both,
-    )
+    spawn_client_with(programs, args, &[])
+}
+
+/// [`spawn_client`] with these environment variables set for it.
+///
+/// # Errors
+/// If it cannot be started.
+pub fn spawn_client_with<S: AsRef<std::ffi::OsStr>>(
+    programs: &Programs,
+    args: &[S],
+    env: &[(&str, &Path)],
+) -> anyhow::Result<Process> {
+    let mut command = Command::new(&programs.client);
+    command.args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    Process::spawn("relay-client", &mut command, Read::Both)
 }
 
 /// `relay-client --credential FILE ARGS...`, waiting for the line that

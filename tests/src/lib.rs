@@ -246,6 +246,16 @@ impl TestRelay {
             .expect("relay alive");
     }
 
+    /// Revokes one certificate by serial and waits until the relay applied it.
+    pub async fn revoke_serial(&mut self, serial: &str) {
+        self.reloads.borrow_and_update();
+        let target = relay_server::cmd::revoke::Target::Serial(serial.to_owned());
+        relay_server::cmd::revoke::revoke(&self.paths(), target).expect("revoke");
+        guard("revocation reload", self.reloads.changed())
+            .await
+            .expect("relay alive");
+    }
+
     /// Waits until `agent` has exactly `n` registered instances.
     pub async fn wait_instances(&self, agent: &str, n: usize) {
         let name = proto::AgentName::try_from(agent).expect("agent name");

@@ -3,8 +3,8 @@
 //! how a provider's key rotation reaches the relay without a restart (and
 //! every [`MAX_AGE`], so a withdrawn key stops working here too). A
 //! fetch happens at most once per [`REFETCH_AFTER`], so tokens with made-up
-//! key ids cannot make the relay hammer the provider; a login that needs a
-//! fetch sooner waits for it instead of failing.
+//! key ids cannot make the relay hammer the provider (or queue logins
+//! behind its fetches).
 
 use std::time::Duration;
 
@@ -55,10 +55,12 @@ impl ProviderKeys {
         if let Some(key) = state.find(header).filter(|_| fresh) {
             return Ok(key);
         }
-        if let Some(last) = state.fetched {
-            tokio::time::sleep_until(last + REFETCH_AFTER).await;
+        // A key missing from keys fetched a moment ago is not fetched
+        // again at once: made-up key ids must not queue every login here.
+        let recent = state.fetched.is_some_and(|t| t.elapsed() < REFETCH_AFTER);
+        if !recent {
+            self.fetch(&mut state).await?;
         }
-        self.fetch(&mut state).await?;
         state.find(header).ok_or_else(|| match &header.kid {
             Some(kid) => format!(
                 "the token is signed with key {kid:?}, which the provider {} does not publish (at {})",

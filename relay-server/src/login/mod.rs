@@ -43,6 +43,10 @@ pub const LOGIN_WINDOW: Duration = Duration::from_secs(10 * 60);
 const NONCES_PER_CONNECTION: usize = 4;
 /// Token ids remembered (until their tokens expire) so none is used twice.
 const USED_TOKENS: usize = 100_000;
+/// Login connections one source address (an IPv6 /64) may hold at once:
+/// a person needs one, a NAT of many people a few; a peer that opens
+/// hundreds to hold the relay's memory is refused past it.
+pub const LOGINS_PER_ADDRESS: usize = 16;
 
 /// The relay's single sign-on: providers, their keys, the signer.
 #[derive(Debug)]
@@ -52,6 +56,8 @@ pub(crate) struct Logins {
     signer: Signer,
     /// Tokens used, by id, with their expiry (Unix seconds).
     used: Mutex<HashMap<String, u64>>,
+    /// Live login connections per source address.
+    per_address: relay_net::quota::Quota<std::net::IpAddr>,
 }
 
 /// The online signer, loaded.
@@ -95,6 +101,7 @@ impl Logins {
             skew: settings.clock_skew,
             signer: Signer { ca, cert_pem },
             used: Mutex::default(),
+            per_address: relay_net::quota::Quota::new(LOGINS_PER_ADDRESS),
         })
     }
 
@@ -181,6 +188,20 @@ impl Logins {
         )
         .await
         .map_err(refused)?;
+        if let Some(entry) = shared.revocations().by_name(Role::Client, &verified.name) {
+            let since = entry
+                .at
+                .as_deref()
+                .map(|at| format!(" since {at}"))
+                .unwrap_or_default();
+            return Err(Refused::new(
+                ErrorCode::REVOKED,
+                format!(
+                    "client/{} is revoked on this relay{since}: ask its operator",
+                    verified.name
+                ),
+            ));
+        }
         if !self.first_use(&verified.token_id, verified.expires) {
             return Err(refused(
                 "this token was used for a login before: a token counts once; get a fresh one"
@@ -228,6 +249,17 @@ impl Logins {
 /// only, for at most [`LOGIN_WINDOW`].
 pub(crate) async fn serve(shared: &Arc<Shared>, conn: &quinn::Connection, logins: &Logins) {
     let remote = shared.remote(conn.remote_address());
+    let Some(_held) = logins
+        .per_address
+        .try_hold(&crate::conn::address_key(remote.ip()))
+    else {
+        shared.metrics.limit_hit("logins_per_address");
+        conn.close(
+            ErrorCode::LIMIT_EXCEEDED.0.into(),
+            b"too many logins under way from this address; finish one first",
+        );
+        return;
+    };
     let mut nonces: Vec<String> = Vec::new();
     // When the relay first answered here: a token without a nonce must be younger.
     let mut offered_at: Option<u64> = None;

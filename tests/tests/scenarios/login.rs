@@ -171,7 +171,17 @@ async fn a_person_logs_in_with_a_device_code() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let provider = Provider::start(dir.path(), ProviderConfig::default()).await?;
     let world = world(&provider, "60s").await?;
-    let mut login = world.login(&["--device"])?;
+    // No --credential: the login goes where every command then looks.
+    let config_home = world.home.path().join("config");
+    let env = [("XDG_CONFIG_HOME", config_home.as_path())];
+    let relay_addr = world.relay.addr.to_string();
+    let ca = world.relay.dir.path().join("ca.crt");
+    let ca = ca.to_string_lossy().into_owned();
+    let mut login = launch::spawn_client_with(
+        &world.programs,
+        &["login", "--relay", &relay_addr, "--ca", &ca, "--device"],
+        &env,
+    )?;
     let line = login.line_with(&["To log in, open"]).await?;
     let rest = line.trim().trim_start_matches("To log in, open ");
     let (uri, code) = rest
@@ -188,10 +198,18 @@ async fn a_person_logs_in_with_a_device_code() -> anyhow::Result<()> {
         done.contains("logged in as client/bob-example.com-") && done.contains("in groups dev"),
         "{done}"
     );
+    assert!(done.contains("config/relay/credential.toml"), "{done}");
     assert!(login.wait().await?.success());
-    // Bob's group is granted nothing.
-    let (ok, out) = World::finish(world.client(&["connect", "edge/db"])?).await?;
+    // Bob's group is granted nothing; the credential is found by itself.
+    let connect = launch::spawn_client_with(&world.programs, &["connect", "edge/db"], &env)?;
+    let (ok, out) = World::finish(connect).await?;
     assert!(!ok && out.contains("may not open"), "{out}");
+    let logout = launch::spawn_client_with(&world.programs, &["logout"], &env)?;
+    let (ok, out) = World::finish(logout).await?;
+    assert!(ok && out.contains("removed"), "{out}");
+    let list = launch::spawn_client_with(&world.programs, &["list"], &env)?;
+    let (ok, out) = World::finish(list).await?;
+    assert!(!ok && out.contains("relay-client login"), "{out}");
     Ok(())
 }
 
@@ -455,5 +473,86 @@ async fn check_oidc_says_what_the_providers_publish() -> anyhow::Result<()> {
     assert!(text.contains("device endpoint: http://"), "{text}");
     assert!(text.contains("kid "), "{text}");
     let _: &Path = world.home.path();
+    Ok(())
+}
+
+/// What the online signer mints, the relay holds to a login's rights:
+/// a client certificate from it for an hour is served (its chain through
+/// the signer verifies); an agent certificate from it, or a client one
+/// longer-lived than any login gives, is refused with the reason; and
+/// revoking the signer's serial ends every certificate it minted.
+#[tokio::test]
+async fn the_online_signer_mints_short_client_certificates_only() -> anyhow::Result<()> {
+    use proto::{Identity, Role};
+    use relay_net::credential::Credential;
+    use relay_net::pki::{Ca, KeySource};
+    relay_tests::trace_init();
+    let mut relay = relay_tests::TestRelay::start("").await;
+    let paths = relay.paths();
+    let signer_pem = std::fs::read_to_string(paths.signer_cert())?;
+    let signer = Ca::load(&signer_pem, &std::fs::read_to_string(paths.signer_key())?)?;
+    let relay_name = "127.0.0.1".parse()?;
+    let ca = std::fs::read_to_string(paths.ca_cert())?;
+    let hour = std::time::Duration::from_secs(3600);
+    let addr = relay.addr.to_string();
+    let signed = |role: Role,
+                  name: &str,
+                  ttl: std::time::Duration|
+     -> anyhow::Result<relay_client::Client> {
+        let identity = Identity::new(role, name.parse()?);
+        let issued = signer.issue_identity_with(
+            &relay_name,
+            &identity,
+            &["sre".parse()?],
+            None,
+            ttl,
+            KeySource::Generate,
+        )?;
+        let credential = Credential {
+            relay: vec![addr.clone()],
+            identity: identity.to_uri(&relay_name),
+            certificate: format!("{}{signer_pem}", issued.cert_pem),
+            private_key: issued.key_pem,
+            ca: ca.clone(),
+        };
+        let loaded = Credential::parse(&credential.to_toml(), Path::new("signed.cred"), None)?;
+        Ok(relay_client::Client::new(loaded).end_to_end(relay_client::direct::EndToEnd::Off))
+    };
+
+    let carol = signed(Role::Client, "carol", hour)?;
+    assert!(
+        guard("list", carol.list()).await.is_ok(),
+        "a client certificate of the signer is served"
+    );
+    let agent = signed(Role::Agent, "edge", hour)?;
+    let err = guard("list", agent.list())
+        .await
+        .expect_err("an agent certificate of the signer");
+    assert!(
+        err.to_string()
+            .contains("may issue client certificates only"),
+        "{err}"
+    );
+    let long = signed(Role::Client, "dave", 48 * hour)?;
+    let err = guard("list", long.list())
+        .await
+        .expect_err("a two-day certificate of the signer");
+    assert!(
+        err.to_string().contains("longer than a login gives"),
+        "{err}"
+    );
+
+    relay
+        .revoke_serial(&relay_net::cert::serial_of_pem(&signer_pem)?)
+        .await;
+    let erin = signed(Role::Client, "erin", hour)?;
+    let err = guard("list", erin.list())
+        .await
+        .expect_err("a certificate of a revoked signer");
+    assert!(
+        err.to_string().contains("online signer") && err.to_string().contains("is revoked"),
+        "{err}"
+    );
+    relay.shutdown().await;
     Ok(())
 }
