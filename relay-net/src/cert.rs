@@ -198,12 +198,7 @@ impl PeerCert {
     /// # Errors
     /// As [`PeerCert::from_der`], or if the PEM holds no certificate.
     pub fn from_pem(pem: &str) -> Result<PeerCert, CertError> {
-        let der = crate::pem::certs(pem)
-            .map_err(|e| CertError::Parse(e.to_string()))?
-            .into_iter()
-            .next()
-            .ok_or_else(|| CertError::Parse("no certificate in PEM".into()))?;
-        PeerCert::from_der(&der)
+        PeerCert::from_der(&first_der(pem)?)
     }
 
     /// The identity of the peer of an established quinn connection.
@@ -259,13 +254,18 @@ impl PeerCert {
 /// # Errors
 /// If the PEM holds no certificate that parses.
 pub fn serial_of_pem(pem: &str) -> Result<String, CertError> {
-    let der = crate::pem::certs(pem)
+    let der = first_der(pem)?;
+    let (_, cert) = X509Certificate::from_der(&der).map_err(|e| CertError::Parse(e.to_string()))?;
+    Ok(hex::encode(cert.raw_serial()))
+}
+
+/// The first certificate of a PEM document, DER.
+fn first_der(pem: &str) -> Result<rustls_pki_types::CertificateDer<'static>, CertError> {
+    crate::pem::certs(pem)
         .map_err(|e| CertError::Parse(e.to_string()))?
         .into_iter()
         .next()
-        .ok_or_else(|| CertError::Parse("no certificate in PEM".into()))?;
-    let (_, cert) = X509Certificate::from_der(&der).map_err(|e| CertError::Parse(e.to_string()))?;
-    Ok(hex::encode(cert.raw_serial()))
+        .ok_or_else(|| CertError::Parse("no certificate in PEM".into()))
 }
 
 /// A time as people and logs read it: RFC 3339 in UTC, whole seconds.
