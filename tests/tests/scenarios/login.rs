@@ -109,8 +109,9 @@ impl World {
 /// A person logs in in a browser: the printed page is signed in at the
 /// provider as alice; the credential names her (from her e-mail), her
 /// group `sre`, and the provider; `list` then works without more, `db`
-/// (her group's) opens and `kube` (not hers) is refused; the audit log
-/// has the login with the provider's issuer and subject.
+/// (her group's) opens, end to end and on the relay path, and `kube` (not
+/// hers) is refused; the audit log has the login with the provider's
+/// issuer and subject.
 #[tokio::test]
 async fn a_person_logs_in_in_a_browser_and_gets_what_their_group_may() -> anyhow::Result<()> {
     relay_tests::trace_init();
@@ -148,6 +149,15 @@ async fn a_person_logs_in_in_a_browser_and_gets_what_their_group_may() -> anyhow
     assert!(!out.contains("kube"), "{out}");
     let (ok, out) = World::finish(world.client(&["connect", "edge/kube"])?).await?;
     assert!(!ok && out.contains("may not open"), "{out}");
+    // On both paths: the agent accepts the signer's chain end to end too.
+    for args in [&["--end-to-end"][..], &["--end-to-end=off"][..]] {
+        let (_forward, local, path) =
+            launch::forward_with(&world.programs, &world.credential(), args, "edge/db").await?;
+        let mut tcp = tokio::net::TcpStream::connect(local).await?;
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, b"hello sso").await?;
+        let echoed = guard("echo", relay_tests::read_n(&mut tcp, 9)).await?;
+        assert_eq!(echoed, b"hello sso", "{path}");
+    }
 
     let audit = world.relay.audit_events();
     let login_event = audit
@@ -215,8 +225,8 @@ async fn a_person_logs_in_with_a_device_code() -> anyhow::Result<()> {
 
 /// A CI job exchanges its workload token: two lines, then it reaches what
 /// `deploy` may; the same token a second time, a token for another
-/// audience, one from another provider, and an expired one are refused
-/// with what was wrong.
+/// audience, one from another provider, and an expired one (and a
+/// person's expired ID token) are refused with what was wrong.
 #[tokio::test]
 async fn a_ci_job_exchanges_its_workload_token_and_bad_tokens_are_refused() -> anyhow::Result<()> {
     relay_tests::trace_init();
@@ -226,6 +236,7 @@ async fn a_ci_job_exchanges_its_workload_token_and_bad_tokens_are_refused() -> a
     let dir = tempfile::tempdir()?;
     let config = ProviderConfig {
         access_token_ttl: 2,
+        id_token_ttl: 2,
         ..ProviderConfig::default()
     };
     let provider = Provider::start(dir.path(), config).await?;
@@ -272,10 +283,20 @@ async fn a_ci_job_exchanges_its_workload_token_and_bad_tokens_are_refused() -> a
     );
 
     let stale = provider.workload_token(AUDIENCE).await?;
-    let exp = oidc::jwt_claims(&stale)?["exp"]
-        .as_u64()
-        .unwrap_or_default();
-    // Not a synchronisation: the token's clock running out is the condition.
+    // A person's ID token that expires too, sent on a login connection of its own.
+    let ca = std::fs::read_to_string(world.relay.dir.path().join("ca.crt"))?;
+    let relay = vec![world.relay.addr.to_string()];
+    let conn = relay_net::dial::dial_login(&ca, &relay, &Transport::client(), relay_tests::GUARD)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .conn;
+    let nonce = offer_nonce(&conn).await?;
+    let stale_id_token = id_token_for(&provider, "alice", &nonce).await?;
+    let exp_of = |jwt: &str| -> anyhow::Result<u64> {
+        Ok(oidc::jwt_claims(jwt)?["exp"].as_u64().unwrap_or_default())
+    };
+    let exp = exp_of(&stale)?.max(exp_of(&stale_id_token)?);
+    // Not a synchronisation: the tokens' clocks running out is the condition.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
@@ -284,6 +305,17 @@ async fn a_ci_job_exchanges_its_workload_token_and_bad_tokens_are_refused() -> a
     let (ok, out) = World::finish(login_with(stale)?).await?;
     assert!(!ok);
     refused(&out, "the token expired");
+    let (_, csr) = relay_net::pki::keygen("test")?;
+    let expired = Frame::from(LoginToken {
+        provider: "sso".parse()?,
+        token: stale_id_token,
+        csr,
+        lifetime_s: 0,
+    });
+    match ask(&conn, expired).await? {
+        Frame::Refused(r) => assert!(r.message.contains("the token expired"), "{}", r.message),
+        other => panic!("an expired ID token was accepted: {other:?}"),
+    }
     Ok(())
 }
 
