@@ -258,6 +258,18 @@ async fn a_ci_job_exchanges_its_workload_token_and_bad_tokens_are_refused() -> a
     );
     let (ok, out) = World::finish(world.client(&["list"])?).await?;
     assert!(ok && out.contains("kube") && !out.contains("db"), "{out}");
+    // The pipeline's second line.
+    let with = world.client(&[
+        "with",
+        "--no-kubeconfig",
+        "edge/kube",
+        "--",
+        "sh",
+        "-c",
+        "test -n \"$RELAY_FORWARD_PORT\" && echo forwarded",
+    ])?;
+    let (ok, out) = World::finish(with).await?;
+    assert!(ok && out.contains("forwarded"), "{out}");
 
     let refused = |out: &str, says: &str| {
         assert!(
@@ -512,7 +524,8 @@ async fn check_oidc_says_what_the_providers_publish() -> anyhow::Result<()> {
 /// a client certificate from it for an hour is served (its chain through
 /// the signer verifies); an agent certificate from it, or a client one
 /// longer-lived than any login gives, is refused with the reason; and
-/// revoking the signer's serial ends every certificate it minted.
+/// a name is revoked as any client's; revoking the signer's serial ends
+/// every certificate it minted.
 #[tokio::test]
 async fn the_online_signer_mints_short_client_certificates_only() -> anyhow::Result<()> {
     use proto::{Identity, Role};
@@ -577,6 +590,12 @@ async fn the_online_signer_mints_short_client_certificates_only() -> anyhow::Res
     relay
         .revoke_serial(&relay_net::cert::serial_of_pem(&signer_pem)?)
         .await;
+    // A logged-in person is revoked by name like anyone.
+    relay.revoke(Role::Client, "carol").await;
+    let err = guard("list", carol.list())
+        .await
+        .expect_err("a revoked name");
+    assert!(err.to_string().contains("client/carol is revoked"), "{err}");
     let erin = signed(Role::Client, "erin", hour)?;
     let err = guard("list", erin.list())
         .await
