@@ -12,6 +12,11 @@
 //! A value that is a name but ends like a mapped one (`-` and 16 hex
 //! digits) is mapped too, so nobody can choose a value that spells
 //! another's mapped name.
+//!
+//! With the provider's `name-domain` (`example.com`), an address in that
+//! domain is named by its local part (`alice@example.com` → `alice`), and
+//! every other value is mapped, so a bare `alice` from the same provider
+//! cannot take that name.
 
 use proto::Name;
 use sha2::{Digest, Sha256};
@@ -20,16 +25,24 @@ use sha2::{Digest, Sha256};
 const HASH_HEX: usize = 16;
 
 /// The client name for claim `value` with `prefix` (already checked to
-/// be name characters).
+/// be name characters) and, if the provider has one, its `domain`.
 ///
 /// # Errors
 /// If the value is empty.
-pub(crate) fn client_name(prefix: &str, value: &str) -> Result<Name, String> {
+pub(crate) fn client_name(prefix: &str, value: &str, domain: Option<&str>) -> Result<Name, String> {
     if value.is_empty() {
         return Err("the claim that names the client is empty".into());
     }
-    let lower = format!("{prefix}{}", value.to_lowercase());
-    if !looks_mapped(&lower) {
+    let value = value.to_lowercase();
+    let (local, in_domain) = match domain {
+        Some(domain) => match value.strip_suffix(&format!("@{}", domain.to_lowercase())) {
+            Some(local) if !local.is_empty() => (local.to_owned(), true),
+            _ => (value.clone(), false),
+        },
+        None => (value.clone(), true),
+    };
+    let lower = format!("{prefix}{local}");
+    if in_domain && !looks_mapped(&lower) {
         if let Ok(name) = Name::try_from(lower.as_str()) {
             return Ok(name);
         }
@@ -43,7 +56,8 @@ pub(crate) fn client_name(prefix: &str, value: &str) -> Result<Name, String> {
         .collect();
     readable.truncate(Name::MAX_LEN - HASH_HEX - 1);
     let readable = readable.trim_end_matches(['-', '.']);
-    let hash = hex::encode(Sha256::digest(lower.as_bytes()));
+    // The whole value is hashed: two domains' `alice` differ.
+    let hash = hex::encode(Sha256::digest(format!("{prefix}{value}").as_bytes()));
     let name = if readable.is_empty() || readable.starts_with(['-', '.']) {
         format!("x-{}", &hash[..HASH_HEX])
     } else {
@@ -91,25 +105,45 @@ mod tests {
 
     #[test]
     fn names_stay_readable() {
-        assert_eq!(client_name("", "alice").unwrap().as_str(), "alice");
-        assert_eq!(client_name("ci-", "Octo").unwrap().as_str(), "ci-octo");
-        let mapped = client_name("", "Alice.Smith@Example.com").unwrap();
+        assert_eq!(client_name("", "alice", None).unwrap().as_str(), "alice");
+        assert_eq!(
+            client_name("ci-", "Octo", None).unwrap().as_str(),
+            "ci-octo"
+        );
+        let mapped = client_name("", "Alice.Smith@Example.com", None).unwrap();
         assert!(
             mapped.as_str().starts_with("alice.smith-example.com-"),
             "{mapped}"
         );
-        let repo = client_name("ci-", "octo-org/deploy").unwrap();
+        let repo = client_name("ci-", "octo-org/deploy", None).unwrap();
         assert!(repo.as_str().starts_with("ci-octo-org-deploy-"), "{repo}");
-        assert!(client_name("", "").is_err());
-        assert!(client_name("", "@@@").unwrap().as_str().starts_with("x-"));
+        assert!(client_name("", "", None).is_err());
+        assert!(client_name("", "@@@", None)
+            .unwrap()
+            .as_str()
+            .starts_with("x-"));
         let long = "a".repeat(200);
-        assert_eq!(client_name("", &long).unwrap().as_str().len(), 63);
+        assert_eq!(client_name("", &long, None).unwrap().as_str().len(), 63);
+    }
+
+    #[test]
+    fn a_domain_names_its_people_by_their_local_part_only() {
+        let d = Some("example.com");
+        assert_eq!(
+            client_name("", "Alice@Example.com", d).unwrap().as_str(),
+            "alice"
+        );
+        let bare = client_name("", "alice", d).unwrap();
+        assert!(bare.as_str().starts_with("alice-"), "{bare}");
+        let other = client_name("", "alice@other.org", d).unwrap();
+        assert!(other.as_str().starts_with("alice-other.org-"), "{other}");
+        assert_ne!(client_name("", "@example.com", d).unwrap().as_str(), "");
     }
 
     #[test]
     fn a_value_cannot_spell_another_values_mapped_name() {
-        let mapped = client_name("", "alice@example.com").unwrap();
-        let spelled = client_name("", mapped.as_str()).unwrap();
+        let mapped = client_name("", "alice@example.com", None).unwrap();
+        let spelled = client_name("", mapped.as_str(), None).unwrap();
         assert_ne!(mapped, spelled);
     }
 
@@ -131,7 +165,7 @@ mod tests {
         /// every value gives one.
         #[test]
         fn distinct_values_get_distinct_names(a in ".{1,80}", b in ".{1,80}") {
-            let (na, nb) = (client_name("", &a).unwrap(), client_name("", &b).unwrap());
+            let (na, nb) = (client_name("", &a, None).unwrap(), client_name("", &b, None).unwrap());
             if a.to_lowercase() != b.to_lowercase() {
                 prop_assert_ne!(na, nb);
             } else {
@@ -140,9 +174,19 @@ mod tests {
         }
 
         #[test]
+        fn with_a_domain_distinct_values_get_distinct_names(
+            a in "[a-z0-9@.-]{1,20}(@example\\.com)?",
+            b in "[a-z0-9@.-]{1,20}(@example\\.com)?",
+        ) {
+            prop_assume!(a != b);
+            let d = Some("example.com");
+            prop_assert_ne!(client_name("", &a, d).unwrap(), client_name("", &b, d).unwrap());
+        }
+
+        #[test]
         fn near_names_never_collide(a in "[a-z0-9@./-]{1,70}", b in "[a-z0-9@./-]{1,70}") {
             prop_assume!(a != b);
-            prop_assert_ne!(client_name("ci-", &a).unwrap(), client_name("ci-", &b).unwrap());
+            prop_assert_ne!(client_name("ci-", &a, None).unwrap(), client_name("ci-", &b, None).unwrap());
         }
     }
 }

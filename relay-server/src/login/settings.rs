@@ -12,6 +12,7 @@
 //! issuer = "https://login.microsoftonline.com/<tenant-id>/v2.0"
 //! client-id = "<application (client) id>"
 //! name-claim = "email"        # the claim that names the person
+//! name-domain = "example.com" # alice@example.com is "alice"
 //! groups-claim = "groups"
 //! group-map = { "<group object id>" = "sre" }
 //!
@@ -90,6 +91,9 @@ pub struct ProviderFile {
     /// Put before every name from this provider, e.g. `ci-`.
     #[serde(default)]
     pub name_prefix: String,
+    /// An e-mail domain whose addresses are named by their local part
+    /// (`alice@example.com` → `alice`); other values are mapped.
+    pub name_domain: Option<String>,
     /// The claim that lists the client's groups.
     pub groups_claim: Option<String>,
     /// Provider group → policy group; when given, only these groups count.
@@ -152,6 +156,8 @@ pub struct Provider {
     pub name_claim: String,
     /// The name prefix.
     pub name_prefix: String,
+    /// The e-mail domain named by local parts.
+    pub name_domain: Option<String>,
     /// The groups claim, if any.
     pub groups_claim: Option<String>,
     /// Provider group → policy group (empty: groups that are names count as they are).
@@ -305,6 +311,7 @@ impl ProviderFile {
             scopes: scopes.join(" "),
             name_claim,
             name_prefix: self.name_prefix.clone(),
+            name_domain: self.name_domain.clone(),
             groups_claim: self.groups_claim.clone(),
             group_map,
             groups,

@@ -133,7 +133,11 @@ pub(crate) async fn verify(
                 if provider.kind == ProviderKind::People { ", or the login must ask for the scope that adds it" } else { "" }
             )
         })?;
-    let name = names::client_name(&provider.name_prefix, value)?;
+    let name = names::client_name(
+        &provider.name_prefix,
+        value,
+        provider.name_domain.as_deref(),
+    )?;
     let mut groups = provider.groups.clone();
     if let Some(claim) = &provider.groups_claim {
         let values: Vec<&str> = match claims.get(claim) {

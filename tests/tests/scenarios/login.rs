@@ -43,7 +43,8 @@ async fn world(provider: &Provider, skew: &str) -> anyhow::Result<World> {
         format!(
             "[login]\nclock-skew = \"{skew}\"\n\n\
              [[login.provider]]\nname = \"sso\"\nissuer = \"{issuer}\"\nclient-id = \"{cli}\"\n\
-             scopes = [\"openid\", \"email\", \"profile\", \"groups\"]\ngroups-claim = \"groups\"\n\n\
+             scopes = [\"openid\", \"email\", \"profile\", \"groups\"]\ngroups-claim = \"groups\"\n\
+             name-domain = \"example.com\"\n\n\
              [[login.provider]]\nname = \"ci\"\nkind = \"workload\"\nissuer = \"{issuer}\"\n\
              audience = \"{AUDIENCE}\"\nname-claim = \"repository\"\nname-prefix = \"ci-\"\n\
              require = {{ ref = \"refs/heads/main\" }}\ngroups = [\"deploy\"]\n",
@@ -107,7 +108,8 @@ impl World {
 }
 
 /// A person logs in in a browser: the printed page is signed in at the
-/// provider as alice; the credential names her (from her e-mail), her
+/// provider as alice; the credential names her (`alice`, from her e-mail
+/// in the provider's `name-domain`), her
 /// group `sre`, and the provider; `list` then works without more, `db`
 /// (her group's) opens, end to end and on the relay path, and `kube` (not
 /// hers) is refused; the audit log has the login with the provider's
@@ -134,7 +136,7 @@ async fn a_person_logs_in_in_a_browser_and_gets_what_their_group_may() -> anyhow
     assert!(signed_in.body.contains("Signed in"), "{}", signed_in.body);
     let done = login.line_with(&["logged in as", "relay-client:"]).await?;
     assert!(
-        done.contains("logged in as client/alice-example.com-"),
+        done.contains("logged in as client/alice in groups"),
         "{done}"
     );
     assert!(
@@ -205,7 +207,7 @@ async fn a_person_logs_in_with_a_device_code() -> anyhow::Result<()> {
     .await?;
     let done = login.line_with(&["logged in as", "relay-client:"]).await?;
     assert!(
-        done.contains("logged in as client/bob-example.com-") && done.contains("in groups dev"),
+        done.contains("logged in as client/bob in groups") && done.contains("in groups dev"),
         "{done}"
     );
     assert!(done.contains("config/relay/credential.toml"), "{done}");
