@@ -102,7 +102,8 @@ pub struct ProviderFile {
     /// Groups every client of this provider is in.
     #[serde(default)]
     pub groups: Vec<String>,
-    /// Claims a token must carry with these values (a value or a list).
+    /// Claims a token must carry with these values (a value or a list);
+    /// a workload provider must have some.
     #[serde(default)]
     pub require: BTreeMap<String, OneOrMany>,
     /// Default certificate lifetime (people 12 h, workload 15 min).
@@ -248,6 +249,9 @@ impl ProviderFile {
                 "client-id is missing: the id of the app registration people log in with".into(),
             );
         }
+        if kind == ProviderKind::Workload && self.require.is_empty() {
+            return Err("a workload provider needs require = { ... }: a CI platform's issuer signs tokens for every project on it, and any of them can ask for this audience (e.g. require = { repository_owner = \"example-org\" })".into());
+        }
         if kind == ProviderKind::Workload && self.client_id.is_some() {
             return Err(
                 "client-id is for people providers; a workload provider checks audience".into(),
@@ -371,7 +375,8 @@ mod tests {
             ("[[provider]]\nname = \"E\"\nissuer = \"https://x\"\nclient-id = \"a\"\n", "name"),
             ("[[provider]]\nname = \"e\"\nissuer = \"https://x\"\nclient-id = \"a\"\ngroup-map = { x = \"SRE\" }\n", "group-map"),
             ("[[provider]]\nname = \"e\"\nissuer = \"https://x\"\nclient-id = \"a\"\nlifetime = \"13h\"\n", "longer"),
-            ("[[provider]]\nname = \"ci\"\nkind = \"workload\"\nissuer = \"https://x\"\naudience = \"a\"\nlifetime = \"2h\"\n", "longer"),
+            ("[[provider]]\nname = \"ci\"\nkind = \"workload\"\nissuer = \"https://x\"\naudience = \"a\"\nrequire = { ref = \"r\" }\nlifetime = \"2h\"\n", "longer"),
+            ("[[provider]]\nname = \"ci\"\nkind = \"workload\"\nissuer = \"https://x\"\naudience = \"a\"\n", "needs require"),
             (&format!("{ENTRA}{}", ENTRA.replace("entra", "other")), "same name-prefix"),
             (&format!("{ENTRA}{ENTRA}"), "two"),
             ("", "no provider"),
