@@ -3,8 +3,8 @@
 //! how a provider's key rotation reaches the relay without a restart (and
 //! every [`MAX_AGE`], so a withdrawn key stops working here too). A
 //! fetch happens at most once per [`REFETCH_AFTER`], so tokens with made-up
-//! key ids cannot make the relay hammer the provider (or queue logins
-//! behind its fetches).
+//! key ids cannot make the relay hammer the provider; a login that needs a
+//! fetch sooner waits for it (without holding up the others).
 
 use std::time::Duration;
 
@@ -50,28 +50,38 @@ impl ProviderKeys {
     /// If the provider cannot be reached, or has no such key even after a
     /// fresh fetch.
     pub(crate) async fn key_for(&self, header: &Header) -> Result<Jwk, String> {
-        let mut state = self.state.lock().await;
-        let fresh = state.fetched.is_some_and(|t| t.elapsed() < MAX_AGE);
-        if let Some(key) = state.find(header).filter(|_| fresh) {
-            return Ok(key);
+        let mut waited = false;
+        loop {
+            let mut state = self.state.lock().await;
+            let fresh = state.fetched.is_some_and(|t| t.elapsed() < MAX_AGE);
+            if let Some(key) = state.find(header).filter(|_| fresh) {
+                return Ok(key);
+            }
+            let since = state.fetched.map(|t| t.elapsed());
+            match since {
+                // Fetched a moment ago: wait for the next fetch, once, and
+                // without the lock, so logins with known keys go on.
+                Some(since) if since < REFETCH_AFTER && !waited => {
+                    drop(state);
+                    tokio::time::sleep(REFETCH_AFTER - since).await;
+                    waited = true;
+                    continue;
+                }
+                Some(since) if since < REFETCH_AFTER => {}
+                _ => self.fetch(&mut state).await?,
+            }
+            return state.find(header).ok_or_else(|| match &header.kid {
+                Some(kid) => format!(
+                    "the token is signed with key {kid:?}, which the provider {} does not publish (at {})",
+                    self.issuer,
+                    state.jwks_uri.as_deref().unwrap_or("its jwks_uri")
+                ),
+                None => format!(
+                    "the token names no key and none of {}'s keys is for {:?}",
+                    self.issuer, header.alg
+                ),
+            });
         }
-        // A key missing from keys fetched a moment ago is not fetched
-        // again at once: made-up key ids must not queue every login here.
-        let recent = state.fetched.is_some_and(|t| t.elapsed() < REFETCH_AFTER);
-        if !recent {
-            self.fetch(&mut state).await?;
-        }
-        state.find(header).ok_or_else(|| match &header.kid {
-            Some(kid) => format!(
-                "the token is signed with key {kid:?}, which the provider {} does not publish (at {})",
-                self.issuer,
-                state.jwks_uri.as_deref().unwrap_or("its jwks_uri")
-            ),
-            None => format!(
-                "the token names no key and none of {}'s keys is for {:?}",
-                self.issuer, header.alg
-            ),
-        })
     }
 
     async fn fetch(&self, state: &mut State) -> Result<(), String> {

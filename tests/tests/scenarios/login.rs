@@ -333,7 +333,9 @@ async fn a_ci_job_exchanges_its_workload_token_and_bad_tokens_are_refused() -> a
     Ok(())
 }
 
-/// The protocol itself, as a client that cheats would use it: an ID token
+/// The protocol itself, as a client that cheats would use it: junk (an
+/// unknown provider, a token that is no JWT, a bad CSR, an `Open` without a
+/// certificate) is refused with what is wrong; an ID token
 /// whose nonce was spent is refused on the same connection and on another;
 /// after the provider rotates its key, a token of the new key is accepted
 /// (the relay fetches the keys again by itself) and one of the retired key
@@ -353,6 +355,43 @@ async fn a_replayed_nonce_and_a_retired_key_are_refused() -> anyhow::Result<()> 
     let dial = || relay_net::dial::dial_login(&ca, &relay, &transport, relay_tests::GUARD);
 
     let conn = dial().await.map_err(|e| anyhow::anyhow!("{e}"))?.conn;
+    // Bad input first: each refusal says what is wrong.
+    let refused = |frame: Frame, says: &'static str| {
+        let conn = conn.clone();
+        async move {
+            match ask(&conn, frame).await? {
+                Frame::Refused(r) => {
+                    anyhow::ensure!(r.message.contains(says), "{says:?}: {}", r.message)
+                }
+                other => anyhow::bail!("{says:?}: answered {other:?}"),
+            }
+            anyhow::Ok(())
+        }
+    };
+    let (_, good_csr) = relay_net::pki::keygen("test")?;
+    let token = |provider: &str, token: &str, csr: &str| {
+        Frame::from(LoginToken {
+            provider: provider.parse().expect("name"),
+            token: token.into(),
+            csr: csr.into(),
+            lifetime_s: 0,
+        })
+    };
+    refused(token("nope", "x", &good_csr), "no login provider \"nope\"").await?;
+    refused(token("sso", "not a jwt", &good_csr), "not a signed token").await?;
+    let open = proto::Open {
+        agent: "edge".parse()?,
+        target: "db".parse()?,
+        kind: proto::StreamKind::Tcp,
+    };
+    refused(open.into(), "may only log in").await?;
+    let nonce = offer_nonce(&conn).await?;
+    let id_token = id_token_for(&provider, "alice", &nonce).await?;
+    refused(
+        token("sso", &id_token, "junk csr"),
+        "certificate signing request",
+    )
+    .await?;
     let nonce = offer_nonce(&conn).await?;
     let id_token = id_token_for(&provider, "alice", &nonce).await?;
     let exchange = |token: String| {
@@ -390,10 +429,10 @@ async fn a_replayed_nonce_and_a_retired_key_are_refused() -> anyhow::Result<()> 
     // A token of the new key: the relay fetches the keys again (no restart).
     let nonce = offer_nonce(&conn).await?;
     let new_key_token = id_token_for(&provider, "alice", &nonce).await?;
-    assert!(matches!(
-        ask(&conn, exchange(new_key_token)).await?,
-        Frame::LoginCert(_)
-    ));
+    match ask(&conn, exchange(new_key_token)).await? {
+        Frame::LoginCert(_) => {}
+        other => panic!("a token of the new key was refused: {other:?}"),
+    }
     // The retired key is gone from what it fetched.
     match ask(&conn, exchange(old_key_token)).await? {
         Frame::Refused(r) => assert!(
