@@ -18,6 +18,7 @@ Examples:
   relay-server init   --dir /etc/relay --name relay.example.com --name 203.0.113.7
   relay-server issue  agent aks-prod --dir /etc/relay --relay relay.example.com:4433 --out agent.cred
   relay-server issue  client alice   --dir /etc/relay --relay relay.example.com:4433 --ttl 8h --out alice.cred
+  relay-server issue  client ci      --dir /etc/relay --relay relay.example.com:4433 --group deploy --out ci.cred
   relay-server run    --dir /etc/relay --listen 0.0.0.0:4433
   relay-server run    --config /etc/relay/relay.toml
   relay-server issued --dir /etc/relay
@@ -95,6 +96,9 @@ enum Command {
         /// generating a key: the private key never leaves its host.
         #[arg(long)]
         csr: Option<PathBuf>,
+        /// A group the client is in, for the policy's `group = "..."` (repeatable).
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<Name>,
         /// Where to write the credential (mode 0600) [default: NAME.cred].
         #[arg(long)]
         out: Option<PathBuf>,
@@ -374,6 +378,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             relay,
             ttl,
             csr,
+            groups,
             out,
         } => {
             let issue = Issue {
@@ -383,6 +388,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 relay,
                 ttl,
                 csr,
+                groups,
             };
             self::issue(&issue, out)
         }

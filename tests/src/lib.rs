@@ -164,6 +164,7 @@ impl TestRelay {
             relay: vec![self.addr.to_string()],
             ttl,
             csr: None,
+            groups: Vec::new(),
         }
         .run()
         .expect("issue");

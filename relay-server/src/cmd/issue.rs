@@ -29,6 +29,9 @@ pub struct Issue {
     pub ttl: Option<Duration>,
     /// Sign this CSR instead of generating a key.
     pub csr: Option<PathBuf>,
+    /// Groups the certificate names (clients only), for the policy's
+    /// `group = "..."` entries.
+    pub groups: Vec<Name>,
 }
 
 impl Issue {
@@ -75,7 +78,10 @@ impl Issue {
         };
         let identity = Identity::new(self.role, self.name.clone());
         let mut record = Record::open(&p.issued())?;
-        let issued = ca.issue_identity(&relay, &identity, ttl, key)?;
+        if !self.groups.is_empty() && self.role != Role::Client {
+            anyhow::bail!("--group is for clients: an agent is named in the policy by its name");
+        }
+        let issued = ca.issue_identity_with(&relay, &identity, &self.groups, None, ttl, key)?;
         record.append(&identity, &issued.serial, issued.not_after)?;
         let credential = Credential {
             relay: self.relay.clone(),
@@ -196,6 +202,7 @@ mod tests {
             relay: vec!["relay.example.com:4433".into()],
             ttl: None,
             csr: None,
+            groups: Vec::new(),
         };
         assert!(issue(Role::Client).warnings().is_empty());
         crate::cmd::revoke::revoke(

@@ -95,3 +95,47 @@ async fn a_pool_routes_each_target_to_an_instance_that_exposes_it() -> anyhow::R
     relay.shutdown().await;
     Ok(())
 }
+
+/// A group the operator writes into a credential (`issue --group`) grants
+/// what the policy gives the group, and nothing to a client outside it.
+#[tokio::test]
+async fn a_group_in_an_issued_credential_grants_what_the_policy_gives_it() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    let relay =
+        TestRelay::start("[[allow]]\ngroup = \"deploy\"\nagent = \"edge\"\ntargets = [\"echo\"]\n")
+            .await;
+    let echo = tcp_echo().await;
+    let mut agent = relay.agent("edge", &[("echo", echo)]).await;
+    agent.wait_registered().await;
+    let (credential, _) = relay_server::cmd::issue::Issue {
+        paths: relay.paths(),
+        role: proto::Role::Client,
+        name: "ci".parse()?,
+        relay: vec![relay.addr.to_string()],
+        ttl: None,
+        csr: None,
+        groups: vec!["deploy".parse()?],
+    }
+    .run()?;
+    let path = relay.dir.path().join("ci.cred");
+    credential.save(&path)?;
+    let ci = relay_client::Client::new(relay_net::credential::Credential::load(&path, None)?)
+        .end_to_end(relay_client::direct::EndToEnd::Off);
+    assert!(guard(
+        "open",
+        ci.open(&"edge/echo".parse().map_err(anyhow::Error::msg)?)
+    )
+    .await
+    .is_ok());
+    let outsider = relay.client("other");
+    match guard(
+        "open",
+        outsider.open(&"edge/echo".parse().map_err(anyhow::Error::msg)?),
+    )
+    .await
+    {
+        Err(OpenError::Refused(r)) => assert_eq!(r.code, ErrorCode::UNAUTHORIZED, "{r}"),
+        other => panic!("a client outside the group opened: {other:?}"),
+    }
+    Ok(())
+}

@@ -111,6 +111,7 @@ async fn revoking_one_serial_leaves_other_certificates_of_the_name() -> anyhow::
             relay: vec![relay.addr.to_string()],
             ttl: None,
             csr: None,
+            groups: Vec::new(),
         }
         .run()?;
         let path = relay.dir.path().join(file);

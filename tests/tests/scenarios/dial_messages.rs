@@ -130,6 +130,7 @@ async fn key_of_another_csr_stops_the_agent_at_start() -> anyhow::Result<()> {
         relay: vec![relay.addr.to_string()],
         ttl: None,
         csr: Some(csr_path),
+        groups: Vec::new(),
     }
     .run()?;
     let cred = host.path().join("agent.cred");

@@ -264,6 +264,7 @@ async fn sigterm_while_dialling_exits_promptly() -> anyhow::Result<()> {
         relay: vec![hole.local_addr()?.to_string()],
         ttl: None,
         csr: None,
+        groups: Vec::new(),
     }
     .run()?;
     let cred = relay.dir.path().join("agent-edge-unanswered.cred");

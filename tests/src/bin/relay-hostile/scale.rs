@@ -73,6 +73,7 @@ fn issue_agents(dir: &Path, relay: std::net::SocketAddr, n: usize) -> anyhow::Re
             relay: vec![relay.to_string()],
             ttl: None,
             csr: None,
+            groups: Vec::new(),
         }
         .run()?;
         credential.save(&out.join(format!("{name}.cred")))?;
