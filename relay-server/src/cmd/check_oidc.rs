@@ -84,16 +84,20 @@ pub async fn report(settings: &LoginSettings) -> (String, bool) {
                     "  note: no device login: `relay-client login --device` will not work with it"
                 );
             }
+            let domain = p
+                .name_domain
+                .as_ref()
+                .map(|d| format!(" (@{d} by its local part)"))
+                .unwrap_or_default();
+            let groups = p
+                .groups_claim
+                .as_ref()
+                .map(|g| format!(", groups from {g:?}"))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  client id {}, scopes {:?}; names from {:?}{}",
-                p.client_id,
-                p.scopes,
-                p.name_claim,
-                p.groups_claim
-                    .as_ref()
-                    .map(|g| format!(", groups from {g:?}"))
-                    .unwrap_or_default()
+                "  client id {}, scopes {:?}; names from {:?}{domain}{groups}",
+                p.client_id, p.scopes, p.name_claim
             );
         } else {
             let _ = writeln!(
