@@ -310,12 +310,14 @@ async fn a_ci_job_exchanges_its_workload_token_and_bad_tokens_are_refused() -> a
         Ok(oidc::jwt_claims(jwt)?["exp"].as_u64().unwrap_or_default())
     };
     let exp = exp_of(&stale)?.max(exp_of(&stale_id_token)?);
-    // Not a synchronisation: the tokens' clocks running out is the condition.
+    // The fault is the tokens' age: no event says a token has expired but
+    // the clock, so the wait is the injected fault, not a synchronisation.
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
+    let age = std::time::Duration::from_secs(exp.saturating_sub(now) + 1);
     #[allow(clippy::disallowed_methods)]
-    tokio::time::sleep(std::time::Duration::from_secs(exp.saturating_sub(now) + 1)).await;
+    tokio::time::sleep(age).await; // sleep-ok: ages the tokens past their exp (the fault under test)
     let (ok, out) = World::finish(login_with(stale)?).await?;
     assert!(!ok);
     refused(&out, "the token expired");
