@@ -108,6 +108,10 @@ pub struct AuditEvent {
     /// How many events an `auth_failed_suppressed` line stands for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// How the peer came, when not with its own QUIC connection:
+    /// `"browser"` for the relay's web shell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<&'static str>,
 }
 
 /// Writes a code by its name (`UNAUTHORIZED`), as the README documents it.
@@ -141,6 +145,7 @@ impl AuditEvent {
             bytes_down: None,
             duration_ms: None,
             count: None,
+            via: None,
         }
     }
 

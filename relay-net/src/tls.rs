@@ -162,6 +162,25 @@ pub fn carrier_server_config(
     Ok(Arc::new(tls))
 }
 
+/// The TLS of the relay's web page, on the carrier's TCP port
+/// ([`crate::tcp::Web`]): a browser's, so TLS 1.2 and 1.3, ALPN `http/1.1`
+/// (WebSockets ride HTTP/1.1), no client certificate (people sign in with
+/// their organisation's provider).
+///
+/// # Errors
+/// If any PEM is malformed or the key does not match the certificate.
+pub fn web_server_config(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(pem::certs(cert_pem)?, pem::private_key(key_pem)?)?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(tls))
+}
+
 /// An agent's or client's TLS handshake on the TCP carrier: the relay's
 /// certificate must lead to `ca_pem` and name the host dialled, as inside.
 ///

@@ -304,6 +304,15 @@ impl RunArgs {
                     .map_err(|e| anyhow::anyhow!("invalid config {shown}: {e}"))?,
             );
         }
+        if let Some(web) = &file.web {
+            let shown = source
+                .as_deref()
+                .map_or_else(|| "the config file".to_owned(), |p| p.display().to_string());
+            config.web = Some(
+                web.check()
+                    .map_err(|e| anyhow::anyhow!("invalid config {shown}: {e}"))?,
+            );
+        }
         if let Some(path) = source {
             tracing::info!(config = %path.display(), "config file read (flags override it)");
         }
@@ -537,6 +546,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let mut lines = vec![format!("relay-server listening on {}", relay.local_addr()?)];
         if let Some(addr) = relay.tcp_addr() {
             lines.push(format!("relay-server tcp carrier on {addr}"));
+            if relay.serves_web() {
+                lines.push(format!("relay-server web shell on https://{addr}/"));
+            }
         }
         if let Some(addr) = relay.admin_addr() {
             lines.push(format!("relay-server metrics on http://{addr}/metrics"));

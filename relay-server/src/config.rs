@@ -196,6 +196,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// Single sign-on (`[login]` in the config file); off when `None`.
     pub login: Option<crate::login::settings::LoginSettings>,
+    /// The browser shell (`[web]` in the config file); off when `None`.
+    pub web: Option<crate::web::settings::WebSettings>,
 }
 
 impl Config {
@@ -212,6 +214,7 @@ impl Config {
             transport: Transport::relay(),
             metrics: None,
             login: None,
+            web: None,
         }
     }
 }

@@ -40,7 +40,7 @@ pub enum ConfigFileError {
 }
 
 /// Reads `"10s"`, `"1m 30s"`: a duration as the flags take it.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text).map(Some).map_err(|e| {
         serde::de::Error::custom(format!("{text:?}: {e} (write e.g. \"10s\" or \"1m 30s\")"))
@@ -98,6 +98,8 @@ pub struct RunFile {
     /// Single sign-on: providers and lifetimes (`[login]`, see
     /// [`crate::login::settings`]).
     pub login: Option<crate::login::settings::LoginFile>,
+    /// The browser shell (`[web]`, see [`crate::web::settings`]).
+    pub web: Option<crate::web::settings::WebFile>,
 }
 
 impl RunFile {

@@ -49,6 +49,7 @@ mod reset_key;
 pub mod revocation;
 mod routes;
 mod stream;
+pub mod web;
 
 pub use config::Config;
 
@@ -140,6 +141,8 @@ pub(crate) struct Shared {
     /// Single sign-on, if configured: the one service of a connection
     /// without a certificate.
     login: Option<login::Logins>,
+    /// The browser shell, if configured (`[web]`).
+    web: Option<Arc<web::Web>>,
 }
 
 /// How long a freshly started relay lets agents come back before it says an
@@ -254,12 +257,21 @@ fn bind_listeners(
     }
 }
 
+/// The relay's TCP port: the carrier's listener and TLS, and the web
+/// page's TLS when `[web]` is on.
+#[derive(Debug)]
+struct TcpPort {
+    listener: std::net::TcpListener,
+    carrier: Arc<rustls::ServerConfig>,
+    web: Option<Arc<rustls::ServerConfig>>,
+}
+
 /// A bound relay, ready to [`run`](Relay::run).
 #[derive(Debug)]
 pub struct Relay {
     endpoint: quinn::Endpoint,
-    /// The TCP carrier's listener and outer TLS, unless turned off.
-    tcp: Option<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
+    /// The TCP port (carrier and web page), unless turned off.
+    tcp: Option<TcpPort>,
     shared: Arc<Shared>,
     config: Config,
     admin: Option<std::net::TcpListener>,
@@ -312,6 +324,12 @@ impl Relay {
             .map(|settings| login::Logins::load(settings, paths))
             .transpose()
             .map_err(RelayError::Login)?;
+        let web = config
+            .web
+            .clone()
+            .map(|settings| web::Web::load(settings, config.login.as_ref()).map(Arc::new))
+            .transpose()
+            .map_err(RelayError::Login)?;
         let tls = relay_net::tls::relay_server_config(&cert, &key, &ca, login.is_some())?;
         // Until a peer's role is known it may open only a few streams; the
         // role's own limit is set once its certificate is read (conn.rs).
@@ -344,10 +362,19 @@ impl Relay {
             err,
         })?;
         let tcp = match tcp {
-            Some(listener) => Some((
+            Some(listener) => Some(TcpPort {
                 listener,
-                relay_net::tls::carrier_server_config(&cert, &key)?,
-            )),
+                carrier: relay_net::tls::carrier_server_config(&cert, &key)?,
+                web: match web {
+                    Some(_) => Some(relay_net::tls::web_server_config(&cert, &key)?),
+                    None => None,
+                },
+            }),
+            None if web.is_some() => {
+                return Err(RelayError::Login(
+                    "[web] serves the page on the TCP port: listen-tcp must not be \"off\"".into(),
+                ))
+            }
             None => None,
         };
         let shared = Arc::new(Shared {
@@ -373,6 +400,7 @@ impl Relay {
             carriers,
             carrier_config,
             login,
+            web,
         });
         Ok(Relay {
             endpoint,
@@ -395,7 +423,12 @@ impl Relay {
 
     /// The TCP carrier's address, unless it is off.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
-        self.tcp.as_ref().and_then(|(l, _)| l.local_addr().ok())
+        self.tcp.as_ref().and_then(|t| t.listener.local_addr().ok())
+    }
+
+    /// Whether the TCP port also serves the web shell (`[web]`).
+    pub fn serves_web(&self) -> bool {
+        self.tcp.as_ref().is_some_and(|t| t.web.is_some())
     }
 
     /// The admin endpoint's address (`/metrics`, `/healthz`, `/readyz`), if enabled.
@@ -456,8 +489,9 @@ impl Relay {
                 Err(err) => tracing::error!(%err, "admin endpoint unavailable"),
             }
         }
-        if let Some((listener, tls)) = &self.tcp {
-            match listener
+        if let Some(port) = &self.tcp {
+            match port
+                .listener
                 .try_clone()
                 .and_then(tokio::net::TcpListener::from_std)
             {
@@ -475,13 +509,23 @@ impl Relay {
                             shared.conns.close_remote(addr);
                         }
                     };
+                    let web = port.web.clone().map(|tls| {
+                        let shared = self.shared.clone();
+                        relay_net::tcp::Web {
+                            tls,
+                            serve: Arc::new(move |stream, remote| {
+                                Box::pin(web::serve(shared.clone(), stream, remote))
+                            }),
+                        }
+                    });
                     tasks.spawn(relay_net::tcp::serve(
                         listener,
-                        tls.clone(),
+                        port.carrier.clone(),
                         self.shared.carriers.clone(),
                         relay_net::tcp::TcpLimits::default(),
                         shutdown.clone(),
                         Arc::new(gone),
+                        web,
                     ));
                 }
                 Err(err) => tracing::error!(%err, "tcp carrier unavailable"),

@@ -5,9 +5,10 @@
 //! run the library code of the three programs; [`launch`] starts the
 //! programs themselves (paths from [`programs!`]) for tests that need a
 //! separate process (one to kill with SIGKILL, say); [`tinyproxy`] runs a
-//! real HTTP CONNECT proxy. Nothing here sleeps to
-//! synchronise: it waits on watch channels, bound ports and log lines,
-//! under a hang guard (`tests/clippy.toml` bans the sleeps).
+//! real HTTP CONNECT proxy; [`browser`] drives a real headless Chromium.
+//! Nothing here sleeps to synchronise: it waits on watch channels, bound
+//! ports and log lines, under a hang guard (`tests/clippy.toml` bans the
+//! sleeps).
 
 // A harness failure is a test failure: panicking with a message is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use relay_client::AgentTarget as Destination;
 
+pub mod browser;
 pub mod chaos;
 pub mod launch;
 pub mod oidc;

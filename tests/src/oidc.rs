@@ -48,6 +48,10 @@ pub const CLI_REDIRECT_URI: &str = "http://127.0.0.1/callback";
 /// The confidential CI client: client credentials (`client_secret_basic`).
 pub const CI_CLIENT: &str = "ci-runner";
 
+/// The relay's web page: a public web client, authorization code + PKCE,
+/// redirected to the relay ([`ProviderConfig::web_redirect_uris`]).
+pub const WEB_CLIENT: &str = "relay-web";
+
 /// The scopes whose claims the ID tokens carry.
 pub const SCOPES: &str = "openid email profile groups";
 
@@ -147,6 +151,10 @@ pub struct ProviderConfig {
     /// The `interval` of device authorization responses, seconds
     /// (oidc-provider itself sends none, which RFC 8628 reads as 5 s).
     pub device_interval: u64,
+    /// Where [`WEB_CLIENT`] may be sent back to (the relay's
+    /// `https://127.0.0.1:PORT/login/callback`, known once the relay runs:
+    /// [`Provider::reconfigure`]); none: no web client.
+    pub web_redirect_uris: Vec<String>,
 }
 
 impl Default for ProviderConfig {
@@ -169,6 +177,7 @@ impl Default for ProviderConfig {
             id_token_ttl: 600,
             access_token_ttl: 300,
             device_interval: 1,
+            web_redirect_uris: Vec::new(),
         }
     }
 }
@@ -189,7 +198,7 @@ impl ProviderConfig {
                 (u.login.clone(), user)
             })
             .collect();
-        json!({
+        let mut config = json!({
             "port": port,
             "keys_file": dir.join("oidc-keys.json"),
             "rotate": rotate,
@@ -221,7 +230,22 @@ impl ProviderConfig {
             "id_token_ttl": self.id_token_ttl,
             "access_token_ttl": self.access_token_ttl,
             "device_interval": self.device_interval,
-        })
+        });
+        // oidc-provider refuses a code client without a redirect URI.
+        if let (false, Some(clients)) = (
+            self.web_redirect_uris.is_empty(),
+            config["clients"].as_array_mut(),
+        ) {
+            clients.push(json!({
+                "client_id": WEB_CLIENT,
+                "application_type": "web",
+                "token_endpoint_auth_method": "none",
+                "redirect_uris": self.web_redirect_uris,
+                "grant_types": ["authorization_code"],
+                "response_types": ["code"],
+            }));
+        }
+        config
     }
 }
 
@@ -327,6 +351,26 @@ impl Provider {
         self.process.wait().await?;
         let (process, issuer) = Provider::spawn(&self.dir, &self.config, self.port, true).await?;
         self.process = process;
+        anyhow::ensure!(
+            issuer == self.issuer,
+            "the provider came back as {issuer}, not {}",
+            self.issuer
+        );
+        Ok(())
+    }
+
+    /// Starts it again on the same port (same issuer, same keys) with
+    /// `config`: e.g. the relay's web redirect URI, known once the relay
+    /// (configured with this issuer) runs. Sessions and codes are gone.
+    ///
+    /// # Errors
+    /// If it does not stop or come back with the same issuer.
+    pub async fn reconfigure(&mut self, config: ProviderConfig) -> anyhow::Result<()> {
+        self.process.kill()?;
+        self.process.wait().await?;
+        let (process, issuer) = Provider::spawn(&self.dir, &config, self.port, false).await?;
+        self.process = process;
+        self.config = config;
         anyhow::ensure!(
             issuer == self.issuer,
             "the provider came back as {issuer}, not {}",

@@ -17,13 +17,38 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 ///
 /// # Errors
 /// If the handshake fails or the peer is not speaking TLS.
+#[cfg(test)]
 pub(super) async fn accept<S>(mut io: S, tls: Arc<rustls::ServerConfig>) -> io::Result<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut conn = rustls::ServerConnection::new(tls)
-        .map_err(io::Error::other)?
-        .into();
+    let hello = super::hello::read(&mut io).await?;
+    accept_hello(io, hello.accepted, tls).await
+}
+
+/// Runs the rest of the relay's side of the handshake on `io`, whose
+/// ClientHello was read already ([`super::hello`]).
+///
+/// # Errors
+/// If the handshake fails.
+pub(super) async fn accept_hello<S>(
+    mut io: S,
+    hello: rustls::server::Accepted,
+    tls: Arc<rustls::ServerConfig>,
+) -> io::Result<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut conn = match hello.into_connection(tls) {
+        Ok(conn) => rustls::Connection::from(conn),
+        Err((e, mut alert)) => {
+            let mut out = Vec::new();
+            if alert.write_all(&mut out).is_ok() {
+                let _ = io.write_all(&out).await;
+            }
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+    };
     drive(&mut io, &mut conn).await?;
     Ok(io)
 }

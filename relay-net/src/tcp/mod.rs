@@ -23,6 +23,7 @@
 //! then slow the sender, instead of the queue growing without end.
 
 mod handshake;
+mod hello;
 mod relay;
 mod stream;
 
@@ -40,7 +41,7 @@ use quinn::udp::RecvMeta;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
-pub use relay::{serve, Carriers, TcpLimits};
+pub use relay::{serve, Carriers, TcpLimits, Web, WebServed, WebStream};
 pub use stream::{connect, CarrierError, StreamSocket};
 
 /// Bytes waiting to be written on one carrier before new datagrams are

@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::handshake::accept;
+use super::handshake::accept_hello;
 use super::{is_virtual, virtual_addr, write_link, FrameReader, Outbox, Read, IDLE};
 
 /// The relay's socket: UDP, and every carrier by its virtual address.
@@ -347,10 +347,40 @@ impl Default for TcpLimits {
     }
 }
 
+/// A browser's connection to the relay's TCP port, after its TLS
+/// handshake: the bytes of its ClientHello are read again from the front.
+pub type WebStream = tokio_rustls::server::TlsStream<
+    tokio::io::Join<
+        tokio::io::Chain<std::io::Cursor<Vec<u8>>, tokio::net::tcp::OwnedReadHalf>,
+        tokio::net::tcp::OwnedWriteHalf,
+    >,
+>;
+
+/// Serving one browser connection, to its end.
+pub type WebServed = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Where the relay's TCP port sends a peer that does not offer the
+/// carrier's ALPN (a browser): its TLS, and what serves the connection.
+#[derive(Clone)]
+pub struct Web {
+    /// The TLS of the web page (ALPN `http/1.1`).
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Serves one connection from a peer, until it ends.
+    pub serve: Arc<dyn Fn(WebStream, SocketAddr) -> WebServed + Send + Sync>,
+}
+
+impl std::fmt::Debug for Web {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Web")
+    }
+}
+
 /// Accepts TCP carriers on `listener` (a TLS handshake with `tls` first) into `carriers`
 /// until `stop`; carriers already up run on until their peers leave.
 /// `gone` hears the virtual address of each carrier that ended, so the
 /// connection inside can be closed now rather than after its idle timeout.
+/// A peer that does not offer the carrier's ALPN goes to `web`, if there
+/// is one (under the same limits: a browser is a peer on this port too).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -358,6 +388,7 @@ pub async fn serve(
     limits: TcpLimits,
     stop: CancellationToken,
     gone: Arc<dyn Fn(SocketAddr) + Send + Sync>,
+    web: Option<Web>,
 ) {
     let live = Arc::new(AtomicUsize::new(0));
     let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
@@ -381,10 +412,13 @@ pub async fn serve(
         let tls = tls.clone();
         let carriers = carriers.clone();
         let gone = gone.clone();
+        let web = web.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let tcp = match tokio::time::timeout(limits.handshake_timeout, accept(tcp, tls)).await {
-                Ok(Ok(tcp)) => tcp,
+            let greeted = tokio::time::timeout(limits.handshake_timeout, greet(tcp, tls, web));
+            let tcp = match greeted.await {
+                Ok(Ok(Greeted::Carrier(tcp))) => tcp,
+                Ok(Ok(Greeted::Web(stream, web))) => return (web.serve)(*stream, peer).await,
                 Ok(Err(e)) => {
                     return tracing::debug!(%peer, err = %e, "tcp carrier handshake failed")
                 }
@@ -394,6 +428,40 @@ pub async fn serve(
             tracing::debug!(%peer, reason = %ended, "tcp carrier closed");
             gone(addr);
         });
+    }
+}
+
+/// Who a TCP peer turned out to be, after its TLS handshake.
+enum Greeted {
+    Carrier(tokio::net::TcpStream),
+    Web(Box<WebStream>, Web),
+}
+
+/// Reads the peer's ClientHello and runs the handshake its ALPN asks for:
+/// the carrier's, or the web page's when there is one and the peer does
+/// not ask for the carrier (a peer asking for neither then gets the
+/// carrier's refusal: no protocol in common).
+async fn greet(
+    mut tcp: tokio::net::TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+    web: Option<Web>,
+) -> io::Result<Greeted> {
+    let hello = super::hello::read(&mut tcp).await?;
+    match web {
+        Some(web) if !hello.offers(proto::carrier::CARRIER_ALPN) => {
+            let (read, write) = tcp.into_split();
+            let replayed = tokio::io::join(
+                tokio::io::AsyncReadExt::chain(std::io::Cursor::new(hello.bytes), read),
+                write,
+            );
+            let stream = tokio_rustls::TlsAcceptor::from(web.tls.clone())
+                .accept(replayed)
+                .await?;
+            Ok(Greeted::Web(Box::new(stream), web))
+        }
+        _ => Ok(Greeted::Carrier(
+            accept_hello(tcp, hello.accepted, tls).await?,
+        )),
     }
 }
 

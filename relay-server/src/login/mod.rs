@@ -132,8 +132,29 @@ impl Logins {
             .unwrap_or(settings::PEOPLE_LIFETIME)
     }
 
+    /// The provider named `name`, with its keys.
+    pub(crate) fn provider(&self, name: &str) -> Option<(&Provider, &ProviderKeys)> {
+        self.providers
+            .iter()
+            .find(|(p, _)| p.name.as_str() == name)
+            .map(|(p, k)| (p, k))
+    }
+
+    /// The providers people sign in with, in the configured order.
+    pub(crate) fn people(&self) -> impl Iterator<Item = &Provider> {
+        self.providers
+            .iter()
+            .map(|(p, _)| p)
+            .filter(|p| p.kind == proto::ProviderKind::People)
+    }
+
+    /// How far the relay's clock and a provider's may disagree.
+    pub(crate) fn skew(&self) -> Duration {
+        self.skew
+    }
+
     /// Marks `token_id` used; `false` if it was used before.
-    fn first_use(&self, token_id: &str, expires: u64) -> bool {
+    pub(crate) fn first_use(&self, token_id: &str, expires: u64) -> bool {
         let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
         let now = unix_now();
         if used.len() >= USED_TOKENS {
@@ -188,20 +209,7 @@ impl Logins {
         )
         .await
         .map_err(refused)?;
-        if let Some(entry) = shared.revocations().by_name(Role::Client, &verified.name) {
-            let since = entry
-                .at
-                .as_deref()
-                .map(|at| format!(" since {at}"))
-                .unwrap_or_default();
-            return Err(Refused::new(
-                ErrorCode::REVOKED,
-                format!(
-                    "client/{} is revoked on this relay{since}: ask its operator",
-                    verified.name
-                ),
-            ));
-        }
+        not_revoked(shared, &verified.name)?;
         if !self.first_use(&verified.token_id, verified.expires) {
             return Err(refused(
                 "this token was used for a login before: a token counts once; get a fresh one"
@@ -243,6 +251,23 @@ impl Logins {
         let chain = format!("{}{}", issued.cert_pem, self.signer.cert_pem);
         Ok((LoginCert { chain }, peer))
     }
+}
+
+/// Refuses a login for a client name the operator revoked.
+pub(crate) fn not_revoked(shared: &Shared, name: &proto::Name) -> Result<(), Refused> {
+    let revocations = shared.revocations();
+    let Some(entry) = revocations.by_name(Role::Client, name) else {
+        return Ok(());
+    };
+    let since = entry
+        .at
+        .as_deref()
+        .map(|at| format!(" since {at}"))
+        .unwrap_or_default();
+    Err(Refused::new(
+        ErrorCode::REVOKED,
+        format!("client/{name} is revoked on this relay{since}: ask its operator"),
+    ))
 }
 
 /// Serves a connection that came without a certificate: login streams

@@ -109,6 +109,12 @@ pub struct ProviderFile {
     /// Default certificate lifetime (people 12 h, workload 15 min).
     #[serde(default, deserialize_with = "duration")]
     pub lifetime: Option<Duration>,
+    /// People: the client id the relay's web page signs in with (its
+    /// redirect URI is `https://RELAY/login/callback`); default client-id.
+    pub web_client_id: Option<String>,
+    /// People: a file holding that web client's secret, if the provider
+    /// wants one (Entra ID's "Web" platform does).
+    pub web_client_secret_file: Option<std::path::PathBuf>,
 }
 
 /// A required claim's accepted value, or values.
@@ -171,6 +177,10 @@ pub struct Provider {
     pub lifetime: Duration,
     /// The longest certificate it gives.
     pub max_lifetime: Duration,
+    /// The client id of the relay's web page (people).
+    pub web_client_id: String,
+    /// The file with the web client's secret, if it has one.
+    pub web_client_secret_file: Option<std::path::PathBuf>,
 }
 
 /// `[login]`, checked.
@@ -252,6 +262,11 @@ impl ProviderFile {
         if kind == ProviderKind::Workload && self.require.is_empty() {
             return Err("a workload provider needs require = { ... }: a CI platform's issuer signs tokens for every project on it, and any of them can ask for this audience (e.g. require = { repository_owner = \"example-org\" })".into());
         }
+        if kind == ProviderKind::Workload
+            && (self.web_client_id.is_some() || self.web_client_secret_file.is_some())
+        {
+            return Err("web-client-id and web-client-secret-file are for people providers: the web page signs people in".into());
+        }
         if kind == ProviderKind::Workload && self.client_id.is_some() {
             return Err(
                 "client-id is for people providers; a workload provider checks audience".into(),
@@ -310,7 +325,7 @@ impl ProviderFile {
             name,
             kind,
             issuer: self.issuer.clone(),
-            client_id,
+            client_id: client_id.clone(),
             audience,
             scopes: scopes.join(" "),
             name_claim,
@@ -322,6 +337,11 @@ impl ProviderFile {
             require: self.require.clone(),
             lifetime,
             max_lifetime: ceiling,
+            web_client_id: self
+                .web_client_id
+                .clone()
+                .unwrap_or_else(|| client_id.clone()),
+            web_client_secret_file: self.web_client_secret_file.clone(),
         })
     }
 }

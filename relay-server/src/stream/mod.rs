@@ -17,7 +17,7 @@ use crate::Shared;
 
 mod direct;
 mod list;
-mod open;
+pub(crate) mod open;
 
 /// Reads the first frame of a client's stream and serves the stream.
 pub(crate) async fn serve(

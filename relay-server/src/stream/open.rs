@@ -101,7 +101,7 @@ pub(super) async fn serve(
 
 /// [`crate::authorize::open`], then the `open` audit line: an open that
 /// cannot be recorded is refused (fail closed).
-async fn authorized(
+pub(crate) async fn authorized(
     shared: &Shared,
     peer: &PeerCert,
     open: &Open,
@@ -121,7 +121,7 @@ async fn authorized(
 
 /// The agent's answer: `Accepted` with the agent's streams, or the refusal
 /// to pass on (the agent's own, or ours when it failed to answer).
-async fn answer(
+pub(crate) async fn answer(
     shared: &Shared,
     open: &Open,
     mut agent_send: quinn::SendStream,
@@ -167,7 +167,7 @@ async fn answer(
 
 /// Opens a stream to the first instance that takes it and sends
 /// `Forwarded` with the client's early bytes behind it.
-async fn agent_stream(
+pub(crate) async fn agent_stream(
     instances: Vec<Instance>,
     peer: &PeerCert,
     open: &Open,

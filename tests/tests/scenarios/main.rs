@@ -42,6 +42,7 @@ mod several_relays;
 mod smoke;
 mod socks;
 mod tcp_carrier;
+mod web_shell;
 
 /// Runs this binary's test `name` of `module` (the caller's
 /// `module_path!()`) again inside new namespaces: `unshare FLAGS sh -c
