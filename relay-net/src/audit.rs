@@ -44,6 +44,9 @@ pub enum Event {
     DirectClose,
     /// A single sign-on gave a client a certificate.
     Login,
+    /// A person watched another's browser shell (read-only); `close`
+    /// follows when they stop.
+    Watch,
 }
 
 /// One audit event: built from the peer it concerns, with what happened
@@ -108,6 +111,9 @@ pub struct AuditEvent {
     /// How many events an `auth_failed_suppressed` line stands for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// Whose shell a `watch` event is about (`client/alice`), and its id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watched: Option<String>,
     /// How the peer came, when not with its own QUIC connection:
     /// `"browser"` for the relay's web shell.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -145,6 +151,7 @@ impl AuditEvent {
             bytes_down: None,
             duration_ms: None,
             count: None,
+            watched: None,
             via: None,
         }
     }

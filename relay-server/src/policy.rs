@@ -10,6 +10,7 @@
 //! shell   = true             # interactive sessions (`relay-client shell`), default false
 //! run     = true             # commands (`relay-client run`), default false
 //! socks   = true             # SOCKS5 through the agent (`relay-client socks`), default false
+//! watch   = true             # watch others' browser shells there, read-only, default false
 //! direct  = "allow"          # end-to-end paths: "allow" (default), "deny" or "require"
 //! ```
 //!
@@ -166,6 +167,8 @@ struct AllowFields {
     #[serde(default)]
     socks: bool,
     #[serde(default)]
+    watch: bool,
+    #[serde(default)]
     direct: DirectRule,
 }
 
@@ -195,6 +198,7 @@ impl TryFrom<AllowFields> for Allow {
             shell: f.shell,
             run: f.run,
             socks: f.socks,
+            watch: f.watch,
             direct: f.direct,
         })
     }
@@ -217,6 +221,9 @@ pub struct Allow {
     /// `Socks` streams through those agents (destinations checked by the
     /// agent's `--allow-socks` rules).
     pub socks: bool,
+    /// Watching other people's browser shells on those agents, read-only
+    /// (the relay's web page; each watch is audited).
+    pub watch: bool,
     /// Whether these grants may (`allow`), may not (`deny`) or must
     /// (`require`) travel on end-to-end paths.
     pub direct: DirectRule,
@@ -264,6 +271,7 @@ pub const INITIAL_POLICY: &str = r#"# Relay policy: which client may reach which
 # shell   = true               # interactive shells on the agent (default false)
 # run     = true               # remote commands on the agent (default false)
 # socks   = true               # SOCKS5 through the agent, to what its --allow-socks rules allow (default false)
+# watch   = true               # watch others' browser shells on the agent, read-only (default false)
 # direct  = "allow"            # end-to-end paths (--end-to-end): "allow" (default), "deny", "require"
 "#;
 
@@ -378,6 +386,11 @@ impl<'p> View<'p> {
     /// Whether `client` may open SOCKS streams through `agent`.
     pub fn allows_socks<'c>(&self, client: impl Into<Caller<'c>>, agent: &AgentName) -> bool {
         self.grants(client.into(), agent).any(|a| a.socks)
+    }
+
+    /// Whether `client` may watch other people's browser shells on `agent`.
+    pub fn allows_watch<'c>(&self, client: impl Into<Caller<'c>>, agent: &AgentName) -> bool {
+        self.grants(client.into(), agent).any(|a| a.watch)
     }
 
     /// The targets among `exposed` that `client` may reach on `agent`.

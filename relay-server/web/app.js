@@ -12,6 +12,8 @@
     logout: $('#logout'),
     workspace: $('#workspace'),
     agents: $('#agents'),
+    live: $('#live'),
+    liveHead: $('#live-head'),
     refresh: $('#refresh-agents'),
     status: $('#status'),
     terminal: $('#terminal'),
@@ -305,6 +307,7 @@
     ui.workspace.hidden = false;
     ensureTerminal();
     loadAgents();
+    loadLive();
     // A link such as https://relay/#shell=aks-prod opens a shell there at once; otherwise a
     // shell left running (closed tab, lost network) is shown again.
     if (!openFromHash()) resumeShells();
@@ -416,15 +419,20 @@
     startShell(terminal.agent, { session: terminal.session, from: 0 });
   }
 
-  function startShell(agent, ask) {
+  // Watches another person's shell, read-only (the policy's watch = true).
+  function watchShell(live) {
+    startShell(live.agent, { session: live.session }, live.owner);
+  }
+
+  function startShell(agent, ask, watching = null) {
     closeShell();
     showError('');
     ensureTerminal();
     fit.fit();
     term.write(FRESH_SCREEN);
-    term.options.disableStdin = false;
-    term.options.cursorBlink = true;
-    const current = { ws: null, agent, sessionId: null, offset: 0, done: false, retries: 0 };
+    term.options.disableStdin = Boolean(watching);
+    term.options.cursorBlink = !watching;
+    const current = { ws: null, agent, sessionId: null, offset: 0, done: false, retries: 0, watching, watchers: [] };
     shell = current;
     setStatus(`connecting to ${agent}\u2026`, 'connecting');
     markActiveAgent(agent);
@@ -436,7 +444,8 @@
   function connect(current, ask) {
     const query = new URLSearchParams(ask);
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const ws = new WebSocket(`${scheme}//${location.host}/api/shell?${query}`);
+    const path = current.watching ? '/api/watch' : '/api/shell';
+    const ws = new WebSocket(`${scheme}//${location.host}${path}?${query}`);
     ws.binaryType = 'arraybuffer';
     current.ws = ws;
 
@@ -453,7 +462,7 @@
     });
     ws.addEventListener('close', () => {
       if (shell !== current || current.done || current.ws !== ws) return;
-      if (current.sessionId && current.retries < RECONNECT_TRIES) {
+      if (current.sessionId && !current.watching && current.retries < RECONNECT_TRIES) {
         // The relay keeps the shell for a while (5 minutes by default): try again, backing off.
         const wait = Math.min(500 * 2 ** current.retries, 10000);
         current.retries += 1;
@@ -500,7 +509,7 @@
         }
         if (typeof message.from === 'number') current.offset = message.from;
         current.retries = 0;
-        setStatus(`connected to ${current.agent}`, 'connected');
+        showConnected(current);
         term.focus();
         break;
       case 'exit': {
@@ -515,6 +524,10 @@
       case 'ended':
         finishShell(current, `session ended: ${message.message}`, 'failed');
         break;
+      case 'watchers':
+        current.watchers = message.watchers || [];
+        showConnected(current);
+        break;
       case 'detached':
         finishShell(current, `detached: ${message.message}`, 'failed');
         break;
@@ -522,6 +535,46 @@
         // Newer relays may add messages; an older page ignores them.
         break;
     }
+  }
+
+  // The status line of a running shell: whose, where, and who watches it.
+  function showConnected(current) {
+    let text = current.watching
+      ? `watching ${current.watching} on ${current.agent} (read-only)`
+      : `connected to ${current.agent}`;
+    if (current.watchers.length > 0) text += ` \u00b7 watched by ${current.watchers.join(', ')}`;
+    setStatus(text, 'connected');
+  }
+
+  // Other people's shells this person may watch.
+  async function loadLive() {
+    const result = await api('/api/live').catch(() => null);
+    const live = result?.ok ? result.body?.live || [] : [];
+    const items = live.map((entry) => {
+      const item = document.createElement('li');
+      item.className = 'agent live';
+      item.dataset.session = entry.session;
+      const info = document.createElement('div');
+      info.className = 'agent-info';
+      const name = document.createElement('div');
+      name.className = 'agent-name';
+      name.textContent = entry.owner;
+      const where = document.createElement('div');
+      where.className = 'agent-targets';
+      where.textContent = `on ${entry.agent}`;
+      info.append(name, where);
+      const watch = document.createElement('button');
+      watch.type = 'button';
+      watch.className = 'watch';
+      watch.dataset.session = entry.session;
+      watch.textContent = 'Watch';
+      watch.addEventListener('click', () => watchShell(entry));
+      item.append(info, watch);
+      return item;
+    });
+    ui.live.replaceChildren(...items);
+    ui.live.hidden = items.length === 0;
+    ui.liveHead.hidden = items.length === 0;
   }
 
   // Marks the shell finished: no more input, a visible end banner, and the socket let go.
@@ -553,7 +606,7 @@
     if (button) openShell(button.dataset.agent);
   });
 
-  ui.refresh.addEventListener('click', () => loadAgents());
+  ui.refresh.addEventListener('click', () => { loadAgents(); loadLive(); });
 
   ui.logout.addEventListener('click', async () => {
     ui.logout.disabled = true;

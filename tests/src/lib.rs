@@ -39,6 +39,7 @@ pub mod chaos;
 pub mod launch;
 pub mod oidc;
 pub mod tinyproxy;
+pub mod web;
 
 pub use tinyproxy::{TinyProxy, TinyProxyConfig};
 

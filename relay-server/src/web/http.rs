@@ -165,6 +165,52 @@ async fn route(
             }
             None => signed_out(shared),
         },
+        (Method::GET, "/api/live") => match session {
+            Some(s) => {
+                let list: Vec<_> = web
+                    .watchable_by(shared, &s)
+                    .iter()
+                    .map(|t| json!({"session": t.id, "agent": t.agent.as_str(), "owner": t.session.peer.identity.to_string()}))
+                    .collect();
+                json_answer(StatusCode::OK, &json!({ "live": list }))
+            }
+            None => signed_out(shared),
+        },
+        (Method::GET, "/api/watch") => {
+            let Some(s) = session else {
+                return signed_out(shared);
+            };
+            if !same_origin(&request, &host) {
+                return text(
+                    StatusCode::FORBIDDEN,
+                    "watching starts only from the relay's own page",
+                );
+            }
+            let (answer, websocket) = match upgrade(&mut request) {
+                Ok(upgrade) => upgrade,
+                Err(answer) => return *answer,
+            };
+            let wanted = param(&query, "session").unwrap_or_default();
+            let terminal = web
+                .watchable_by(shared, &s)
+                .into_iter()
+                .find(|t| t.id == wanted);
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let Ok(mut ws) = websocket.await else {
+                    return;
+                };
+                match terminal {
+                    Some(terminal) => shell::watch(&shared, ws, terminal, &s, remote).await,
+                    None => {
+                        let gone = json!({"type": "refused", "message": "this shell has ended, or you may not watch it (the policy's watch = true)"});
+                        let _ = ws.send(Message::text(gone.to_string())).await;
+                        let _ = ws.close(None).await;
+                    }
+                }
+            });
+            answer
+        }
         (Method::GET, "/api/shell") => {
             let Some(s) = session else {
                 return signed_out(shared);
@@ -175,15 +221,9 @@ async fn route(
                     "a shell opens only from the relay's own page",
                 );
             }
-            if !hyper_tungstenite::is_upgrade_request(&request) {
-                return text(StatusCode::BAD_REQUEST, "a WebSocket is expected here");
-            }
-            let config = WebSocketConfig::default()
-                .max_message_size(Some(MAX_MESSAGE))
-                .max_frame_size(Some(MAX_MESSAGE));
-            let (answer, websocket) = match hyper_tungstenite::upgrade(&mut request, Some(config)) {
+            let (answer, websocket) = match upgrade(&mut request) {
                 Ok(upgrade) => upgrade,
-                Err(e) => return text(StatusCode::BAD_REQUEST, &format!("not a WebSocket: {e}")),
+                Err(answer) => return *answer,
             };
             let ask = ShellAsk::from_query(&query);
             let (shared, web) = (shared.clone(), web.clone());
@@ -197,6 +237,28 @@ async fn route(
         }
         _ => not_found(),
     }
+}
+
+/// Turns `request` into a WebSocket: the answer to send, and the socket
+/// once it is sent; or the refusal.
+fn upgrade(
+    request: &mut Request<Incoming>,
+) -> Result<(Answer, hyper_tungstenite::HyperWebsocket), Box<Answer>> {
+    if !hyper_tungstenite::is_upgrade_request(request) {
+        return Err(Box::new(text(
+            StatusCode::BAD_REQUEST,
+            "a WebSocket is expected here",
+        )));
+    }
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    hyper_tungstenite::upgrade(request, Some(config)).map_err(|e| {
+        Box::new(text(
+            StatusCode::BAD_REQUEST,
+            &format!("not a WebSocket: {e}"),
+        ))
+    })
 }
 
 /// What `/api/shell` asks for: a new shell on an agent, or a terminal to

@@ -132,6 +132,20 @@ impl Web {
             .collect()
     }
 
+    /// Other people's live terminals that `session`'s person may watch
+    /// (the policy's `watch = true` for their agent).
+    fn watchable_by(&self, shared: &Shared, session: &Arc<WebSession>) -> Vec<Arc<Terminal>> {
+        let policy = shared.policy();
+        let view = policy.on(crate::policy::Carrier::Relay);
+        let caller = crate::policy::Caller::from(&session.peer);
+        self.terminals()
+            .values()
+            .filter(|t| t.session.peer.identity != session.peer.identity)
+            .filter(|t| view.allows_watch(caller, &t.agent))
+            .cloned()
+            .collect()
+    }
+
     fn terminals_of(&self, session: &Arc<WebSession>) -> usize {
         self.terminals_for(session).len()
     }

@@ -146,6 +146,7 @@ pub(crate) async fn attach(ws: HyperWebsocketStream, terminal: Arc<Terminal>, fr
     if down.send(Message::text(opened.to_string())).await.is_err() {
         return terminal.detach(&attachment);
     }
+    let mut told: Vec<String> = Vec::new();
     loop {
         tokio::select! {
             output = terminal.next_output(at) => match output {
@@ -177,6 +178,16 @@ pub(crate) async fn attach(ws: HyperWebsocketStream, terminal: Arc<Terminal>, fr
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => break,
             },
+            () = terminal.changed() => {
+                let now = terminal.watchers();
+                if now != told {
+                    let notice = json!({"type": "watchers", "watchers": now});
+                    if down.send(Message::text(notice.to_string())).await.is_err() {
+                        break;
+                    }
+                    told = now;
+                }
+            }
             () = attachment.gone.cancelled() => {
                 let moved = json!({"type": "detached", "message": "this shell was opened in another window"});
                 let _ = down.send(Message::text(moved.to_string())).await;
@@ -186,6 +197,64 @@ pub(crate) async fn attach(ws: HyperWebsocketStream, terminal: Arc<Terminal>, fr
         }
     }
     terminal.detach(&attachment);
+}
+
+/// Carries another person's shell to `watcher`'s page, read-only: its
+/// output from the start of the buffer, nothing back. Audited (`watch`,
+/// then `close`), fail-closed; the shell's own page is told who watches.
+pub(crate) async fn watch(
+    shared: &Shared,
+    mut ws: HyperWebsocketStream,
+    terminal: Arc<Terminal>,
+    watcher: &WebSession,
+    remote: SocketAddr,
+) {
+    let owner = terminal.session.peer.identity.to_string();
+    let mut event = AuditEvent::of_peer(Event::Watch, &watcher.peer, Some(remote));
+    event.via = Some("browser");
+    event.agent = Some(terminal.agent.to_string());
+    event.kind = Some("shell");
+    event.watched = Some(format!("{owner} {}", terminal.id));
+    if let Err(e) = shared.audit.record(event.clone()).await {
+        let refused = json!({"type": "refused", "message": format!("the relay cannot audit, so no one may watch: {e}")});
+        let _ = ws.send(Message::text(refused.to_string())).await;
+        let _ = ws.close(None).await;
+        return;
+    }
+    let started = Instant::now();
+    let who = watcher.peer.identity.to_string();
+    terminal.watched_by(&who);
+    let (mut down, mut up) = ws.split();
+    let mut at = 0u64;
+    let opened = json!({"type": "opened", "agent": terminal.agent.as_str(), "session": terminal.id, "from": 0, "watching": owner});
+    let mut sent = down.send(Message::text(opened.to_string())).await.is_ok();
+    while sent {
+        tokio::select! {
+            output = terminal.watched_output(at) => match output {
+                Ok((from, bytes)) => {
+                    at = from + bytes.len() as u64;
+                    sent = down.send(Message::binary(bytes)).await.is_ok();
+                }
+                Err(ended) => {
+                    let _ = down.send(Message::text(end_message(&ended).to_string())).await;
+                    let _ = down.close().await;
+                    break;
+                }
+            },
+            message = up.next() => {
+                // Read-only: keys are dropped; only the end counts.
+                sent = matches!(message, Some(Ok(_)));
+            }
+            () = watcher.ended.cancelled() => break,
+        }
+    }
+    terminal.unwatched_by(&who);
+    let mut event = AuditEvent {
+        event: Event::Close,
+        ..event
+    };
+    event.duration_ms = Some(started.elapsed().as_millis() as u64);
+    shared.audit.record_or_log(event).await;
 }
 
 /// The page's message for a terminal's end.

@@ -81,6 +81,8 @@ pub(crate) struct Terminal {
     changed: Notify,
     /// Cancelled to hang the program up (reset the agent's stream).
     pub(crate) hang_up: CancellationToken,
+    /// Who watches it now (identities, one entry per watching page).
+    watchers: Mutex<Vec<String>>,
 }
 
 impl Terminal {
@@ -102,6 +104,7 @@ impl Terminal {
             }),
             changed: Notify::new(),
             hang_up: CancellationToken::new(),
+            watchers: Mutex::default(),
         }
     }
 
@@ -234,20 +237,34 @@ impl Terminal {
         self.changed.notify_waiters();
     }
 
-    /// The output from `from` on, as it comes: `Ok(bytes)` (empty only
-    /// when the terminal ended and all was read), waiting until there is
-    /// some. Marks it sent.
+    /// The output from `from` on, as it comes, for the attached page:
+    /// waits until there is some; marks it sent. `Err` once the terminal
+    /// ended and all was read.
     pub(crate) async fn next_output(&self, from: u64) -> Result<Bytes, Ended> {
+        self.output_from(from, true).await
+    }
+
+    /// As [`Terminal::next_output`], for someone watching: the attached
+    /// page never waits for a watcher, so a slow one may miss bytes (the
+    /// output then resumes where the buffer starts). Gives the offset of
+    /// the bytes too.
+    pub(crate) async fn watched_output(&self, from: u64) -> Result<(u64, Bytes), Ended> {
+        let from = from.max(self.lock().start);
+        self.output_from(from, false).await.map(|b| (from, b))
+    }
+
+    async fn output_from(&self, from: u64, attached: bool) -> Result<Bytes, Ended> {
         loop {
             let waiting = {
                 let mut out = self.lock();
                 if from < out.end() {
                     let skip = (from.max(out.start) - out.start) as usize;
                     let chunk: Vec<u8> = out.ring.range(skip..).take(64 << 10).copied().collect();
-                    let upto = out.start + (skip + chunk.len()) as u64;
-                    out.sent = Some(upto);
-                    drop(out);
-                    self.changed.notify_waiters();
+                    if attached {
+                        out.sent = Some(out.start + (skip + chunk.len()) as u64);
+                        drop(out);
+                        self.changed.notify_waiters();
+                    }
                     return Ok(Bytes::from(chunk));
                 }
                 if let Some(ended) = &out.ended {
@@ -257,6 +274,42 @@ impl Terminal {
             };
             waiting.await;
         }
+    }
+
+    /// Adds a watcher (`client/bob`); the attached page is told.
+    pub(crate) fn watched_by(&self, who: &str) {
+        self.watchers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(who.to_owned());
+        self.changed.notify_waiters();
+    }
+
+    /// Removes one watcher entry of `who`.
+    pub(crate) fn unwatched_by(&self, who: &str) {
+        let mut watchers = self.watchers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(at) = watchers.iter().position(|w| w == who) {
+            watchers.remove(at);
+        }
+        drop(watchers);
+        self.changed.notify_waiters();
+    }
+
+    /// Who watches now, each once.
+    pub(crate) fn watchers(&self) -> Vec<String> {
+        let mut all = self
+            .watchers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// Waits until something changes (output, attachment, watchers).
+    pub(crate) async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// How long it has been detached, if it is.

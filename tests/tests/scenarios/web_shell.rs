@@ -7,189 +7,9 @@
 //! comes back; an agent the policy does not grant is refused. Screenshots
 //! of each step land in `target/web-shell-screenshots/` (not committed).
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-use relay_tests::browser::{self, Browser};
-use relay_tests::launch::{self, RelayProcess};
-use relay_tests::oidc::{self, Provider, ProviderConfig};
+use relay_tests::web::{eventually, terminal_shows, world, WAIT};
+use relay_tests::{browser, oidc};
 use serde_json::Value;
-
-/// The policy: `sre` may open shells on `edge`; nobody may on `other`.
-const POLICY: &str = "[[allow]]\ngroup = \"sre\"\nagent = \"edge\"\nshell = true\n\
-                      [[allow]]\ngroup = \"sre\"\nagent = \"other\"\ntargets = [\"db\"]\n";
-
-/// How long the page may take for anything (a shell's start, a redraw).
-const WAIT: Duration = Duration::from_secs(20);
-
-/// A relay with `[login]` and `[web]`, its provider knowing the page's
-/// redirect URI, agents `edge` (shells, recorded) and `other`, a browser.
-struct World {
-    relay: RelayProcess,
-    provider: Provider,
-    browser: Browser,
-    /// `https://127.0.0.1:PORT`, the page.
-    page: String,
-    records: tempfile::TempDir,
-    _agents: Vec<launch::Process>,
-    _provider_dir: tempfile::TempDir,
-}
-
-async fn world(test: &str) -> anyhow::Result<World> {
-    let programs = relay_tests::programs!();
-    let provider_dir = tempfile::tempdir()?;
-    let mut provider = Provider::start(provider_dir.path(), ProviderConfig::default()).await?;
-    let dir = launch::relay_dir(&programs, POLICY).await?;
-    std::fs::write(
-        dir.path().join("relay.toml"),
-        format!(
-            "[login]\n[[login.provider]]\nname = \"sso\"\nissuer = \"{issuer}\"\n\
-             client-id = \"{cli}\"\nweb-client-id = \"{web}\"\n\
-             scopes = [\"openid\", \"email\", \"profile\", \"groups\"]\n\
-             groups-claim = \"groups\"\nname-domain = \"example.com\"\n\n[web]\nresume = \"2m\"\n",
-            issuer = provider.issuer(),
-            cli = oidc::CLI_CLIENT,
-            web = oidc::WEB_CLIENT,
-        ),
-    )?;
-    let relay = RelayProcess::run_in(&programs, dir, "127.0.0.1:0", &[]).await?;
-    let page = format!("https://127.0.0.1:{}", relay.addr.port());
-    let config = ProviderConfig {
-        web_redirect_uris: vec![format!("{page}/login/callback")],
-        ..provider.config().clone()
-    };
-    provider.reconfigure(config).await?;
-    let records = tempfile::tempdir()?;
-    let edge = relay.issue("agent", "edge").await?;
-    let other = relay.issue("agent", "other").await?;
-    let shell_args = |record: bool| {
-        let mut args = vec!["--allow-shell".to_owned(), "--shell=/bin/sh".to_owned()];
-        if record {
-            args.push(format!("--record-dir={}", records.path().display()));
-        }
-        args
-    };
-    let agents = vec![
-        launch::agent(&programs, &edge, &shell_args(true)).await?,
-        launch::agent(&programs, &other, &shell_args(false)).await?,
-    ];
-    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/web-shell-screenshots")
-        .join(test);
-    let _ = std::fs::remove_dir_all(&shots);
-    std::fs::create_dir_all(&shots)?;
-    let browser = Browser::start(&shots).await?;
-    Ok(World {
-        relay,
-        provider,
-        browser,
-        page,
-        records,
-        _agents: agents,
-        _provider_dir: provider_dir,
-    })
-}
-
-impl World {
-    /// Opens the page and signs in as `login` at the provider's own pages.
-    async fn sign_in(&self, login: &str) -> anyhow::Result<()> {
-        let b = &self.browser;
-        b.goto(&self.page).await?;
-        b.wait_for("a.provider[data-provider=\"sso\"]", WAIT)
-            .await?;
-        b.screenshot("signed-out").await?;
-        b.click("a.provider[data-provider=\"sso\"]").await?;
-        b.wait_for("input[name=\"login\"]", WAIT).await?;
-        b.fill("input[name=\"login\"]", login).await?;
-        let password = self.provider.user(login).password.clone();
-        b.fill("input[name=\"password\"]", &password).await?;
-        b.click("form#login button[type=\"submit\"]").await?;
-        // The provider asks for consent the first time.
-        let consent_or_page = wait_any(b, &["form#consent button", "#who .identity"]).await?;
-        if consent_or_page == 0 {
-            b.click("form#consent button").await?;
-        }
-        b.wait_for_text("#who", &format!("client/{login}"), WAIT)
-            .await?;
-        Ok(())
-    }
-
-    /// Clicks "Open shell" on `agent` and waits until it is connected.
-    async fn open_shell(&self, agent: &str) -> anyhow::Result<()> {
-        let button = format!("button.open-shell[data-agent=\"{agent}\"]");
-        self.browser.wait_for(&button, WAIT).await?;
-        self.browser.click(&button).await?;
-        self.browser
-            .wait_for_text("#status", &format!("connected to {agent}"), WAIT)
-            .await?;
-        Ok(())
-    }
-
-    /// Types into the terminal (`\n` is Enter).
-    async fn type_line(&self, keys: &str) -> anyhow::Result<()> {
-        self.browser.type_keys(".xterm-helper-textarea", keys).await
-    }
-
-    /// Waits until the terminal's text (every line of its buffer) holds
-    /// `needle`; gives that text.
-    async fn terminal_shows(&self, needle: &str) -> anyhow::Result<String> {
-        let shown = eventually(|| async {
-            let text = terminal_text(&self.browser).await?;
-            Ok(text.contains(needle).then_some(text))
-        })
-        .await;
-        match shown {
-            Ok(text) => Ok(text),
-            Err(e) => {
-                let text = terminal_text(&self.browser).await?;
-                anyhow::bail!("{e}: the terminal did not show {needle:?}; it shows:\n{text}")
-            }
-        }
-    }
-}
-
-/// Asks `check` every 50 ms until it gives something, for at most [`WAIT`].
-async fn eventually<T, F, Fut>(mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
-{
-    let deadline = Instant::now() + WAIT;
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    loop {
-        tick.tick().await;
-        if let Some(found) = check().await? {
-            return Ok(found);
-        }
-        anyhow::ensure!(Instant::now() < deadline, "not within {WAIT:?}");
-    }
-}
-
-/// Every line of the terminal's buffer (scrollback included), trimmed.
-async fn terminal_text(b: &Browser) -> anyhow::Result<String> {
-    let script = "const buf = window.relayShell.term.buffer.active; const lines = [];\
-                  for (let i = 0; i < buf.length; i++) { lines.push(buf.getLine(i).translateToString(true)); }\
-                  return lines.join('\\n');";
-    Ok(b.execute(script, vec![])
-        .await?
-        .as_str()
-        .unwrap_or_default()
-        .to_owned())
-}
-
-/// Waits until one of `selectors` matches; gives its index.
-async fn wait_any(b: &Browser, selectors: &[&str]) -> anyhow::Result<usize> {
-    eventually(|| async {
-        for (i, css) in selectors.iter().enumerate() {
-            if b.find(css).await.is_ok() {
-                return Ok(Some(i));
-            }
-        }
-        Ok(None)
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}: none of {selectors:?} appeared"))
-}
 
 /// A person signs in at the provider from the page, sees `edge`, opens a
 /// shell, types `echo hello-$((6*7))` and reads `hello-42`, makes the
@@ -202,7 +22,7 @@ async fn a_person_signs_in_and_works_in_a_shell_in_the_browser() -> anyhow::Resu
     if oidc::provider_missing() || browser::skip_without_browser() {
         return Ok(());
     }
-    let w = world("shell").await?;
+    let w = world(&relay_tests::programs!(), "shell").await?;
     w.sign_in("alice").await?;
     w.browser.screenshot("signed-in").await?;
     w.open_shell("edge").await?;
@@ -257,7 +77,7 @@ async fn a_shell_keeps_running_while_the_page_is_away_and_comes_back_whole() -> 
     if oidc::provider_missing() || browser::skip_without_browser() {
         return Ok(());
     }
-    let w = world("reattach").await?;
+    let w = world(&relay_tests::programs!(), "reattach").await?;
     w.sign_in("alice").await?;
     w.open_shell("edge").await?;
     let count = w.records.path().join("count");
@@ -307,7 +127,7 @@ async fn a_shell_the_policy_does_not_grant_is_refused_in_the_page() -> anyhow::R
     if oidc::provider_missing() || browser::skip_without_browser() {
         return Ok(());
     }
-    let w = world("refused").await?;
+    let w = world(&relay_tests::programs!(), "refused").await?;
     w.sign_in("alice").await?;
     w.browser
         .wait_for("li.agent[data-agent=\"other\"]", WAIT)
@@ -329,5 +149,59 @@ async fn a_shell_the_policy_does_not_grant_is_refused_in_the_page() -> anyhow::R
         .into_iter()
         .any(|e| e["event"] == "refused" && e["via"] == "browser" && e["agent"] == "other");
     assert!(refused, "the refusal is not in the audit log");
+    Ok(())
+}
+
+/// Bob (group `dev`, `watch = true` on `edge`) sees alice's live shell
+/// listed and watches it: he gets what it showed before he came and what
+/// follows; alice's page says he watches; his keys reach nothing; the
+/// audit log says who watched whose shell.
+#[tokio::test]
+async fn a_second_person_watches_a_shell_read_only_and_the_audit_says_who() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    if oidc::provider_missing() || browser::skip_without_browser() {
+        return Ok(());
+    }
+    let w = world(&relay_tests::programs!(), "watch").await?;
+    w.sign_in("alice").await?;
+    w.open_shell("edge").await?;
+    w.type_line("echo before-$((1+1))\n").await?;
+    w.terminal_shows("\nbefore-2\n").await?;
+
+    let bob = w.another_browser("bob").await?;
+    w.sign_in_with(&bob, "bob").await?;
+    bob.wait_for("button.watch", WAIT).await?;
+    bob.click("button.watch").await?;
+    bob.wait_for_text("#status", "watching client/alice on edge (read-only)", WAIT)
+        .await?;
+    terminal_shows(&bob, "\nbefore-2\n").await?;
+    w.browser
+        .wait_for_text("#status", "watched by client/bob", WAIT)
+        .await?;
+
+    w.type_line("echo live-$((6*7))\n").await?;
+    terminal_shows(&bob, "\nlive-42\n").await?;
+    bob.screenshot("watching").await?;
+    w.browser.screenshot("watched").await?;
+
+    // Bob's keys go nowhere: alice's next line shows, his never does.
+    bob.type_keys(".xterm-helper-textarea", "echo intruder\n")
+        .await?;
+    w.type_line("echo marker-$((3*3))\n").await?;
+    let alice_sees = w.terminal_shows("\nmarker-9\n").await?;
+    assert!(!alice_sees.contains("intruder"), "{alice_sees}");
+    terminal_shows(&bob, "\nmarker-9\n").await?;
+
+    let events = w.relay.audit_events();
+    let watched = events.iter().any(|e| {
+        e["event"] == "watch"
+            && e["peer"] == "client/bob"
+            && e["agent"] == "edge"
+            && e["watched"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("client/alice "))
+    });
+    assert!(watched, "no watch event in {events:#?}");
+    bob.quit().await?;
     Ok(())
 }
