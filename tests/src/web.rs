@@ -18,7 +18,7 @@ pub const POLICY: &str = "[[allow]]\ngroup = \"sre\"\nagent = \"edge\"\nshell = 
                       [[allow]]\ngroup = \"sre\"\nagent = \"other\"\ntargets = [\"db\"]\n";
 
 /// How long the page may take for anything (a shell's start, a redraw).
-pub const WAIT: Duration = Duration::from_secs(20);
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// A relay with `[login]` and `[web]`, its provider knowing the page's
 /// redirect URI, agents `edge` (shells, recorded) and `other`, a browser.
@@ -35,6 +35,7 @@ pub struct World {
     pub records: tempfile::TempDir,
     /// Where screenshots go.
     screenshots: PathBuf,
+    programs: Programs,
     _agents: Vec<launch::Process>,
     _provider_dir: tempfile::TempDir,
 }
@@ -95,6 +96,7 @@ pub async fn world(programs: &Programs, test: &str) -> anyhow::Result<World> {
         page,
         records,
         screenshots,
+        programs: programs.clone(),
         _agents: agents,
         _provider_dir: provider_dir,
     })
@@ -113,14 +115,20 @@ impl World {
             .await?;
         b.screenshot("signed-out").await?;
         b.click("a.provider[data-provider=\"sso\"]").await?;
-        b.wait_for("input[name=\"login\"]", WAIT).await?;
-        b.fill("input[name=\"login\"]", login).await?;
-        let password = self.provider.user(login).password.clone();
-        b.fill("input[name=\"password\"]", &password).await?;
-        b.click("form#login button[type=\"submit\"]").await?;
-        // The provider asks for consent the first time.
-        let consent_or_page = wait_any(b, &["form#consent button", "#who .identity"]).await?;
-        if consent_or_page == 0 {
+        // The provider asks for the password (unless this browser is
+        // signed in there already), then for consent the first time.
+        let steps = [
+            "input[name=\"login\"]",
+            "form#consent button",
+            "#who .identity",
+        ];
+        if wait_any(b, &steps).await? == 0 {
+            b.fill("input[name=\"login\"]", login).await?;
+            let password = self.provider.user(login).password.clone();
+            b.fill("input[name=\"password\"]", &password).await?;
+            b.click("form#login button[type=\"submit\"]").await?;
+        }
+        if wait_any(b, &steps[1..]).await? == 0 {
             b.click("form#consent button").await?;
         }
         b.wait_for_text("#who", &format!("client/{login}"), WAIT)
@@ -148,6 +156,24 @@ impl World {
     /// `needle`; gives that text.
     pub async fn terminal_shows(&self, needle: &str) -> anyhow::Result<String> {
         terminal_shows(&self.browser, needle).await
+    }
+
+    /// `relay-server ARGS... --dir DIR` on the relay's directory (say a
+    /// revocation), to its end.
+    ///
+    /// # Errors
+    /// If it fails.
+    pub async fn server(&self, args: &[&str]) -> anyhow::Result<()> {
+        let status = tokio::process::Command::new(&self.programs.server)
+            .args(args)
+            .arg("--dir")
+            .arg(self.relay.dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "relay-server {args:?}: {status}");
+        Ok(())
     }
 
     /// Another browser on the page (another person's), its screenshots

@@ -205,3 +205,47 @@ async fn a_second_person_watches_a_shell_read_only_and_the_audit_says_who() -> a
     bob.quit().await?;
     Ok(())
 }
+
+/// Revoking the person ends their shell and their sign-in at the relay's
+/// next look at the revocation list: the page says so and shows the
+/// sign-in again. Signing out ends a shell too (as the audit says).
+#[tokio::test]
+async fn revocation_and_sign_out_end_the_shell_in_the_page() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    if oidc::provider_missing() || browser::skip_without_browser() {
+        return Ok(());
+    }
+    let w = world(&relay_tests::programs!(), "revoked").await?;
+    w.sign_in("alice").await?;
+    w.open_shell("edge").await?;
+    w.browser.click("#logout").await?;
+    w.browser
+        .wait_for("a.provider[data-provider=\"sso\"]", WAIT)
+        .await?;
+    let ended = eventually(|| async {
+        Ok(w.relay
+            .audit_events()
+            .into_iter()
+            .find(|e| e["event"] == "close" && e["via"] == "browser" && e["kind"] == "shell"))
+    })
+    .await?;
+    assert!(
+        ended["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("sign-in ended")),
+        "{ended}"
+    );
+
+    w.sign_in("alice").await?;
+    w.open_shell("edge").await?;
+    w.server(&["revoke", "client", "alice"]).await?;
+    w.relay.process.sighup()?;
+    let status = w.browser.wait_for_text("#status", "revoked", WAIT).await?;
+    assert!(status.contains("session ended"), "{status}");
+    w.browser.screenshot("revoked").await?;
+    w.browser.goto(&w.page).await?;
+    w.browser
+        .wait_for("a.provider[data-provider=\"sso\"]", WAIT)
+        .await?;
+    Ok(())
+}
