@@ -29,6 +29,11 @@ async fn a_person_signs_in_and_works_in_a_shell_in_the_browser() -> anyhow::Resu
     w.type_line("echo hello-$((6*7))\n").await?;
     w.terminal_shows("\nhello-42").await?;
     w.browser.screenshot("hello-42").await?;
+    // UTF-8 both ways: typed, echoed, printed.
+    w.type_line("echo \"gr\u{fc}\u{df}e \u{2713} \u{65e5}\u{672c}\"-$((1+1))\n")
+        .await?;
+    w.terminal_shows("\ngr\u{fc}\u{df}e \u{2713} \u{65e5}\u{672c}-2")
+        .await?;
 
     let size = "const t = window.relayShell.term; return `${t.rows} ${t.cols}`;";
     let wide = w.browser.execute(size, vec![]).await?;
@@ -247,5 +252,69 @@ async fn revocation_and_sign_out_end_the_shell_in_the_page() -> anyhow::Result<(
     w.browser
         .wait_for("a.provider[data-provider=\"sso\"]", WAIT)
         .await?;
+    Ok(())
+}
+
+/// The protocol under a page that loses its connection: a WebSocket takes
+/// a shell's output up to `tick-50` and drops; a second one re-attaches
+/// with the byte offset the first had (`?session=ID&from=N`), while the
+/// shell went on printing. Together they hold every line exactly once.
+#[tokio::test]
+async fn a_dropped_connection_re_attaches_from_its_offset_without_loss_or_repeat(
+) -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    if oidc::provider_missing() || browser::skip_without_browser() {
+        return Ok(());
+    }
+    let w = world(&relay_tests::programs!(), "offset").await?;
+    w.sign_in("alice").await?;
+    // Two WebSockets of the page's own origin (its cookie goes with them).
+    let script = r#"
+        const done = arguments[arguments.length - 1];
+        const url = (query) => `wss://${location.host}/api/shell?${query}`;
+        const decoder = new TextDecoder();
+        function take(query, onOpened, until) {
+          return new Promise((resolve, reject) => {
+            const ws = new WebSocket(url(query));
+            ws.binaryType = 'arraybuffer';
+            const got = { text: '', bytes: 0, id: null, from: null };
+            ws.onerror = () => reject(new Error('websocket failed'));
+            ws.onmessage = (event) => {
+              if (typeof event.data === 'string') {
+                const m = JSON.parse(event.data);
+                if (m.type === 'opened') { got.id = m.session; got.from = m.from; onOpened(ws); }
+                return;
+              }
+              got.bytes += event.data.byteLength;
+              got.text += decoder.decode(event.data, { stream: true });
+              if (got.text.includes(until)) { ws.close(); resolve(got); }
+            };
+          });
+        }
+        (async () => {
+          const loop = 'i=0; while [ $i -lt 200 ]; do i=$((i+1)); echo tick-$i; sleep 0.02; done\r';
+          const first = await take('agent=edge&cols=80&rows=24',
+            (ws) => ws.send(new TextEncoder().encode(loop)), 'tick-50\r\n');
+          const second = await take(`session=${first.id}&from=${first.bytes}`, () => {}, 'tick-200\r\n');
+          done({ first: first.text, second: second.text, bytes: first.bytes, from: second.from });
+        })().catch((e) => done({ error: String(e) }));
+    "#;
+    let got = w
+        .browser
+        .client()
+        .execute_async(script, vec![])
+        .await
+        .map_err(|e| anyhow::anyhow!("the page's script: {e}"))?;
+    anyhow::ensure!(got.get("error").is_none(), "{got}");
+    assert_eq!(got["from"], got["bytes"], "re-attached elsewhere: {got}");
+    let text = format!(
+        "{}{}",
+        got["first"].as_str().unwrap_or_default(),
+        got["second"].as_str().unwrap_or_default()
+    );
+    for n in 1..=200 {
+        let line = format!("tick-{n}\r\n");
+        assert_eq!(text.matches(&line).count(), 1, "tick-{n}:\n{text}");
+    }
     Ok(())
 }
