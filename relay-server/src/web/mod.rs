@@ -146,6 +146,10 @@ impl Web {
             .collect()
     }
 
+    fn terminal_count(&self) -> usize {
+        self.terminals().len()
+    }
+
     fn terminals_of(&self, session: &Arc<WebSession>) -> usize {
         self.terminals_for(session).len()
     }

@@ -29,6 +29,11 @@ use crate::Shared;
 /// Terminals one sign-in may hold at once.
 const TERMINALS_PER_SESSION: usize = 8;
 
+/// Terminals the relay holds at once: each keeps up to
+/// [`super::terminal::BUFFER`] of output, so this bounds their memory
+/// (256 MiB).
+const TERMINALS: usize = 256;
+
 /// Opens a shell on `agent` for `session`: authorize, audit, the agent's
 /// stream, its answer; then runs it in its own task until it ends.
 ///
@@ -46,6 +51,13 @@ pub(crate) async fn open(
         return Err(Refused::new(
             ErrorCode::LIMIT_EXCEEDED,
             format!("you have {TERMINALS_PER_SESSION} shells open already: end one first"),
+        ));
+    }
+    if web.terminal_count() >= TERMINALS {
+        shared.metrics.limit_hit("web_shells");
+        return Err(Refused::new(
+            ErrorCode::LIMIT_EXCEEDED,
+            format!("the relay holds {TERMINALS} browser shells already: try again later"),
         ));
     }
     let open = Open {
