@@ -31,14 +31,17 @@ impl Capabilities {
     /// `Socks` streams: a destination chosen by the caller, checked by
     /// the agent's `--allow-socks` rules.
     pub const SOCKS: Capabilities = Capabilities(8);
+    /// `Recording` streams: the agent's session recordings, read only.
+    pub const RECORDINGS: Capabilities = Capabilities(16);
     /// Every capability this version knows.
-    pub const ALL: Capabilities = Capabilities(1 | 2 | 4 | 8);
+    pub const ALL: Capabilities = Capabilities(1 | 2 | 4 | 8 | 16);
 
-    const NAMES: [(Capabilities, &'static str); 4] = [
+    const NAMES: [(Capabilities, &'static str); 5] = [
         (Self::TCP, "TCP"),
         (Self::SHELL, "SHELL"),
         (Self::EXEC, "EXEC"),
         (Self::SOCKS, "SOCKS"),
+        (Self::RECORDINGS, "RECORDINGS"),
     ];
 
     /// The raw bits.
@@ -126,11 +129,11 @@ mod tests {
         assert_eq!(format!("{:?}", Capabilities::EMPTY), "Capabilities(empty)");
         assert_eq!(
             format!("{:?}", Capabilities::ALL),
-            "Capabilities(TCP | SHELL | EXEC | SOCKS)"
+            "Capabilities(TCP | SHELL | EXEC | SOCKS | RECORDINGS)"
         );
         assert_eq!(
-            format!("{:?}", Capabilities(0x12)),
-            "Capabilities(SHELL | 0x10)"
+            format!("{:?}", Capabilities(0x22)),
+            "Capabilities(SHELL | 0x20)"
         );
     }
 

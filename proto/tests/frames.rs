@@ -61,6 +61,7 @@ fn stream_kind() -> impl Strategy<Value = StreamKind> {
             }),
         vec("[^\0]{0,64}", 1..=8).prop_map(|argv| StreamKind::Exec { argv }),
         destination().prop_map(|dest| StreamKind::Socks { dest }),
+        "([A-Za-z0-9_-][A-Za-z0-9._-]{0,40})?".prop_map(|name| StreamKind::Recording { name }),
     ]
 }
 
@@ -422,4 +423,34 @@ proptest! {
             prop_assert!(err.to_string().contains(&format!("{s:?}")), "{}", err);
         }
     }
+}
+
+/// A recording's name is a plain file name: an `Open` naming a path (or a
+/// hidden file, or too long a name) does not decode, so no agent reads
+/// outside its recordings folder.
+#[test]
+fn a_recording_name_that_is_a_path_does_not_decode() {
+    let long = "x".repeat(StreamKind::MAX_RECORDING_NAME + 1);
+    for bad in [
+        "../secret.cast",
+        ".hidden",
+        "a/b.cast",
+        "a\\b",
+        "sp ace",
+        &long,
+    ] {
+        let open = Open {
+            agent: AgentName::from(Name::try_from("edge").unwrap_or_else(|e| panic!("{e}"))),
+            target: TargetName::from(Name::try_from("recording").unwrap_or_else(|e| panic!("{e}"))),
+            kind: StreamKind::Recording {
+                name: bad.to_owned(),
+            },
+        };
+        let mut buf = BytesMut::from(&Frame::from(open).to_bytes()[..]);
+        assert!(Frame::decode(&mut buf).is_err(), "{bad:?} decoded");
+    }
+    assert!(StreamKind::is_recording_name(
+        "20261207T101500Z-client-alice-1.cast"
+    ));
+    assert!(StreamKind::is_recording_name(""));
 }

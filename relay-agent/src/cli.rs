@@ -127,6 +127,8 @@ pub struct Args {
     shell_env: Vec<String>,
     /// Record interactive sessions here, one asciicast v2 file each. A
     /// session that cannot be recorded is refused (see --record-fail-open).
+    /// The relay's web page lists and plays them for those the policy
+    /// grants `recordings = true`.
     #[arg(long, value_name = "DIR")]
     record_dir: Option<PathBuf>,
     /// Run sessions even when their recording cannot be written.

@@ -285,6 +285,9 @@ fn capabilities(config: &Config) -> Capabilities {
     if config.socks.enabled() {
         caps |= Capabilities::SOCKS;
     }
+    if config.sessions.record_dir.is_some() {
+        caps |= Capabilities::RECORDINGS;
+    }
     caps
 }
 

@@ -38,6 +38,7 @@ pub(crate) fn open(
         StreamKind::Shell { .. } => view.allows_shell(caller, agent),
         StreamKind::Exec { .. } => view.allows_run(caller, agent),
         StreamKind::Socks { .. } => view.allows_socks(caller, agent),
+        StreamKind::Recording { .. } => view.allows_recordings(caller, agent),
     };
     if !allowed(policy.on(Carrier::Relay)) {
         if allowed(policy.on(Carrier::Direct)) {
@@ -94,6 +95,7 @@ fn unsupported(open: &Open) -> Refused {
     let flag = match open.kind {
         StreamKind::Shell { .. } | StreamKind::Exec { .. } => "--allow-shell",
         StreamKind::Socks { .. } => "--allow-socks",
+        StreamKind::Recording { .. } => "--record-dir",
         StreamKind::Tcp => "the flag that enables them",
     };
     Refused::new(
@@ -133,6 +135,9 @@ fn denied(policy: &Policy, peer: &PeerCert, open: &Open) -> Refused {
             ),
             StreamKind::Socks { dest } => format!(
                 "client {client} may not use SOCKS through {agent} (to {dest}): no [[allow]] entry in the relay policy has socks = true for it"
+            ),
+            StreamKind::Recording { .. } => format!(
+                "client {client} may not see the recordings of {agent}: no [[allow]] entry in the relay policy has recordings = true for it"
             ),
         }
     };

@@ -11,6 +11,7 @@
 //! run     = true             # commands (`relay-client run`), default false
 //! socks   = true             # SOCKS5 through the agent (`relay-client socks`), default false
 //! watch   = true             # watch others' browser shells there, read-only, default false
+//! recordings = true          # list and play the agent's session recordings, default false
 //! direct  = "allow"          # end-to-end paths: "allow" (default), "deny" or "require"
 //! ```
 //!
@@ -169,6 +170,8 @@ struct AllowFields {
     #[serde(default)]
     watch: bool,
     #[serde(default)]
+    recordings: bool,
+    #[serde(default)]
     direct: DirectRule,
 }
 
@@ -199,6 +202,7 @@ impl TryFrom<AllowFields> for Allow {
             run: f.run,
             socks: f.socks,
             watch: f.watch,
+            recordings: f.recordings,
             direct: f.direct,
         })
     }
@@ -224,6 +228,9 @@ pub struct Allow {
     /// Watching other people's browser shells on those agents, read-only
     /// (the relay's web page; each watch is audited).
     pub watch: bool,
+    /// Listing and playing those agents' session recordings (they hold
+    /// what people typed and saw: their own grant).
+    pub recordings: bool,
     /// Whether these grants may (`allow`), may not (`deny`) or must
     /// (`require`) travel on end-to-end paths.
     pub direct: DirectRule,
@@ -272,6 +279,7 @@ pub const INITIAL_POLICY: &str = r#"# Relay policy: which client may reach which
 # run     = true               # remote commands on the agent (default false)
 # socks   = true               # SOCKS5 through the agent, to what its --allow-socks rules allow (default false)
 # watch   = true               # watch others' browser shells on the agent, read-only (default false)
+# recordings = true            # list and play the agent's session recordings (default false)
 # direct  = "allow"            # end-to-end paths (--end-to-end): "allow" (default), "deny", "require"
 "#;
 
@@ -388,6 +396,11 @@ impl<'p> View<'p> {
         self.grants(client.into(), agent).any(|a| a.socks)
     }
 
+    /// Whether `client` may list and play `agent`'s session recordings.
+    pub fn allows_recordings<'c>(&self, client: impl Into<Caller<'c>>, agent: &AgentName) -> bool {
+        self.grants(client.into(), agent).any(|a| a.recordings)
+    }
+
     /// Whether `client` may watch other people's browser shells on `agent`.
     pub fn allows_watch<'c>(&self, client: impl Into<Caller<'c>>, agent: &AgentName) -> bool {
         self.grants(client.into(), agent).any(|a| a.watch)
@@ -408,7 +421,7 @@ impl<'p> View<'p> {
     }
 
     /// The session kinds `client` may open on `agent`: `SHELL`, `EXEC`
-    /// (`run`) and `SOCKS`, as the grants say (for `list`).
+    /// (`run`), `SOCKS` and `RECORDINGS`, as the grants say (for `list`).
     pub fn sessions<'c>(&self, client: impl Into<Caller<'c>>, agent: &AgentName) -> Capabilities {
         self.grants(client.into(), agent)
             .flat_map(|a| {
@@ -416,6 +429,7 @@ impl<'p> View<'p> {
                     (a.shell, Capabilities::SHELL),
                     (a.run, Capabilities::EXEC),
                     (a.socks, Capabilities::SOCKS),
+                    (a.recordings, Capabilities::RECORDINGS),
                 ]
             })
             .filter(|(granted, _)| *granted)

@@ -17,6 +17,14 @@
     refresh: $('#refresh-agents'),
     status: $('#status'),
     terminal: $('#terminal'),
+    terminalFrame: $('.terminal-frame'),
+    replay: $('#replay'),
+    replayTitle: $('#replay-title'),
+    recordings: $('#recordings'),
+    player: $('#player'),
+    seek: $('#seek'),
+    seekGo: $('#seek-go'),
+    replayClose: $('#replay-close'),
     error: $('#error'),
   };
 
@@ -381,6 +389,14 @@
       info.append(name, targetList);
       item.append(info);
 
+      if (sessions.includes('recordings')) {
+        const recordings = document.createElement('button');
+        recordings.type = 'button';
+        recordings.className = 'recordings';
+        recordings.dataset.agent = agent;
+        recordings.textContent = 'Recordings';
+        item.append(recordings);
+      }
       if (sessions.includes('shell')) {
         const open = document.createElement('button');
         open.type = 'button';
@@ -426,6 +442,7 @@
 
   function startShell(agent, ask, watching = null) {
     closeShell();
+    closeReplay();
     showError('');
     ensureTerminal();
     fit.fit();
@@ -599,12 +616,104 @@
     setStatus('Choose an agent to open a shell.', 'idle');
   }
 
+  // ---------------------------------------------------------------- recordings
+
+  // The recordings view: { agent, name, player }. The relay answers a recording a window at a
+  // time (the screen at the asked point, then up to a minute), so a long one never loads whole:
+  // the next window is asked for when one ends, any point for a seek.
+  let replay = null;
+
+  function showReplay(show) {
+    ui.replay.hidden = !show;
+    ui.terminalFrame.hidden = show;
+  }
+
+  function closeReplay() {
+    replay?.player?.dispose();
+    replay = null;
+    window.relayReplay = null;
+    ui.player.replaceChildren();
+    showReplay(false);
+    queueFit();
+  }
+
+  async function openRecordings(agent) {
+    closeShell();
+    closeReplay();
+    showError('');
+    replay = { agent, name: null, player: null };
+    showReplay(true);
+    ui.replayTitle.textContent = `Recordings on ${agent}`;
+    ui.recordings.replaceChildren();
+    const result = await api(`/api/recordings?agent=${encodeURIComponent(agent)}`).catch(() => null);
+    if (!result?.ok) {
+      showError(`Cannot list the recordings: ${result?.body?.error || 'the relay did not answer'}`);
+      return;
+    }
+    const items = (result.body.recordings || []).map((rec) => {
+      const item = document.createElement('li');
+      const play = document.createElement('button');
+      play.type = 'button';
+      play.className = 'play';
+      play.dataset.name = rec.name;
+      play.textContent = 'Play';
+      const what = document.createElement('span');
+      what.textContent = rec.title || rec.name;
+      const when = document.createElement('span');
+      when.className = 'muted';
+      const kib = Math.max(1, Math.round((rec.size || 0) / 1024));
+      when.textContent = `${new Date((rec.modified || 0) * 1000).toLocaleString()} \u00b7 ${kib} KiB`;
+      item.append(play, what, when);
+      return item;
+    });
+    if (items.length === 0) {
+      const none = document.createElement('li');
+      none.className = 'muted';
+      none.textContent = 'No recordings on this agent yet.';
+      items.push(none);
+    }
+    ui.recordings.replaceChildren(...items);
+  }
+
+  async function playRecording(agent, name, from) {
+    if (!replay) return;
+    const query = new URLSearchParams({ agent, name, from });
+    const result = await api(`/api/recordings/play?${query}`).catch(() => null);
+    if (!replay) return;
+    if (!result?.ok) {
+      showError(`Cannot play the recording: ${result?.body?.error || 'the relay did not answer'}`);
+      return;
+    }
+    const { cast, next } = result.body;
+    replay.player?.dispose();
+    ui.player.replaceChildren();
+    replay.name = name;
+    ui.seek.value = String(Math.floor(from));
+    ui.replayTitle.textContent = `${name}, from ${Math.floor(from)} s`;
+    const player = AsciinemaPlayer.create({ data: cast }, ui.player, { autoPlay: true, fit: 'width' });
+    replay.player = player;
+    window.relayReplay = { player, from, next };
+    player.addEventListener('ended', () => {
+      if (replay?.player === player && next !== null && next !== undefined) playRecording(agent, name, next);
+    });
+  }
+
   // ---------------------------------------------------------------- wiring
 
   ui.agents.addEventListener('click', (event) => {
     const button = event.target.closest('button.open-shell');
     if (button) openShell(button.dataset.agent);
+    const recordings = event.target.closest('button.recordings');
+    if (recordings) openRecordings(recordings.dataset.agent);
   });
+  ui.recordings.addEventListener('click', (event) => {
+    const button = event.target.closest('button.play');
+    if (button && replay) playRecording(replay.agent, button.dataset.name, 0);
+  });
+  ui.seekGo.addEventListener('click', () => {
+    if (replay?.name) playRecording(replay.agent, replay.name, Math.max(0, Number(ui.seek.value) || 0));
+  });
+  ui.replayClose.addEventListener('click', () => closeReplay());
 
   ui.refresh.addEventListener('click', () => { loadAgents(); loadLive(); });
 

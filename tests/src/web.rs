@@ -11,9 +11,11 @@ use crate::browser::Browser;
 use crate::launch::{self, Programs, RelayProcess};
 use crate::oidc::{self, Provider, ProviderConfig};
 
-/// The policy: `sre` may open shells on `edge`, `dev` may watch them;
+/// The policy: `sre` may open shells on `edge` and play its recordings,
+/// `dev` may watch its shells;
 /// nobody may open one on `other`.
-pub const POLICY: &str = "[[allow]]\ngroup = \"sre\"\nagent = \"edge\"\nshell = true\n\
+pub const POLICY: &str =
+    "[[allow]]\ngroup = \"sre\"\nagent = \"edge\"\nshell = true\nrecordings = true\n\
                       [[allow]]\ngroup = \"dev\"\nagent = \"edge\"\nwatch = true\n\
                       [[allow]]\ngroup = \"sre\"\nagent = \"other\"\ntargets = [\"db\"]\n";
 

@@ -82,6 +82,14 @@ pub enum StreamKind {
         /// Host (IP or domain name) and port.
         dest: Destination,
     },
+    /// A session recording on the agent, read only (wire 4): the list of
+    /// them when `name` is empty (JSON lines), else that recording's bytes.
+    Recording {
+        /// A file name in the agent's recordings folder: 1 to
+        /// [`StreamKind::MAX_RECORDING_NAME`] bytes of `A-Z a-z 0-9 . _ -`,
+        /// not starting with a dot (no path, no `..`); or empty.
+        name: String,
+    },
 }
 
 impl StreamKind {
@@ -92,6 +100,21 @@ impl StreamKind {
     const SHELL: u8 = 1;
     const EXEC: u8 = 2;
     const SOCKS: u8 = 3;
+    const RECORDING: u8 = 4;
+
+    /// The longest recording name, in bytes.
+    pub const MAX_RECORDING_NAME: usize = 255;
+
+    /// Whether `name` may name a recording: a plain file name (see
+    /// [`StreamKind::Recording`]), or empty for the list.
+    pub fn is_recording_name(name: &str) -> bool {
+        name.is_empty()
+            || (name.len() <= Self::MAX_RECORDING_NAME
+                && !name.starts_with('.')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)))
+    }
 
     /// The kind's name in logs and policy: `tcp`, `shell`, `exec` or `socks`.
     pub const fn as_str(&self) -> &'static str {
@@ -100,6 +123,7 @@ impl StreamKind {
             StreamKind::Shell { .. } => "shell",
             StreamKind::Exec { .. } => "exec",
             StreamKind::Socks { .. } => "socks",
+            StreamKind::Recording { .. } => "recording",
         }
     }
 
@@ -110,6 +134,7 @@ impl StreamKind {
             StreamKind::Shell { .. } => Capabilities::SHELL,
             StreamKind::Exec { .. } => Capabilities::EXEC,
             StreamKind::Socks { .. } => Capabilities::SOCKS,
+            StreamKind::Recording { .. } => Capabilities::RECORDINGS,
         }
     }
 
@@ -149,6 +174,14 @@ impl StreamKind {
             Self::SOCKS => Ok(StreamKind::Socks {
                 dest: Destination::read(r)?,
             }),
+            Self::RECORDING => {
+                let name = r.read_string16()?;
+                // Rule: a plain file name, so it cannot leave the folder.
+                if !Self::is_recording_name(&name) {
+                    return Err(r.malformed("a recording name is a plain file name"));
+                }
+                Ok(StreamKind::Recording { name })
+            }
             _ => Err(r.malformed("unknown stream kind")),
         }
     }
@@ -169,7 +202,7 @@ impl StreamKind {
     /// and audit lines: `sh -c 'echo hi'`.
     pub fn command_line(&self) -> String {
         let argv: &[String] = match self {
-            StreamKind::Tcp | StreamKind::Socks { .. } => &[],
+            StreamKind::Tcp | StreamKind::Socks { .. } | StreamKind::Recording { .. } => &[],
             StreamKind::Shell { argv, .. } | StreamKind::Exec { argv } => argv,
         };
         let quote = |arg: &String| {
@@ -215,6 +248,10 @@ impl StreamKind {
                 dst.put_u8(Self::SOCKS);
                 dest.encode(dst);
             }
+            StreamKind::Recording { name } => {
+                dst.put_u8(Self::RECORDING);
+                put_string16(dst, name);
+            }
         }
     }
 
@@ -226,6 +263,7 @@ impl StreamKind {
             }
             StreamKind::Exec { argv } => list_len(argv, |arg| string16_len(arg)),
             StreamKind::Socks { dest } => dest.encoded_len(),
+            StreamKind::Recording { name } => string16_len(name),
         }
     }
 }
@@ -354,7 +392,11 @@ mod tests {
     fn kind_fields_are_checked() {
         let head = b"\x04edge\x04kube";
         let with = |tail: &[u8]| Open::decode(&[&head[..], tail].concat());
-        assert_eq!(with(b"\x04"), malformed("unknown stream kind"));
+        assert_eq!(with(b"\x05"), malformed("unknown stream kind"));
+        assert_eq!(
+            with(b"\x04\x00\x04a/bc"),
+            malformed("a recording name is a plain file name")
+        );
         assert_eq!(
             with(b"\x01\x03a b\x00\x50\x00\x18\x00\x00"),
             malformed("term is not visible ascii")

@@ -77,7 +77,7 @@ mod tests {
             capabilities: Capabilities::ALL,
             instance: None,
         });
-        let wire = b"\x02\x00\x00\x00\x06\x00\x01\x00\x00\x00\x0f";
+        let wire = b"\x02\x00\x00\x00\x06\x00\x01\x00\x00\x00\x1f";
         assert_eq!(&frame.to_bytes()[..], wire);
         assert_eq!(
             Frame::decode(&mut BytesMut::from(&wire[..])),
@@ -92,7 +92,7 @@ mod tests {
             capabilities: Capabilities::ALL,
             instance: Some(0x0102_0304_0506_0708),
         });
-        let wire = b"\x02\x00\x00\x00\x0e\x00\x01\x00\x00\x00\x0f\x01\x02\x03\x04\x05\x06\x07\x08";
+        let wire = b"\x02\x00\x00\x00\x0e\x00\x01\x00\x00\x00\x1f\x01\x02\x03\x04\x05\x06\x07\x08";
         assert_eq!(&frame.to_bytes()[..], wire);
         assert_eq!(
             Frame::decode(&mut BytesMut::from(&wire[..])),

@@ -30,6 +30,7 @@ use crate::shared::Shared;
 pub mod bench;
 pub mod direct;
 pub mod grant;
+mod recording;
 pub mod shell_exec;
 pub mod socks;
 pub mod tcp;
@@ -128,6 +129,9 @@ async fn dispatch(
         StreamKind::Socks { dest } => socks::serve(shared, caller, dest, send, reader).await,
         StreamKind::Shell { .. } | StreamKind::Exec { .. } => {
             shell_exec::serve(shared, caller, &open.kind, send, reader).await;
+        }
+        StreamKind::Recording { name } => {
+            recording::serve(shared, caller, name, send, reader).await;
         }
     }
 }

@@ -53,7 +53,7 @@ pub async fn serve(
             shell::run(&shared.sessions, caller, req, send, reader).await
         }
         // Dispatched elsewhere by `stream::serve`.
-        StreamKind::Tcp | StreamKind::Socks { .. } => return,
+        StreamKind::Tcp | StreamKind::Socks { .. } | StreamKind::Recording { .. } => return,
     };
     crate::audit::count(summary.bytes_in, summary.bytes_out.unwrap_or(0));
     let exit = summary

@@ -99,9 +99,26 @@ pub(super) async fn serve(
     shared.audit.record_or_log(event).await;
 }
 
+/// An open the relay makes itself (the web page's): authorize, the `open`
+/// audit line, the agent's stream, its answer; the same steps as a
+/// client's `Open`, with nothing sent behind it.
+///
+/// # Errors
+/// The refusal (not yet audited: the caller records it).
+pub(crate) async fn to_agent(
+    shared: &Shared,
+    peer: &PeerCert,
+    open: &Open,
+    event: &AuditEvent,
+) -> Result<(proto::Accepted, quinn::SendStream, FrameReader), Refused> {
+    let instances = authorized(shared, peer, open, event).await?;
+    let (send, recv) = agent_stream(instances, peer, open, Bytes::new(), shared).await?;
+    answer(shared, open, send, recv).await
+}
+
 /// [`crate::authorize::open`], then the `open` audit line: an open that
 /// cannot be recorded is refused (fail closed).
-pub(crate) async fn authorized(
+async fn authorized(
     shared: &Shared,
     peer: &PeerCert,
     open: &Open,
@@ -121,7 +138,7 @@ pub(crate) async fn authorized(
 
 /// The agent's answer: `Accepted` with the agent's streams, or the refusal
 /// to pass on (the agent's own, or ours when it failed to answer).
-pub(crate) async fn answer(
+async fn answer(
     shared: &Shared,
     open: &Open,
     mut agent_send: quinn::SendStream,
@@ -167,7 +184,7 @@ pub(crate) async fn answer(
 
 /// Opens a stream to the first instance that takes it and sends
 /// `Forwarded` with the client's early bytes behind it.
-pub(crate) async fn agent_stream(
+async fn agent_stream(
     instances: Vec<Instance>,
     peer: &PeerCert,
     open: &Open,

@@ -23,7 +23,7 @@ use serde_json::json;
 
 use super::assets::{self, Asset};
 use super::session::{self, WebSession, COOKIE};
-use super::{shell, signin, Web};
+use super::{replay, shell, signin, Web};
 use crate::Shared;
 
 type Answer = Response<Full<Bytes>>;
@@ -165,6 +165,43 @@ async fn route(
             }
             None => signed_out(shared),
         },
+        (Method::GET, "/api/recordings") => {
+            let Some(s) = session else {
+                return signed_out(shared);
+            };
+            let agent = match agent_param(&query) {
+                Ok(agent) => agent,
+                Err(answer) => return *answer,
+            };
+            match replay::list(shared, &s, agent, remote).await {
+                Ok(list) => json_answer(StatusCode::OK, &json!({ "recordings": list })),
+                Err(e) => json_answer(StatusCode::FORBIDDEN, &json!({ "error": e })),
+            }
+        }
+        (Method::GET, "/api/recordings/play") => {
+            let Some(s) = session else {
+                return signed_out(shared);
+            };
+            let agent = match agent_param(&query) {
+                Ok(agent) => agent,
+                Err(answer) => return *answer,
+            };
+            let name = param(&query, "name").unwrap_or_default();
+            let from = param(&query, "from")
+                .and_then(|f| f.parse::<f64>().ok())
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .unwrap_or(0.0);
+            if name.is_empty() {
+                return json_answer(
+                    StatusCode::BAD_REQUEST,
+                    &json!({ "error": "name a recording" }),
+                );
+            }
+            match replay::window(shared, &s, agent, name, from, remote).await {
+                Ok(window) => json_answer(StatusCode::OK, &window),
+                Err(e) => json_answer(StatusCode::FORBIDDEN, &json!({ "error": e })),
+            }
+        }
         (Method::GET, "/api/live") => match session {
             Some(s) => {
                 let list: Vec<_> = web
@@ -237,6 +274,17 @@ async fn route(
         }
         _ => not_found(),
     }
+}
+
+/// The `agent` of a query, checked.
+fn agent_param(query: &str) -> Result<proto::AgentName, Box<Answer>> {
+    let agent = param(query, "agent").unwrap_or_default();
+    proto::AgentName::try_from(agent.as_str()).map_err(|e| {
+        Box::new(json_answer(
+            StatusCode::BAD_REQUEST,
+            &json!({ "error": format!("{agent:?} is not an agent name: {e}") }),
+        ))
+    })
 }
 
 /// Turns `request` into a WebSocket: the answer to send, and the socket
@@ -331,6 +379,7 @@ fn agents(shared: &Shared, session: &WebSession) -> Vec<serde_json::Value> {
                 (proto::Capabilities::SHELL, "shell"),
                 (proto::Capabilities::EXEC, "run"),
                 (proto::Capabilities::SOCKS, "socks"),
+                (proto::Capabilities::RECORDINGS, "recordings"),
             ];
             let sessions: Vec<&str> = kinds
                 .iter()

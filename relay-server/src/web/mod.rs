@@ -16,6 +16,7 @@
 
 mod assets;
 mod http;
+mod replay;
 mod session;
 pub mod settings;
 mod shell;

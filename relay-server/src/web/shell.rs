@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper_tungstenite::tungstenite::Message;
 use hyper_tungstenite::HyperWebsocketStream;
@@ -74,20 +73,15 @@ pub(crate) async fn open(
     let peer = &session.peer;
     let mut event = AuditEvent::of_peer(Event::Open, peer, Some(remote)).with_open(&open);
     event.via = Some("browser");
-    let answered = async {
-        let instances = crate::stream::open::authorized(shared, peer, &open, &event).await?;
-        let (send, recv) =
-            crate::stream::open::agent_stream(instances, peer, &open, Bytes::new(), shared).await?;
-        crate::stream::open::answer(shared, &open, send, recv).await
-    };
-    let (_accepted, send, reader) = match answered.await {
-        Ok(answered) => answered,
-        Err(r) => {
-            shared.metrics.refused(r.code);
-            shared.audit.record_or_log(event.refused(&r)).await;
-            return Err(r);
-        }
-    };
+    let (_accepted, send, reader) =
+        match crate::stream::open::to_agent(shared, peer, &open, &event).await {
+            Ok(answered) => answered,
+            Err(r) => {
+                shared.metrics.refused(r.code);
+                shared.audit.record_or_log(event.refused(&r)).await;
+                return Err(r);
+            }
+        };
     let (input, frames) = mpsc::channel(64);
     let terminal = Arc::new(Terminal::new(
         super::random_token(),

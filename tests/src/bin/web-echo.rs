@@ -39,13 +39,19 @@
 //! `relay_tests::browser`, and its NetLog is checked when it quits.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use futures_util::{SinkExt, StreamExt};
+use relay_server::config::Paths;
 use relay_tests::launch::Programs;
 use relay_tests::{browser, oidc, web};
+use rustls::pki_types::ServerName;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
 
 /// The shell both sides run.
 const SHELL: &str = "/bin/sh";
@@ -223,6 +229,7 @@ async fn run() -> anyhow::Result<()> {
     }
     let (programs, profile) = programs(options.bins.as_deref())?;
 
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let world = web::world(&programs, "web-echo")
         .await
         .context("start the web world")?;
@@ -230,6 +237,9 @@ async fn run() -> anyhow::Result<()> {
     let browser_ms = in_the_browser(&world.browser, &options)
         .await
         .context("measure in the browser")?;
+    let client_ms = websocket_client(&world, &options)
+        .await
+        .context("measure with a WebSocket of this process")?;
     let local_ms = local_pty(&options).await.context("measure a local PTY")?;
 
     println!(
@@ -238,7 +248,14 @@ async fn run() -> anyhow::Result<()> {
         options.warmup,
         humantime::format_rfc3339_seconds(std::time::SystemTime::now())
     );
-    println!("machine: {}", machine());
+    println!(
+        "machine: {}; load average before: {}",
+        machine(),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!(
         "relay and agent: {} ({profile}); web-echo itself: {}",
         programs.server.display(),
@@ -256,17 +273,20 @@ async fn run() -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "{:<28} {:>7} {:>8} {:>8} {:>8} {:>8}",
-        "path (ms)", "samples", "p50", "p90", "p99", "max"
+        "{:<32} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "path (ms)", "samples", "p50", "p90", "p99", "max", "mean"
     );
     let local = Summary::of(&local_ms);
+    let client = Summary::of(&client_ms);
     let relayed = Summary::of(&browser_ms.samples);
     local.print(&format!("local PTY ({SHELL})"));
     relayed.print("browser → relay → agent");
+    client.print("Rust WebSocket → relay → agent");
     println!();
     println!(
-        "added p50: {:.3} ms (target ≤ 5 ms)",
-        relayed.p50 - local.p50
+        "added p50: {:.3} ms (target ≤ 5 ms); without the browser: {:.3} ms",
+        relayed.p50 - local.p50,
+        client.p50 - local.p50
     );
 
     let web::World { browser, .. } = world;
@@ -390,82 +410,166 @@ async fn local_pty(options: &Options) -> anyhow::Result<Vec<f64>> {
         .kill_on_drop(true)
         .spawn(pts)
         .with_context(|| format!("start {SHELL} on the PTY"))?;
-    let mut terminal = Terminal {
-        pty: &mut pty,
-        seen: Vec::new(),
-    };
-    terminal.write(READY_LINE.as_bytes()).await?;
-    terminal.until(READY.as_bytes()).await?;
-    terminal.quiet().await?;
-
-    let mut samples = Vec::with_capacity(options.samples);
-    for i in 0..options.warmup + options.samples {
-        let key = b'a' + u8::try_from(i % 26)?;
-        let sent = Instant::now();
-        terminal.write(&[key]).await?;
-        terminal.until(&[key]).await?;
-        let took = sent.elapsed();
-        terminal.write(&[BACKSPACE]).await?;
-        terminal.until(&[BACKSPACE_ECHO]).await?;
-        if i >= options.warmup {
-            samples.push(took.as_secs_f64() * 1000.0);
-        }
-    }
-    terminal.write(b"exit\r").await?;
+    let samples = type_keys(&mut pty, options).await?;
     let _ = tokio::time::timeout(WAIT, child.wait()).await;
     Ok(samples)
 }
 
-/// The local PTY's end, as a person's terminal would hold it.
-struct Terminal<'a> {
-    pty: &'a mut pty_process::Pty,
-    /// The output since the last match.
-    seen: Vec<u8>,
+/// Types into a shell on `edge` through a WebSocket of this process to the
+/// relay's `/api/shell`, with the page's session cookie (the page signed
+/// in): the browser's path without the browser. Gives each key's round
+/// trip in ms.
+async fn websocket_client(world: &web::World, options: &Options) -> anyhow::Result<Vec<f64>> {
+    let cookie = world
+        .browser
+        .client()
+        .get_all_cookies()
+        .await
+        .context("the page's cookies")?
+        .iter()
+        .map(|c| format!("{}={}", c.name(), c.value()))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let ca = Paths::from(world.relay.dir.path()).ca_cert();
+    let ca = std::fs::read_to_string(&ca).with_context(|| format!("read {}", ca.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in relay_net::pem::certs(&ca)? {
+        roots.add(cert)?;
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(relay_net::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let addr = world.relay.addr;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect to {addr}"))?;
+    // As Chromium's sockets.
+    tcp.set_nodelay(true)?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+        .await
+        .context("TLS to the relay's page")?;
+    let mut request =
+        format!("wss://{addr}/api/shell?agent={AGENT}&cols=80&rows=24").into_client_request()?;
+    let headers = request.headers_mut();
+    headers.insert("origin", world.page.parse()?);
+    headers.insert("cookie", cookie.parse()?);
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tls)
+        .await
+        .context("the WebSocket handshake")?;
+    // The relay says `opened` first.
+    let first = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .context("no first message")?
+        .context("the WebSocket closed")??;
+    anyhow::ensure!(
+        matches!(&first, Message::Text(t) if t.contains("\"opened\"")),
+        "the relay's first message: {first:?}"
+    );
+    type_keys(&mut ws, options).await
 }
 
-impl Terminal<'_> {
+/// One side's terminal, as a person's terminal program holds it: keys in,
+/// output out.
+trait Keyboard {
+    /// Sends `bytes` as typed.
+    async fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()>;
+    /// The next output there is (waits for it).
+    async fn read_some(&mut self) -> anyhow::Result<Vec<u8>>;
+}
+
+impl Keyboard for pty_process::Pty {
     async fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        self.pty.write_all(bytes).await.context("write to the PTY")
+        self.write_all(bytes).await.context("write to the PTY")
     }
 
-    /// Reads until the output holds `needle` (one read's worth or more).
-    async fn until(&mut self, needle: &[u8]) -> anyhow::Result<()> {
-        let mut buf = [0u8; 4096];
+    async fn read_some(&mut self) -> anyhow::Result<Vec<u8>> {
+        let mut buf = vec![0u8; 4096];
+        let n = self.read(&mut buf).await.context("read the PTY")?;
+        anyhow::ensure!(n > 0, "the local shell ended");
+        buf.truncate(n);
+        Ok(buf)
+    }
+}
+
+impl<S> Keyboard for tokio_tungstenite::WebSocketStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    async fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.send(Message::Binary(bytes.to_vec().into()))
+            .await
+            .context("send on the WebSocket")
+    }
+
+    async fn read_some(&mut self) -> anyhow::Result<Vec<u8>> {
         loop {
-            if self.seen.windows(needle.len()).any(|w| w == needle) {
-                self.seen.clear();
-                return Ok(());
+            match self.next().await.context("the WebSocket closed")?? {
+                Message::Binary(b) => return Ok(b.to_vec()),
+                Message::Text(t) => bail!("the relay said {t}"),
+                Message::Close(c) => bail!("the relay closed the WebSocket: {c:?}"),
+                _ => {}
             }
-            let n = tokio::time::timeout(WAIT, self.pty.read(&mut buf))
-                .await
-                .with_context(|| {
-                    format!(
-                        "no {:?} from the local shell within {WAIT:?}; it showed {:?}",
-                        String::from_utf8_lossy(needle),
-                        String::from_utf8_lossy(&self.seen)
-                    )
-                })?
-                .context("read the PTY")?;
-            anyhow::ensure!(n > 0, "the local shell ended");
-            self.seen.extend_from_slice(&buf[..n]);
         }
     }
+}
 
-    /// Reads until nothing comes for [`QUIET`].
-    async fn quiet(&mut self) -> anyhow::Result<()> {
-        let mut buf = [0u8; 4096];
-        let deadline = Instant::now() + WAIT;
-        while let Ok(read) = tokio::time::timeout(QUIET, self.pty.read(&mut buf)).await {
-            let n = read.context("read the PTY")?;
-            anyhow::ensure!(n > 0, "the local shell ended");
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the local shell did not go quiet"
-            );
+/// Types [`READY_LINE`] and waits for the shell, then the warm-up keys and
+/// the measured ones, each followed by a backspace; gives each measured
+/// key's round trip in ms. Ends the shell.
+async fn type_keys(k: &mut impl Keyboard, options: &Options) -> anyhow::Result<Vec<f64>> {
+    let mut seen = Vec::new();
+    k.write(READY_LINE.as_bytes()).await?;
+    until(k, &mut seen, READY.as_bytes()).await?;
+    quiet(k).await?;
+    seen.clear();
+    let mut samples = Vec::with_capacity(options.samples);
+    for i in 0..options.warmup + options.samples {
+        let key = b'a' + u8::try_from(i % 26)?;
+        let sent = Instant::now();
+        k.write(&[key]).await?;
+        until(k, &mut seen, &[key]).await?;
+        let took = sent.elapsed();
+        k.write(&[BACKSPACE]).await?;
+        until(k, &mut seen, &[BACKSPACE_ECHO]).await?;
+        if i >= options.warmup {
+            samples.push(took.as_secs_f64() * 1000.0);
         }
-        self.seen.clear();
-        Ok(())
     }
+    k.write(b"exit\r").await?;
+    Ok(samples)
+}
+
+/// Reads until the output since the last match holds `needle`.
+async fn until(k: &mut impl Keyboard, seen: &mut Vec<u8>, needle: &[u8]) -> anyhow::Result<()> {
+    loop {
+        if seen.windows(needle.len()).any(|w| w == needle) {
+            seen.clear();
+            return Ok(());
+        }
+        let more = tokio::time::timeout(WAIT, k.read_some())
+            .await
+            .with_context(|| {
+                format!(
+                    "no {:?} from the shell within {WAIT:?}; it showed {:?}",
+                    String::from_utf8_lossy(needle),
+                    String::from_utf8_lossy(seen)
+                )
+            })??;
+        seen.extend_from_slice(&more);
+    }
+}
+
+/// Reads until nothing comes for [`QUIET`].
+async fn quiet(k: &mut impl Keyboard) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    while let Ok(read) = tokio::time::timeout(QUIET, k.read_some()).await {
+        read?;
+        anyhow::ensure!(Instant::now() < deadline, "the shell did not go quiet");
+    }
+    Ok(())
 }
 
 /// Percentiles of one path, in ms.
@@ -475,6 +579,7 @@ struct Summary {
     p90: f64,
     p99: f64,
     max: f64,
+    mean: f64,
 }
 
 impl Summary {
@@ -496,13 +601,14 @@ impl Summary {
             p90: rank(90.0),
             p99: rank(99.0),
             max: sorted.last().copied().unwrap_or(f64::NAN),
+            mean: sorted.iter().sum::<f64>() / sorted.len() as f64,
         }
     }
 
     fn print(&self, path: &str) {
         println!(
-            "{path:<28} {:>7} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
-            self.samples, self.p50, self.p90, self.p99, self.max
+            "{path:<32} {:>7} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+            self.samples, self.p50, self.p90, self.p99, self.max, self.mean
         );
     }
 }

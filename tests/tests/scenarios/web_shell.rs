@@ -318,3 +318,80 @@ async fn a_dropped_connection_re_attaches_from_its_offset_without_loss_or_repeat
     }
     Ok(())
 }
+
+/// A recording of 300 s and 6 MB (written into the agent's recordings
+/// folder as the agent writes them) is listed and plays in the page; a
+/// seek to 250 s shows the screen as it was then, and what the relay sends
+/// for it is a small window, not the file.
+#[tokio::test]
+async fn a_long_recording_plays_and_seeks_in_the_page_a_window_at_a_time() -> anyhow::Result<()> {
+    relay_tests::trace_init();
+    if oidc::provider_missing() || browser::skip_without_browser() {
+        return Ok(());
+    }
+    let w = world(&relay_tests::programs!(), "replay").await?;
+    // One event every 0.1 s; each also sets the window title to 2 KiB of
+    // text, which shows nowhere but makes the file large.
+    let mut cast = String::from(
+        "{\"version\":2,\"width\":80,\"height\":24,\"timestamp\":1767225600,\"title\":\"synthetic\"}\n",
+    );
+    let filler = "x".repeat(2048);
+    for n in 0..3000 {
+        let at = f64::from(n) / 10.0;
+        let line = serde_json::json!([at, "o", format!("\u{1b}]0;{filler}\u{7}mark-{n}\r\n")]);
+        cast.push_str(&line.to_string());
+        cast.push('\n');
+    }
+    assert!(cast.len() > 6_000_000);
+    std::fs::write(
+        w.records.path().join("20260101T000000Z-synthetic.cast"),
+        &cast,
+    )?;
+
+    w.sign_in("alice").await?;
+    let b = &w.browser;
+    b.wait_for("button.recordings[data-agent=\"edge\"]", WAIT)
+        .await?;
+    b.click("button.recordings[data-agent=\"edge\"]").await?;
+    b.wait_for_text("#recordings", "synthetic", WAIT).await?;
+    b.click("button.play[data-name=\"20260101T000000Z-synthetic.cast\"]")
+        .await?;
+    b.wait_for_text("#player", "mark-3", WAIT).await?;
+    b.screenshot("playing").await?;
+
+    b.fill("#seek", "250").await?;
+    b.click("#seek-go").await?;
+    b.wait_for_text("#player", "mark-2499", WAIT).await?;
+    b.screenshot("seeked").await?;
+    // The seek's first frame is the screen as it was then, rebuilt by the
+    // relay: the lines before, nothing after.
+    let first = b
+        .execute(
+            "return fetch('/api/recordings/play?agent=edge&name=20260101T000000Z-synthetic.cast&from=249.95')\
+               .then(r => r.json()).then(w => JSON.parse(w.cast.split('\\n')[1])[2]);",
+            vec![],
+        )
+        .await?;
+    let first = first.as_str().unwrap_or_default();
+    assert!(
+        first.contains("mark-2499") && first.contains("mark-2480"),
+        "{first:?}"
+    );
+    assert!(
+        !first.contains("mark-2500") && !first.contains("mark-2470"),
+        "{first:?}"
+    );
+
+    // What the relay answers for a seek: the screen, then a minute at most.
+    let window = b
+        .execute(
+            "return fetch('/api/recordings/play?agent=edge&name=20260101T000000Z-synthetic.cast&from=100')\
+               .then(r => r.json()).then(w => ({ bytes: w.cast.length, next: w.next }));",
+            vec![],
+        )
+        .await?;
+    let bytes = window["bytes"].as_u64().unwrap_or(u64::MAX);
+    assert!(bytes < (2 << 20) + 64 * 1024, "a window of {bytes} bytes");
+    assert_eq!(window["next"].as_f64(), Some(160.1), "{window}");
+    Ok(())
+}
