@@ -14,6 +14,7 @@
 //! Same rules as the CLI: the shell is an `Open` under the person's name,
 //! through [`crate::authorize`], audited (`via: browser`), fail-closed.
 
+mod answer;
 mod assets;
 mod http;
 mod replay;
