@@ -31,9 +31,18 @@
 //!   the relay's HTTPS and WebSocket, its terminal, QUIC to the agent, the
 //!   agent's PTY, the kernel's echo, and all the way back. xterm.js's own
 //!   rendering is not in it (the page's terminal is not used).
+//! - **Rust WebSocket → relay → agent**: the same path without the
+//!   browser, to tell its share from the relay's: a WebSocket of this
+//!   process (tokio-tungstenite over rustls, trusting the relay's CA) to
+//!   the same `/api/shell`, with the page's session cookie and origin,
+//!   timed with `Instant`.
 //! - **local PTY**: in this process, a PTY of its own running `/bin/sh`
 //!   (`pty-process`, spawned as the agent spawns a shell), timed with
 //!   `Instant` from the write of the key to the read that holds its echo.
+//!
+//! It prints samples, p50, p90, p99, max and mean of each path in ms, the
+//! machine (CPUs, load average, build profile, Chromium, the page timer's
+//! granularity), and the added p50: browser p50 − local PTY p50.
 //!
 //! Everything runs on 127.0.0.1; the browser is kept off the network by
 //! `relay_tests::browser`, and its NetLog is checked when it quits.
