@@ -374,16 +374,23 @@
       name.title = agent;
       const targetList = document.createElement('div');
       targetList.className = 'agent-targets';
+      // What `relay-client list` shows: the targets, then the session kinds granted there.
       for (const target of targets) {
         const tag = document.createElement('span');
         tag.className = 'tag';
         tag.textContent = target;
         targetList.append(tag);
       }
-      if (targets.length === 0) {
+      for (const kind of sessions) {
+        const tag = document.createElement('span');
+        tag.className = 'tag kind';
+        tag.textContent = kind;
+        targetList.append(tag);
+      }
+      if (targets.length === 0 && sessions.length === 0) {
         const none = document.createElement('span');
         none.className = 'none';
-        none.textContent = 'no targets';
+        none.textContent = 'nothing granted';
         targetList.append(none);
       }
       info.append(name, targetList);
