@@ -123,6 +123,10 @@ impl RunFile {
         file.audit_log = file
             .audit_log
             .map(|p| if p == Path::new("-") { p } else { base.join(p) });
+        for provider in file.login.iter_mut().flat_map(|l| l.provider.iter_mut()) {
+            provider.web_client_secret_file =
+                provider.web_client_secret_file.take().map(|p| base.join(p));
+        }
         Ok(file)
     }
 

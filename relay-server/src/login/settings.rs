@@ -113,7 +113,7 @@ pub struct ProviderFile {
     /// redirect URI is `https://RELAY/login/callback`); default client-id.
     pub web_client_id: Option<String>,
     /// People: a file holding that web client's secret, if the provider
-    /// wants one (Entra ID's "Web" platform does).
+    /// wants one (Entra ID's "Web" platform does); relative to the config file.
     pub web_client_secret_file: Option<std::path::PathBuf>,
 }
 

@@ -107,6 +107,15 @@ async fn route(
                 Err(e) => {
                     tracing::warn!(%remote, reason = %e, "browser sign-in refused");
                     shared.metrics.login("refused");
+                    // As a refused `relay-client login`: throttled per address.
+                    let mut event = crate::audit::AuditEvent::new(crate::audit::Event::AuthFailed);
+                    event.remote = Some(remote.to_string());
+                    event.via = Some("browser");
+                    let event = event.because(
+                        Some(proto::ErrorCode::UNAUTHORIZED),
+                        format!("sign-in refused: {e}"),
+                    );
+                    shared.audit.auth_failed(remote.ip(), event);
                     error_page(&e)
                 }
             }
@@ -175,6 +184,14 @@ async fn route(
         (Method::GET, "/api/recordings/play") => {
             let Some(s) = session else {
                 return signed_out(shared);
+            };
+            // A seek reads the recording up to that point: bounded CPU.
+            let Ok(_replaying) = web.replays.try_acquire() else {
+                shared.metrics.limit_hit("web_replays");
+                return json_answer(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &json!({ "error": "the relay is replaying as many recordings as it may; try again in a moment" }),
+                );
             };
             let agent = match agent_param(&query) {
                 Ok(agent) => agent,

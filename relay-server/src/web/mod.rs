@@ -50,7 +50,13 @@ pub(crate) struct Web {
     terminals: Mutex<HashMap<String, Arc<Terminal>>>,
     /// Sign-ins begun or finished per source address.
     sign_in_rate: governor::DefaultKeyedRateLimiter<IpAddr>,
+    /// Recording windows being made at once ([`REPLAYS`]).
+    replays: tokio::sync::Semaphore,
 }
+
+/// Recording windows the relay makes at once: each may read and emulate
+/// a long recording up to the seek point (seconds of a core for 100 MB).
+const REPLAYS: usize = 4;
 
 /// Sign-in requests per minute one address may make (a person needs two).
 const SIGN_INS_PER_MINUTE: u32 = 30;
@@ -100,6 +106,7 @@ impl Web {
             sign_ins: SignIns::default(),
             terminals: Mutex::default(),
             sign_in_rate: governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute)),
+            replays: tokio::sync::Semaphore::new(REPLAYS),
         })
     }
 

@@ -234,6 +234,9 @@ pub(crate) async fn watch(
     let mut at = 0u64;
     let opened = json!({"type": "opened", "agent": terminal.agent.as_str(), "session": terminal.id, "from": 0, "watching": owner});
     let mut sent = down.send(Message::text(opened.to_string())).await.is_ok();
+    // Polled across the loop, so no reload of the lists goes unseen.
+    let over = super::watch::until_signed_out(shared, watcher);
+    tokio::pin!(over);
     while sent {
         tokio::select! {
             output = terminal.watched_output(at) => match output {
@@ -251,7 +254,12 @@ pub(crate) async fn watch(
                 // Read-only: keys are dropped; only the end counts.
                 sent = matches!(message, Some(Ok(_)));
             }
-            () = watcher.ended.cancelled() => break,
+            why = &mut over => {
+                let ended = json!({"type": "ended", "message": why});
+                let _ = down.send(Message::text(ended.to_string())).await;
+                let _ = down.close().await;
+                break;
+            }
         }
     }
     terminal.unwatched_by(&who);

@@ -160,7 +160,7 @@ async fn a_shell_the_policy_does_not_grant_is_refused_in_the_page() -> anyhow::R
 /// Bob (group `dev`, `watch = true` on `edge`) sees alice's live shell
 /// listed and watches it: he gets what it showed before he came and what
 /// follows; alice's page says he watches; his keys reach nothing; the
-/// audit log says who watched whose shell.
+/// audit log says who watched whose shell; revoking him ends his watching.
 #[tokio::test]
 async fn a_second_person_watches_a_shell_read_only_and_the_audit_says_who() -> anyhow::Result<()> {
     relay_tests::trace_init();
@@ -207,6 +207,11 @@ async fn a_second_person_watches_a_shell_read_only_and_the_audit_says_who() -> a
                 .is_some_and(|w| w.starts_with("client/alice "))
     });
     assert!(watched, "no watch event in {events:#?}");
+
+    // Revoking the watcher ends the watching, though he asks for nothing more.
+    w.server(&["revoke", "client", "bob"]).await?;
+    w.relay.process.sighup()?;
+    bob.wait_for_text("#status", "revoked", WAIT).await?;
     bob.quit().await?;
     Ok(())
 }
